@@ -1,0 +1,422 @@
+//! The `clbench` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+
+use clbench::data::{self, catalog, fetch};
+use clbench::streams::{StreamSpec, TaskStream};
+
+/// clbench: continual-learning benchmarks — task streams, training with or without GRAPES,
+/// forgetting metrics and paper-ready exports.
+#[derive(Debug, Parser)]
+#[command(name = "clbench", version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    verbosity: Verbosity,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Logging flags shared by every command.
+#[derive(Debug, Args)]
+struct Verbosity {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Only errors; no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Find, verify and download datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Inspect task streams.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Train every method of an experiment config on its task stream, for every seed, and write
+    /// the run store, metrics.csv and a summary.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Experiment config, e.g. configs/paper-forgetting.yaml.
+    config: PathBuf,
+    /// Output directory [default: results/<experiment name>].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seeds to run instead of the config's, comma-separated (e.g. 0,1,2).
+    #[arg(long, value_delimiter = ',')]
+    seeds: Option<Vec<u64>>,
+    /// CPU threads for the matrix products [default: all cores; RAYON_NUM_THREADS also works].
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Device: cpu, or cuda[:N] when built with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum DataCommand {
+    /// Show each dataset, where it was found and whether its checksums verify.
+    List,
+    /// Check every file of a dataset (all found datasets if none is named) against its SHA-256.
+    Verify {
+        /// Dataset name (mnist, fashion-mnist).
+        name: Option<String>,
+    },
+    /// Download a dataset from its canonical mirrors, verify it and install it.
+    Fetch {
+        /// Dataset name (mnist, fashion-mnist).
+        name: String,
+        /// Destination directory [default: $CLBENCH_DATA_DIR/<name>, else data/<name>].
+        #[arg(long)]
+        dest: Option<PathBuf>,
+        /// Base URL to download from instead of the canonical mirrors (repeatable, tried in order).
+        #[arg(long = "mirror")]
+        mirrors: Vec<String>,
+        /// Seconds to wait for a connection to a mirror.
+        #[arg(long, default_value_t = 20)]
+        connect_timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TasksCommand {
+    /// Print one line per task of a stream: sizes, classes, targets, head and transform.
+    Describe {
+        /// A stream file, e.g. tasks/permuted-mnist-5.yaml.
+        file: PathBuf,
+        /// The seed the stream is built with (a `seed:` in the file takes precedence).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.verbosity);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(exit_code_of(&err))
+        }
+    }
+}
+
+/// 2 for errors in the user's input (config, stream, data), 1 for runtime failures.
+fn exit_code_of(err: &anyhow::Error) -> u8 {
+    let input = err.chain().any(|cause| {
+        cause
+            .downcast_ref::<data::DataError>()
+            .is_some_and(data::DataError::is_input_error)
+            || cause
+                .downcast_ref::<clbench::streams::StreamError>()
+                .is_some_and(clbench::streams::StreamError::is_input_error)
+            || cause
+                .downcast_ref::<clbench::experiment::ConfigError>()
+                .is_some()
+            || cause.downcast_ref::<UsageError>().is_some()
+    });
+    if input {
+        2
+    } else {
+        1
+    }
+}
+
+fn init_logging(v: &Verbosity) {
+    let default = if v.quiet {
+        "error"
+    } else {
+        match v.verbose {
+            0 => "info",
+            1 => "debug",
+            _ => "trace",
+        }
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let progress = !cli.verbosity.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match cli.command {
+        Command::Data(cmd) => data_command(cmd, progress),
+        Command::Run(args) => run_command(args, progress),
+        Command::Tasks(TasksCommand::Describe { file, seed }) => {
+            let stream_file = StreamSpec::load(&file)?;
+            let stream = TaskStream::build(&stream_file, seed)?;
+            println!(
+                "{}: {} tasks, {} {} on {} ({}), seed {}",
+                file.display(),
+                stream.len(),
+                yaml_word(&stream.spec.kind),
+                yaml_word(&stream.spec.scenario),
+                stream.dataset.name,
+                match &stream.outputs {
+                    clbench::streams::OutputLayout::Shared { outputs } =>
+                        format!("one shared output layer of {outputs}"),
+                    clbench::streams::OutputLayout::MultiHead { sizes } =>
+                        format!("{} heads of sizes {:?}", sizes.len(), sizes),
+                },
+                stream.seed
+            );
+            for line in stream.describe() {
+                println!("{line}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A bad command-line value (exit code 2).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+fn parse_device(name: &str) -> Result<candle_core::Device> {
+    match name {
+        "cpu" => Ok(candle_core::Device::Cpu),
+        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
+            let ordinal: usize = cuda
+                .strip_prefix("cuda:")
+                .map_or(Ok(0), str::parse)
+                .map_err(|_| {
+                    UsageError(format!(
+                        "--device {name}: expected cuda:N with N a GPU index"
+                    ))
+                })?;
+            if !candle_core::utils::cuda_is_available() {
+                return Err(UsageError(format!("--device {name}: this clbench was built without CUDA; rebuild with `--features cuda`")).into());
+            }
+            Ok(candle_core::Device::new_cuda(ordinal)?)
+        }
+        other => Err(UsageError(format!("--device {other}: expected cpu or cuda[:N]")).into()),
+    }
+}
+
+/// A progress bar per task, shown only on a terminal and without -q.
+struct BarObserver {
+    bar: indicatif::ProgressBar,
+    label: String,
+}
+
+impl clbench::train::Observer for BarObserver {
+    fn task_started(&self, task: usize, steps: usize) {
+        self.bar.reset();
+        self.bar.set_length(steps as u64);
+        self.bar
+            .set_message(format!("{} task {}", self.label, task + 1));
+    }
+    fn step_done(&self, loss: f32) {
+        self.bar.inc(1);
+        if self.bar.position() % 50 == 0 {
+            self.bar.set_prefix(format!("loss {loss:.3}"));
+        }
+    }
+    fn task_finished(&self, _task: usize) {
+        self.bar.finish_and_clear();
+    }
+}
+
+fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
+    use clbench::experiment::{self, Experiment, RunStore};
+    if let Some(t) = args.threads {
+        if t == 0 {
+            return Err(UsageError("--threads: expected at least 1".into()).into());
+        }
+        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
+    }
+    let device = parse_device(&args.device)?;
+    let exp = Experiment::load(&args.config)?;
+    if let Some(seeds) = &args.seeds {
+        if seeds.is_empty() {
+            return Err(UsageError("--seeds: expected at least one seed".into()).into());
+        }
+    }
+    let out = args
+        .out
+        .unwrap_or_else(|| PathBuf::from("results").join(&exp.name));
+    let planned = experiment::plan(&exp, args.seeds.as_deref());
+    tracing::info!(experiment = %exp.name, runs = planned.len(), out = %out.display(), "starting");
+    let opts = experiment::ExecuteOptions {
+        out: out.clone(),
+        seeds: args.seeds.clone(),
+        device,
+    };
+    let report = experiment::execute(&exp, &opts, &|i, n, spec| {
+        let bar = if progress {
+            let bar = indicatif::ProgressBar::new(0);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{msg} [{bar:30}] {pos}/{len} {per_sec} {prefix} eta {eta}",
+                )
+                .expect("static template")
+                .progress_chars("=> "),
+            );
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        tracing::info!(run = %spec.id(), "run {}/{}: {} seed {}", i + 1, n, spec.method.name, spec.seed);
+        Box::new(BarObserver {
+            bar,
+            label: format!("[{}/{}] {} s{}", i + 1, n, spec.method.name, spec.seed),
+        })
+    })?;
+    let store = RunStore::new(&out);
+    let (runs, warnings) = store.load()?;
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
+    let metrics = clbench::report::metrics_frame(&runs)?;
+    clbench::report::write_csv(&metrics, &out.join("metrics.csv"))?;
+    let summary = clbench::report::summary_frame(&metrics)?;
+    clbench::report::write_csv(&summary, &out.join("summary.csv"))?;
+    println!("{}", clbench::report::summary_text(&summary)?);
+    println!(
+        "\n{} trained, {} already complete, {} diverged, {} failed; results in {}",
+        report.trained.len(),
+        report.skipped.len(),
+        report.diverged.len(),
+        report.failed.len(),
+        out.display()
+    );
+    if report.failed.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for (id, e) in &report.failed {
+            eprintln!("error: run {id} failed: {e}");
+        }
+        Ok(ExitCode::from(1))
+    }
+}
+
+fn yaml_word<T: serde::Serialize>(v: &T) -> String {
+    serde_yaml::to_string(v)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+fn data_command(cmd: DataCommand, progress: bool) -> Result<ExitCode> {
+    match cmd {
+        DataCommand::List => {
+            println!(
+                "{:<14} {:<8} {:<14} location",
+                "dataset", "status", "license"
+            );
+            for info in &data::DATASETS {
+                let (status, location) = match catalog::locate(info) {
+                    None => (
+                        "missing",
+                        format!(
+                            "not found (searched {})",
+                            catalog::search_dirs(info)
+                                .iter()
+                                .map(|d| d.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
+                    Some(dir) => {
+                        let ok = data::verify_dir(info, &dir)
+                            .iter()
+                            .all(|c| c.result.is_ok());
+                        (
+                            if ok { "verified" } else { "CORRUPT" },
+                            dir.display().to_string(),
+                        )
+                    }
+                };
+                println!(
+                    "{:<14} {:<8} {:<14} {}",
+                    info.name, status, info.license, location
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Verify { name } => {
+            let infos: Vec<&catalog::DatasetInfo> = match &name {
+                Some(n) => vec![data::find(n)?.0],
+                None => data::DATASETS
+                    .iter()
+                    .filter(|i| catalog::locate(i).is_some())
+                    .collect(),
+            };
+            if infos.is_empty() {
+                anyhow::bail!(
+                    "no dataset found to verify; `clbench data list` shows where clbench looks"
+                );
+            }
+            let mut all_ok = true;
+            for info in infos {
+                let (_, dir) = data::find(info.name)?;
+                for check in data::verify_dir(info, &dir) {
+                    match &check.result {
+                        Ok(()) => println!("ok       {}", check.path.display()),
+                        Err(e) => {
+                            all_ok = false;
+                            println!("FAILED   {e}");
+                        }
+                    }
+                }
+            }
+            if all_ok {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "error: some files do not match their published SHA-256; fetch them again"
+                );
+                Ok(ExitCode::from(2))
+            }
+        }
+        DataCommand::Fetch {
+            name,
+            dest,
+            mirrors,
+            connect_timeout,
+        } => {
+            let info =
+                data::dataset_info(&name).ok_or_else(|| data::DataError::UnknownDataset {
+                    name: name.clone(),
+                    known: data::dataset_names().join(", "),
+                })?;
+            let opts = fetch::FetchOptions {
+                dest: dest.unwrap_or_else(|| catalog::default_fetch_dir(info)),
+                mirrors: if mirrors.is_empty() {
+                    info.mirrors.iter().map(|m| m.to_string()).collect()
+                } else {
+                    mirrors
+                },
+                progress,
+                connect_timeout: Duration::from_secs(connect_timeout),
+            };
+            let outcomes = fetch::fetch(info, &opts)
+                .with_context(|| format!("fetching {name} into {}", opts.dest.display()))?;
+            for o in outcomes {
+                match o {
+                    fetch::FetchOutcome::AlreadyPresent(p) => println!("present  {}", p.display()),
+                    fetch::FetchOutcome::Downloaded { path, url } => {
+                        println!("fetched  {} (from {url}, verified)", path.display())
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! Continual-learning metrics of one accuracy matrix, exactly as `METRICS.md` defines them.
+//!
+//! `R[i][j]` is the accuracy on task `j` after training on tasks `1..=i`; row 0 is the model at
+//! initialization. `b[j]` is the accuracy of an independently initialized, untrained model.
+//! Tasks are 1-based in the formulas and 0-based in the code. Undefined values (for example BWT
+//! with a single task) are `None`, never 0.
+
+use serde::{Deserialize, Serialize};
+
+/// A `(T+1) × T` accuracy matrix, with the random baseline when it was recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccuracyMatrix {
+    /// `rows[i][j]` = R[i][j], i = 0..=T, j = 0..T (0-based task j is task j+1).
+    pub rows: Vec<Vec<f64>>,
+    /// `b[j]` of an independently initialized model, if evaluated.
+    pub baseline: Option<Vec<f64>>,
+}
+
+/// What is wrong with a matrix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum MatrixError {
+    /// No task columns or no rows.
+    #[error("the matrix is empty")]
+    Empty,
+    /// Wrong number of rows or a ragged row.
+    #[error("{0}")]
+    Shape(String),
+    /// A value outside [0, 1] or not a number.
+    #[error("row {row} (after task {row}), task {task}: accuracy {value} is not in [0, 1]")]
+    OutOfRange { row: usize, task: usize, value: f64 },
+}
+
+impl AccuracyMatrix {
+    /// Validates shape `(T+1) × T` and values in `[0, 1]`.
+    pub fn new(rows: Vec<Vec<f64>>, baseline: Option<Vec<f64>>) -> Result<Self, MatrixError> {
+        let t = rows.first().map(Vec::len).ok_or(MatrixError::Empty)?;
+        if t == 0 {
+            return Err(MatrixError::Empty);
+        }
+        if rows.len() != t + 1 {
+            return Err(MatrixError::Shape(format!(
+                "{t} tasks need {} rows (after_task 0..={t}), found {}",
+                t + 1,
+                rows.len()
+            )));
+        }
+        for (i, r) in rows.iter().enumerate() {
+            if r.len() != t {
+                return Err(MatrixError::Shape(format!(
+                    "row {i} has {} values, expected {t}",
+                    r.len()
+                )));
+            }
+            for (j, &v) in r.iter().enumerate() {
+                if !(0.0..=1.0).contains(&v) {
+                    return Err(MatrixError::OutOfRange {
+                        row: i,
+                        task: j + 1,
+                        value: v,
+                    });
+                }
+            }
+        }
+        if let Some(b) = &baseline {
+            if b.len() != t {
+                return Err(MatrixError::Shape(format!(
+                    "baseline has {} values, expected {t}",
+                    b.len()
+                )));
+            }
+        }
+        Ok(Self { rows, baseline })
+    }
+
+    /// Number of tasks T.
+    pub fn tasks(&self) -> usize {
+        self.rows[0].len()
+    }
+
+    fn r(&self, i: usize, j: usize) -> f64 {
+        self.rows[i][j]
+    }
+
+    /// ACC = (1/T) Σ_j R[T][j].
+    pub fn acc(&self) -> f64 {
+        let t = self.tasks();
+        (0..t).map(|j| self.r(t, j)).sum::<f64>() / t as f64
+    }
+
+    /// BWT = (1/(T−1)) Σ_{j<T} (R[T][j] − R[j][j]).
+    pub fn bwt(&self) -> Option<f64> {
+        let t = self.tasks();
+        (t > 1).then(|| {
+            (0..t - 1)
+                .map(|j| self.r(t, j) - self.r(j + 1, j))
+                .sum::<f64>()
+                / (t - 1) as f64
+        })
+    }
+
+    /// FWT = (1/(T−1)) Σ_{j>1} (R[j−1][j] − b[j]) with the recorded random baseline.
+    pub fn fwt(&self) -> Option<f64> {
+        self.baseline.as_ref().and_then(|b| self.fwt_against(b))
+    }
+
+    /// FWT with row 0 (the run's own initialization) as the baseline.
+    pub fn fwt_init(&self) -> Option<f64> {
+        let b = self.rows[0].clone();
+        self.fwt_against(&b)
+    }
+
+    fn fwt_against(&self, b: &[f64]) -> Option<f64> {
+        let t = self.tasks();
+        // Task j+1 (0-based j ≥ 1) evaluated after tasks 1..=j, i.e. row j.
+        (t > 1).then(|| (1..t).map(|j| self.r(j, j) - b[j]).sum::<f64>() / (t - 1) as f64)
+    }
+
+    /// Chaudhry's f_j = max_{l∈[1,T−1]} R[l][j] − R[T][j] for each task j < T (0-based).
+    pub fn forgetting_per_task(&self) -> Vec<f64> {
+        let t = self.tasks();
+        (0..t.saturating_sub(1))
+            .map(|j| {
+                let best = (1..t)
+                    .map(|l| self.r(l, j))
+                    .fold(f64::NEG_INFINITY, f64::max);
+                best - self.r(t, j)
+            })
+            .collect()
+    }
+
+    /// Forgetting (Chaudhry et al. 2018): mean of f_j over j < T.
+    pub fn forgetting(&self) -> Option<f64> {
+        let f = self.forgetting_per_task();
+        (!f.is_empty()).then(|| f.iter().sum::<f64>() / f.len() as f64)
+    }
+
+    /// Max forgetting: max_{j<T} f_j.
+    pub fn max_forgetting(&self) -> Option<f64> {
+        self.forgetting_per_task().into_iter().reduce(f64::max)
+    }
+
+    /// "Drop since learned" forgetting: mean over j < T of R[j][j] − R[T][j] (= −BWT; what
+    /// Avalanche's `StreamForgetting` reports).
+    pub fn drop_since_learned(&self) -> Option<f64> {
+        self.bwt().map(|b| -b)
+    }
+
+    /// Learning accuracy (plasticity): (1/T) Σ_j R[j][j].
+    pub fn learning_accuracy(&self) -> f64 {
+        let t = self.tasks();
+        (0..t).map(|j| self.r(j + 1, j)).sum::<f64>() / t as f64
+    }
+
+    /// A_k = (1/k) Σ_{j≤k} R[k][j] for k = 1..=T.
+    pub fn average_accuracy_curve(&self) -> Vec<f64> {
+        (1..=self.tasks())
+            .map(|k| (0..k).map(|j| self.r(k, j)).sum::<f64>() / k as f64)
+            .collect()
+    }
+
+    /// Average incremental accuracy (Rebuffi et al. 2017): (1/T) Σ_k A_k.
+    pub fn avg_incremental_accuracy(&self) -> f64 {
+        let a = self.average_accuracy_curve();
+        a.iter().sum::<f64>() / a.len() as f64
+    }
+
+    /// Every scalar metric of the matrix.
+    pub fn summary(&self) -> RunMetrics {
+        RunMetrics {
+            acc: self.acc(),
+            bwt: self.bwt(),
+            fwt: self.fwt(),
+            fwt_init: self.fwt_init(),
+            forgetting: self.forgetting(),
+            max_forgetting: self.max_forgetting(),
+            drop_since_learned: self.drop_since_learned(),
+            learning_accuracy: self.learning_accuracy(),
+            avg_incremental_accuracy: self.avg_incremental_accuracy(),
+        }
+    }
+}
+
+/// The scalar metrics of one run.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// Average final accuracy.
+    pub acc: f64,
+    /// Backward transfer.
+    pub bwt: Option<f64>,
+    /// Forward transfer against the random baseline `b`.
+    pub fwt: Option<f64>,
+    /// Forward transfer against row 0 (the run's initialization).
+    pub fwt_init: Option<f64>,
+    /// Average forgetting (Chaudhry's max convention).
+    pub forgetting: Option<f64>,
+    /// Largest per-task forgetting.
+    pub max_forgetting: Option<f64>,
+    /// Average drop since learned (−BWT).
+    pub drop_since_learned: Option<f64>,
+    /// Learning accuracy (plasticity).
+    pub learning_accuracy: f64,
+    /// Average incremental accuracy.
+    pub avg_incremental_accuracy: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: f64, b: f64) {
+        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+    }
+
+    #[test]
+    fn single_task_has_undefined_transfer() {
+        let m = AccuracyMatrix::new(vec![vec![0.1], vec![0.9]], Some(vec![0.1])).unwrap();
+        close(m.acc(), 0.9);
+        assert_eq!(m.bwt(), None);
+        assert_eq!(m.fwt(), None);
+        assert_eq!(m.forgetting(), None);
+        assert_eq!(m.max_forgetting(), None);
+        close(m.learning_accuracy(), 0.9);
+    }
+
+    #[test]
+    fn perfect_memory_has_zero_bwt_and_forgetting() {
+        let m = AccuracyMatrix::new(
+            vec![
+                vec![0.1, 0.1, 0.1],
+                vec![0.9, 0.1, 0.1],
+                vec![0.9, 0.8, 0.1],
+                vec![0.9, 0.8, 0.7],
+            ],
+            Some(vec![0.1, 0.1, 0.1]),
+        )
+        .unwrap();
+        close(m.bwt().unwrap(), 0.0);
+        close(m.forgetting().unwrap(), 0.0);
+        close(m.acc(), 0.8);
+        close(m.fwt().unwrap(), 0.0);
+        close(m.learning_accuracy(), 0.8);
+        // A_1 = 0.9, A_2 = 0.85, A_3 = 0.8.
+        assert_eq!(m.average_accuracy_curve().len(), 3);
+        close(m.avg_incremental_accuracy(), (0.9 + 0.85 + 0.8) / 3.0);
+    }
+
+    #[test]
+    fn total_forgetting() {
+        let m = AccuracyMatrix::new(
+            vec![vec![0.1, 0.1], vec![1.0, 0.1], vec![0.0, 1.0]],
+            Some(vec![0.1, 0.2]),
+        )
+        .unwrap();
+        close(m.bwt().unwrap(), -1.0);
+        close(m.forgetting().unwrap(), 1.0);
+        close(m.drop_since_learned().unwrap(), 1.0);
+        close(m.fwt().unwrap(), 0.1 - 0.2);
+        close(m.fwt_init().unwrap(), 0.0);
+    }
+
+    #[test]
+    fn negative_forgetting_when_the_final_accuracy_is_the_best() {
+        // Task 1 improves after task 2: f_1 = max(R[1][1]) − R[2][1] = 0.6 − 0.8 < 0.
+        let m = AccuracyMatrix::new(vec![vec![0.1, 0.1], vec![0.6, 0.1], vec![0.8, 0.9]], None)
+            .unwrap();
+        close(m.forgetting().unwrap(), -0.2);
+        close(m.bwt().unwrap(), 0.2);
+        assert_eq!(m.fwt(), None);
+        assert!(m.forgetting().unwrap() >= -m.bwt().unwrap() - 1e-12);
+    }
+
+    #[test]
+    fn forgetting_takes_the_max_over_earlier_checkpoints() {
+        // Task 1: 0.7 after task 1, 0.9 after task 2, 0.5 at the end → f_1 = 0.4, drop = 0.2.
+        let m = AccuracyMatrix::new(
+            vec![
+                vec![0.1; 3],
+                vec![0.7, 0.1, 0.1],
+                vec![0.9, 0.8, 0.1],
+                vec![0.5, 0.8, 0.9],
+            ],
+            None,
+        )
+        .unwrap();
+        assert_eq!(m.forgetting_per_task().len(), 2);
+        close(m.forgetting_per_task()[0], 0.4);
+        close(m.forgetting_per_task()[1], 0.0);
+        close(m.max_forgetting().unwrap(), 0.4);
+        close(m.drop_since_learned().unwrap(), 0.1);
+    }
+
+    #[test]
+    fn rejects_bad_shapes_and_values() {
+        assert!(AccuracyMatrix::new(vec![vec![0.1, 0.2]], None).is_err());
+        assert!(
+            AccuracyMatrix::new(vec![vec![0.1, 0.2], vec![0.1], vec![0.1, 0.1]], None).is_err()
+        );
+        assert!(matches!(
+            AccuracyMatrix::new(vec![vec![0.1], vec![1.2]], None),
+            Err(MatrixError::OutOfRange { .. })
+        ));
+        assert!(AccuracyMatrix::new(vec![vec![f64::NAN], vec![0.5]], None).is_err());
+    }
+}

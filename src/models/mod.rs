@@ -1,0 +1,484 @@
+//! Models: an MLP and a small CNN for 28×28 images, with one shared output layer or one head
+//! per task.
+//!
+//! A [`Network`] owns its parameters as candle `Var`s and describes its layers, so that the
+//! training step can run either candle's autograd ([`Network::forward`]) or, for MLPs, the
+//! explicit backward in [`mlp`] — the fast path, checked against autograd in the tests.
+
+pub mod init;
+pub mod mlp;
+
+use candle_core::{DType, Device, Result, Tensor, Var, D};
+use serde::{Deserialize, Serialize};
+
+use crate::data::IMAGE_SIDE;
+use crate::optim::grapes;
+use crate::rng::SeedRng;
+use crate::streams::OutputLayout;
+
+pub use init::Init;
+
+/// Hidden-layer nonlinearity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Activation {
+    /// max(0, x)
+    #[default]
+    Relu,
+    /// tanh(x)
+    Tanh,
+    /// 1 / (1 + e^-x)
+    Sigmoid,
+}
+
+impl Activation {
+    /// Applies the nonlinearity.
+    pub fn apply(self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => x.relu(),
+            Activation::Tanh => x.tanh(),
+            Activation::Sigmoid => candle_nn::ops::sigmoid(x),
+        }
+    }
+
+    /// The derivative at the pre-activation `a`, expressed through the output `h = f(a)`.
+    pub fn derivative_from_output(self, h: &Tensor) -> Result<Tensor> {
+        match self {
+            Activation::Relu => h.gt(0f32)?.to_dtype(h.dtype()),
+            Activation::Tanh => h.sqr()?.affine(-1.0, 1.0),
+            Activation::Sigmoid => h.mul(&h.affine(-1.0, 1.0)?),
+        }
+    }
+}
+
+/// Which architecture.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ModelKind {
+    /// Fully connected network on the flattened image.
+    Mlp,
+    /// `[conv k×k → act → max-pool 2] × 2`, then fully connected hidden layers, then the output.
+    Cnn,
+}
+
+/// How initial weights are drawn, by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum InitKind {
+    /// See [`Init::KaimingUniform`].
+    #[default]
+    KaimingUniform,
+    /// See [`Init::XavierUniform`].
+    XavierUniform,
+    /// See [`Init::Normal`]; its standard deviation is `init_std`.
+    Normal,
+}
+
+/// The model of an experiment, as written in its config.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// `mlp` or `cnn`.
+    pub kind: ModelKind,
+    /// Widths of the fully connected hidden layers (MLP: required, e.g. `[256, 256]`;
+    /// CNN: default `[128]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hidden: Option<Vec<usize>>,
+    /// Hidden nonlinearity: `relu` (default), `tanh` or `sigmoid`.
+    #[serde(default)]
+    pub activation: Activation,
+    /// Whether layers have biases (default true).
+    #[serde(default = "yes")]
+    pub bias: bool,
+    /// `kaiming-uniform` (default), `xavier-uniform` or `normal`.
+    #[serde(default)]
+    pub init: InitKind,
+    /// Standard deviation for `init: normal` (default 0.01).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_std: Option<f64>,
+    /// CNN: output channels of the two convolutions (default `[16, 32]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channels: Option<[usize; 2]>,
+    /// CNN: square kernel size, stride 1, no padding (default 5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<usize>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// The keys of a model block (for "did you mean" hints).
+pub const MODEL_KEYS: &[&str] = &[
+    "kind",
+    "hidden",
+    "activation",
+    "bias",
+    "init",
+    "init_std",
+    "channels",
+    "kernel",
+];
+
+impl ModelConfig {
+    /// An MLP with the given hidden widths and defaults elsewhere.
+    pub fn mlp(hidden: &[usize]) -> Self {
+        ModelConfig {
+            kind: ModelKind::Mlp,
+            hidden: Some(hidden.to_vec()),
+            activation: Activation::Relu,
+            bias: true,
+            init: InitKind::KaimingUniform,
+            init_std: None,
+            channels: None,
+            kernel: None,
+        }
+    }
+
+    /// Fully connected hidden widths.
+    pub fn hidden_widths(&self) -> Vec<usize> {
+        match (&self.hidden, self.kind) {
+            (Some(h), _) => h.clone(),
+            (None, ModelKind::Cnn) => vec![128],
+            (None, ModelKind::Mlp) => Vec::new(),
+        }
+    }
+
+    /// The weight initialization.
+    pub fn init(&self) -> Init {
+        match self.init {
+            InitKind::KaimingUniform => Init::KaimingUniform,
+            InitKind::XavierUniform => Init::XavierUniform,
+            InitKind::Normal => Init::Normal {
+                std: self.init_std.unwrap_or(0.01),
+            },
+        }
+    }
+
+    /// CNN channel counts.
+    pub fn conv_channels(&self) -> [usize; 2] {
+        self.channels.unwrap_or([16, 32])
+    }
+
+    /// CNN kernel size.
+    pub fn conv_kernel(&self) -> usize {
+        self.kernel.unwrap_or(5)
+    }
+
+    /// Checks sizes; `Err((key, message))` names the offending key inside the model block.
+    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
+        let fail = |k: &str, m: String| Err((k.to_string(), m));
+        match self.kind {
+            ModelKind::Mlp => {
+                if self.hidden.is_none() {
+                    return fail(
+                        "hidden",
+                        "an MLP needs its hidden widths, e.g. `hidden: [256, 256]`".into(),
+                    );
+                }
+                if self.channels.is_some() {
+                    return fail("channels", "only applies to `kind: cnn`".into());
+                }
+                if self.kernel.is_some() {
+                    return fail("kernel", "only applies to `kind: cnn`".into());
+                }
+            }
+            ModelKind::Cnn => {
+                if self.conv_channels().contains(&0) {
+                    return fail("channels", "channel counts must be at least 1".into());
+                }
+                let k = self.conv_kernel();
+                if k == 0 || conv_output_side(k).is_none() {
+                    return fail(
+                        "kernel",
+                        format!("kernel {k} does not fit two conv+pool stages on 28×28 images"),
+                    );
+                }
+            }
+        }
+        if let Some(i) = self.hidden_widths().iter().position(|&h| h == 0) {
+            return fail(
+                "hidden",
+                format!(
+                    "hidden layer {} has size 0; sizes must be at least 1",
+                    i + 1
+                ),
+            );
+        }
+        if self.init_std.is_some() && self.init != InitKind::Normal {
+            return fail("init_std", "only applies to `init: normal`".into());
+        }
+        if let Init::Normal { std } = self.init() {
+            if !(std.is_finite() && std > 0.0) {
+                return fail("init_std", format!("expected a positive number, got {std}"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Side length after two `conv(k) → pool(2)` stages on a 28×28 image, if positive.
+fn conv_output_side(kernel: usize) -> Option<usize> {
+    let s1 = IMAGE_SIDE.checked_sub(kernel - 1)? / 2;
+    let s2 = s1.checked_sub(kernel - 1)? / 2;
+    (s2 > 0).then_some(s2)
+}
+
+/// What a layer computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LayerKind {
+    /// `x Wᵀ + b` with `W: [out, in]`.
+    Linear,
+    /// 2-D convolution with `W: [out, in, k, k]`, stride 1, no padding, followed (for hidden
+    /// layers) by the activation and a 2×2 max-pool.
+    Conv,
+}
+
+/// One layer: where its parameters are in [`Network::params`].
+#[derive(Debug, Clone)]
+pub struct Layer {
+    /// Name used in diagnostics (`hidden1`, `conv2`, `head3`…).
+    pub name: String,
+    /// Linear or convolution.
+    pub kind: LayerKind,
+    /// Index of the weight in `params`.
+    pub weight: usize,
+    /// Index of the bias in `params`, if any.
+    pub bias: Option<usize>,
+}
+
+/// A model: parameters plus the layer structure that reads them.
+#[derive(Debug, Clone)]
+pub struct Network {
+    /// The config it was built from.
+    pub config: ModelConfig,
+    /// All trainable parameters.
+    pub params: Vec<Var>,
+    /// The hidden layers (the ones GRAPES modulates), input first.
+    pub hidden: Vec<Layer>,
+    /// The output heads (one per task for multi-head task-incremental streams).
+    pub heads: Vec<Layer>,
+    /// The hidden nonlinearity.
+    pub activation: Activation,
+}
+
+impl Network {
+    /// Builds a network for 28×28 single-channel inputs and the given outputs, drawing every
+    /// initial weight from `rng`.
+    pub fn new(
+        config: &ModelConfig,
+        outputs: &OutputLayout,
+        rng: &mut SeedRng,
+        device: &Device,
+    ) -> Result<Network> {
+        let mut params = Vec::new();
+        let mut push = |shape: Vec<usize>, values: Vec<f32>| -> Result<usize> {
+            params.push(Var::from_tensor(&Tensor::from_vec(values, shape, device)?)?);
+            Ok(params.len() - 1)
+        };
+        let (activation, bias, init) = (config.activation, config.bias, config.init());
+        let mut layer = |name: String,
+                         kind: LayerKind,
+                         shape: Vec<usize>,
+                         rng: &mut SeedRng|
+         -> Result<Layer> {
+            let fan_out = shape[0];
+            let fan_in: usize = shape[1..].iter().product();
+            let n = fan_out * fan_in;
+            // Receptive-field size counts towards fan_out for convolutions, as in PyTorch.
+            let fan_out_full = fan_out * shape[2..].iter().product::<usize>();
+            let weight = push(shape, init.sample(rng, fan_in, fan_out_full, n))?;
+            let bias = if bias {
+                Some(push(
+                    vec![fan_out],
+                    Init::sample_bias(rng, fan_in, fan_out),
+                )?)
+            } else {
+                None
+            };
+            Ok(Layer {
+                name,
+                kind,
+                weight,
+                bias,
+            })
+        };
+        let mut hidden = Vec::new();
+        let mut width = crate::data::IMAGE_PIXELS;
+        let fc_hidden = config.hidden_widths();
+        if config.kind == ModelKind::Cnn {
+            {
+                let (channels, k) = (config.conv_channels(), config.conv_kernel());
+                hidden.push(layer(
+                    "conv1".into(),
+                    LayerKind::Conv,
+                    vec![channels[0], 1, k, k],
+                    rng,
+                )?);
+                hidden.push(layer(
+                    "conv2".into(),
+                    LayerKind::Conv,
+                    vec![channels[1], channels[0], k, k],
+                    rng,
+                )?);
+                let side = conv_output_side(k).expect("validated kernel");
+                width = channels[1] * side * side;
+            }
+        }
+        for (i, &h) in fc_hidden.iter().enumerate() {
+            hidden.push(layer(
+                format!("hidden{}", i + 1),
+                LayerKind::Linear,
+                vec![h, width],
+                rng,
+            )?);
+            width = h;
+        }
+        let heads = (0..outputs.heads())
+            .map(|h| {
+                let name = if outputs.heads() == 1 {
+                    "output".to_string()
+                } else {
+                    format!("head{}", h + 1)
+                };
+                layer(
+                    name,
+                    LayerKind::Linear,
+                    vec![outputs.head_size(h), width],
+                    rng,
+                )
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Network {
+            config: config.clone(),
+            params,
+            hidden,
+            heads,
+            activation,
+        })
+    }
+
+    /// Whether every hidden layer is fully connected (the explicit backward applies).
+    pub fn is_mlp(&self) -> bool {
+        self.hidden.iter().all(|l| l.kind == LayerKind::Linear)
+    }
+
+    /// The parameters as tensors that autograd tracks.
+    pub fn tracked(&self) -> Vec<Tensor> {
+        self.params.iter().map(|v| v.as_tensor().clone()).collect()
+    }
+
+    /// The parameters as plain tensors (no graph is recorded; they see later updates).
+    pub fn detached(&self) -> Vec<Tensor> {
+        self.params.iter().map(|v| v.as_tensor().detach()).collect()
+    }
+
+    /// The GRAPES factors of every hidden layer, from the current weights.
+    pub fn grapes_factors(&self) -> Result<Vec<Tensor>> {
+        self.hidden
+            .iter()
+            .map(|l| grapes::modulation_factors(self.params[l.weight].as_tensor()))
+            .collect()
+    }
+
+    /// Number of trainable scalars.
+    pub fn num_parameters(&self) -> usize {
+        self.params.iter().map(|v| v.elem_count()).sum()
+    }
+
+    /// Logits of head `head` for a batch `x: [batch, 784]`, reading parameters from `p` (either
+    /// [`Self::tracked`] or [`Self::detached`]). With `factors`, each hidden layer's output carries
+    /// the propagating-GRAPES gradient scaling.
+    pub fn forward(
+        &self,
+        p: &[Tensor],
+        x: &Tensor,
+        head: usize,
+        factors: Option<&[Tensor]>,
+    ) -> Result<Tensor> {
+        let batch = x.dim(0)?;
+        let mut h = x.clone();
+        for (i, layer) in self.hidden.iter().enumerate() {
+            let a = match layer.kind {
+                LayerKind::Linear => {
+                    if h.rank() > 2 {
+                        h = h.flatten_from(1)?;
+                    }
+                    linear(&h, &p[layer.weight], layer.bias.map(|b| &p[b]))?
+                }
+                LayerKind::Conv => {
+                    if h.rank() == 2 {
+                        h = h.reshape((batch, 1, IMAGE_SIDE, IMAGE_SIDE))?;
+                    }
+                    let mut a = h.conv2d(&p[layer.weight], 0, 1, 1, 1)?;
+                    if let Some(b) = layer.bias {
+                        a = a.broadcast_add(&p[b].reshape((1, (), 1, 1))?)?;
+                    }
+                    a
+                }
+            };
+            h = self.activation.apply(&a)?;
+            if let Some(f) = factors {
+                h = grapes::scale_gradient(&h, &f[i])?;
+            }
+            if layer.kind == LayerKind::Conv {
+                h = h.max_pool2d(2)?;
+            }
+        }
+        if h.rank() > 2 {
+            h = h.flatten_from(1)?;
+        }
+        let out = &self.heads[head];
+        linear(&h, &p[out.weight], out.bias.map(|b| &p[b]))
+    }
+}
+
+/// `x Wᵀ (+ b)`.
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let y = x.matmul(&w.t()?)?;
+    match b {
+        Some(b) => y.broadcast_add(b),
+        None => Ok(y),
+    }
+}
+
+/// Mean cross-entropy of `logits` against one-hot `targets`, with an optional additive logit
+/// mask (0 for allowed outputs, −∞-like for masked ones). Returns (loss, log-probabilities).
+pub fn cross_entropy(
+    logits: &Tensor,
+    onehot: &Tensor,
+    mask: Option<&Tensor>,
+) -> Result<(Tensor, Tensor)> {
+    let z = match mask {
+        Some(m) => logits.broadcast_add(m)?,
+        None => logits.clone(),
+    };
+    let logp = candle_nn::ops::log_softmax(&z, D::Minus1)?;
+    let batch = logits.dim(0)? as f64;
+    let loss = (logp.mul(onehot)?.sum_all()? * (-1.0 / batch))?;
+    Ok((loss, logp))
+}
+
+/// One-hot rows for `targets` over `classes` outputs.
+pub fn one_hot(targets: &[u32], classes: usize, device: &Device) -> Result<Tensor> {
+    let mut v = vec![0f32; targets.len() * classes];
+    for (i, &t) in targets.iter().enumerate() {
+        v[i * classes + t as usize] = 1.0;
+    }
+    Tensor::from_vec(v, (targets.len(), classes), device)
+}
+
+/// The additive mask that restricts a shared output layer of `outputs` units to `range`.
+pub fn logit_mask(
+    range: &std::ops::Range<usize>,
+    outputs: usize,
+    device: &Device,
+) -> Result<Tensor> {
+    let v: Vec<f32> = (0..outputs)
+        .map(|i| if range.contains(&i) { 0.0 } else { -1e30 })
+        .collect();
+    Tensor::from_vec(v, (1, outputs), device)
+}
+
+/// The default dtype of every model.
+pub const DTYPE: DType = DType::F32;

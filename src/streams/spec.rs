@@ -1,0 +1,301 @@
+//! The YAML definition of a task stream (a file under `tasks/`), and its validation.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::StreamError;
+
+/// How tasks are derived from the dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamKind {
+    /// Every task is the whole dataset under its own fixed pixel permutation.
+    Permuted,
+    /// Every task is a group of classes.
+    Split,
+    /// Every task is the whole dataset rotated by its own angle.
+    Rotated,
+}
+
+/// What the learner knows and predicts (van de Ven, Tuytelaars & Tolias 2022).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Scenario {
+    /// Task identity is given; the model predicts among the task's own classes.
+    TaskIncremental,
+    /// Task identity is not given; all tasks share one output space (e.g. "first or second class").
+    DomainIncremental,
+    /// Task identity is not given; the model predicts among every class of the stream.
+    ClassIncremental,
+}
+
+/// How a task-incremental model restricts its output to the current task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TaskOutput {
+    /// One output head per task.
+    #[default]
+    MultiHead,
+    /// One shared output layer whose logits outside the task's classes are masked.
+    Masked,
+}
+
+/// Angles of a rotated stream: an explicit list, or an evenly spaced range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Angles {
+    /// Degrees, one per task.
+    List(Vec<f64>),
+    /// `tasks` angles evenly spaced from `from` to `to` inclusive.
+    Range(AngleRange),
+}
+
+/// An evenly spaced range of angles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AngleRange {
+    /// First angle in degrees.
+    pub from: f64,
+    /// Last angle in degrees (inclusive).
+    pub to: f64,
+    /// Number of tasks.
+    pub tasks: usize,
+}
+
+/// A task stream file, exactly as written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamSpec {
+    /// Display name (defaults to the file stem).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Dataset name: `mnist` or `fashion-mnist`.
+    pub dataset: String,
+    /// `permuted`, `split` or `rotated`.
+    pub kind: StreamKind,
+    /// `task-incremental`, `domain-incremental` or `class-incremental`.
+    pub scenario: Scenario,
+    /// Task-incremental only: `multi-head` (default) or `masked`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task_output: Option<TaskOutput>,
+    /// Pins the stream's randomness (permutations, class order) to this seed instead of the
+    /// run's seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
+    /// Permuted: number of tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tasks: Option<usize>,
+    /// Permuted: whether task 1 sees the unpermuted images (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_identity: Option<bool>,
+    /// Split: the class groups, one per task (default: consecutive pairs of the dataset's classes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub groups: Option<Vec<Vec<u8>>>,
+    /// Split: shuffle the class order with the stream seed before forming groups of the same sizes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shuffle_classes: Option<bool>,
+    /// Standardize pixels with the dataset's mean and standard deviation (MNIST: 0.1307, 0.3081)
+    /// instead of scaling them to `[0, 1]` (default false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub normalize: Option<bool>,
+    /// Rotated: the angles in degrees.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub angles: Option<Angles>,
+}
+
+/// A stream spec together with the file it came from (for error messages and provenance).
+#[derive(Debug, Clone)]
+pub struct StreamFile {
+    /// The file.
+    pub path: PathBuf,
+    /// Its content.
+    pub spec: StreamSpec,
+}
+
+impl StreamSpec {
+    /// Parses and validates YAML text; `path` names the source in errors.
+    pub fn from_yaml(text: &str, path: &Path) -> Result<StreamSpec, StreamError> {
+        let spec: StreamSpec = serde_yaml::from_str(text).map_err(|e| StreamError::Parse {
+            path: path.to_path_buf(),
+            message: crate::yaml::describe_error(&e, STREAM_KEYS),
+        })?;
+        spec.validate(path)?;
+        Ok(spec)
+    }
+
+    /// Reads, parses and validates a stream file.
+    pub fn load(path: &Path) -> Result<StreamFile, StreamError> {
+        let text = std::fs::read_to_string(path).map_err(|e| StreamError::Parse {
+            path: path.to_path_buf(),
+            message: format!("cannot read the file: {e}"),
+        })?;
+        Ok(StreamFile {
+            path: path.to_path_buf(),
+            spec: Self::from_yaml(&text, path)?,
+        })
+    }
+
+    /// The number of tasks this spec defines.
+    pub fn num_tasks(&self) -> usize {
+        match self.kind {
+            StreamKind::Permuted => self.tasks.unwrap_or(0),
+            StreamKind::Split => self.groups.as_ref().map_or(5, Vec::len),
+            StreamKind::Rotated => match &self.angles {
+                Some(Angles::List(a)) => a.len(),
+                Some(Angles::Range(r)) => r.tasks,
+                None => 0,
+            },
+        }
+    }
+
+    /// The rotation angles in degrees, one per task (rotated streams only).
+    pub fn angle_list(&self) -> Vec<f64> {
+        match &self.angles {
+            Some(Angles::List(a)) => a.clone(),
+            Some(Angles::Range(r)) if r.tasks == 1 => vec![r.from],
+            Some(Angles::Range(r)) => (0..r.tasks)
+                .map(|i| r.from + (r.to - r.from) * i as f64 / (r.tasks - 1) as f64)
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Checks everything that does not need the dataset.
+    pub fn validate(&self, path: &Path) -> Result<(), StreamError> {
+        let invalid = |key: &str, message: String| StreamError::Invalid {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            message,
+        };
+        if super::super::data::dataset_info(&self.dataset).is_none() {
+            return Err(invalid(
+                "dataset",
+                format!(
+                    "unknown dataset `{}` (expected one of: {})",
+                    self.dataset,
+                    crate::data::dataset_names().join(", ")
+                ),
+            ));
+        }
+        // Keys that only make sense for some kinds.
+        let only = |key: &str, set: bool, kind: StreamKind, allowed: &[StreamKind]| {
+            if set && !allowed.contains(&kind) {
+                Err(invalid(
+                    key,
+                    format!(
+                        "does not apply to a {} stream",
+                        serde_yaml::to_string(&kind).unwrap_or_default().trim()
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        use StreamKind::*;
+        only("tasks", self.tasks.is_some(), self.kind, &[Permuted])?;
+        only(
+            "first_identity",
+            self.first_identity.is_some(),
+            self.kind,
+            &[Permuted],
+        )?;
+        only("groups", self.groups.is_some(), self.kind, &[Split])?;
+        only(
+            "shuffle_classes",
+            self.shuffle_classes.is_some(),
+            self.kind,
+            &[Split],
+        )?;
+        only("angles", self.angles.is_some(), self.kind, &[Rotated])?;
+        if self.task_output.is_some() && self.scenario != Scenario::TaskIncremental {
+            return Err(invalid(
+                "task_output",
+                "only applies to the task-incremental scenario".into(),
+            ));
+        }
+        match self.kind {
+            Permuted => match self.tasks {
+                None => {
+                    return Err(invalid(
+                        "tasks",
+                        "a permuted stream needs `tasks: N`".into(),
+                    ))
+                }
+                Some(0) => return Err(invalid("tasks", "expected at least 1 task, got 0".into())),
+                Some(_) => {}
+            },
+            Split => {
+                if let Some(groups) = &self.groups {
+                    if groups.is_empty() {
+                        return Err(invalid("groups", "expected at least one group".into()));
+                    }
+                    let mut seen = [false; 256];
+                    for (i, g) in groups.iter().enumerate() {
+                        if g.is_empty() {
+                            return Err(invalid("groups", format!("group {} is empty", i + 1)));
+                        }
+                        for &c in g {
+                            if seen[c as usize] {
+                                return Err(invalid(
+                                    "groups",
+                                    format!("class {c} appears in more than one group"),
+                                ));
+                            }
+                            seen[c as usize] = true;
+                        }
+                    }
+                    if self.scenario == Scenario::DomainIncremental
+                        && groups.iter().any(|g| g.len() != groups[0].len())
+                    {
+                        return Err(invalid(
+                            "groups",
+                            "domain-incremental tasks share one output space: every group needs the same number of classes".into(),
+                        ));
+                    }
+                }
+            }
+            Rotated => {
+                match &self.angles {
+                    None => {
+                        return Err(invalid(
+                            "angles",
+                            "a rotated stream needs `angles: [deg, ...]` or `angles: {from, to, tasks}`"
+                                .into(),
+                        ))
+                    }
+                    Some(Angles::Range(r)) if r.tasks == 0 => {
+                        return Err(invalid("angles", "expected at least 1 task, got 0".into()))
+                    }
+                    Some(Angles::List(a)) if a.is_empty() => {
+                        return Err(invalid("angles", "expected at least one angle".into()))
+                    }
+                    _ => {}
+                }
+                if let Some(bad) = self.angle_list().into_iter().find(|a| !a.is_finite()) {
+                    return Err(invalid(
+                        "angles",
+                        format!("angle {bad} is not a finite number"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The keys a stream file may contain (for "did you mean" hints).
+pub const STREAM_KEYS: &[&str] = &[
+    "name",
+    "dataset",
+    "kind",
+    "scenario",
+    "task_output",
+    "seed",
+    "tasks",
+    "first_identity",
+    "groups",
+    "shuffle_classes",
+    "angles",
+    "normalize",
+];

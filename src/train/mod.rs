@@ -1,0 +1,305 @@
+//! Sequential training: learn the tasks of a stream one after another and evaluate every task
+//! after each, producing the `(T+1) × T` accuracy matrix.
+
+pub mod eval;
+pub mod step;
+
+use std::time::Instant;
+
+use candle_core::Device;
+use serde::{Deserialize, Serialize};
+
+use crate::models::{ModelConfig, Network};
+use crate::optim::grapes::{FactorStats, FactorStatsAccumulator};
+use crate::optim::{GrapesMode, OptimizerSettings};
+use crate::rng::SeedRng;
+use crate::streams::{Batch, BatchOrder, TaskStream};
+
+pub use eval::{evaluate, Evaluation};
+pub use step::{BackwardPath, StepInput};
+
+/// How long each task is trained.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Budget {
+    /// Passes over the task's training set (a final partial batch is kept).
+    Epochs(usize),
+    /// Optimizer steps of full batches, reshuffling at every pass.
+    Iterations(usize),
+}
+
+/// Validated training settings shared by every task of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrainSettings {
+    /// Examples per optimizer step.
+    pub batch_size: usize,
+    /// Training per task.
+    pub budget: Budget,
+    /// Examples per evaluation batch.
+    pub eval_batch_size: usize,
+    /// Evaluate every seen task every N steps within a task (learning curves).
+    pub eval_every: Option<usize>,
+    /// Start every task with fresh optimizer state.
+    pub reset_optimizer: bool,
+    /// Which backward pass computes gradients.
+    pub backward: BackwardPath,
+}
+
+/// A method: a named optimizer with or without GRAPES.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Method {
+    /// Display name, e.g. `sgd+grapes`.
+    pub name: String,
+    /// The base optimizer.
+    pub optimizer: OptimizerSettings,
+    /// The GRAPES variant.
+    pub grapes: GrapesMode,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum RunStatus {
+    /// Every task was trained and evaluated.
+    Completed,
+    /// The loss became NaN or infinite at `step` (1-based, counted within `task`, 1-based).
+    Diverged {
+        task: usize,
+        step: usize,
+        loss: String,
+    },
+}
+
+/// Timing and loss of training one task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskTraining {
+    /// 1-based task.
+    pub task: usize,
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// Training examples processed.
+    pub samples: usize,
+    /// Wall time of the training steps (evaluation excluded), seconds.
+    pub train_seconds: f64,
+    /// Training examples per second.
+    pub samples_per_s: f64,
+    /// Mean training loss over the task's steps.
+    pub mean_train_loss: f64,
+    /// GRAPES factor statistics per hidden layer, averaged over the task's steps (empty without
+    /// GRAPES).
+    pub grapes_factors: Vec<LayerFactors>,
+}
+
+/// GRAPES statistics of one hidden layer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LayerFactors {
+    /// Layer name.
+    pub layer: String,
+    /// Averages over the task's steps.
+    #[serde(flatten)]
+    pub stats: FactorStats,
+}
+
+/// One point of a within-task learning curve.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CurvePoint {
+    /// 1-based task being trained.
+    pub training_task: usize,
+    /// Steps taken within that task.
+    pub step: usize,
+    /// 1-based task evaluated.
+    pub eval_task: usize,
+    /// Its test accuracy.
+    pub accuracy: f64,
+}
+
+/// Everything a run records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunRecord {
+    /// Completed or diverged.
+    pub status: RunStatus,
+    /// `accuracy[i][j]`: accuracy on task j+1 after training task i (row 0: initialization).
+    /// A diverged run keeps the rows it completed.
+    pub accuracy: Vec<Vec<f64>>,
+    /// Mean test cross-entropy, same layout.
+    pub loss: Vec<Vec<f64>>,
+    /// Accuracy of an independently initialized, untrained model on every task.
+    pub baseline_accuracy: Vec<f64>,
+    /// Training statistics per task.
+    pub tasks: Vec<TaskTraining>,
+    /// Within-task learning curves (empty unless `eval_every` is set).
+    pub curves: Vec<CurvePoint>,
+    /// Trainable parameters of the model.
+    pub parameters: usize,
+}
+
+/// Receives progress while a run trains (progress bars, logs).
+pub trait Observer {
+    /// Training task `task` (0-based) starts and will take `steps` steps.
+    fn task_started(&self, _task: usize, _steps: usize) {}
+    /// One step finished with this loss.
+    fn step_done(&self, _loss: f32) {}
+    /// The task's training finished.
+    fn task_finished(&self, _task: usize) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// Trains `method` on every task of `stream` in order, evaluating all tasks at initialization
+/// and after each task. Divergence ends the run early with what was recorded so far.
+pub fn train_sequence(
+    stream: &TaskStream,
+    model: &ModelConfig,
+    method: &Method,
+    settings: &TrainSettings,
+    seed: u64,
+    device: &Device,
+    observer: &dyn Observer,
+) -> candle_core::Result<RunRecord> {
+    let net = Network::new(
+        model,
+        &stream.outputs,
+        &mut SeedRng::derive(seed, "init", 0),
+        device,
+    )?;
+    let baseline_net = Network::new(
+        model,
+        &stream.outputs,
+        &mut SeedRng::derive(seed, "baseline-init", 0),
+        device,
+    )?;
+    let all_tasks: Vec<usize> = (0..stream.len()).collect();
+    let baseline = evaluate(
+        &baseline_net,
+        stream,
+        &all_tasks,
+        settings.eval_batch_size,
+        device,
+    )?;
+    let initial = evaluate(&net, stream, &all_tasks, settings.eval_batch_size, device)?;
+    let mut record = RunRecord {
+        status: RunStatus::Completed,
+        accuracy: vec![initial.accuracy],
+        loss: vec![initial.loss],
+        baseline_accuracy: baseline.accuracy,
+        tasks: Vec::new(),
+        curves: Vec::new(),
+        parameters: net.num_parameters(),
+    };
+    let mut optimizer = method.optimizer.build();
+    let path = settings.backward.resolve(&net);
+    let mut batch = Batch::default();
+    for (t, task) in stream.tasks.iter().enumerate() {
+        let _span = tracing::info_span!("task", task = t + 1).entered();
+        if settings.reset_optimizer && t > 0 {
+            optimizer.reset();
+        }
+        let mut order = BatchOrder::new(
+            seed,
+            t,
+            &task.train,
+            settings.batch_size,
+            matches!(settings.budget, Budget::Iterations(_)),
+        );
+        let steps = match settings.budget {
+            Budget::Epochs(e) => e * order.batches_per_epoch(),
+            Budget::Iterations(n) => n,
+        };
+        observer.task_started(t, steps);
+        let mut stats = FactorStatsAccumulator::default();
+        let (mut seconds, mut samples, mut loss_sum) = (0.0f64, 0usize, 0.0f64);
+        let mut diverged = None;
+        for step in 1..=steps {
+            let started = Instant::now();
+            stream.train_batch(t, order.next_batch(), &mut batch);
+            let out = step::train_step(
+                &net,
+                optimizer.as_mut(),
+                StepInput {
+                    stream,
+                    task,
+                    batch: &batch,
+                },
+                method.grapes,
+                path,
+                device,
+            )?;
+            seconds += started.elapsed().as_secs_f64();
+            samples += batch.len();
+            if !out.loss.is_finite() {
+                diverged = Some((step, out.loss));
+                break;
+            }
+            loss_sum += out.loss as f64;
+            if let Some(f) = &out.factors {
+                stats.add(f)?;
+            }
+            observer.step_done(out.loss);
+            if let Some(every) = settings.eval_every {
+                if step % every == 0 && step != steps {
+                    let seen: Vec<usize> = (0..=t).collect();
+                    let e = evaluate(&net, stream, &seen, settings.eval_batch_size, device)?;
+                    record
+                        .curves
+                        .extend(seen.iter().zip(&e.accuracy).map(|(&j, &a)| CurvePoint {
+                            training_task: t + 1,
+                            step,
+                            eval_task: j + 1,
+                            accuracy: a,
+                        }));
+                }
+            }
+        }
+        observer.task_finished(t);
+        let done_steps = diverged.map_or(steps, |(s, _)| s - 1);
+        record.tasks.push(TaskTraining {
+            task: t + 1,
+            steps: done_steps,
+            samples,
+            train_seconds: seconds,
+            samples_per_s: if seconds > 0.0 {
+                samples as f64 / seconds
+            } else {
+                0.0
+            },
+            mean_train_loss: if done_steps > 0 {
+                loss_sum / done_steps as f64
+            } else {
+                f64::NAN
+            },
+            grapes_factors: stats
+                .averages()
+                .into_iter()
+                .zip(&net.hidden)
+                .map(|(stats, l)| LayerFactors {
+                    layer: l.name.clone(),
+                    stats,
+                })
+                .collect(),
+        });
+        if let Some((step, loss)) = diverged {
+            tracing::warn!(task = t + 1, step, %loss, "loss is not finite: the run diverged");
+            record.status = RunStatus::Diverged {
+                task: t + 1,
+                step,
+                loss: loss.to_string(),
+            };
+            return Ok(record);
+        }
+        let e = evaluate(&net, stream, &all_tasks, settings.eval_batch_size, device)?;
+        tracing::debug!(task = t + 1, accuracy = ?e.accuracy, "evaluated");
+        if settings.eval_every.is_some() {
+            record.curves.extend((0..=t).map(|j| CurvePoint {
+                training_task: t + 1,
+                step: steps,
+                eval_task: j + 1,
+                accuracy: e.accuracy[j],
+            }));
+        }
+        record.accuracy.push(e.accuracy);
+        record.loss.push(e.loss);
+    }
+    Ok(record)
+}

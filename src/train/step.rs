@@ -1,0 +1,146 @@
+//! One optimizer step: gradients by the explicit MLP backward or by autograd, GRAPES applied,
+//! then the optimizer update.
+
+use candle_core::{Device, Result, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::data::IMAGE_PIXELS;
+use crate::models::{cross_entropy, logit_mask, mlp, one_hot, Network};
+use crate::optim::{grapes, GrapesMode, Optimizer};
+use crate::streams::{Batch, Task, TaskStream};
+
+/// Which backward pass computes the gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackwardPath {
+    /// The explicit backward for MLPs, autograd otherwise.
+    #[default]
+    Auto,
+    /// Always candle's autograd (the reference path).
+    Autograd,
+    /// The explicit MLP backward (fails for CNNs).
+    Explicit,
+}
+
+impl BackwardPath {
+    /// The concrete path for `net`.
+    pub fn resolve(self, net: &Network) -> BackwardPath {
+        match self {
+            BackwardPath::Auto if net.is_mlp() => BackwardPath::Explicit,
+            BackwardPath::Auto => BackwardPath::Autograd,
+            other => other,
+        }
+    }
+}
+
+/// The data of one step.
+pub struct StepInput<'a> {
+    /// The stream (for its output layout).
+    pub stream: &'a TaskStream,
+    /// The task being trained.
+    pub task: &'a Task,
+    /// The batch.
+    pub batch: &'a Batch,
+}
+
+/// What a step reports.
+#[derive(Debug, Clone)]
+pub struct StepOutput {
+    /// Mean training loss of the batch, before the update.
+    pub loss: f32,
+    /// GRAPES factors used (one per hidden layer), when GRAPES is on.
+    pub factors: Option<Vec<Tensor>>,
+}
+
+/// Loss and per-parameter gradients of one batch, GRAPES included, without updating anything.
+pub fn gradients(
+    net: &Network,
+    input: &StepInput,
+    grapes_mode: GrapesMode,
+    path: BackwardPath,
+    device: &Device,
+) -> Result<(Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>)> {
+    let StepInput {
+        stream,
+        task,
+        batch,
+    } = input;
+    let outputs = stream.outputs.head_size(task.head);
+    let x = Tensor::from_slice(&batch.pixels, (batch.len(), IMAGE_PIXELS), device)?;
+    let onehot = one_hot(&batch.targets, outputs, device)?;
+    let mask = task
+        .output_range
+        .as_ref()
+        .map(|r| logit_mask(r, outputs, device))
+        .transpose()?;
+    let factors = if grapes_mode.is_on() {
+        Some(net.grapes_factors()?)
+    } else {
+        None
+    };
+    let propagating = match grapes_mode {
+        GrapesMode::Propagating => factors.as_deref(),
+        _ => None,
+    };
+    let (loss, mut grads) = match path.resolve(net) {
+        BackwardPath::Explicit => {
+            if !net.is_mlp() {
+                candle_core::bail!(
+                    "the explicit backward only supports MLPs; use `backward: autograd`"
+                );
+            }
+            let g = mlp::backward(
+                net,
+                &net.detached(),
+                &x,
+                &onehot,
+                mask.as_ref(),
+                task.head,
+                propagating,
+            )?;
+            (g.loss, g.grads)
+        }
+        _ => {
+            let p = net.tracked();
+            let logits = net.forward(&p, &x, task.head, propagating)?;
+            let (loss, _) = cross_entropy(&logits, &onehot, mask.as_ref())?;
+            let store = loss.backward()?;
+            let grads = net
+                .params
+                .iter()
+                .map(|v| store.get(v.as_tensor()).cloned())
+                .collect();
+            (loss.detach(), grads)
+        }
+    };
+    if grapes_mode == GrapesMode::Local {
+        let f = factors
+            .as_ref()
+            .expect("factors are computed when GRAPES is on");
+        for (layer, m) in net.hidden.iter().zip(f) {
+            for idx in std::iter::once(layer.weight).chain(layer.bias) {
+                if let Some(g) = &grads[idx] {
+                    grads[idx] = Some(grapes::scale_rows(g, m)?);
+                }
+            }
+        }
+    }
+    Ok((loss, grads, factors))
+}
+
+/// Computes gradients and applies the optimizer update. A non-finite loss skips the update.
+pub fn train_step(
+    net: &Network,
+    optimizer: &mut (dyn Optimizer + Send),
+    input: StepInput,
+    grapes_mode: GrapesMode,
+    path: BackwardPath,
+    device: &Device,
+) -> Result<StepOutput> {
+    let (loss, grads, factors) = gradients(net, &input, grapes_mode, path, device)?;
+    let loss = loss.to_scalar::<f32>()?;
+    if loss.is_finite() {
+        optimizer.step(&net.params, &grads)?;
+    }
+    Ok(StepOutput { loss, factors })
+}

@@ -1,0 +1,64 @@
+//! Reading YAML with errors a person can act on: file, line, column and a "did you mean" hint.
+
+/// Formats a `serde_yaml` error, adding a suggestion when the error is an unknown key close to one
+/// of `known_keys`.
+pub fn describe_error(err: &serde_yaml::Error, known_keys: &[&str]) -> String {
+    let message = err.to_string();
+    match unknown_field(&message).and_then(|f| did_you_mean(&f, known_keys)) {
+        Some(suggestion) => format!("{message} (did you mean `{suggestion}`?)"),
+        None => message,
+    }
+}
+
+/// The field named in a serde "unknown field `x`" message.
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.split("unknown field `").nth(1)?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+/// The candidate closest to `word` by edit distance, if it is close enough to be a likely typo.
+pub fn did_you_mean<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    candidates
+        .iter()
+        .map(|c| (levenshtein(word, c), *c))
+        .filter(|(d, c)| *d <= (c.len().max(word.len()) / 3).max(1) || normalized_eq(word, c))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+fn normalized_eq(a: &str, b: &str) -> bool {
+    let norm = |s: &str| s.to_lowercase().replace(['-', '_'], "");
+    norm(a) == norm(b)
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_keys_only() {
+        let keys = ["tasks", "groups", "first_identity", "batch_size"];
+        assert_eq!(did_you_mean("taks", &keys), Some("tasks"));
+        assert_eq!(
+            did_you_mean("first-identity", &keys),
+            Some("first_identity")
+        );
+        assert_eq!(did_you_mean("batchsize", &keys), Some("batch_size"));
+        assert_eq!(did_you_mean("colour", &keys), None);
+    }
+}

@@ -1,0 +1,237 @@
+//! The `clbench` binary end to end: exit codes, messages and the files a run writes.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn clbench(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clbench"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .unwrap()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn tasks_describe_prints_one_line_per_task() {
+    let o = clbench(
+        &["tasks", "describe", "tasks/split-mnist-class-il.yaml"],
+        &repo(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    let lines: Vec<&str> = out.lines().filter(|l| l.starts_with("task ")).collect();
+    assert_eq!(lines.len(), 5, "{out}");
+    assert!(
+        lines[4].contains("classes [8, 9]") && lines[4].contains("targets 8..9"),
+        "{out}"
+    );
+    let o = clbench(
+        &[
+            "tasks",
+            "describe",
+            "tasks/permuted-mnist-5.yaml",
+            "--seed",
+            "7",
+        ],
+        &repo(),
+    );
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("permute(seed 7, task 5"), "{out}");
+}
+
+#[test]
+fn bad_input_exits_with_code_2_and_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "dataset: mnist\nkind: split\nscenario: class-incremental\ngroups: [[0, 1], []]\n",
+    )
+    .unwrap();
+    let o = clbench(&["tasks", "describe", "bad.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("bad.yaml: key `groups`: group 2 is empty"),
+        "{}",
+        text(&o)
+    );
+    let o = clbench(&["tasks", "describe", "missing.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    let o = clbench(&["run", "no-such-config.yaml"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+    let o = clbench(&["frobnicate"], dir.path());
+    assert_eq!(o.status.code(), Some(2));
+}
+
+#[test]
+fn data_list_and_verify_report_the_shipped_mnist() {
+    let o = clbench(&["data", "list"], &repo());
+    assert!(o.status.success());
+    let out = String::from_utf8_lossy(&o.stdout);
+    let mnist = out.lines().find(|l| l.starts_with("mnist ")).unwrap();
+    assert!(mnist.contains("verified"), "{out}");
+    let o = clbench(&["data", "verify", "mnist"], &repo());
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("ok "))
+            .count(),
+        4
+    );
+}
+
+const TINY: &str = r#"
+name: tiny
+stream: tasks/split-mnist-class-il.yaml
+model: {kind: mlp, hidden: [32]}
+methods:
+  - name: sgd
+    optimizer: {name: sgd, lr: 0.05, momentum: 0.9}
+  - name: sgd+grapes
+    optimizer: {name: sgd, lr: 0.05, momentum: 0.9, grapes: propagating}
+training: {batch_size: 32, iterations: 20}
+seeds: [0, 1]
+"#;
+
+#[test]
+fn run_writes_the_store_and_metrics_and_skips_complete_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("tiny.yaml");
+    std::fs::write(&config, TINY).unwrap();
+    let out = dir.path().join("out");
+    let args = [
+        "run",
+        config.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    let o = clbench(&args, &repo());
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert!(stdout.contains("4 trained, 0 already complete"), "{stdout}");
+    assert!(stdout.contains("sgd+grapes"), "{stdout}");
+    let runs: Vec<PathBuf> = std::fs::read_dir(out.join("runs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(runs.len(), 4);
+    for r in &runs {
+        for f in [
+            "run.yaml",
+            "record.json",
+            "accuracy.csv",
+            "metrics.json",
+            "complete.json",
+        ] {
+            assert!(r.join(f).is_file(), "{} lacks {f}", r.display());
+        }
+        let acc = std::fs::read_to_string(r.join("accuracy.csv")).unwrap();
+        assert_eq!(
+            acc.lines().next().unwrap(),
+            "after_task,eval_task,accuracy,loss"
+        );
+        assert_eq!(acc.lines().count(), 1 + 6 * 5);
+    }
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    let header = metrics.lines().next().unwrap();
+    for col in [
+        "run_id",
+        "method",
+        "seed",
+        "acc",
+        "bwt",
+        "fwt",
+        "forgetting",
+        "learning_accuracy",
+        "train_seconds",
+        "samples_per_s",
+    ] {
+        assert!(header.split(',').any(|c| c == col), "{header}");
+    }
+    assert_eq!(metrics.lines().count(), 5);
+    // Running again trains nothing.
+    let o = clbench(&args, &repo());
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("0 trained, 4 already complete"));
+    // --seeds adds only the new seed's runs.
+    let o = clbench(
+        &[
+            "run",
+            config.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+            "--seeds",
+            "1,2",
+        ],
+        &repo(),
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("2 trained, 2 already complete"),
+        "{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn a_bad_config_names_file_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            TINY.replace(
+                "lr: 0.05, momentum: 0.9}\n  - name: sgd+grapes",
+                "lr: -1, momentum: 0.9}\n  - name: sgd+grapes",
+            ),
+            "methods[0].optimizer.lr",
+        ),
+        (
+            TINY.replace("batch_size: 32", "batch_size: 0"),
+            "training.batch_size",
+        ),
+        (TINY.replace("seeds: [0, 1]", "seeds: []"), "key `seeds`"),
+        (
+            TINY.replace("hidden: [32]", "hidden: [32, 0]"),
+            "model.hidden",
+        ),
+        (
+            TINY.replace("split-mnist-class-il", "split-mnist-nope"),
+            "stream file",
+        ),
+        (
+            TINY.replace("batch_size", "batchsize"),
+            "did you mean `batch_size`",
+        ),
+    ];
+    for (i, (yaml, expected)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("bad{i}.yaml"));
+        std::fs::write(&path, yaml).unwrap();
+        let o = clbench(
+            &[
+                "run",
+                path.to_str().unwrap(),
+                "--out",
+                dir.path().join("o").to_str().unwrap(),
+            ],
+            &repo(),
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        let t = text(&o);
+        assert!(
+            t.contains(&format!("bad{i}.yaml")) && t.contains(expected),
+            "case {i}: {t}"
+        );
+    }
+}

@@ -1,0 +1,311 @@
+//! Task streams: every shipped file loads, and each kind and scenario yields the right tasks.
+
+use std::path::{Path, PathBuf};
+
+use clbench::data::IMAGE_PIXELS;
+use clbench::streams::{
+    Batch, BatchOrder, OutputLayout, StreamError, StreamSpec, TaskStream, Transform,
+};
+
+fn tasks_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks")
+}
+
+fn build(name: &str, seed: u64) -> TaskStream {
+    let file = StreamSpec::load(&tasks_dir().join(name)).unwrap();
+    TaskStream::build(&file, seed).unwrap()
+}
+
+fn fashion_available() -> bool {
+    clbench::data::find("fashion-mnist").is_ok()
+}
+
+#[test]
+fn every_shipped_stream_file_loads_and_builds() {
+    let mut names: Vec<_> = std::fs::read_dir(tasks_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 7, "{names:?}");
+    for path in names {
+        let file = StreamSpec::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        if file.spec.dataset == "fashion-mnist" && !fashion_available() {
+            // CI installs Debian's dataset-fashion-mnist; elsewhere it is optional.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI must provide Fashion-MNIST"
+            );
+            eprintln!("skipping {} (Fashion-MNIST not installed)", path.display());
+            continue;
+        }
+        let stream = TaskStream::build(&file, 0).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!stream.is_empty());
+        for task in &stream.tasks {
+            assert!(
+                !task.train.is_empty() && !task.test.is_empty(),
+                "{}",
+                path.display()
+            );
+        }
+    }
+}
+
+#[test]
+fn permuted_stream_applies_distinct_reproducible_permutations() {
+    let a = build("permuted-mnist-5.yaml", 3);
+    let b = build("permuted-mnist-5.yaml", 3);
+    let c = build("permuted-mnist-5.yaml", 4);
+    assert_eq!(a.len(), 5);
+    assert_eq!(a.outputs, OutputLayout::Shared { outputs: 10 });
+    let perm = |s: &TaskStream, t: usize| match &s.tasks[t].transform {
+        Transform::Permute { source, .. } => source.as_ref().clone(),
+        other => panic!("{other:?}"),
+    };
+    for t in 0..5 {
+        assert_eq!(perm(&a, t), perm(&b, t), "same seed, same permutation");
+        assert_ne!(
+            perm(&a, t),
+            perm(&c, t),
+            "another seed, another permutation"
+        );
+        for u in 0..t {
+            assert_ne!(perm(&a, t), perm(&a, u));
+        }
+        assert_eq!(a.tasks[t].train.len(), 60000);
+        assert_eq!(a.tasks[t].test.len(), 10000);
+    }
+    // A batch is the permuted image: pixel i of the output is pixel source[i] of the original.
+    let mut batch = Batch::default();
+    a.test_batch(1, &[7], &mut batch);
+    let (scale, shift) = a.pixel_scale_shift;
+    let original = a.dataset.test.image(7);
+    let p = perm(&a, 1);
+    for i in 0..IMAGE_PIXELS {
+        assert_eq!(
+            batch.pixels[i],
+            original[p[i] as usize] as f32 * scale + shift
+        );
+    }
+    assert_eq!(batch.targets, vec![a.dataset.test.labels[7] as u32]);
+}
+
+#[test]
+fn first_identity_option_leaves_task_one_unpermuted() {
+    let text = "dataset: mnist\nkind: permuted\nscenario: domain-incremental\ntasks: 2\nfirst_identity: true\n";
+    let spec = StreamSpec::from_yaml(text, Path::new("inline.yaml")).unwrap();
+    let file = clbench::streams::StreamFile {
+        path: "inline.yaml".into(),
+        spec,
+    };
+    let s = TaskStream::build(&file, 0).unwrap();
+    assert!(matches!(s.tasks[0].transform, Transform::Identity));
+    assert!(matches!(s.tasks[1].transform, Transform::Permute { .. }));
+}
+
+#[test]
+fn split_scenarios_map_labels_as_specified() {
+    let til = build("split-mnist-task-il.yaml", 0);
+    let dil = build("split-mnist-domain-il.yaml", 0);
+    let cil = build("split-mnist-class-il.yaml", 0);
+    assert_eq!(til.outputs, OutputLayout::MultiHead { sizes: vec![2; 5] });
+    assert_eq!(dil.outputs, OutputLayout::Shared { outputs: 2 });
+    assert_eq!(cil.outputs, OutputLayout::Shared { outputs: 10 });
+    for t in 0..5 {
+        let classes = vec![2 * t as u8, 2 * t as u8 + 1];
+        for s in [&til, &dil, &cil] {
+            assert_eq!(s.tasks[t].classes, classes);
+            // Only examples of the task's classes.
+            assert!(s.tasks[t]
+                .train
+                .iter()
+                .all(|&i| classes.contains(&s.dataset.train.labels[i as usize])));
+            assert!(s.tasks[t]
+                .test
+                .iter()
+                .all(|&i| classes.contains(&s.dataset.test.labels[i as usize])));
+        }
+        assert_eq!(til.tasks[t].head, t);
+        assert_eq!(til.tasks[t].target_of[2 * t + 1], Some(1));
+        assert_eq!(dil.tasks[t].target_of[2 * t], Some(0));
+        assert_eq!(dil.tasks[t].target_of[2 * t + 1], Some(1));
+        assert_eq!(cil.tasks[t].target_of[2 * t + 1], Some(2 * t as u32 + 1));
+    }
+    // Every MNIST test image lands in exactly one task.
+    let total: usize = cil.tasks.iter().map(|t| t.test.len()).sum();
+    assert_eq!(total, 10000);
+}
+
+#[test]
+fn masked_task_incremental_uses_one_layer_with_per_task_ranges() {
+    let text = "dataset: mnist\nkind: split\nscenario: task-incremental\ntask_output: masked\ngroups: [[3, 5], [0, 9, 1]]\n";
+    let spec = StreamSpec::from_yaml(text, Path::new("inline.yaml")).unwrap();
+    let s = TaskStream::build(
+        &clbench::streams::StreamFile {
+            path: "inline.yaml".into(),
+            spec,
+        },
+        0,
+    )
+    .unwrap();
+    assert_eq!(s.outputs, OutputLayout::Shared { outputs: 5 });
+    assert_eq!(s.tasks[0].output_range, Some(0..2));
+    assert_eq!(s.tasks[1].output_range, Some(2..5));
+    assert_eq!(s.tasks[1].target_of[9], Some(3));
+}
+
+#[test]
+fn class_order_shuffle_is_seeded() {
+    let text = "dataset: mnist\nkind: split\nscenario: class-incremental\nshuffle_classes: true\n";
+    let spec = StreamSpec::from_yaml(text, Path::new("inline.yaml")).unwrap();
+    let file = clbench::streams::StreamFile {
+        path: "inline.yaml".into(),
+        spec,
+    };
+    let order = |seed| -> Vec<u8> {
+        TaskStream::build(&file, seed)
+            .unwrap()
+            .tasks
+            .iter()
+            .flat_map(|t| t.classes.clone())
+            .collect()
+    };
+    assert_eq!(order(1), order(1));
+    assert_ne!(order(1), order(2));
+    let mut sorted = order(1);
+    sorted.sort();
+    assert_eq!(sorted, (0..10).collect::<Vec<u8>>());
+}
+
+#[test]
+fn rotated_stream_spaces_angles_evenly() {
+    let s = build("rotated-mnist.yaml", 0);
+    let angles: Vec<f64> = s
+        .tasks
+        .iter()
+        .map(|t| match t.transform {
+            Transform::Rotate { degrees, .. } => degrees,
+            _ => panic!(),
+        })
+        .collect();
+    assert_eq!(angles, vec![0.0, 45.0, 90.0, 135.0, 180.0]);
+    let mut batch = Batch::default();
+    s.test_batch(4, &[0], &mut batch);
+    let original = s.dataset.test.image(0);
+    // 180°: the image reversed.
+    for i in 0..IMAGE_PIXELS {
+        assert!((batch.pixels[i] - original[IMAGE_PIXELS - 1 - i] as f32 / 255.0).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn batch_order_is_seeded_and_covers_every_example_per_epoch() {
+    let examples: Vec<u32> = (0..10).collect();
+    let mut a = BatchOrder::new(5, 0, &examples, 4, false);
+    let mut b = BatchOrder::new(5, 0, &examples, 4, false);
+    assert_eq!(a.batches_per_epoch(), 3);
+    let mut epoch = Vec::new();
+    for _ in 0..3 {
+        let x = a.next_batch().to_vec();
+        assert_eq!(x, b.next_batch().to_vec());
+        epoch.extend(x);
+    }
+    epoch.sort();
+    assert_eq!(epoch, examples);
+    let mut it = BatchOrder::new(5, 0, &examples, 4, true);
+    assert_eq!(it.batches_per_epoch(), 2);
+    for _ in 0..7 {
+        assert_eq!(it.next_batch().len(), 4);
+    }
+    let other_task = BatchOrder::new(5, 1, &examples, 10, false)
+        .next_batch()
+        .to_vec();
+    let this_task = BatchOrder::new(5, 0, &examples, 10, false)
+        .next_batch()
+        .to_vec();
+    assert_ne!(other_task, this_task);
+}
+
+fn error_of(text: &str) -> String {
+    match StreamSpec::from_yaml(text, Path::new("tasks/bad.yaml")) {
+        Ok(spec) => {
+            let file = clbench::streams::StreamFile {
+                path: "tasks/bad.yaml".into(),
+                spec,
+            };
+            TaskStream::build(&file, 0)
+                .map(|_| ())
+                .unwrap_err()
+                .to_string()
+        }
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn bad_streams_are_clear_errors_naming_file_and_key() {
+    let base = "dataset: mnist\nscenario: class-incremental\n";
+    let cases = [
+        (
+            format!("{base}kind: permuted\ntaks: 3\n"),
+            "did you mean `tasks`",
+        ),
+        (
+            format!("{base}kind: permuted\ntasks: 0\n"),
+            "key `tasks`: expected at least 1 task",
+        ),
+        (
+            format!("{base}kind: split\ngroups: [[0, 1], []]\n"),
+            "key `groups`: group 2 is empty",
+        ),
+        (
+            format!("{base}kind: split\ngroups: [[0, 1], [1, 2]]\n"),
+            "class 1 appears in more than one group",
+        ),
+        (
+            format!("{base}kind: split\ngroups: [[0, 12]]\n"),
+            "class 12 does not occur in dataset `mnist`",
+        ),
+        (
+            format!("{base}kind: split\ngroups: []\n"),
+            "expected at least one group",
+        ),
+        (format!("{base}kind: rotated\n"), "key `angles`"),
+        (
+            format!("{base}kind: permuted\ntasks: 2\nangles: [1]\n"),
+            "key `angles`: does not apply to a permuted stream",
+        ),
+        (
+            "dataset: cifar\nkind: permuted\nscenario: class-incremental\ntasks: 2\n".into(),
+            "unknown dataset `cifar`",
+        ),
+        (
+            "dataset: mnist\nkind: permuted\nscenario: sideways\ntasks: 2\n".into(),
+            "scenario",
+        ),
+    ];
+    for (text, expected) in cases {
+        let e = error_of(&text);
+        assert!(e.contains("tasks/bad.yaml"), "{e}");
+        assert!(e.contains(expected), "expected `{expected}` in: {e}");
+    }
+}
+
+#[test]
+fn a_missing_dataset_is_reported_with_where_it_was_looked_for() {
+    let err = clbench::data::find("no-such-set").unwrap_err();
+    assert!(err.to_string().contains("unknown dataset"));
+    // A stream on a dataset that is absent from every search path names the file.
+    let e = StreamError::Data {
+        path: "tasks/x.yaml".into(),
+        source: clbench::data::DataError::NotFound {
+            name: "fashion-mnist".into(),
+            searched: "a, b".into(),
+            hint: "h".into(),
+        },
+    };
+    assert!(e
+        .to_string()
+        .starts_with("tasks/x.yaml: dataset `fashion-mnist` not found"));
+}
