@@ -148,6 +148,7 @@ fn init_logging(v: &Verbosity) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
 }
@@ -272,7 +273,14 @@ fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         } else {
             indicatif::ProgressBar::hidden()
         };
-        tracing::info!(run = %spec.id(), "run {}/{}: {} seed {}", i + 1, n, spec.method.name, spec.seed);
+        tracing::info!(
+            "run {}/{}: {} seed {} ({})",
+            i + 1,
+            n,
+            spec.method.name,
+            spec.seed,
+            spec.id()
+        );
         Box::new(BarObserver {
             bar,
             label: format!("[{}/{}] {} s{}", i + 1, n, spec.method.name, spec.seed),

@@ -117,8 +117,6 @@ pub fn execute(
             report.skipped.push(id);
             continue;
         }
-        let span = tracing::info_span!("run", run = %id);
-        let _enter = span.enter();
         let method = exp
             .methods
             .iter()

@@ -139,7 +139,7 @@ pub const SUMMARY_METRICS: &[(&str, &str, f64, usize)] = &[
     ("samples_per_s", "samples/s", 1.0, 0),
 ];
 
-/// Per (stream, method), in order of first appearance in the sorted metrics frame: `n`
+/// Per (stream, method), sorted by stream then method name: `n`
 /// (completed runs) and `<metric>_mean`, `<metric>_sd`, `<metric>_sem` for each summary metric.
 /// Diverged runs are counted in `diverged` and left out of the statistics.
 pub fn summary_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
@@ -156,6 +156,7 @@ pub fn summary_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
             groups.push(key);
         }
     }
+    groups.sort();
     let rows_of = |g: &(String, String)| -> Vec<usize> {
         (0..metrics.height())
             .filter(|&i| stream.get(i) == Some(g.0.as_str()) && method.get(i) == Some(g.1.as_str()))
