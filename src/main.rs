@@ -40,9 +40,70 @@ enum Command {
     /// Inspect task streams.
     #[command(subcommand)]
     Tasks(TasksCommand),
-    /// Train every method of an experiment config on its task stream, for every seed, and write
-    /// the run store, metrics.csv and a summary.
+    /// Train every method of an experiment config on its task stream, for every seed, then write
+    /// the run store and the full report.
     Run(RunArgs),
+    /// Rebuild every table and figure of a results directory from its stored runs (no training).
+    Report(ReportArgs),
+    /// Compute the metrics of one accuracy matrix made by any framework.
+    Metrics(MetricsArgs),
+}
+
+/// How tables are written.
+#[derive(Debug, Args)]
+struct TableArgs {
+    /// Method that significance markers (paired t-test) compare against
+    /// [default: the first method of the experiment].
+    #[arg(long)]
+    baseline: Option<String>,
+    /// Spread after the mean in tables and error bars.
+    #[arg(long, value_enum, default_value = "sd")]
+    spread: SpreadArg,
+    /// Digits after the decimal point (values in percent).
+    #[arg(long, default_value_t = 2)]
+    digits: usize,
+    /// Significance level of the markers.
+    #[arg(long, default_value_t = 0.05)]
+    alpha: f64,
+    /// LaTeX caption (a note on what the numbers are is appended).
+    #[arg(long)]
+    caption: Option<String>,
+    /// LaTeX label.
+    #[arg(long)]
+    label: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SpreadArg {
+    /// Sample standard deviation over seeds.
+    Sd,
+    /// Standard error of the mean.
+    Sem,
+}
+
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// A results directory (holding runs/), e.g. results/paper-forgetting.
+    dir: PathBuf,
+    #[command(flatten)]
+    tables: TableArgs,
+}
+
+#[derive(Debug, Args)]
+struct MetricsArgs {
+    /// CSV with header `after_task,task_1,...,task_T` and rows after_task = 0..T.
+    matrix: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    format: MetricsFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum MetricsFormat {
+    /// JSON object with acc, bwt, fwt, forgetting, learning_accuracy, avg_incremental_accuracy.
+    Json,
+    /// Aligned text.
+    Table,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +122,8 @@ struct RunArgs {
     /// Device: cpu, or cuda[:N] when built with `--features cuda`.
     #[arg(long, default_value = "cpu")]
     device: String,
+    #[command(flatten)]
+    tables: TableArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +188,12 @@ fn exit_code_of(err: &anyhow::Error) -> u8 {
                 .downcast_ref::<clbench::experiment::ConfigError>()
                 .is_some()
             || cause.downcast_ref::<UsageError>().is_some()
+            || cause
+                .downcast_ref::<clbench::metrics::MatrixCsvError>()
+                .is_some()
+            || cause
+                .downcast_ref::<clbench::report::ReportError>()
+                .is_some_and(clbench::report::ReportError::is_input_error)
     });
     if input {
         2
@@ -158,6 +227,18 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Data(cmd) => data_command(cmd, progress),
         Command::Run(args) => run_command(args, progress),
+        Command::Report(args) => {
+            let report = write_report(&args.dir, &args.tables)?;
+            println!("{}", report.markdown);
+            println!(
+                "{} runs; {} files written under {}",
+                report.runs,
+                report.files.len(),
+                args.dir.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Metrics(args) => metrics_command(args),
         Command::Tasks(TasksCommand::Describe { file, seed }) => {
             let stream_file = StreamSpec::load(&file)?;
             let stream = TaskStream::build(&stream_file, seed)?;
@@ -259,7 +340,7 @@ fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         seeds: args.seeds.clone(),
         device,
     };
-    let report = experiment::execute(&exp, &opts, &|i, n, spec| {
+    let executed = experiment::execute(&exp, &opts, &|i, n, spec| {
         let bar = if progress {
             let bar = indicatif::ProgressBar::new(0);
             bar.set_style(
@@ -286,16 +367,12 @@ fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
             label: format!("[{}/{}] {} s{}", i + 1, n, spec.method.name, spec.seed),
         })
     })?;
-    let store = RunStore::new(&out);
-    let (runs, warnings) = store.load()?;
-    for w in &warnings {
-        tracing::warn!("{w}");
+    if RunStore::new(&out).load()?.0.is_empty() {
+        anyhow::bail!("no run completed; nothing to report");
     }
-    let metrics = clbench::report::metrics_frame(&runs)?;
-    clbench::report::write_csv(&metrics, &out.join("metrics.csv"))?;
-    let summary = clbench::report::summary_frame(&metrics)?;
-    clbench::report::write_csv(&summary, &out.join("summary.csv"))?;
-    println!("{}", clbench::report::summary_text(&summary)?);
+    let report = write_report(&out, &args.tables)?;
+    println!("{}", clbench::report::summary_text(&report.summary)?);
+    let report = executed;
     println!(
         "\n{} trained, {} already complete, {} diverged, {} failed; results in {}",
         report.trained.len(),
@@ -312,6 +389,100 @@ fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         }
         Ok(ExitCode::from(1))
     }
+}
+
+fn table_options(args: &TableArgs, dir: &std::path::Path) -> Result<clbench::report::TableOptions> {
+    if !(args.alpha > 0.0 && args.alpha < 1.0) {
+        return Err(UsageError(format!(
+            "--alpha {}: expected a number in (0, 1)",
+            args.alpha
+        ))
+        .into());
+    }
+    if args.digits > 6 {
+        return Err(UsageError(format!("--digits {}: expected at most 6", args.digits)).into());
+    }
+    Ok(clbench::report::TableOptions {
+        spread: match args.spread {
+            SpreadArg::Sd => clbench::report::Spread::Sd,
+            SpreadArg::Sem => clbench::report::Spread::Sem,
+        },
+        digits: args.digits,
+        baseline: args
+            .baseline
+            .clone()
+            .or_else(|| clbench::report::default_baseline(dir)),
+        alpha: args.alpha,
+        caption: args.caption.clone(),
+        label: args.label.clone(),
+    })
+}
+
+fn write_report(dir: &std::path::Path, args: &TableArgs) -> Result<clbench::report::Report> {
+    let opts = table_options(args, dir)?;
+    let report = clbench::report::build_report(dir, &opts)?;
+    for w in &report.warnings {
+        tracing::warn!("{w}");
+    }
+    if let Some(b) = &opts.baseline {
+        let known = report
+            .summary
+            .column("method")?
+            .str()?
+            .iter()
+            .flatten()
+            .any(|m| m == b);
+        if !known {
+            tracing::warn!(
+                "baseline `{b}` has no runs in {}: no significance markers",
+                dir.display()
+            );
+        }
+    }
+    Ok(report)
+}
+
+fn metrics_command(args: MetricsArgs) -> Result<ExitCode> {
+    let text = std::fs::read_to_string(&args.matrix).map_err(|e| {
+        UsageError(format!(
+            "{}: cannot read the file: {e}",
+            args.matrix.display()
+        ))
+    })?;
+    let m = clbench::metrics::parse_matrix_csv(&text, &args.matrix)?;
+    let s = m.summary();
+    // FWT against row 0: a matrix from another framework carries no random baseline.
+    let fields: [(&str, Option<f64>); 6] = [
+        ("acc", Some(s.acc)),
+        ("bwt", s.bwt),
+        ("fwt", s.fwt_init),
+        ("forgetting", s.forgetting),
+        ("learning_accuracy", Some(s.learning_accuracy)),
+        ("avg_incremental_accuracy", Some(s.avg_incremental_accuracy)),
+    ];
+    match args.format {
+        MetricsFormat::Json => {
+            let obj: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .map(|(k, v)| (k.to_string(), serde_json::json!(v)))
+                .collect();
+            println!("{}", serde_json::Value::Object(obj));
+        }
+        MetricsFormat::Table => {
+            println!(
+                "{}: {} tasks (FWT against row 0, the initialization)",
+                args.matrix.display(),
+                m.tasks()
+            );
+            for (k, v) in fields {
+                match v {
+                    Some(v) => println!("{k:<26} {v:>9.4}"),
+                    None => println!("{k:<26} {:>9}", "undefined"),
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn yaml_word<T: serde::Serialize>(v: &T) -> String {

@@ -180,6 +180,113 @@ impl AccuracyMatrix {
     }
 }
 
+/// A matrix file that cannot be used, with the line at fault.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{}{}: {message}", path.display(), line.map(|l| format!(":{l}")).unwrap_or_default())]
+pub struct MatrixCsvError {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// 1-based line, when one line is at fault.
+    pub line: Option<usize>,
+    /// What is wrong and what was expected.
+    pub message: String,
+}
+
+/// Parses an accuracy matrix written by any framework: a header `after_task,task_1,...,task_T`
+/// and one row per `after_task` from 0 (initialization) to T, accuracies in `[0, 1]`.
+pub fn parse_matrix_csv(
+    text: &str,
+    path: &std::path::Path,
+) -> Result<AccuracyMatrix, MatrixCsvError> {
+    let fail = |line: Option<usize>, message: String| MatrixCsvError {
+        path: path.to_path_buf(),
+        line,
+        message,
+    };
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.trim()))
+        .filter(|(_, l)| !l.is_empty());
+    let (hline, header) = lines.next().ok_or_else(|| {
+        fail(
+            None,
+            "the file is empty; expected a header `after_task,task_1,...,task_T`".into(),
+        )
+    })?;
+    let names: Vec<&str> = header.split(',').map(str::trim).collect();
+    if names.first() != Some(&"after_task") || names.len() < 2 {
+        return Err(fail(
+            Some(hline),
+            format!("expected a header `after_task,task_1,...,task_T`, found `{header}`"),
+        ));
+    }
+    let t = names.len() - 1;
+    for (j, name) in names[1..].iter().enumerate() {
+        if *name != format!("task_{}", j + 1) {
+            return Err(fail(
+                Some(hline),
+                format!("column {} is `{name}`, expected `task_{}`", j + 2, j + 1),
+            ));
+        }
+    }
+    let mut rows = Vec::with_capacity(t + 1);
+    for (line, text) in lines {
+        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
+        if fields.len() != t + 1 {
+            return Err(fail(
+                Some(line),
+                format!(
+                    "{} values, expected {} (after_task and {t} tasks)",
+                    fields.len(),
+                    t + 1
+                ),
+            ));
+        }
+        let expected_row = rows.len();
+        match fields[0].parse::<usize>() {
+            Ok(r) if r == expected_row => {}
+            _ => {
+                return Err(fail(
+                    Some(line),
+                    format!(
+                        "after_task is `{}`, expected {expected_row} (rows in order from 0 to {t})",
+                        fields[0]
+                    ),
+                ))
+            }
+        }
+        let mut row = Vec::with_capacity(t);
+        for (j, f) in fields[1..].iter().enumerate() {
+            let v: f64 = f
+                .parse()
+                .map_err(|_| fail(Some(line), format!("task_{}: `{f}` is not a number", j + 1)))?;
+            if !(0.0..=1.0).contains(&v) {
+                return Err(fail(
+                    Some(line),
+                    format!(
+                        "task_{}: accuracy {v} is not in [0, 1] (give fractions, not percent)",
+                        j + 1
+                    ),
+                ));
+            }
+            row.push(v);
+        }
+        rows.push(row);
+    }
+    if rows.len() != t + 1 {
+        return Err(fail(
+            None,
+            format!(
+                "{} data rows, expected {} (after_task 0 to {t})",
+                rows.len(),
+                t + 1
+            ),
+        ));
+    }
+    AccuracyMatrix::new(rows, None).map_err(|e| fail(None, e.to_string()))
+}
+
 /// The scalar metrics of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RunMetrics {
@@ -287,6 +394,35 @@ mod tests {
         close(m.forgetting_per_task()[1], 0.0);
         close(m.max_forgetting().unwrap(), 0.4);
         close(m.drop_since_learned().unwrap(), 0.1);
+    }
+
+    #[test]
+    fn parses_matrix_csv_and_names_bad_lines() {
+        let p = std::path::Path::new("m.csv");
+        let m = parse_matrix_csv(
+            "after_task,task_1,task_2\n0,0.1,0.1\n1,0.9,0.2\n2,0.7,0.95\n",
+            p,
+        )
+        .unwrap();
+        close(m.acc(), 0.825);
+        let e = parse_matrix_csv(
+            "after_task,task_1,task_2\n0,0.1,0.1\n1,0.9\n2,0.7,0.95\n",
+            p,
+        )
+        .unwrap_err();
+        assert_eq!(e.line, Some(3));
+        let e = parse_matrix_csv("after_task,task_1\n0,abc\n1,0.5\n", p).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("m.csv:2: task_1: `abc` is not a number"),
+            "{e}"
+        );
+        let e = parse_matrix_csv("after_task,task_1\n0,10\n1,95\n", p).unwrap_err();
+        assert!(e.to_string().contains("not in [0, 1]"));
+        let e =
+            parse_matrix_csv("after_task,task_1,task_2\n0,0.1,0.1\n1,0.9,0.2\n", p).unwrap_err();
+        assert!(e.to_string().contains("2 data rows, expected 3"));
+        assert!(parse_matrix_csv("", p).is_err());
     }
 
     #[test]

@@ -129,7 +129,30 @@ pub fn metrics_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
     DataFrame::new_infer_height(cols)
 }
 
-/// The metrics summarized over seeds: (column, label, display scale, display digits).
+/// Whether a larger value of a metric column is better (forgetting-like metrics: smaller).
+pub fn higher_is_better(metric: &str) -> bool {
+    !matches!(
+        metric,
+        "forgetting" | "max_forgetting" | "drop_since_learned" | "train_seconds"
+    )
+}
+
+/// Every column summarized over seeds.
+pub const SUMMARY_COLUMNS: &[&str] = &[
+    "acc",
+    "bwt",
+    "fwt",
+    "fwt_init",
+    "forgetting",
+    "max_forgetting",
+    "drop_since_learned",
+    "learning_accuracy",
+    "avg_incremental_accuracy",
+    "train_seconds",
+    "samples_per_s",
+];
+
+/// The metrics shown in the console summary: (column, label, display scale, display digits).
 pub const SUMMARY_METRICS: &[(&str, &str, f64, usize)] = &[
     ("acc", "ACC (%)", 100.0, 2),
     ("bwt", "BWT (%)", 100.0, 2),
@@ -139,71 +162,228 @@ pub const SUMMARY_METRICS: &[(&str, &str, f64, usize)] = &[
     ("samples_per_s", "samples/s", 1.0, 0),
 ];
 
-/// Per (stream, method), sorted by stream then method name: `n`
-/// (completed runs) and `<metric>_mean`, `<metric>_sd`, `<metric>_sem` for each summary metric.
-/// Diverged runs are counted in `diverged` and left out of the statistics.
-pub fn summary_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
+/// (stream, method) groups of a metrics frame, sorted, with the row indices of their completed
+/// runs.
+fn groups(metrics: &DataFrame) -> PolarsResult<Vec<((String, String), Vec<usize>, usize)>> {
     let stream = metrics.column("stream")?.str()?.clone();
     let method = metrics.column("method")?.str()?.clone();
     let status = metrics.column("status")?.str()?.clone();
-    let mut groups: Vec<(String, String)> = Vec::new();
-    for i in 0..metrics.height() {
-        let key = (
-            stream.get(i).unwrap_or("").to_string(),
-            method.get(i).unwrap_or("").to_string(),
-        );
-        if !groups.contains(&key) {
-            groups.push(key);
-        }
-    }
-    groups.sort();
-    let rows_of = |g: &(String, String)| -> Vec<usize> {
-        (0..metrics.height())
-            .filter(|&i| stream.get(i) == Some(g.0.as_str()) && method.get(i) == Some(g.1.as_str()))
-            .collect()
-    };
+    let mut keys: Vec<(String, String)> = (0..metrics.height())
+        .map(|i| {
+            (
+                stream.get(i).unwrap_or("").to_string(),
+                method.get(i).unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    keys.sort();
+    keys.dedup();
+    Ok(keys
+        .into_iter()
+        .map(|k| {
+            let rows: Vec<usize> = (0..metrics.height())
+                .filter(|&i| {
+                    stream.get(i) == Some(k.0.as_str()) && method.get(i) == Some(k.1.as_str())
+                })
+                .collect();
+            let completed: Vec<usize> = rows
+                .iter()
+                .copied()
+                .filter(|&i| status.get(i) == Some("completed"))
+                .collect();
+            let diverged = rows.len() - completed.len();
+            (k, completed, diverged)
+        })
+        .collect())
+}
+
+/// Per (stream, method), sorted: `n` (completed runs), `diverged`, and for each of
+/// [`SUMMARY_COLUMNS`] `<col>_mean`, `_sd`, `_sem`, `_ci95_low`, `_ci95_high` (Student's t with
+/// n−1 degrees of freedom). Diverged runs are counted and left out of the statistics; undefined
+/// statistics (n < 2 for the spread) are null.
+pub fn summary_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
+    let groups = groups(metrics)?;
     let mut cols = vec![
         Column::new(
             "stream".into(),
-            groups.iter().map(|g| g.0.clone()).collect::<Vec<_>>(),
+            groups.iter().map(|g| g.0 .0.clone()).collect::<Vec<_>>(),
         ),
         Column::new(
             "method".into(),
-            groups.iter().map(|g| g.1.clone()).collect::<Vec<_>>(),
+            groups.iter().map(|g| g.0 .1.clone()).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "n".into(),
+            groups.iter().map(|g| g.1.len() as u32).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            "diverged".into(),
+            groups.iter().map(|g| g.2 as u32).collect::<Vec<_>>(),
         ),
     ];
-    let completed = |i: &usize| status.get(*i) == Some("completed");
-    cols.push(Column::new(
-        "n".into(),
-        groups
-            .iter()
-            .map(|g| rows_of(g).iter().filter(|i| completed(i)).count() as u32)
-            .collect::<Vec<_>>(),
-    ));
-    cols.push(Column::new(
-        "diverged".into(),
-        groups
-            .iter()
-            .map(|g| rows_of(g).iter().filter(|i| !completed(i)).count() as u32)
-            .collect::<Vec<_>>(),
-    ));
-    for (metric, ..) in SUMMARY_METRICS {
+    for metric in SUMMARY_COLUMNS {
         let values = metrics.column(metric)?.f64()?.clone();
-        let (mut means, mut sds, mut sems) = (vec![], vec![], vec![]);
-        for g in &groups {
-            let xs: Vec<f64> = rows_of(g)
-                .into_iter()
-                .filter(completed)
-                .filter_map(|i| values.get(i))
+        let mut out: [Vec<Option<f64>>; 5] = Default::default();
+        for (_, rows, _) in &groups {
+            let xs: Vec<f64> = rows
+                .iter()
+                .filter_map(|&i| values.get(i))
                 .filter(|v| v.is_finite())
                 .collect();
-            means.push(stats::mean(&xs));
-            sds.push(stats::sd(&xs));
-            sems.push(stats::sem(&xs));
+            let m = stats::mean(&xs);
+            let ci = stats::ci_half_width(&xs, 0.95);
+            out[0].push(m);
+            out[1].push(stats::sd(&xs));
+            out[2].push(stats::sem(&xs));
+            out[3].push(m.zip(ci).map(|(m, c)| m - c));
+            out[4].push(m.zip(ci).map(|(m, c)| m + c));
         }
-        cols.push(Column::new(format!("{metric}_mean").into(), means));
-        cols.push(Column::new(format!("{metric}_sd").into(), sds));
-        cols.push(Column::new(format!("{metric}_sem").into(), sems));
+        for (suffix, v) in ["mean", "sd", "sem", "ci95_low", "ci95_high"]
+            .iter()
+            .zip(out)
+        {
+            cols.push(Column::new(format!("{metric}_{suffix}").into(), v));
+        }
     }
     DataFrame::new_infer_height(cols)
+}
+
+/// The metrics compared between methods.
+pub const COMPARED_METRICS: &[&str] = &[
+    "acc",
+    "bwt",
+    "fwt",
+    "forgetting",
+    "max_forgetting",
+    "drop_since_learned",
+    "learning_accuracy",
+    "avg_incremental_accuracy",
+];
+
+/// Every pair of methods on the same stream, per metric, over the seeds both completed:
+/// `stream, method_a, method_b, metric, n, mean_diff (a − b), t, p_t (paired t-test),
+/// w_plus, p_wilcoxon (signed-rank), wins, ties, losses` (a win: a is better than b on that
+/// seed, by the metric's direction).
+pub fn comparison_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
+    let seed = metrics.column("seed")?.u64()?.clone();
+    let groups = groups(metrics)?;
+    let mut rows: Vec<(
+        String,
+        String,
+        String,
+        &str,
+        u32,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        Option<f64>,
+        u32,
+        u32,
+        u32,
+    )> = Vec::new();
+    for (i, ((stream_a, method_a), rows_a, _)) in groups.iter().enumerate() {
+        for ((stream_b, method_b), rows_b, _) in &groups[i + 1..] {
+            if stream_a != stream_b {
+                continue;
+            }
+            // Pair runs by seed.
+            let pairs: Vec<(usize, usize)> = rows_a
+                .iter()
+                .filter_map(|&ra| {
+                    rows_b
+                        .iter()
+                        .find(|&&rb| seed.get(rb) == seed.get(ra))
+                        .map(|&rb| (ra, rb))
+                })
+                .collect();
+            for metric in COMPARED_METRICS {
+                let values = metrics.column(metric)?.f64()?.clone();
+                let (a, b): (Vec<f64>, Vec<f64>) = pairs
+                    .iter()
+                    .filter_map(|&(ra, rb)| values.get(ra).zip(values.get(rb)))
+                    .filter(|(x, y)| x.is_finite() && y.is_finite())
+                    .unzip();
+                let t = stats::paired_t_test(&a, &b);
+                let w = stats::wilcoxon_signed_rank(&a, &b);
+                let sign = if higher_is_better(metric) { 1.0 } else { -1.0 };
+                let wins = a
+                    .iter()
+                    .zip(&b)
+                    .filter(|(x, y)| sign * (*x - *y) > 0.0)
+                    .count() as u32;
+                let ties = a.iter().zip(&b).filter(|(x, y)| x == y).count() as u32;
+                let losses = a.len() as u32 - wins - ties;
+                let mean_diff =
+                    stats::mean(&a.iter().zip(&b).map(|(x, y)| x - y).collect::<Vec<_>>());
+                rows.push((
+                    stream_a.clone(),
+                    method_a.clone(),
+                    method_b.clone(),
+                    metric,
+                    a.len() as u32,
+                    mean_diff,
+                    t.map(|t| t.t).filter(|t| t.is_finite()),
+                    t.map(|t| t.p),
+                    w.map(|w| w.0),
+                    w.map(|w| w.1),
+                    wins,
+                    ties,
+                    losses,
+                ));
+            }
+        }
+    }
+    macro_rules! col {
+        ($name:expr, $i:tt) => {
+            Column::new(
+                $name.into(),
+                rows.iter().map(|r| r.$i.clone()).collect::<Vec<_>>(),
+            )
+        };
+    }
+    DataFrame::new_infer_height(vec![
+        col!("stream", 0),
+        col!("method_a", 1),
+        col!("method_b", 2),
+        Column::new(
+            "metric".into(),
+            rows.iter().map(|r| r.3.to_string()).collect::<Vec<_>>(),
+        ),
+        col!("n", 4),
+        col!("mean_diff", 5),
+        col!("t", 6),
+        col!("p_t", 7),
+        col!("w_plus", 8),
+        col!("p_wilcoxon", 9),
+        col!("wins", 10),
+        col!("ties", 11),
+        col!("losses", 12),
+    ])
+}
+
+/// The A_k curve of every completed run (long): `run_id, stream, method, seed, k, a_k`.
+pub fn average_accuracy_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
+    let (mut id, mut stream, mut method, mut seed, mut k, mut a) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for r in sorted(runs) {
+        if let Some(m) = matrix_of(&r.record) {
+            for (i, v) in m.average_accuracy_curve().into_iter().enumerate() {
+                id.push(r.id.clone());
+                stream.push(r.spec.stream_name.clone());
+                method.push(r.spec.method.name.clone());
+                seed.push(r.spec.seed);
+                k.push(i as u32 + 1);
+                a.push(v);
+            }
+        }
+    }
+    DataFrame::new_infer_height(vec![
+        Column::new("run_id".into(), id),
+        Column::new("stream".into(), stream),
+        Column::new("method".into(), method),
+        Column::new("seed".into(), seed),
+        Column::new("k".into(), k),
+        Column::new("a_k".into(), a),
+    ])
 }

@@ -1,29 +1,153 @@
 //! Reports: polars frames built from the run store (the one representation every table and
-//! plot reads), and their exports.
+//! plot reads), and their exports — CSV, Parquet and JSON frames, Markdown and LaTeX tables,
+//! PNG and SVG figures.
 
+pub mod export;
 pub mod frames;
+pub mod plots;
 pub mod stats;
+pub mod tables;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use polars::prelude::*;
 
-pub use frames::{accuracy_frame, metrics_frame, summary_frame, SUMMARY_METRICS};
+pub use export::{write_all_formats, write_frame, ExportError, FrameFormat};
+pub use frames::{
+    accuracy_frame, average_accuracy_frame, comparison_frame, metrics_frame, summary_frame,
+    SUMMARY_METRICS,
+};
+pub use tables::{Spread, TableOptions};
 
-use crate::experiment::store::{write_atomic, StoreError};
+use crate::experiment::store::{write_atomic, RunStore, StoreError};
 
-/// Writes a frame as CSV, atomically.
-pub fn write_csv(df: &DataFrame, path: &Path) -> Result<(), StoreError> {
-    let mut buf = Vec::new();
-    let mut df = df.clone();
-    CsvWriter::new(&mut buf)
-        .include_header(true)
-        .finish(&mut df)
-        .map_err(|e| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
-    write_atomic(path, &buf)
+/// What can go wrong while building a report.
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    /// The directory holds no complete run.
+    #[error("{}: no complete runs found under {}/runs (run `clbench run <config> --out {}` first)", dir.display(), dir.display(), dir.display())]
+    NoRuns { dir: PathBuf },
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An export failed.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// A frame could not be built.
+    #[error("building the report frames: {0}")]
+    Frame(#[from] PolarsError),
+}
+
+impl ReportError {
+    /// Whether the error is bad input (no runs) rather than a runtime failure.
+    pub fn is_input_error(&self) -> bool {
+        matches!(self, ReportError::NoRuns { .. })
+    }
+}
+
+/// Everything a report produced.
+#[derive(Debug)]
+pub struct Report {
+    /// Runs included.
+    pub runs: usize,
+    /// Incomplete or unreadable runs skipped, with why.
+    pub warnings: Vec<String>,
+    /// The frames.
+    pub metrics: DataFrame,
+    /// Summary over seeds.
+    pub summary: DataFrame,
+    /// Paired comparisons.
+    pub comparison: DataFrame,
+    /// The Markdown table.
+    pub markdown: String,
+    /// Files written.
+    pub files: Vec<PathBuf>,
+}
+
+/// The file where `clbench run` records which config produced a store (its first method is the
+/// default baseline of significance markers).
+pub const EXPERIMENT_COPY: &str = "experiment.yaml";
+
+/// The default baseline: the first method of the experiment that wrote the store, if known.
+pub fn default_baseline(dir: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join(EXPERIMENT_COPY)).ok()?;
+    let cfg: crate::experiment::ExperimentConfig = serde_yaml::from_str(&text).ok()?;
+    cfg.methods.first().map(|m| m.name.clone())
+}
+
+/// Rebuilds every frame, table and figure of the run store in `dir` without training:
+/// `metrics.csv`, `summary.md` at the top; `tables/` (every frame as CSV, Parquet and JSON, plus
+/// `summary.md` and `summary.tex`); `figures/` (PNG and SVG).
+pub fn build_report(dir: &Path, opts: &TableOptions) -> Result<Report, ReportError> {
+    let (runs, warnings) = RunStore::new(dir).load()?;
+    if runs.is_empty() {
+        return Err(ReportError::NoRuns {
+            dir: dir.to_path_buf(),
+        });
+    }
+    let accuracy = accuracy_frame(&runs)?;
+    let metrics = metrics_frame(&runs)?;
+    let summary = summary_frame(&metrics)?;
+    let comparison = comparison_frame(&metrics)?;
+    let curves = average_accuracy_frame(&runs)?;
+    let tables_dir = dir.join("tables");
+    let mut files = Vec::new();
+    for (name, df) in [
+        ("accuracy", &accuracy),
+        ("metrics", &metrics),
+        ("summary", &summary),
+        ("comparison", &comparison),
+        ("average_accuracy", &curves),
+    ] {
+        write_all_formats(df, &tables_dir, name)?;
+        files.extend(
+            FrameFormat::ALL
+                .iter()
+                .map(|f| tables_dir.join(format!("{name}.{}", f.extension()))),
+        );
+    }
+    write_frame(&metrics, &dir.join("metrics.csv"), FrameFormat::Csv)?;
+    files.push(dir.join("metrics.csv"));
+    let markdown = tables::markdown(&summary, &comparison, opts)?;
+    let latex = tables::latex(&summary, &comparison, opts)?;
+    for (path, text) in [
+        (tables_dir.join("summary.md"), &markdown),
+        (tables_dir.join("summary.tex"), &latex),
+        (dir.join("summary.md"), &markdown),
+    ] {
+        write_atomic(&path, text.as_bytes())?;
+        files.push(path);
+    }
+    let streams: Vec<String> = {
+        let mut s: Vec<String> = summary
+            .column("stream")?
+            .str()?
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        s.dedup();
+        s
+    };
+    for stream in streams {
+        files.extend(plots::write_figures(
+            &dir.join("figures"),
+            &stream,
+            &accuracy,
+            &metrics,
+            &summary,
+            opts.spread,
+        )?);
+    }
+    Ok(Report {
+        runs: runs.len(),
+        warnings,
+        metrics,
+        summary,
+        comparison,
+        markdown,
+        files,
+    })
 }
 
 /// A plain-text table of the summary frame: one row per (stream, method), `mean ± sd` per metric.

@@ -1,0 +1,585 @@
+//! Figures for papers, as PNG and SVG: the accuracy-matrix heatmap, each task's accuracy across
+//! the sequence (mean with a band over seeds), and per-method bars with error bars per metric.
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use polars::prelude::*;
+
+use super::export::ExportError;
+use super::stats;
+use super::tables::Spread;
+
+/// Mean and spread of the accuracy matrix of one method on one stream, over seeds.
+#[derive(Debug, Clone)]
+pub struct MatrixStats {
+    /// Method name.
+    pub method: String,
+    /// Completed runs averaged.
+    pub n: usize,
+    /// `mean[i][j]`: accuracy on task j+1 after task i (row 0: initialization).
+    pub mean: Vec<Vec<f64>>,
+    /// Sample sd (0 with a single run).
+    pub sd: Vec<Vec<f64>>,
+}
+
+/// Groups the long accuracy frame of completed runs into per-method matrix statistics for
+/// `stream`, methods sorted by name.
+pub fn matrix_stats(
+    accuracy: &DataFrame,
+    metrics: &DataFrame,
+    stream: &str,
+) -> PolarsResult<Vec<MatrixStats>> {
+    let completed: Vec<String> = {
+        let ids = metrics.column("run_id")?.str()?.clone();
+        let status = metrics.column("status")?.str()?.clone();
+        (0..metrics.height())
+            .filter(|&i| status.get(i) == Some("completed"))
+            .filter_map(|i| ids.get(i).map(str::to_string))
+            .collect()
+    };
+    let run = accuracy.column("run_id")?.str()?.clone();
+    let st = accuracy.column("stream")?.str()?.clone();
+    let method = accuracy.column("method")?.str()?.clone();
+    let after = accuracy.column("after_task")?.u32()?.clone();
+    let eval = accuracy.column("eval_task")?.u32()?.clone();
+    let acc = accuracy.column("accuracy")?.f64()?.clone();
+    let rows: Vec<usize> = (0..accuracy.height())
+        .filter(|&i| {
+            st.get(i) == Some(stream)
+                && run.get(i).is_some_and(|r| completed.iter().any(|c| c == r))
+        })
+        .collect();
+    let tasks = rows.iter().filter_map(|&i| eval.get(i)).max().unwrap_or(0) as usize;
+    let mut methods: Vec<String> = rows
+        .iter()
+        .filter_map(|&i| method.get(i).map(str::to_string))
+        .collect();
+    methods.sort();
+    methods.dedup();
+    Ok(methods
+        .into_iter()
+        .map(|m| {
+            let mine: Vec<usize> = rows
+                .iter()
+                .copied()
+                .filter(|&i| method.get(i) == Some(m.as_str()))
+                .collect();
+            let mut runs: Vec<&str> = mine.iter().filter_map(|&i| run.get(i)).collect();
+            runs.sort();
+            runs.dedup();
+            let mut cells = vec![vec![Vec::new(); tasks]; tasks + 1];
+            for &i in &mine {
+                if let (Some(a), Some(e), Some(v)) = (after.get(i), eval.get(i), acc.get(i)) {
+                    cells[a as usize][e as usize - 1].push(v);
+                }
+            }
+            let reduce = |f: &dyn Fn(&[f64]) -> Option<f64>| -> Vec<Vec<f64>> {
+                cells
+                    .iter()
+                    .map(|r| r.iter().map(|c| f(c).unwrap_or(0.0)).collect())
+                    .collect()
+            };
+            MatrixStats {
+                method: m,
+                n: runs.len(),
+                mean: reduce(&stats::mean),
+                sd: reduce(&stats::sd),
+            }
+        })
+        .collect())
+}
+
+fn register_fonts() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        let regular: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
+        let bold: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bold.ttf");
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, regular);
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, bold);
+    });
+}
+
+/// Tableau 10: distinguishable categorical colours.
+const PALETTE: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
+];
+
+fn color(i: usize) -> RGBColor {
+    PALETTE[i % PALETTE.len()]
+}
+
+/// Viridis, linearly interpolated between 6 anchors; `v` in [0, 1].
+fn viridis(v: f64) -> RGBColor {
+    const A: [(f64, f64, f64); 6] = [
+        (68.0, 1.0, 84.0),
+        (65.0, 68.0, 135.0),
+        (42.0, 120.0, 142.0),
+        (34.0, 168.0, 132.0),
+        (122.0, 209.0, 81.0),
+        (253.0, 231.0, 37.0),
+    ];
+    let x = v.clamp(0.0, 1.0) * (A.len() - 1) as f64;
+    let i = (x.floor() as usize).min(A.len() - 2);
+    let f = x - i as f64;
+    let mix = |a: f64, b: f64| (a + (b - a) * f).round() as u8;
+    RGBColor(
+        mix(A[i].0, A[i + 1].0),
+        mix(A[i].1, A[i + 1].1),
+        mix(A[i].2, A[i + 1].2),
+    )
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+/// Axis numbers without a trailing ".0" on whole values.
+fn tick(v: &f64) -> String {
+    if (v - v.round()).abs() < 1e-9 {
+        format!("{}", v.round() as i64)
+    } else {
+        format!("{v:.1}")
+    }
+}
+
+/// Writes one figure as `<base>.png` and `<base>.svg` (each atomically) with the same drawing code.
+fn render(
+    base: &Path,
+    size: (u32, u32),
+    draw: impl Fn(DrawingArea<SVGBackend, Shift>) -> DrawResult,
+    draw_png: impl Fn(DrawingArea<BitMapBackend, Shift>) -> DrawResult,
+) -> Result<Vec<PathBuf>, ExportError> {
+    register_fonts();
+    let fail = |path: &Path, e: Box<dyn std::error::Error>| ExportError::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let png = base.with_extension("png");
+    let tmp = base.with_extension(format!("png.tmp-{}.png", std::process::id()));
+    {
+        let root = BitMapBackend::new(&tmp, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&png, e.into()))?;
+        draw_png(root.clone()).map_err(|e| fail(&png, e))?;
+        root.present().map_err(|e| fail(&png, e.into()))?;
+    }
+    std::fs::rename(&tmp, &png).map_err(|e| fail(&png, e.into()))?;
+    let svg = base.with_extension("svg");
+    let mut text = String::new();
+    {
+        let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&svg, e.into()))?;
+        draw(root.clone()).map_err(|e| fail(&svg, e))?;
+        root.present().map_err(|e| fail(&svg, e.into()))?;
+    }
+    crate::experiment::store::write_atomic(&svg, text.as_bytes())?;
+    Ok(vec![png, svg])
+}
+
+/// Calls `f` once for the SVG and once for the PNG backend.
+macro_rules! both {
+    ($f:expr) => {
+        (
+            |root: DrawingArea<SVGBackend, Shift>| $f(root),
+            |root: DrawingArea<BitMapBackend, Shift>| $f(root),
+        )
+    };
+}
+
+fn heatmap<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    stream: &str,
+    data: &[MatrixStats],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let title = format!("Test accuracy (%) after each task — {stream}");
+    let root = root.titled(&title, ("sans-serif", 24).into_font())?;
+    let (body, legend) = root.split_horizontally(root.dim_in_pixel().0 - 90);
+    let panels = body.split_evenly((1, data.len().max(1)));
+    for (panel, m) in panels.iter().zip(data) {
+        let t = m.mean.first().map_or(0, Vec::len);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{} (n = {})", m.method, m.n), ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(70)
+            .build_cartesian_2d(0.5f64..t as f64 + 0.5, -0.5f64..t as f64 + 0.5)?;
+        chart
+            .configure_mesh()
+            .disable_mesh()
+            .x_labels(t)
+            .y_labels(t + 1)
+            .x_label_formatter(&|x| format!("{}", x.round() as i64))
+            .y_label_formatter(&|y| {
+                let row = t as i64 - y.round() as i64;
+                if row == 0 {
+                    "init".into()
+                } else {
+                    format!("{row}")
+                }
+            })
+            .x_desc("evaluated task")
+            .y_desc("after training task")
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 16))
+            .draw()?;
+        for (i, row) in m.mean.iter().enumerate() {
+            let y = (t - i) as f64;
+            for (j, &v) in row.iter().enumerate() {
+                let x = (j + 1) as f64;
+                chart.draw_series(std::iter::once(Rectangle::new(
+                    [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
+                    viridis(v).filled(),
+                )))?;
+                if t <= 12 {
+                    let ink = if v > 0.6 { BLACK } else { WHITE };
+                    chart.draw_series(std::iter::once(Text::new(
+                        format!("{:.0}", v * 100.0),
+                        (x, y),
+                        ("sans-serif", if t <= 6 { 15 } else { 11 })
+                            .into_font()
+                            .color(&ink)
+                            .pos(plotters::style::text_anchor::Pos::new(
+                                plotters::style::text_anchor::HPos::Center,
+                                plotters::style::text_anchor::VPos::Center,
+                            )),
+                    )))?;
+                }
+            }
+        }
+    }
+    // Colour bar.
+    let mut bar = ChartBuilder::on(&legend)
+        .margin_top(60)
+        .margin_bottom(60)
+        .margin_right(10)
+        .y_label_area_size(45)
+        .build_cartesian_2d(0f64..1f64, 0f64..100f64)?;
+    bar.configure_mesh()
+        .disable_mesh()
+        .disable_x_axis()
+        .y_labels(6)
+        .y_label_formatter(&|v| format!("{}%", tick(v)))
+        .label_style(("sans-serif", 14))
+        .draw()?;
+    for k in 0..100 {
+        let v = k as f64;
+        bar.draw_series(std::iter::once(Rectangle::new(
+            [(0.0, v), (1.0, v + 1.0)],
+            viridis(v / 100.0).filled(),
+        )))?;
+    }
+    Ok(())
+}
+
+fn task_curves<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    stream: &str,
+    data: &[MatrixStats],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let title = format!(
+        "Accuracy on each task as later tasks are learned — {stream} (mean ± sd over seeds)"
+    );
+    let root = root.titled(&title, ("sans-serif", 22).into_font())?;
+    let panels = root.split_evenly((1, data.len().max(1)));
+    for (panel, m) in panels.iter().zip(data) {
+        let t = m.mean.first().map_or(0, Vec::len);
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{} (n = {})", m.method, m.n), ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.8f64..t as f64 + 0.2, 0f64..100f64)?;
+        chart
+            .configure_mesh()
+            .x_labels(t)
+            .x_label_formatter(&|x| format!("{}", x.round() as i64))
+            .x_desc("after training task")
+            .y_desc("test accuracy (%)")
+            .y_label_formatter(&tick)
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 16))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for j in 0..t {
+            let c = color(j);
+            let xs: Vec<usize> = (j + 1..=t).collect();
+            let upper: Vec<(f64, f64)> = xs
+                .iter()
+                .map(|&k| (k as f64, 100.0 * (m.mean[k][j] + m.sd[k][j]).min(1.0)))
+                .collect();
+            let lower: Vec<(f64, f64)> = xs
+                .iter()
+                .rev()
+                .map(|&k| (k as f64, 100.0 * (m.mean[k][j] - m.sd[k][j]).max(0.0)))
+                .collect();
+            if xs.len() > 1 {
+                chart.draw_series(std::iter::once(Polygon::new(
+                    upper.into_iter().chain(lower).collect::<Vec<_>>(),
+                    c.mix(0.18),
+                )))?;
+            }
+            let line: Vec<(f64, f64)> = xs
+                .iter()
+                .map(|&k| (k as f64, 100.0 * m.mean[k][j]))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?
+                .label(format!("task {}", j + 1))
+                .legend(move |(x, y)| {
+                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
+                });
+            chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 13))
+            .draw()?;
+    }
+    Ok(())
+}
+
+fn first_task<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    stream: &str,
+    data: &[MatrixStats],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let t = data
+        .first()
+        .and_then(|m| m.mean.first())
+        .map_or(0, Vec::len);
+    let low = data
+        .iter()
+        .flat_map(|m| (1..=t).map(move |k| 100.0 * (m.mean[k][0] - m.sd[k][0])))
+        .fold(100.0f64, f64::min);
+    let y0 = ((low - 5.0) / 10.0).floor().clamp(0.0, 9.0) * 10.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption(
+            format!("Forgetting of task 1 — {stream} (mean ± sd over seeds)"),
+            ("sans-serif", 22),
+        )
+        .margin(15)
+        .x_label_area_size(50)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.8f64..t as f64 + 0.2, y0..100f64)?;
+    chart
+        .configure_mesh()
+        .x_labels(t)
+        .x_label_formatter(&|x| format!("{}", x.round() as i64))
+        .x_desc("after training task")
+        .y_desc("test accuracy on task 1 (%)")
+        .y_label_formatter(&tick)
+        .label_style(("sans-serif", 15))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for (i, m) in data.iter().enumerate() {
+        let c = color(i);
+        let upper: Vec<(f64, f64)> = (1..=t)
+            .map(|k| (k as f64, 100.0 * (m.mean[k][0] + m.sd[k][0]).min(1.0)))
+            .collect();
+        let lower: Vec<(f64, f64)> = (1..=t)
+            .rev()
+            .map(|k| (k as f64, 100.0 * (m.mean[k][0] - m.sd[k][0]).max(0.0)))
+            .collect();
+        chart.draw_series(std::iter::once(Polygon::new(
+            upper.into_iter().chain(lower).collect::<Vec<_>>(),
+            c.mix(0.18),
+        )))?;
+        let line: Vec<(f64, f64)> = (1..=t).map(|k| (k as f64, 100.0 * m.mean[k][0])).collect();
+        chart
+            .draw_series(LineSeries::new(line.clone(), c.stroke_width(3)))?
+            .label(format!("{} (n = {})", m.method, m.n))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+        chart.draw_series(line.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerLeft)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.3))
+        .label_font(("sans-serif", 15))
+        .draw()?;
+    Ok(())
+}
+
+/// The metrics drawn as bars: (summary column, axis title).
+const BAR_METRICS: &[(&str, &str)] = &[
+    ("acc", "ACC (%)"),
+    ("bwt", "BWT (%)"),
+    ("fwt", "FWT (%)"),
+    ("forgetting", "Forgetting (%)"),
+    ("learning_accuracy", "Learning accuracy (%)"),
+];
+
+fn bars<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    stream: &str,
+    summary: &DataFrame,
+    spread: Spread,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let st = summary.column("stream")?.str()?.clone();
+    let method = summary.column("method")?.str()?.clone();
+    let rows: Vec<usize> = (0..summary.height())
+        .filter(|&i| st.get(i) == Some(stream))
+        .collect();
+    let names: Vec<String> = rows
+        .iter()
+        .map(|&i| method.get(i).unwrap_or("").to_string())
+        .collect();
+    let spread_name = match spread {
+        Spread::Sd => "sd",
+        Spread::Sem => "sem",
+    };
+    let title = format!(
+        "Metrics per method — {stream} (bars: mean, error bars: ± {spread_name} over seeds)"
+    );
+    let root = root.titled(&title, ("sans-serif", 22).into_font())?;
+    let panels = root.split_evenly((1, BAR_METRICS.len()));
+    for (panel, (metric, label)) in panels.iter().zip(BAR_METRICS) {
+        let means = summary.column(&format!("{metric}_mean"))?.f64()?.clone();
+        let errs = summary
+            .column(&format!("{metric}_{spread_name}"))?
+            .f64()?
+            .clone();
+        let vals: Vec<(f64, f64)> = rows
+            .iter()
+            .map(|&i| {
+                (
+                    100.0 * means.get(i).unwrap_or(0.0),
+                    100.0 * errs.get(i).unwrap_or(0.0),
+                )
+            })
+            .collect();
+        let hi = vals.iter().map(|(m, e)| m + e).fold(0.0f64, f64::max);
+        let lo = vals.iter().map(|(m, e)| m - e).fold(0.0f64, f64::min);
+        let pad = ((hi - lo) * 0.1).max(0.5);
+        let n = names.len();
+        let mut chart = ChartBuilder::on(panel)
+            .margin(12)
+            .x_label_area_size(70)
+            .y_label_area_size(55)
+            .build_cartesian_2d(
+                -0.5f64..n as f64 - 0.5,
+                (lo - if lo < 0.0 { pad } else { 0.0 })..hi + pad,
+            )?;
+        let names_ref = names.clone();
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(n.max(1))
+            .x_label_formatter(&move |x| {
+                let i = x.round();
+                if (x - i).abs() < 0.01 && i >= 0.0 {
+                    names_ref.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            })
+            .y_desc(*label)
+            .y_label_formatter(&tick)
+            .label_style(("sans-serif", 14))
+            .axis_desc_style(("sans-serif", 16))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (i, (m, e)) in vals.iter().enumerate() {
+            let x = i as f64;
+            let c = color(i);
+            chart.draw_series(std::iter::once(Rectangle::new(
+                [(x - 0.35, 0.0), (x + 0.35, *m)],
+                c.mix(0.85).filled(),
+            )))?;
+            chart.draw_series(std::iter::once(ErrorBar::new_vertical(
+                x,
+                m - e,
+                *m,
+                m + e,
+                BLACK.stroke_width(2),
+                12,
+            )))?;
+        }
+        if lo < 0.0 {
+            chart.draw_series(LineSeries::new(
+                vec![(-0.5, 0.0), (n as f64 - 0.5, 0.0)],
+                BLACK.stroke_width(1),
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Draws every figure of `stream` into `dir` as PNG and SVG; returns the files written.
+pub fn write_figures(
+    dir: &Path,
+    stream: &str,
+    accuracy: &DataFrame,
+    metrics: &DataFrame,
+    summary: &DataFrame,
+    spread: Spread,
+) -> Result<Vec<PathBuf>, ExportError> {
+    std::fs::create_dir_all(dir).map_err(|source| crate::experiment::store::StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let data = matrix_stats(accuracy, metrics, stream).map_err(|e| ExportError::Encode {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    let panels = data.len() as u32;
+    let mut written = Vec::new();
+    let (a, b) = both!(|root| heatmap(root, stream, &data));
+    written.extend(render(
+        &dir.join(format!("{stream}-accuracy-matrix")),
+        (430 * panels + 90, 520),
+        a,
+        b,
+    )?);
+    let (a, b) = both!(|root| task_curves(root, stream, &data));
+    written.extend(render(
+        &dir.join(format!("{stream}-task-accuracy")),
+        (520 * panels, 480),
+        a,
+        b,
+    )?);
+    let (a, b) = both!(|root| first_task(root, stream, &data));
+    written.extend(render(
+        &dir.join(format!("{stream}-first-task")),
+        (760, 500),
+        a,
+        b,
+    )?);
+    let (a, b) = both!(|root| bars(root, stream, summary, spread));
+    written.extend(render(
+        &dir.join(format!("{stream}-metrics")),
+        (1500, 440),
+        a,
+        b,
+    )?);
+    Ok(written)
+}

@@ -1,0 +1,343 @@
+//! Reports built from a run store: frames, tables, figures, and bad stores.
+
+use std::path::Path;
+use std::process::Command;
+
+use clbench::experiment::{RunSpec, RunStore};
+use clbench::report::{build_report, Spread, TableOptions};
+use clbench::train::{RunRecord, RunStatus, TaskTraining};
+
+fn spec(method: &str, seed: u64) -> RunSpec {
+    let yaml = format!(
+        r#"
+stream_name: toy
+stream: {{dataset: mnist, kind: permuted, scenario: domain-incremental, tasks: 3}}
+model: {{kind: mlp, hidden: [8]}}
+method: {{name: "{method}", optimizer: {{name: sgd, lr: 0.1}}}}
+training: {{batch_size: 8, iterations: 1}}
+seed: {seed}
+"#
+    );
+    serde_yaml::from_str(&yaml).unwrap()
+}
+
+/// A 3-task matrix whose final accuracies depend on `quality`.
+fn record(quality: f64, status: RunStatus) -> RunRecord {
+    let acc = vec![
+        vec![0.1, 0.1, 0.1],
+        vec![0.9, 0.12, 0.1],
+        vec![0.7 + quality, 0.92, 0.11],
+        vec![0.6 + quality, 0.8 + quality, 0.93],
+    ];
+    RunRecord {
+        status,
+        loss: acc
+            .iter()
+            .map(|r| r.iter().map(|a| 1.0 - a).collect())
+            .collect(),
+        accuracy: acc,
+        baseline_accuracy: vec![0.1, 0.09, 0.11],
+        tasks: (1..=3)
+            .map(|t| TaskTraining {
+                task: t,
+                steps: 10,
+                samples: 80,
+                train_seconds: 0.5,
+                samples_per_s: 160.0,
+                mean_train_loss: 0.5,
+                grapes_factors: vec![],
+            })
+            .collect(),
+        curves: vec![],
+        parameters: 100,
+    }
+}
+
+fn fill(store: &RunStore, reverse: bool) {
+    let mut runs = Vec::new();
+    for seed in 0..5u64 {
+        runs.push((
+            spec("sgd", seed),
+            record(0.01 * seed as f64, RunStatus::Completed),
+        ));
+        runs.push((
+            spec("sgd+grapes", seed),
+            record(0.05 + 0.013 * seed as f64, RunStatus::Completed),
+        ));
+    }
+    runs.push((
+        spec("adam", 0),
+        record(
+            0.0,
+            RunStatus::Diverged {
+                task: 2,
+                step: 3,
+                loss: "NaN".into(),
+            },
+        ),
+    ));
+    if reverse {
+        runs.reverse();
+    }
+    for (s, r) in runs {
+        store.write(&s, &r).unwrap();
+    }
+}
+
+fn options() -> TableOptions {
+    TableOptions {
+        baseline: Some("sgd".into()),
+        ..TableOptions::default()
+    }
+}
+
+#[test]
+fn report_is_invariant_to_the_order_of_runs() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    fill(&RunStore::new(a.path()), false);
+    fill(&RunStore::new(b.path()), true);
+    let ra = build_report(a.path(), &options()).unwrap();
+    let rb = build_report(b.path(), &options()).unwrap();
+    assert_eq!(ra.markdown, rb.markdown);
+    for f in [
+        "metrics.csv",
+        "tables/summary.csv",
+        "tables/comparison.csv",
+        "tables/accuracy.csv",
+        "tables/summary.tex",
+    ] {
+        assert_eq!(
+            std::fs::read(a.path().join(f)).unwrap(),
+            std::fs::read(b.path().join(f)).unwrap(),
+            "{f}"
+        );
+    }
+}
+
+#[test]
+fn report_writes_every_frame_table_and_figure() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(&RunStore::new(dir.path()), false);
+    let r = build_report(dir.path(), &options()).unwrap();
+    assert_eq!(r.runs, 11);
+    for name in [
+        "accuracy",
+        "metrics",
+        "summary",
+        "comparison",
+        "average_accuracy",
+    ] {
+        for ext in ["csv", "parquet", "json"] {
+            let p = dir.path().join("tables").join(format!("{name}.{ext}"));
+            assert!(std::fs::metadata(&p).unwrap().len() > 0, "{}", p.display());
+        }
+    }
+    // Parquet starts and ends with its magic bytes.
+    let pq = std::fs::read(dir.path().join("tables/metrics.parquet")).unwrap();
+    assert_eq!(&pq[..4], b"PAR1");
+    for fig in ["accuracy-matrix", "task-accuracy", "first-task", "metrics"] {
+        let png = std::fs::read(dir.path().join(format!("figures/toy-{fig}.png"))).unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        assert!(png.len() > 10_000, "{fig}: {} bytes", png.len());
+        let svg =
+            std::fs::read_to_string(dir.path().join(format!("figures/toy-{fig}.svg"))).unwrap();
+        assert!(svg.contains("<svg") && svg.contains("toy"), "{fig}");
+    }
+    // The diverged run is counted but not averaged.
+    let md = &r.markdown;
+    assert!(md.contains("| adam | 0 |"), "{md}");
+    // GRAPES is better on every seed here: bold and marked against the baseline.
+    let grapes_line = md.lines().find(|l| l.starts_with("| sgd+grapes")).unwrap();
+    assert!(
+        grapes_line.contains("**") && grapes_line.contains('†'),
+        "{md}"
+    );
+    assert!(md.contains("paired t-test"));
+}
+
+#[test]
+fn summary_and_comparison_hold_the_right_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    fill(&RunStore::new(dir.path()), false);
+    let r = build_report(dir.path(), &options()).unwrap();
+    let s = &r.summary;
+    let methods: Vec<&str> = s
+        .column("method")
+        .unwrap()
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(methods, vec!["adam", "sgd", "sgd+grapes"]);
+    let n: Vec<u32> = s
+        .column("n")
+        .unwrap()
+        .u32()
+        .unwrap()
+        .iter()
+        .flatten()
+        .collect();
+    assert_eq!(n, vec![0, 5, 5]);
+    // sgd ACC per seed: (0.6+q + 0.8+q + 0.93)/3 with q = 0.01·seed → mean at q = 0.02.
+    let acc = s.column("acc_mean").unwrap().f64().unwrap().get(1).unwrap();
+    assert!((acc - (0.62 + 0.82 + 0.93) / 3.0).abs() < 1e-12);
+    let lo = s
+        .column("acc_ci95_low")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(1)
+        .unwrap();
+    let hi = s
+        .column("acc_ci95_high")
+        .unwrap()
+        .f64()
+        .unwrap()
+        .get(1)
+        .unwrap();
+    assert!(lo < acc && acc < hi);
+    // Comparisons: adam has no completed runs, so (sgd, sgd+grapes) pairs over 5 seeds.
+    let c = &r.comparison;
+    let metric = c.column("metric").unwrap().str().unwrap().clone();
+    let a = c.column("method_a").unwrap().str().unwrap().clone();
+    let i = (0..c.height())
+        .find(|&i| metric.get(i) == Some("acc") && a.get(i) == Some("sgd"))
+        .unwrap();
+    assert_eq!(c.column("n").unwrap().u32().unwrap().get(i), Some(5));
+    assert_eq!(c.column("losses").unwrap().u32().unwrap().get(i), Some(5));
+    assert!(c.column("p_t").unwrap().f64().unwrap().get(i).unwrap() < 0.001);
+    // Exact Wilcoxon with 5 pairs all one way: p = 2/32.
+    assert!(
+        (c.column("p_wilcoxon")
+            .unwrap()
+            .f64()
+            .unwrap()
+            .get(i)
+            .unwrap()
+            - 0.0625)
+            .abs()
+            < 1e-12
+    );
+}
+
+#[test]
+fn half_written_and_corrupt_runs_are_skipped_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::new(dir.path());
+    fill(&store, false);
+    // A run killed mid-write: files but no completion marker.
+    let half = dir.path().join("runs/sgd-s9-0000000000");
+    std::fs::create_dir_all(&half).unwrap();
+    std::fs::write(half.join("run.yaml"), "stream_name: toy\n").unwrap();
+    // A complete-looking run whose record is damaged.
+    let bad = dir.path().join("runs/sgd-s8-1111111111");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("complete.json"), "{}").unwrap();
+    std::fs::write(
+        bad.join("run.yaml"),
+        serde_yaml::to_string(&spec("sgd", 8)).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(bad.join("record.json"), "{ truncated").unwrap();
+    let r = build_report(dir.path(), &options()).unwrap();
+    assert_eq!(r.runs, 11);
+    assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
+    assert!(r
+        .warnings
+        .iter()
+        .any(|w| w.contains("sgd-s9") && w.contains("incomplete")));
+    assert!(r.warnings.iter().any(|w| w.contains("record.json")));
+}
+
+#[test]
+fn an_empty_results_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = build_report(dir.path(), &options()).unwrap_err();
+    assert!(e.is_input_error());
+    assert!(e.to_string().contains("no complete runs"), "{e}");
+}
+
+#[test]
+fn latex_table_compiles_with_pdflatex() {
+    let have = Command::new("pdflatex")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !have {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI installs texlive; pdflatex must be present"
+        );
+        eprintln!("pdflatex not installed: skipping the compile check");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    fill(&RunStore::new(dir.path()), false);
+    let opts = TableOptions {
+        spread: Spread::Sem,
+        caption: Some("Toy results with 100% & more_".into()),
+        label: Some("tab:toy".into()),
+        ..options()
+    };
+    build_report(dir.path(), &opts).unwrap();
+    let doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{tables/summary.tex}\n\\end{document}\n";
+    std::fs::write(dir.path().join("doc.tex"), doc).unwrap();
+    let out = Command::new("pdflatex")
+        .args(["-interaction=nonstopmode", "-halt-on-error", "doc.tex"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(Path::new(&dir.path().join("doc.pdf")).is_file());
+    let tex = std::fs::read_to_string(dir.path().join("tables/summary.tex")).unwrap();
+    assert!(
+        tex.contains("\\toprule")
+            && tex.contains("\\label{tab:toy}")
+            && tex.contains("100\\% \\& more\\_")
+    );
+    assert!(tex.contains("standard error"));
+}
+
+#[test]
+fn metrics_command_reads_any_frameworks_matrix() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = dir.path().join("m.csv");
+    std::fs::write(
+        &m,
+        "after_task,task_1,task_2\n0,0.1,0.2\n1,0.9,0.3\n2,0.6,0.95\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clbench"))
+        .args(["metrics", m.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!((v["acc"].as_f64().unwrap() - 0.775).abs() < 1e-12);
+    assert!((v["bwt"].as_f64().unwrap() + 0.3).abs() < 1e-12);
+    assert!((v["fwt"].as_f64().unwrap() - 0.1).abs() < 1e-12);
+    assert!((v["forgetting"].as_f64().unwrap() - 0.3).abs() < 1e-12);
+    assert!((v["learning_accuracy"].as_f64().unwrap() - 0.925).abs() < 1e-12);
+    assert!((v["avg_incremental_accuracy"].as_f64().unwrap() - (0.9 + 0.775) / 2.0).abs() < 1e-12);
+    std::fs::write(&m, "after_task,task_1\n0,0.1\n1,1.5\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clbench"))
+        .args(["metrics", m.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("m.csv:3: task_1: accuracy 1.5 is not in [0, 1]"));
+    let one = dir.path().join("one.csv");
+    std::fs::write(&one, "after_task,task_1\n0,0.1\n1,0.9\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_clbench"))
+        .args(["metrics", one.to_str().unwrap(), "--format", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["bwt"].is_null() && v["fwt"].is_null() && v["forgetting"].is_null());
+}
