@@ -96,8 +96,8 @@ fn report_is_invariant_to_the_order_of_runs() {
     let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     fill(&RunStore::new(a.path()), false);
     fill(&RunStore::new(b.path()), true);
-    let ra = build_report(a.path(), &options()).unwrap();
-    let rb = build_report(b.path(), &options()).unwrap();
+    let ra = build_report(&[a.path().to_path_buf()], a.path(), &options()).unwrap();
+    let rb = build_report(&[b.path().to_path_buf()], b.path(), &options()).unwrap();
     assert_eq!(ra.markdown, rb.markdown);
     for f in [
         "metrics.csv",
@@ -118,7 +118,7 @@ fn report_is_invariant_to_the_order_of_runs() {
 fn report_writes_every_frame_table_and_figure() {
     let dir = tempfile::tempdir().unwrap();
     fill(&RunStore::new(dir.path()), false);
-    let r = build_report(dir.path(), &options()).unwrap();
+    let r = build_report(&[dir.path().to_path_buf()], dir.path(), &options()).unwrap();
     assert_eq!(r.runs, 11);
     for name in [
         "accuracy",
@@ -159,7 +159,7 @@ fn report_writes_every_frame_table_and_figure() {
 fn summary_and_comparison_hold_the_right_numbers() {
     let dir = tempfile::tempdir().unwrap();
     fill(&RunStore::new(dir.path()), false);
-    let r = build_report(dir.path(), &options()).unwrap();
+    let r = build_report(&[dir.path().to_path_buf()], dir.path(), &options()).unwrap();
     let s = &r.summary;
     let methods: Vec<&str> = s
         .column("method")
@@ -240,7 +240,7 @@ fn half_written_and_corrupt_runs_are_skipped_with_a_warning() {
     )
     .unwrap();
     std::fs::write(bad.join("record.json"), "{ truncated").unwrap();
-    let r = build_report(dir.path(), &options()).unwrap();
+    let r = build_report(&[dir.path().to_path_buf()], dir.path(), &options()).unwrap();
     assert_eq!(r.runs, 11);
     assert_eq!(r.warnings.len(), 2, "{:?}", r.warnings);
     assert!(r
@@ -253,7 +253,7 @@ fn half_written_and_corrupt_runs_are_skipped_with_a_warning() {
 #[test]
 fn an_empty_results_directory_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let e = build_report(dir.path(), &options()).unwrap_err();
+    let e = build_report(&[dir.path().to_path_buf()], dir.path(), &options()).unwrap_err();
     assert!(e.is_input_error());
     assert!(e.to_string().contains("no complete runs"), "{e}");
 }
@@ -280,7 +280,7 @@ fn latex_table_compiles_with_pdflatex() {
         label: Some("tab:toy".into()),
         ..options()
     };
-    build_report(dir.path(), &opts).unwrap();
+    build_report(&[dir.path().to_path_buf()], dir.path(), &opts).unwrap();
     let doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{tables/summary.tex}\n\\end{document}\n";
     std::fs::write(dir.path().join("doc.tex"), doc).unwrap();
     let out = Command::new("pdflatex")

@@ -6,12 +6,14 @@ pub mod plan;
 pub mod store;
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
 
 use candle_core::Device;
 use serde_json::json;
 
-pub use config::{ConfigError, Experiment, ExperimentConfig};
-pub use plan::{plan, RunSpec};
+pub use config::{ConfigError, Experiment, ExperimentConfig, Variant};
+pub use plan::{plan, shard, PlannedRun, RunSpec};
 pub use store::{RunStore, StoredRun};
 
 use crate::metrics::AccuracyMatrix;
@@ -81,10 +83,10 @@ pub fn run_metrics_json(id: &str, spec: &RunSpec, record: &RunRecord) -> serde_j
 pub struct ExecuteOptions {
     /// Output directory (the run store's root).
     pub out: PathBuf,
-    /// Replaces the config's seeds.
-    pub seeds: Option<Vec<u64>>,
     /// Where tensors live.
     pub device: Device,
+    /// Runs trained at the same time (threads).
+    pub jobs: usize,
 }
 
 /// What [`execute`] did.
@@ -100,65 +102,108 @@ pub struct ExecuteReport {
     pub failed: Vec<(String, String)>,
 }
 
-/// Runs every planned run that is not yet complete in the store, one after another.
-/// `observer` builds a progress observer per run (its index, the run count and spec).
+/// Builds a progress observer per run: (position in the plan, plan size, run).
+pub type ObserverFactory<'a> = dyn Fn(usize, usize, &PlannedRun) -> Box<dyn Observer> + Sync + 'a;
+
+/// Trains every run of `runs` that is not yet complete in the store, `opts.jobs` at a time, and
+/// stores each as soon as it ends. A run that fails with an error is reported and the others go
+/// on; a store write failure stops everything.
 pub fn execute(
     exp: &Experiment,
+    runs: &[PlannedRun],
     opts: &ExecuteOptions,
-    observer: &dyn Fn(usize, usize, &RunSpec) -> Box<dyn Observer>,
+    observer: &ObserverFactory,
 ) -> Result<ExecuteReport, store::StoreError> {
     let store = RunStore::new(&opts.out);
-    let runs = plan(exp, opts.seeds.as_deref());
-    let mut report = ExecuteReport::default();
-    for (i, spec) in runs.iter().enumerate() {
-        let id = spec.id();
-        if store.is_complete(&id) {
-            tracing::info!(run = %id, "already complete, skipped");
-            report.skipped.push(id);
-            continue;
+    let report = Mutex::new(ExecuteReport::default());
+    let pending: Vec<(usize, &PlannedRun)> = runs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| {
+            let id = r.id();
+            let done = store.is_complete(&id);
+            if done {
+                tracing::info!(run = %id, "already complete, skipped");
+                report
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .skipped
+                    .push(id);
+            }
+            !done
+        })
+        .collect();
+    let next = AtomicUsize::new(0);
+    let store_error: Mutex<Option<store::StoreError>> = Mutex::new(None);
+    let worker = || loop {
+        if store_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+        {
+            return;
         }
-        let method = exp
-            .methods
-            .iter()
-            .find(|m| m.name == spec.method.name)
-            .expect("planned from the methods");
-        match run_one(
-            exp,
-            spec,
-            method,
-            opts,
-            observer(i, runs.len(), spec).as_ref(),
-        ) {
+        let k = next.fetch_add(1, Ordering::SeqCst);
+        let Some(&(i, run)) = pending.get(k) else {
+            return;
+        };
+        let id = run.id();
+        let obs = observer(i, runs.len(), run);
+        let result = {
+            let _span = tracing::info_span!("run", run = %id).entered();
+            run_one(exp, run, opts, obs.as_ref())
+        };
+        obs.run_finished();
+        let mut rep = report.lock().unwrap_or_else(|p| p.into_inner());
+        match result {
             Ok(record) => {
-                if matches!(record.status, RunStatus::Diverged { .. }) {
-                    report.diverged.push(id.clone());
+                if let Err(e) = store.write(&run.spec, &record) {
+                    *store_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    return;
                 }
-                store.write(spec, &record)?;
-                report.trained.push(id);
+                if matches!(record.status, RunStatus::Diverged { .. }) {
+                    rep.diverged.push(id.clone());
+                }
+                tracing::info!(run = %id, "stored");
+                rep.trained.push(id);
             }
             Err(e) => {
                 tracing::error!(run = %id, error = %e, "run failed");
-                report.failed.push((id, e.to_string()));
+                rep.failed.push((id, e.to_string()));
             }
         }
+    };
+    if opts.jobs <= 1 {
+        worker();
+    } else {
+        std::thread::scope(|s| {
+            for _ in 0..opts.jobs.min(pending.len().max(1)) {
+                s.spawn(worker);
+            }
+        });
     }
-    Ok(report)
+    if let Some(e) = store_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        return Err(e);
+    }
+    Ok(report.into_inner().unwrap_or_else(|p| p.into_inner()))
 }
 
 fn run_one(
     exp: &Experiment,
-    spec: &RunSpec,
-    method: &Method,
+    run: &PlannedRun,
     opts: &ExecuteOptions,
     observer: &dyn Observer,
 ) -> anyhow::Result<RunRecord> {
-    let stream = TaskStream::build(&exp.stream, spec.seed)?;
+    let variant = &exp.variants[run.variant];
+    let stream = TaskStream::build(&variant.stream, run.spec.seed)?;
+    let mut method: Method = variant.methods[run.method].clone();
+    method.name = run.spec.method.name.clone();
     let record = train::train_sequence(
         &stream,
-        &spec.model,
-        method,
-        &exp.training,
-        spec.seed,
+        &run.spec.model,
+        &method,
+        &variant.training,
+        run.spec.seed,
         &opts.device,
         observer,
     )?;

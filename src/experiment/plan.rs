@@ -46,29 +46,68 @@ impl RunSpec {
     }
 }
 
-/// Expands an experiment into its runs: methods in config order, each over every seed.
-/// `seeds` replaces the config's seeds when given (`--seeds`).
-pub fn plan(exp: &Experiment, seeds: Option<&[u64]>) -> Vec<RunSpec> {
-    let seeds = seeds.unwrap_or(&exp.config.seeds);
-    let stream_name = exp.stream.spec.name.clone().unwrap_or_else(|| {
-        exp.stream
-            .path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default()
-    });
-    exp.config
-        .methods
-        .iter()
-        .flat_map(|m| {
-            seeds.iter().map(|&seed| RunSpec {
-                stream_name: stream_name.clone(),
-                stream: exp.stream.spec.clone(),
-                model: exp.config.model.clone(),
-                method: m.clone(),
-                training: exp.config.training.clone(),
-                seed,
-            })
-        })
+/// A run of the plan: its spec and where its validated settings live in the experiment.
+#[derive(Debug, Clone)]
+pub struct PlannedRun {
+    /// The fully resolved run config (its hash is the run id).
+    pub spec: RunSpec,
+    /// Index into [`Experiment::variants`].
+    pub variant: usize,
+    /// Index into that variant's methods.
+    pub method: usize,
+}
+
+impl PlannedRun {
+    /// The run id.
+    pub fn id(&self) -> String {
+        self.spec.id()
+    }
+}
+
+/// Expands an experiment into its runs: for each sweep variant, methods in config order, each
+/// over every seed. `seeds` replaces the config's seeds when given (`--seeds`).
+pub fn plan(exp: &Experiment, seeds: Option<&[u64]>) -> Vec<PlannedRun> {
+    let mut runs = Vec::new();
+    for (vi, variant) in exp.variants.iter().enumerate() {
+        let seeds = seeds.unwrap_or(&variant.config.seeds);
+        let stream_name = variant.stream.spec.name.clone().unwrap_or_else(|| {
+            variant
+                .stream
+                .path
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        });
+        for (mi, m) in variant.config.methods.iter().enumerate() {
+            let mut method = m.clone();
+            method.name = variant.method_name(&m.name);
+            for &seed in seeds {
+                runs.push(PlannedRun {
+                    spec: RunSpec {
+                        stream_name: stream_name.clone(),
+                        stream: variant.stream.spec.clone(),
+                        model: variant.config.model.clone(),
+                        method: method.clone(),
+                        training: variant.config.training.clone(),
+                        seed,
+                    },
+                    variant: vi,
+                    method: mi,
+                });
+            }
+        }
+    }
+    runs
+}
+
+/// A deterministic share of a plan for one of `count` workers (`index` in `0..count`): the runs
+/// sorted by id, every `count`-th one starting at `index`. The shares of all workers cover every
+/// run exactly once.
+pub fn shard(mut runs: Vec<PlannedRun>, index: usize, count: usize) -> Vec<PlannedRun> {
+    runs.sort_by_key(PlannedRun::id);
+    runs.into_iter()
+        .enumerate()
+        .filter(|(k, _)| k % count.max(1) == index)
+        .map(|(_, r)| r)
         .collect()
 }

@@ -75,14 +75,32 @@ pub fn default_baseline(dir: &Path) -> Option<String> {
     cfg.methods.first().map(|m| m.name.clone())
 }
 
-/// Rebuilds every frame, table and figure of the run store in `dir` without training:
+/// Rebuilds every frame, table and figure from the run stores in `sources` (merged; a run in
+/// several stores counts once) into `dir`, without training:
 /// `metrics.csv`, `summary.md` at the top; `tables/` (every frame as CSV, Parquet and JSON, plus
 /// `summary.md` and `summary.tex`); `figures/` (PNG and SVG).
-pub fn build_report(dir: &Path, opts: &TableOptions) -> Result<Report, ReportError> {
-    let (runs, warnings) = RunStore::new(dir).load()?;
+pub fn build_report(
+    sources: &[PathBuf],
+    dir: &Path,
+    opts: &TableOptions,
+) -> Result<Report, ReportError> {
+    let mut runs: Vec<crate::experiment::StoredRun> = Vec::new();
+    let mut warnings = Vec::new();
+    for source in sources {
+        let (found, w) = RunStore::new(source).load()?;
+        warnings.extend(w);
+        for run in found {
+            if !runs.iter().any(|r| r.id == run.id) {
+                runs.push(run);
+            }
+        }
+    }
     if runs.is_empty() {
         return Err(ReportError::NoRuns {
-            dir: dir.to_path_buf(),
+            dir: sources
+                .first()
+                .cloned()
+                .unwrap_or_else(|| dir.to_path_buf()),
         });
     }
     let accuracy = accuracy_frame(&runs)?;

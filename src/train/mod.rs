@@ -141,6 +141,8 @@ pub trait Observer {
     fn step_done(&self, _loss: f32) {}
     /// The task's training finished.
     fn task_finished(&self, _task: usize) {}
+    /// The whole run finished (trained, diverged or failed).
+    fn run_finished(&self) {}
 }
 
 /// An observer that ignores everything.

@@ -1,0 +1,443 @@
+//! Experiment configs: extends, sweeps, validation, run ids, shards, resume after kill -9,
+//! parallel runs, dry runs and Slurm scripts.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use clbench::experiment::{plan, shard, Experiment};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn clbench(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clbench"))
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+const BASE: &str = r#"
+name: base
+stream: tasks/split-mnist-class-il.yaml
+model: {kind: mlp, hidden: [16]}
+methods:
+  - name: sgd
+    optimizer: {name: sgd, lr: 0.05}
+  - name: sgd+grapes
+    optimizer: {name: sgd, lr: 0.05, grapes: propagating}
+training:
+  batch_size: 16
+  iterations: 5
+seeds: [0, 1, 2]
+"#;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+#[test]
+fn extends_overrides_and_sweep_expands_the_cartesian_product() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "base.yaml", BASE);
+    let child = write(
+        dir.path(),
+        "child.yaml",
+        "extends: base.yaml\nname: child\nseeds: [7, 8]\ntraining: {batch_size: 32}\nsweep:\n  methods.*.optimizer.lr: [0.1, 0.01]\n  model.hidden: [[8], [8, 8]]\n",
+    );
+    let exp = Experiment::load(&child).unwrap();
+    assert_eq!(exp.name, "child");
+    assert_eq!(exp.variants.len(), 4);
+    let tags: Vec<&str> = exp
+        .variants
+        .iter()
+        .map(|v| v.tag.as_deref().unwrap())
+        .collect();
+    assert_eq!(
+        tags,
+        vec![
+            "lr=0.1,hidden=[8]",
+            "lr=0.1,hidden=[8,8]",
+            "lr=0.01,hidden=[8]",
+            "lr=0.01,hidden=[8,8]"
+        ]
+    );
+    for v in &exp.variants {
+        // Inherited and overridden keys: iterations from the base, batch size from the child.
+        assert_eq!(v.config.training.batch_size, 32);
+        assert_eq!(v.config.training.iterations, Some(5));
+        assert_eq!(v.config.seeds, vec![7, 8]);
+    }
+    assert_eq!(exp.variants[3].config.methods[1].optimizer.lr, 0.01);
+    assert_eq!(exp.variants[1].config.model.hidden, Some(vec![8, 8]));
+    let runs = plan(&exp, None);
+    assert_eq!(runs.len(), 4 * 2 * 2);
+    assert_eq!(runs[0].spec.method.name, "sgd[lr=0.1,hidden=[8]]");
+    // Every run is distinct.
+    let mut ids: Vec<String> = runs.iter().map(|r| r.id()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 16);
+    assert_eq!(exp.num_runs(None), 16);
+}
+
+#[test]
+fn an_unknown_key_in_an_extending_config_names_file_line_column_and_suggests() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "base.yaml", BASE);
+    let child = write(
+        dir.path(),
+        "child.yaml",
+        "extends: base.yaml\ntraining:\n  batch_size: 8\n  iteratons: 3\n",
+    );
+    let e = Experiment::load(&child).unwrap_err().to_string();
+    assert!(
+        e.contains("child.yaml") && e.contains("line 4 column 3"),
+        "{e}"
+    );
+    assert!(e.contains("did you mean `iterations`"), "{e}");
+    // A sweep value out of range names the key and the combination.
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        "extends: base.yaml\nsweep:\n  training.batch_size: [8, 0]\n",
+    );
+    let e = Experiment::load(&bad).unwrap_err().to_string();
+    assert!(
+        e.contains("training.batch_size") && e.contains("batch_size=0"),
+        "{e}"
+    );
+    let cyc = write(dir.path(), "cyc.yaml", "extends: cyc.yaml\n");
+    assert!(Experiment::load(&cyc)
+        .unwrap_err()
+        .to_string()
+        .contains("extends"));
+    let seeds = write(
+        dir.path(),
+        "seeds.yaml",
+        "extends: base.yaml\nsweep:\n  seeds: [[1], [2]]\n",
+    );
+    assert!(Experiment::load(&seeds)
+        .unwrap_err()
+        .to_string()
+        .contains("cannot be swept"));
+}
+
+#[test]
+fn run_ids_are_stable() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(dir.path(), "base.yaml", BASE);
+    let exp = Experiment::load(&p).unwrap();
+    let runs = plan(&exp, None);
+    // Pinned: a change here silently orphans every stored run. Bump only on purpose.
+    assert_eq!(runs[0].id(), PINNED_ID, "run id of sgd seed 0 changed");
+    assert!(runs[0].id().starts_with("sgd-s0-"));
+    // The config's name, description and file location do not enter the id.
+    let q = write(
+        dir.path(),
+        "other.yaml",
+        &BASE.replace("name: base", "name: other\ndescription: x"),
+    );
+    assert_eq!(
+        plan(&Experiment::load(&q).unwrap(), None)[0].id(),
+        runs[0].id()
+    );
+    // Any setting does.
+    let r = write(
+        dir.path(),
+        "lr.yaml",
+        &BASE.replacen("lr: 0.05", "lr: 0.06", 1),
+    );
+    assert_ne!(
+        plan(&Experiment::load(&r).unwrap(), None)[0].id(),
+        runs[0].id()
+    );
+}
+
+const PINNED_ID: &str = "sgd-s0-7e1613430e";
+
+#[test]
+fn shards_cover_every_run_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write(
+        dir.path(),
+        "s.yaml",
+        &format!("{BASE}sweep:\n  training.batch_size: [8, 16, 32]\n"),
+    );
+    let exp = Experiment::load(&p).unwrap();
+    let all = plan(&exp, None);
+    assert_eq!(all.len(), 18);
+    for n in [1, 2, 4, 7, 18, 25] {
+        let mut seen: Vec<String> = (0..n)
+            .flat_map(|i| shard(all.clone(), i, n))
+            .map(|r| r.id())
+            .collect();
+        seen.sort();
+        let mut expected: Vec<String> = all.iter().map(|r| r.id()).collect();
+        expected.sort();
+        assert_eq!(seen, expected, "{n} shards");
+        let sizes: Vec<usize> = (0..n).map(|i| shard(all.clone(), i, n).len()).collect();
+        assert!(
+            sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1,
+            "{sizes:?}"
+        );
+    }
+}
+
+fn complete_runs(out: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(out.join("runs"))
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.path().join("complete.json").is_file())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_sweep_killed_with_sigkill_resumes_with_every_run_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(
+        dir.path(),
+        "k.yaml",
+        &BASE
+            .replace("iterations: 5", "iterations: 60")
+            .replace("hidden: [16]", "hidden: [64]")
+            .replace(
+                "seeds: [0, 1, 2]",
+                "seeds: [0, 1, 2]\nsweep:\n  training.batch_size: [16, 32]",
+            ),
+    );
+    let out = dir.path().join("out");
+    let args = [
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ];
+    let mut child = Command::new(env!("CARGO_BIN_EXE_clbench"))
+        .args(args)
+        .current_dir(repo())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while complete_runs(&out).len() < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no run completed in time"
+        );
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "finished before it could be killed"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let before = complete_runs(&out);
+    assert!(before.len() >= 2 && before.len() < 12, "{}", before.len());
+    let o = clbench(&args);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains(&format!("{} already complete", before.len())),
+        "{t}"
+    );
+    let after = complete_runs(&out);
+    assert_eq!(after.len(), 12, "{after:?}");
+    // The runs completed before the kill were kept, not retrained or rewritten.
+    assert!(before.iter().all(|r| after.contains(r)));
+    // Exactly the planned runs, once each: the report sees 12 runs.
+    let metrics = std::fs::read_to_string(out.join("metrics.csv")).unwrap();
+    assert_eq!(metrics.lines().count(), 13);
+}
+
+#[test]
+fn parallel_jobs_give_the_same_results_as_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "p.yaml", BASE);
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    let o = clbench(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        a.to_str().unwrap(),
+        "-q",
+        "--threads",
+        "1",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = clbench(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        b.to_str().unwrap(),
+        "-q",
+        "--jobs",
+        "2",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let runs = complete_runs(&a);
+    assert_eq!(runs, complete_runs(&b));
+    for r in runs {
+        let read = |d: &Path| {
+            std::fs::read_to_string(d.join("runs").join(&r).join("accuracy.csv")).unwrap()
+        };
+        assert_eq!(read(&a), read(&b), "{r}");
+    }
+}
+
+#[test]
+fn dry_run_and_validate_train_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "d.yaml", BASE);
+    let out = dir.path().join("out");
+    let o = clbench(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert!(o.status.success());
+    let t = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(
+        t.lines().filter(|l| l.starts_with("pending")).count(),
+        6,
+        "{t}"
+    );
+    assert!(!out.join("runs").exists());
+    // After running one shard, the dry run shows those runs as complete.
+    let o = clbench(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+        "--shard",
+        "0/3",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(complete_runs(&out).len(), 2);
+    let o = clbench(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--dry-run",
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| l.starts_with("complete"))
+            .count(),
+        2
+    );
+    let o = clbench(&["validate", cfg.to_str().unwrap()]);
+    assert!(o.status.success());
+    assert!(String::from_utf8_lossy(&o.stdout).contains("6 runs in total"));
+    let bad = write(
+        dir.path(),
+        "bad.yaml",
+        &BASE.replace("seeds: [0, 1, 2]", "seeds: []"),
+    );
+    assert_eq!(
+        clbench(&["validate", bad.to_str().unwrap()]).status.code(),
+        Some(2)
+    );
+    assert_eq!(
+        clbench(&["run", cfg.to_str().unwrap(), "--shard", "3/3", "--dry-run"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
+
+#[test]
+fn shards_run_apart_merge_in_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "m.yaml", BASE);
+    let (a, b) = (dir.path().join("shard0"), dir.path().join("shard1"));
+    for (out, s) in [(&a, "0/2"), (&b, "1/2")] {
+        let o = clbench(&[
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+            "--shard",
+            s,
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+    }
+    let merged = dir.path().join("merged");
+    let o = clbench(&[
+        "report",
+        a.to_str().unwrap(),
+        b.to_str().unwrap(),
+        "--out",
+        merged.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("6 runs"));
+    assert_eq!(
+        std::fs::read_to_string(merged.join("metrics.csv"))
+            .unwrap()
+            .lines()
+            .count(),
+        7
+    );
+}
+
+#[test]
+fn slurm_script_runs_the_array_in_shards() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "s.yaml", BASE);
+    let o = clbench(&[
+        "slurm",
+        cfg.to_str().unwrap(),
+        "--shards",
+        "3",
+        "--time",
+        "01:30:00",
+        "--partition",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(s.starts_with("#!/bin/bash"));
+    assert!(
+        s.contains("#SBATCH --array=0-2")
+            && s.contains("#SBATCH --partition=cpu")
+            && s.contains("#SBATCH --time=01:30:00")
+    );
+    assert!(
+        s.contains("clbench run") && s.contains("--out results/base"),
+        "{s}"
+    );
+    assert_eq!(
+        clbench(&["slurm", cfg.to_str().unwrap(), "--time", "soon"])
+            .status
+            .code(),
+        Some(2)
+    );
+}
