@@ -16,6 +16,7 @@
 //! - [`report`]: polars frames built from the run store, and their exports;
 //! - [`rng`]: portable seeded randomness shared by everything above.
 
+pub mod bench;
 pub mod data;
 pub mod experiment;
 pub mod metrics;

@@ -5,6 +5,7 @@
 //! training step can run either candle's autograd ([`Network::forward`]) or, for MLPs, the
 //! explicit backward in [`mlp`] — the fast path, checked against autograd in the tests.
 
+pub mod fused;
 pub mod init;
 pub mod mlp;
 

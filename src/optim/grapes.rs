@@ -56,6 +56,43 @@ pub fn modulation_factors(weight: &Tensor) -> Result<Tensor> {
     (importance.broadcast_div(&max)? * 2.0)?.clamp(1.0f32, 2.0f32)
 }
 
+/// The modulation factors of a hidden layer from its row-major weights (`out` rows of
+/// `weight.len() / out` incoming weights each) into `dst`: the slice form of
+/// [`modulation_factors`], used by the fused CPU path.
+pub fn modulation_factors_into(weight: &[f32], out: usize, dst: &mut [f32]) {
+    let fan_in = weight.len() / out.max(1);
+    for (d, row) in dst.iter_mut().zip(weight.chunks_exact(fan_in.max(1))) {
+        *d = row.iter().map(|w| w.abs()).sum();
+    }
+    let max = dst.iter().copied().fold(0.0f32, f32::max);
+    if max <= 0.0 || !max.is_finite() {
+        dst.fill(1.0);
+        return;
+    }
+    for d in dst.iter_mut() {
+        *d = ((*d / max) * 2.0).clamp(1.0, 2.0);
+    }
+}
+
+/// Multiplies each row of a row-major `[batch, nodes]` error by the node factors, in place.
+pub fn modulate_in_place(delta: &mut [f32], factors: &[f32]) {
+    for row in delta.chunks_exact_mut(factors.len()) {
+        for (d, m) in row.iter_mut().zip(factors) {
+            *d *= m;
+        }
+    }
+}
+
+/// Scales row `n` of a row-major gradient (`factors.len()` rows) by `factors[n]`, in place.
+pub fn scale_rows_in_place(grad: &mut [f32], factors: &[f32]) {
+    let width = grad.len() / factors.len().max(1);
+    for (row, m) in grad.chunks_exact_mut(width.max(1)).zip(factors) {
+        for g in row {
+            *g *= m;
+        }
+    }
+}
+
 /// Multiplies an error `delta` (`[batch, out]` or `[batch, out, h, w]`) node-wise by `factors`.
 pub fn modulate(delta: &Tensor, factors: &Tensor) -> Result<Tensor> {
     delta.broadcast_mul(&broadcastable(factors, delta.rank())?)
@@ -134,15 +171,24 @@ pub struct FactorStats {
 impl FactorStats {
     /// Statistics of a factor vector.
     pub fn of(factors: &Tensor) -> Result<FactorStats> {
-        let v = factors
-            .to_dtype(candle_core::DType::F64)?
-            .to_vec1::<f64>()?;
+        Ok(Self::of_slice(
+            &factors
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?,
+        ))
+    }
+
+    /// Statistics of a factor slice.
+    pub fn of_slice(v: &[f32]) -> FactorStats {
         let n = v.len().max(1) as f64;
-        Ok(FactorStats {
-            mean: v.iter().sum::<f64>() / n,
-            max: v.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        FactorStats {
+            mean: v.iter().map(|&m| m as f64).sum::<f64>() / n,
+            max: v
+                .iter()
+                .map(|&m| m as f64)
+                .fold(f64::NEG_INFINITY, f64::max),
             frac_above_one: v.iter().filter(|&&m| m > 1.0).count() as f64 / n,
-        })
+        }
     }
 }
 
@@ -156,17 +202,30 @@ pub struct FactorStatsAccumulator {
 impl FactorStatsAccumulator {
     /// Adds one step's factors (one tensor per hidden layer).
     pub fn add(&mut self, factors: &[Tensor]) -> Result<()> {
-        if self.sums.len() < factors.len() {
-            self.sums.resize(factors.len(), FactorStats::default());
+        let stats = factors
+            .iter()
+            .map(FactorStats::of)
+            .collect::<Result<Vec<_>>>()?;
+        self.add_stats(&stats);
+        Ok(())
+    }
+
+    /// Adds one step's factors given as slices.
+    pub fn add_slices(&mut self, factors: &[Vec<f32>]) {
+        let stats: Vec<FactorStats> = factors.iter().map(|f| FactorStats::of_slice(f)).collect();
+        self.add_stats(&stats);
+    }
+
+    fn add_stats(&mut self, stats: &[FactorStats]) {
+        if self.sums.len() < stats.len() {
+            self.sums.resize(stats.len(), FactorStats::default());
         }
-        for (sum, f) in self.sums.iter_mut().zip(factors) {
-            let s = FactorStats::of(f)?;
+        for (sum, s) in self.sums.iter_mut().zip(stats) {
             sum.mean += s.mean;
             sum.max += s.max;
             sum.frac_above_one += s.frac_above_one;
         }
         self.steps += 1;
-        Ok(())
     }
 
     /// The averages so far, per layer (empty if nothing was added).

@@ -13,10 +13,16 @@ use serde::{Deserialize, Serialize};
 pub use grapes::GrapesMode;
 
 /// Updates parameters from gradients.
+///
+/// Every update rule is written once, on `f32` slices ([`Optimizer::step_slices`]); the
+/// tensor entry point ([`Optimizer::step`]) copies each parameter and gradient to the host,
+/// applies the same rule and writes the parameter back.
 pub trait Optimizer {
     /// Applies one update. `grads[i]` belongs to `params[i]`; a `None` gradient leaves the
     /// parameter and its state untouched (as PyTorch does for parameters without a gradient).
     fn step(&mut self, params: &[Var], grads: &[Option<Tensor>]) -> Result<()>;
+    /// The same update on host slices (the fast training path).
+    fn step_slices(&mut self, params: &mut [&mut [f32]], grads: &[Option<&[f32]>]);
     /// Forgets all state (momentum buffers, moment estimates, step counts).
     fn reset(&mut self);
 }
@@ -210,134 +216,182 @@ impl OptimizerSettings {
         Box::new(Stateful {
             settings: self.clone(),
             state: Vec::new(),
-            steps: 0,
         })
+    }
+
+    /// One update of parameter `p` with gradient `g` and its state, in place. The rules are
+    /// PyTorch's (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`).
+    fn update(&self, p: &mut [f32], g: &[f32], st: &mut ParamState) {
+        assert_eq!(p.len(), g.len(), "parameter and gradient sizes differ");
+        let n = p.len();
+        match *self {
+            OptimizerSettings::Sgd {
+                lr,
+                momentum,
+                dampening,
+                nesterov,
+                weight_decay,
+            } => {
+                let (lr, m, damp, wd) = (
+                    lr as f32,
+                    momentum as f32,
+                    dampening as f32,
+                    weight_decay as f32,
+                );
+                if momentum == 0.0 {
+                    for (p, &g) in p.iter_mut().zip(g) {
+                        let d = g + wd * *p;
+                        *p -= lr * d;
+                    }
+                    return;
+                }
+                let first_step = st.first.is_empty();
+                if first_step {
+                    st.first = vec![0.0; n];
+                }
+                for ((p, &g), buf) in p.iter_mut().zip(g).zip(st.first.iter_mut()) {
+                    let d = g + wd * *p;
+                    *buf = if first_step {
+                        d
+                    } else {
+                        m * *buf + (1.0 - damp) * d
+                    };
+                    let step = if nesterov { d + m * *buf } else { *buf };
+                    *p -= lr * step;
+                }
+            }
+            OptimizerSettings::Adam {
+                lr,
+                betas: (b1, b2),
+                eps,
+                weight_decay,
+                decoupled,
+            } => {
+                if st.first.is_empty() {
+                    st.first = vec![0.0; n];
+                    st.second = vec![0.0; n];
+                }
+                st.steps += 1;
+                let c1 = (1.0 - b1.powi(st.steps)) as f32;
+                let c2 = (1.0 - b2.powi(st.steps)) as f32;
+                let (lr, b1, b2, eps, wd) = (
+                    lr as f32,
+                    b1 as f32,
+                    b2 as f32,
+                    eps as f32,
+                    weight_decay as f32,
+                );
+                for (((p, &g), m), v) in p
+                    .iter_mut()
+                    .zip(g)
+                    .zip(st.first.iter_mut())
+                    .zip(st.second.iter_mut())
+                {
+                    let g = if decoupled {
+                        *p *= 1.0 - lr * wd;
+                        g
+                    } else {
+                        g + wd * *p
+                    };
+                    *m = b1 * *m + (1.0 - b1) * g;
+                    *v = b2 * *v + (1.0 - b2) * g * g;
+                    *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+                }
+            }
+            OptimizerSettings::RmsProp {
+                lr,
+                alpha,
+                eps,
+                momentum,
+                weight_decay,
+            } => {
+                if st.second.is_empty() {
+                    st.second = vec![0.0; n];
+                    if momentum > 0.0 {
+                        st.first = vec![0.0; n];
+                    }
+                }
+                let (lr, a, eps, m, wd) = (
+                    lr as f32,
+                    alpha as f32,
+                    eps as f32,
+                    momentum as f32,
+                    weight_decay as f32,
+                );
+                for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
+                    let g = g + wd * *p;
+                    let v = &mut st.second[i];
+                    *v = a * *v + (1.0 - a) * g * g;
+                    let step = g / (v.sqrt() + eps);
+                    if m > 0.0 {
+                        let buf = &mut st.first[i];
+                        *buf = m * *buf + step;
+                        *p -= lr * *buf;
+                    } else {
+                        *p -= lr * step;
+                    }
+                }
+            }
+        }
     }
 }
 
-/// Per-parameter state buffers.
+/// Per-parameter state buffers (empty until the first update).
 #[derive(Debug, Clone, Default)]
 struct ParamState {
     /// Momentum buffer (SGD, RMSprop) or first moment (Adam).
-    first: Option<Tensor>,
+    first: Vec<f32>,
     /// Second moment (Adam) or squared-gradient average (RMSprop).
-    second: Option<Tensor>,
+    second: Vec<f32>,
     /// Updates applied to this parameter (Adam's bias correction).
     steps: i32,
 }
 
-/// One implementation for every rule: the state layout is shared, the arithmetic differs.
+/// Settings plus per-parameter state: every rule shares this layout.
 struct Stateful {
     settings: OptimizerSettings,
     state: Vec<ParamState>,
-    steps: u64,
+}
+
+impl Stateful {
+    fn ensure_state(&mut self, n: usize) {
+        if self.state.len() != n {
+            self.state = vec![ParamState::default(); n];
+        }
+    }
 }
 
 impl Optimizer for Stateful {
     fn step(&mut self, params: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
-        if self.state.len() != params.len() {
-            self.state = vec![ParamState::default(); params.len()];
-        }
-        self.steps += 1;
+        self.ensure_state(params.len());
         for ((var, grad), st) in params.iter().zip(grads).zip(self.state.iter_mut()) {
             let Some(g) = grad else { continue };
-            let p = var.as_tensor();
-            let new = match self.settings {
-                OptimizerSettings::Sgd {
-                    lr,
-                    momentum,
-                    dampening,
-                    nesterov,
-                    weight_decay,
-                } => {
-                    let mut d = if weight_decay > 0.0 {
-                        (g + (p * weight_decay)?)?
-                    } else {
-                        g.clone()
-                    };
-                    if momentum > 0.0 {
-                        let buf = match &st.first {
-                            None => d.clone(),
-                            Some(b) => ((b * momentum)? + (&d * (1.0 - dampening))?)?,
-                        };
-                        d = if nesterov {
-                            (d + (&buf * momentum)?)?
-                        } else {
-                            buf.clone()
-                        };
-                        st.first = Some(buf);
-                    }
-                    (p - (d * lr)?)?
-                }
-                OptimizerSettings::Adam {
-                    lr,
-                    betas: (b1, b2),
-                    eps,
-                    weight_decay,
-                    decoupled,
-                } => {
-                    let (p_dec, g) = if decoupled {
-                        ((p * (1.0 - lr * weight_decay))?, g.clone())
-                    } else if weight_decay > 0.0 {
-                        (p.clone(), (g + (p * weight_decay)?)?)
-                    } else {
-                        (p.clone(), g.clone())
-                    };
-                    let m = match &st.first {
-                        None => (&g * (1.0 - b1))?,
-                        Some(m) => ((m * b1)? + (&g * (1.0 - b1))?)?,
-                    };
-                    let v = match &st.second {
-                        None => (g.sqr()? * (1.0 - b2))?,
-                        Some(v) => ((v * b2)? + (g.sqr()? * (1.0 - b2))?)?,
-                    };
-                    st.steps += 1;
-                    let c1 = 1.0 - b1.powi(st.steps);
-                    let c2 = 1.0 - b2.powi(st.steps);
-                    let denom = ((&v / c2)?.sqrt()? + eps)?;
-                    let update = ((&m / c1)?.div(&denom)? * lr)?;
-                    st.first = Some(m);
-                    st.second = Some(v);
-                    (p_dec - update)?
-                }
-                OptimizerSettings::RmsProp {
-                    lr,
-                    alpha,
-                    eps,
-                    momentum,
-                    weight_decay,
-                } => {
-                    let g = if weight_decay > 0.0 {
-                        (g + (p * weight_decay)?)?
-                    } else {
-                        g.clone()
-                    };
-                    let v = match &st.second {
-                        None => (g.sqr()? * (1.0 - alpha))?,
-                        Some(v) => ((v * alpha)? + (g.sqr()? * (1.0 - alpha))?)?,
-                    };
-                    let step = g.div(&(v.sqrt()? + eps)?)?;
-                    st.second = Some(v);
-                    let step = if momentum > 0.0 {
-                        let buf = match &st.first {
-                            None => step,
-                            Some(b) => ((b * momentum)? + step)?,
-                        };
-                        st.first = Some(buf.clone());
-                        buf
-                    } else {
-                        step
-                    };
-                    (p - (step * lr)?)?
-                }
-            };
-            var.set(&new)?;
+            let shape = var.shape().clone();
+            let mut p = var
+                .as_tensor()
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?;
+            let g = g
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?;
+            self.settings.update(&mut p, &g, st);
+            var.set(&Tensor::from_vec(p, shape, var.device())?.to_dtype(var.dtype())?)?;
         }
         Ok(())
     }
 
+    fn step_slices(&mut self, params: &mut [&mut [f32]], grads: &[Option<&[f32]>]) {
+        self.ensure_state(params.len());
+        for ((p, g), st) in params.iter_mut().zip(grads).zip(self.state.iter_mut()) {
+            if let Some(g) = g {
+                self.settings.update(p, g, st);
+            }
+        }
+    }
+
     fn reset(&mut self) {
         self.state.clear();
-        self.steps = 0;
     }
 }

@@ -9,6 +9,7 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
+use crate::models::fused::FusedMlp;
 use crate::models::{ModelConfig, Network};
 use crate::optim::grapes::{FactorStats, FactorStatsAccumulator};
 use crate::optim::{GrapesMode, OptimizerSettings};
@@ -192,6 +193,13 @@ pub fn train_sequence(
     };
     let mut optimizer = method.optimizer.build();
     let path = settings.backward.resolve(&net);
+    // The fused CPU step owns the parameters while tasks train; the network's Vars get them
+    // back before every evaluation.
+    let mut fused = if settings.backward.is_fused(&net, device) {
+        Some(FusedMlp::from_network(&net)?)
+    } else {
+        None
+    };
     let mut batch = Batch::default();
     for (t, task) in stream.tasks.iter().enumerate() {
         let _span = tracing::info_span!("task", task = t + 1).entered();
@@ -216,31 +224,56 @@ pub fn train_sequence(
         for step in 1..=steps {
             let started = Instant::now();
             stream.train_batch(t, order.next_batch(), &mut batch);
-            let out = step::train_step(
-                &net,
-                optimizer.as_mut(),
-                StepInput {
-                    stream,
-                    task,
-                    batch: &batch,
-                },
-                method.grapes,
-                path,
-                device,
-            )?;
+            let loss = match fused.as_mut() {
+                Some(f) => {
+                    let loss = f.step(
+                        &batch.pixels,
+                        &batch.targets,
+                        task.head,
+                        task.output_range.clone(),
+                        method.grapes,
+                    );
+                    if loss.is_finite() {
+                        f.apply(optimizer.as_mut());
+                        if method.grapes.is_on() {
+                            stats.add_slices(f.factors());
+                        }
+                    }
+                    loss
+                }
+                None => {
+                    let input = StepInput {
+                        stream,
+                        task,
+                        batch: &batch,
+                    };
+                    let out = step::train_step(
+                        &net,
+                        optimizer.as_mut(),
+                        input,
+                        method.grapes,
+                        path,
+                        device,
+                    )?;
+                    if let (Some(f), true) = (&out.factors, out.loss.is_finite()) {
+                        stats.add(f)?;
+                    }
+                    out.loss
+                }
+            };
             seconds += started.elapsed().as_secs_f64();
             samples += batch.len();
-            if !out.loss.is_finite() {
-                diverged = Some((step, out.loss));
+            if !loss.is_finite() {
+                diverged = Some((step, loss));
                 break;
             }
-            loss_sum += out.loss as f64;
-            if let Some(f) = &out.factors {
-                stats.add(f)?;
-            }
-            observer.step_done(out.loss);
+            loss_sum += loss as f64;
+            observer.step_done(loss);
             if let Some(every) = settings.eval_every {
                 if step % every == 0 && step != steps {
+                    if let Some(f) = &fused {
+                        f.write_back(&net)?;
+                    }
                     let seen: Vec<usize> = (0..=t).collect();
                     let e = evaluate(&net, stream, &seen, settings.eval_batch_size, device)?;
                     record
@@ -255,6 +288,9 @@ pub fn train_sequence(
             }
         }
         observer.task_finished(t);
+        if let Some(f) = &fused {
+            f.write_back(&net)?;
+        }
         let done_steps = diverged.map_or(steps, |(s, _)| s - 1);
         record.tasks.push(TaskTraining {
             task: t + 1,

@@ -13,23 +13,31 @@ use crate::streams::{Batch, Task, TaskStream};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackwardPath {
-    /// The explicit backward for MLPs, autograd otherwise.
+    /// MLPs: the fused step on CPU, the explicit backward elsewhere; other models: autograd.
     #[default]
     Auto,
     /// Always candle's autograd (the reference path).
     Autograd,
-    /// The explicit MLP backward (fails for CNNs).
+    /// The explicit MLP backward on candle tensors (fails for CNNs).
     Explicit,
+    /// The fused, allocation-free MLP step on CPU ([`crate::models::fused`]).
+    Fused,
 }
 
 impl BackwardPath {
-    /// The concrete path for `net`.
+    /// The concrete path for `net`, ignoring the device (`Fused` and `Explicit` compute the same
+    /// gradients; tensor-level callers get `Explicit` for both).
     pub fn resolve(self, net: &Network) -> BackwardPath {
         match self {
-            BackwardPath::Auto if net.is_mlp() => BackwardPath::Explicit,
+            BackwardPath::Auto | BackwardPath::Fused if net.is_mlp() => BackwardPath::Explicit,
             BackwardPath::Auto => BackwardPath::Autograd,
             other => other,
         }
+    }
+
+    /// Whether training on `device` uses the fused step.
+    pub fn is_fused(self, net: &Network, device: &Device) -> bool {
+        net.is_mlp() && device.is_cpu() && matches!(self, BackwardPath::Auto | BackwardPath::Fused)
     }
 }
 
@@ -73,6 +81,28 @@ pub fn gradients(
         .as_ref()
         .map(|r| logit_mask(r, outputs, device))
         .transpose()?;
+    batch_gradients(
+        net,
+        &x,
+        &onehot,
+        mask.as_ref(),
+        task.head,
+        grapes_mode,
+        path,
+    )
+}
+
+/// Loss, gradients and GRAPES factors for a batch given as tensors: `x: [batch, 784]`,
+/// `onehot: [batch, outputs]`, an optional additive logit mask, the output head.
+pub fn batch_gradients(
+    net: &Network,
+    x: &Tensor,
+    onehot: &Tensor,
+    mask: Option<&Tensor>,
+    head: usize,
+    grapes_mode: GrapesMode,
+    path: BackwardPath,
+) -> Result<(Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>)> {
     let factors = if grapes_mode.is_on() {
         Some(net.grapes_factors()?)
     } else {
@@ -89,21 +119,13 @@ pub fn gradients(
                     "the explicit backward only supports MLPs; use `backward: autograd`"
                 );
             }
-            let g = mlp::backward(
-                net,
-                &net.detached(),
-                &x,
-                &onehot,
-                mask.as_ref(),
-                task.head,
-                propagating,
-            )?;
+            let g = mlp::backward(net, &net.detached(), x, onehot, mask, head, propagating)?;
             (g.loss, g.grads)
         }
         _ => {
             let p = net.tracked();
-            let logits = net.forward(&p, &x, task.head, propagating)?;
-            let (loss, _) = cross_entropy(&logits, &onehot, mask.as_ref())?;
+            let logits = net.forward(&p, x, head, propagating)?;
+            let (loss, _) = cross_entropy(&logits, onehot, mask)?;
             let store = loss.backward()?;
             let grads = net
                 .params

@@ -1,0 +1,181 @@
+//! Throughput measurements for `clbench bench`: training and evaluation samples per second of
+//! the reference MLPs, the machine's matrix-product peak, and parallel scaling.
+//!
+//! Everything here measures the same code paths that `clbench run` uses (the training step of
+//! [`crate::train::step`] and the optimizers of [`crate::optim`]); only the data is random
+//! MNIST-shaped tensors made once, so that the numbers compare with the PyTorch reference in
+//! `bench/torch_reference.py`.
+
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Result, Tensor};
+use serde::Serialize;
+
+use crate::data::IMAGE_PIXELS;
+use crate::models::{one_hot, ModelConfig, Network};
+use crate::optim::{GrapesMode, OptimizerConfig};
+use crate::rng::SeedRng;
+use crate::streams::OutputLayout;
+use crate::train::step::batch_gradients;
+use crate::train::BackwardPath;
+
+/// One training-throughput measurement.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrainMeasurement {
+    /// `784-256-256-10` style.
+    pub model: String,
+    /// Batch size.
+    pub batch: usize,
+    /// `sgd+momentum` or `sgd+momentum+grapes`.
+    pub method: String,
+    /// CPU threads of the matrix products.
+    pub threads: usize,
+    /// Training samples per second after the warm-up.
+    pub samples_per_s: f64,
+    /// Multiply-adds ×2 per training sample (forward, and the backward products that are needed).
+    pub flop_per_sample: f64,
+    /// samples_per_s × flop_per_sample / 1e9.
+    pub gflop_per_s: f64,
+}
+
+/// The model's name, `784-h1-...-10`.
+pub fn model_name(hidden: &[usize]) -> String {
+    let mut parts = vec![IMAGE_PIXELS.to_string()];
+    parts.extend(hidden.iter().map(usize::to_string));
+    parts.push("10".into());
+    parts.join("-")
+}
+
+/// FLOP per training sample of an MLP: 2·(in·out) per layer forward, the same again for every
+/// weight gradient, and again for the error passed down (not needed below the first layer).
+pub fn mlp_training_flop(hidden: &[usize]) -> f64 {
+    let mut widths = vec![IMAGE_PIXELS];
+    widths.extend_from_slice(hidden);
+    widths.push(10);
+    let layers: Vec<f64> = widths.windows(2).map(|w| (w[0] * w[1]) as f64).collect();
+    let forward: f64 = layers.iter().map(|m| 2.0 * m).sum();
+    let weight_grads = forward;
+    let input_grads = forward - 2.0 * layers[0];
+    forward + weight_grads + input_grads
+}
+
+fn random_batches(batch: usize, count: usize, device: &Device) -> Result<Vec<(Tensor, Tensor)>> {
+    let mut rng = SeedRng::derive(0, "bench-data", 0);
+    (0..count)
+        .map(|_| {
+            let x: Vec<f32> = (0..batch * IMAGE_PIXELS)
+                .map(|_| rng.uniform_f32(0.0, 1.0))
+                .collect();
+            let t: Vec<u32> = (0..batch).map(|_| rng.below(10) as u32).collect();
+            Ok((
+                Tensor::from_vec(x, (batch, IMAGE_PIXELS), device)?,
+                one_hot(&t, 10, device)?,
+            ))
+        })
+        .collect()
+}
+
+/// Trains an MLP with SGD (lr 0.01, momentum 0.9), ± propagating GRAPES, on random data: `warmup`
+/// steps, then as many steps as fit in `duration`. Threads come from `RAYON_NUM_THREADS`.
+pub fn train_throughput(
+    hidden: &[usize],
+    batch: usize,
+    grapes: GrapesMode,
+    warmup: usize,
+    duration: Duration,
+    device: &Device,
+) -> Result<TrainMeasurement> {
+    let mut cfg = ModelConfig::mlp(hidden);
+    cfg.bias = true;
+    let net = Network::new(
+        &cfg,
+        &OutputLayout::Shared { outputs: 10 },
+        &mut SeedRng::derive(0, "init", 0),
+        device,
+    )?;
+    let opt: OptimizerConfig = serde_yaml::from_str(&format!(
+        "{{name: sgd, lr: 0.01, momentum: 0.9, grapes: {}}}",
+        serde_yaml::to_string(&grapes).unwrap_or_default().trim()
+    ))
+    .expect("static optimizer config");
+    let mut optimizer = opt.check().expect("valid settings").build();
+    let data = random_batches(batch, 8, device)?;
+    let mut step = |i: usize| -> Result<()> {
+        let (x, y) = &data[i % data.len()];
+        let (loss, grads, _) = batch_gradients(&net, x, y, None, 0, grapes, BackwardPath::Auto)?;
+        let _ = loss.to_scalar::<f32>()?;
+        optimizer.step(&net.params, &grads)
+    };
+    for i in 0..warmup {
+        step(i)?;
+    }
+    let started = Instant::now();
+    let mut steps = 0;
+    while started.elapsed() < duration || steps < 5 {
+        step(steps)?;
+        steps += 1;
+    }
+    let samples_per_s = (steps * batch) as f64 / started.elapsed().as_secs_f64();
+    let flop = mlp_training_flop(hidden);
+    Ok(TrainMeasurement {
+        model: model_name(hidden),
+        batch,
+        method: if grapes.is_on() {
+            "sgd+grapes".into()
+        } else {
+            "sgd".into()
+        },
+        threads: candle_core::utils::get_num_threads(),
+        samples_per_s,
+        flop_per_sample: flop,
+        gflop_per_s: samples_per_s * flop / 1e9,
+    })
+}
+
+/// Forward-only samples per second of an MLP at batch `batch` (evaluation).
+pub fn eval_throughput(
+    hidden: &[usize],
+    batch: usize,
+    duration: Duration,
+    device: &Device,
+) -> Result<f64> {
+    let net = Network::new(
+        &ModelConfig::mlp(hidden),
+        &OutputLayout::Shared { outputs: 10 },
+        &mut SeedRng::derive(0, "init", 0),
+        device,
+    )?;
+    let data = random_batches(batch, 2, device)?;
+    let p = net.detached();
+    let started = Instant::now();
+    let mut n = 0;
+    while started.elapsed() < duration || n < 3 {
+        let logits = net.forward(&p, &data[n % 2].0, 0, None)?;
+        let _ = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+        n += 1;
+    }
+    Ok((n * batch) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// GFLOP/s of repeated `n × n` by `n × n` f32 matrix products.
+pub fn matmul_peak(n: usize, duration: Duration, device: &Device) -> Result<f64> {
+    let a = Tensor::ones((n, n), candle_core::DType::F32, device)?;
+    let b = Tensor::ones((n, n), candle_core::DType::F32, device)?;
+    let _ = a.matmul(&b)?;
+    let started = Instant::now();
+    let mut k = 0;
+    while started.elapsed() < duration || k < 2 {
+        let c = a.matmul(&b)?;
+        drop(c);
+        k += 1;
+    }
+    Ok(2.0 * (n * n * n) as f64 * k as f64 / started.elapsed().as_secs_f64() / 1e9)
+}
+
+/// Peak resident set size of finished child processes, in MB (Linux `getrusage`).
+pub fn children_peak_rss_mb() -> Option<f64> {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    (rc == 0).then(|| usage.ru_maxrss as f64 / 1024.0)
+}

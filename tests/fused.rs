@@ -1,0 +1,208 @@
+//! The fused CPU step against the reference paths: same gradients, same updates, same training.
+
+use candle_core::{Device, Tensor};
+use clbench::data::IMAGE_PIXELS;
+use clbench::models::fused::FusedMlp;
+use clbench::models::{logit_mask, mlp, one_hot, Activation, ModelConfig, Network};
+use clbench::optim::{GrapesMode, OptimizerConfig};
+use clbench::rng::SeedRng;
+use clbench::streams::OutputLayout;
+use clbench::train::step::batch_gradients;
+use clbench::train::BackwardPath;
+
+const DEV: Device = Device::Cpu;
+
+fn batch(n: usize, classes: u64, seed: u64) -> (Vec<f32>, Vec<u32>) {
+    let mut rng = SeedRng::derive(seed, "fused-test", 0);
+    let x = (0..n * IMAGE_PIXELS)
+        .map(|_| rng.uniform_f32(0.0, 1.0))
+        .collect();
+    let t = (0..n).map(|_| rng.below(classes) as u32).collect();
+    (x, t)
+}
+
+fn net(hidden: &[usize], activation: Activation, bias: bool, outputs: &OutputLayout) -> Network {
+    let mut cfg = ModelConfig::mlp(hidden);
+    cfg.activation = activation;
+    cfg.bias = bias;
+    Network::new(&cfg, outputs, &mut SeedRng::derive(4, "init", 0), &DEV).unwrap()
+}
+
+fn compare(
+    net: &Network,
+    head: usize,
+    mask: Option<std::ops::Range<usize>>,
+    mode: GrapesMode,
+    what: &str,
+) {
+    let k = net.params[net.heads[head].weight].dim(0).unwrap();
+    let (x, t) = batch(24, mask.as_ref().map_or(k as u64, |r| r.len() as u64), 11);
+    let t: Vec<u32> = t
+        .iter()
+        .map(|&v| v + mask.as_ref().map_or(0, |r| r.start as u32))
+        .collect();
+    let xt = Tensor::from_slice(&x, (24, IMAGE_PIXELS), &DEV).unwrap();
+    let onehot = one_hot(&t, k, &DEV).unwrap();
+    let m = mask.as_ref().map(|r| logit_mask(r, k, &DEV).unwrap());
+    let (loss, reference, _) = batch_gradients(
+        net,
+        &xt,
+        &onehot,
+        m.as_ref(),
+        head,
+        mode,
+        BackwardPath::Explicit,
+    )
+    .unwrap();
+    let mut fused = FusedMlp::from_network(net).unwrap();
+    let fused_loss = fused.step(&x, &t, head, mask, mode);
+    assert!(
+        (fused_loss - loss.to_scalar::<f32>().unwrap()).abs() < 1e-5,
+        "{what}: loss"
+    );
+    for (i, (r, f)) in reference.iter().zip(fused.gradients()).enumerate() {
+        match (r, f) {
+            (Some(r), Some(f)) => {
+                let r = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+                let d = r
+                    .iter()
+                    .zip(f)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                let scale = r.iter().map(|a| a.abs()).fold(0.0, f32::max).max(1e-3);
+                // Same maths, different summation order (gemm blocking, factor sums): f32 rounding.
+                assert!(
+                    d <= 2e-6 * scale.max(1.0),
+                    "{what}: parameter {i} differs by {d} (scale {scale})"
+                );
+            }
+            (None, None) => {}
+            _ => panic!("{what}: parameter {i} has a gradient on one side only"),
+        }
+    }
+}
+
+#[test]
+fn fused_gradients_equal_the_explicit_reference() {
+    let shared = OutputLayout::Shared { outputs: 10 };
+    for mode in [GrapesMode::Off, GrapesMode::Propagating, GrapesMode::Local] {
+        for (act, bias) in [
+            (Activation::Relu, false),
+            (Activation::Relu, true),
+            (Activation::Tanh, true),
+            (Activation::Sigmoid, false),
+        ] {
+            compare(
+                &net(&[40, 24], act, bias, &shared),
+                0,
+                None,
+                mode,
+                &format!("{mode:?} {act:?} bias={bias}"),
+            );
+        }
+        compare(
+            &net(&[32], Activation::Relu, true, &shared),
+            0,
+            Some(4..7),
+            mode,
+            &format!("{mode:?} masked"),
+        );
+        let heads = OutputLayout::MultiHead { sizes: vec![2, 3] };
+        compare(
+            &net(&[16, 16, 16], Activation::Relu, true, &heads),
+            1,
+            None,
+            mode,
+            &format!("{mode:?} head 2"),
+        );
+    }
+}
+
+#[test]
+fn slice_and_tensor_optimizer_updates_agree() {
+    for yaml in [
+        "{name: sgd, lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01}",
+        "{name: adamw, lr: 0.01}",
+        "{name: rmsprop, lr: 0.01, momentum: 0.5}",
+    ] {
+        let cfg: OptimizerConfig = serde_yaml::from_str(yaml).unwrap();
+        let network = net(
+            &[8],
+            Activation::Relu,
+            true,
+            &OutputLayout::Shared { outputs: 10 },
+        );
+        let mut fused = FusedMlp::from_network(&network).unwrap();
+        let (x, t) = batch(8, 10, 3);
+        let (mut a, mut b) = (cfg.check().unwrap().build(), cfg.check().unwrap().build());
+        for _ in 0..3 {
+            fused.step(&x, &t, 0, None, GrapesMode::Off);
+            let grads: Vec<Option<Tensor>> = fused
+                .gradients()
+                .iter()
+                .zip(&network.params)
+                .map(|(g, v)| g.map(|g| Tensor::from_slice(g, v.shape(), &DEV).unwrap()))
+                .collect();
+            fused.apply(a.as_mut());
+            b.step(&network.params, &grads).unwrap();
+        }
+        let check = net(
+            &[8],
+            Activation::Relu,
+            true,
+            &OutputLayout::Shared { outputs: 10 },
+        );
+        fused.write_back(&check).unwrap();
+        for (p, q) in check.params.iter().zip(&network.params) {
+            let (p, q) = (
+                p.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+                q.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            );
+            assert_eq!(p, q, "{yaml}");
+        }
+    }
+}
+
+#[test]
+fn fused_step_matches_the_tensor_step_over_many_updates() {
+    // Train the same network with both paths and compare the weights after 20 SGD+GRAPES steps.
+    let cfg: OptimizerConfig =
+        serde_yaml::from_str("{name: sgd, lr: 0.05, momentum: 0.9, grapes: propagating}").unwrap();
+    let shared = OutputLayout::Shared { outputs: 10 };
+    let a = net(&[64, 32], Activation::Relu, false, &shared);
+    let b = net(&[64, 32], Activation::Relu, false, &shared);
+    let mut fused = FusedMlp::from_network(&a).unwrap();
+    let (mut oa, mut ob) = (cfg.check().unwrap().build(), cfg.check().unwrap().build());
+    for s in 0..20 {
+        let (x, t) = batch(16, 10, 100 + s);
+        fused.step(&x, &t, 0, None, GrapesMode::Propagating);
+        fused.apply(oa.as_mut());
+        let xt = Tensor::from_slice(&x, (16, IMAGE_PIXELS), &DEV).unwrap();
+        let onehot = one_hot(&t, 10, &DEV).unwrap();
+        let g = mlp::backward(
+            &b,
+            &b.detached(),
+            &xt,
+            &onehot,
+            None,
+            0,
+            Some(&b.grapes_factors().unwrap()),
+        )
+        .unwrap();
+        ob.step(&b.params, &g.grads).unwrap();
+    }
+    fused.write_back(&a).unwrap();
+    for (p, q) in a.params.iter().zip(&b.params) {
+        let d = (p.as_tensor() - q.as_tensor())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(d < 1e-5, "weights drifted by {d}");
+    }
+}
