@@ -12,6 +12,7 @@ use candle_core::{Device, Result, Tensor};
 use serde::Serialize;
 
 use crate::data::IMAGE_PIXELS;
+use crate::models::fused::FusedMlp;
 use crate::models::{one_hot, ModelConfig, Network};
 use crate::optim::{GrapesMode, OptimizerConfig};
 use crate::rng::SeedRng;
@@ -100,11 +101,39 @@ pub fn train_throughput(
     .expect("static optimizer config");
     let mut optimizer = opt.check().expect("valid settings").build();
     let data = random_batches(batch, 8, device)?;
+    // The same path `clbench run` takes: the fused step on CPU, the explicit backward elsewhere.
+    let mut fused = if BackwardPath::Auto.is_fused(&net, device) {
+        Some(FusedMlp::from_network(&net)?)
+    } else {
+        None
+    };
+    let host: Vec<(Vec<f32>, Vec<u32>)> = data
+        .iter()
+        .map(|(x, y)| {
+            Ok((
+                x.flatten_all()?.to_vec1::<f32>()?,
+                y.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?,
+            ))
+        })
+        .collect::<Result<_>>()?;
     let mut step = |i: usize| -> Result<()> {
-        let (x, y) = &data[i % data.len()];
-        let (loss, grads, _) = batch_gradients(&net, x, y, None, 0, grapes, BackwardPath::Auto)?;
-        let _ = loss.to_scalar::<f32>()?;
-        optimizer.step(&net.params, &grads)
+        match fused.as_mut() {
+            Some(f) => {
+                let (x, t) = &host[i % host.len()];
+                let loss = f.step(x, t, 0, None, grapes);
+                if loss.is_finite() {
+                    f.apply(optimizer.as_mut());
+                }
+                Ok(())
+            }
+            None => {
+                let (x, y) = &data[i % data.len()];
+                let (loss, grads, _) =
+                    batch_gradients(&net, x, y, None, 0, grapes, BackwardPath::Auto)?;
+                let _ = loss.to_scalar::<f32>()?;
+                optimizer.step(&net.params, &grads)
+            }
+        }
     };
     for i in 0..warmup {
         step(i)?;

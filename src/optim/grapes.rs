@@ -62,7 +62,7 @@ pub fn modulation_factors(weight: &Tensor) -> Result<Tensor> {
 pub fn modulation_factors_into(weight: &[f32], out: usize, dst: &mut [f32]) {
     let fan_in = weight.len() / out.max(1);
     for (d, row) in dst.iter_mut().zip(weight.chunks_exact(fan_in.max(1))) {
-        *d = row.iter().map(|w| w.abs()).sum();
+        *d = abs_sum(row);
     }
     let max = dst.iter().copied().fold(0.0f32, f32::max);
     if max <= 0.0 || !max.is_finite() {
@@ -72,6 +72,20 @@ pub fn modulation_factors_into(weight: &[f32], out: usize, dst: &mut [f32]) {
     for d in dst.iter_mut() {
         *d = ((*d / max) * 2.0).clamp(1.0, 2.0);
     }
+}
+
+/// Σ|x| with eight independent partial sums, so that the compiler can vectorize it (a single
+/// running sum is a serial chain of additions, and made GRAPES cost 20% of a training step).
+fn abs_sum(row: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let chunks = row.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().map(|w| w.abs()).sum();
+    for c in chunks {
+        for (acc, w) in lanes.iter_mut().zip(c) {
+            *acc += w.abs();
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
 }
 
 /// Multiplies each row of a row-major `[batch, nodes]` error by the node factors, in place.
