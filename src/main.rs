@@ -329,6 +329,17 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
                 },
                 stream.seed
             );
+            let (scale, shift) = stream.pixel_scale_shift;
+            println!(
+                "pixels: byte × {scale:.6} {} {:.6}{}",
+                if shift < 0.0 { "−" } else { "+" },
+                shift.abs(),
+                if stream.spec.normalize.unwrap_or(false) {
+                    " (standardized with the dataset's mean and sd)"
+                } else {
+                    " (scaled to [0, 1])"
+                }
+            );
             for line in stream.describe() {
                 println!("{line}");
             }
