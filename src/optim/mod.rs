@@ -220,36 +220,131 @@ impl OptimizerSettings {
     }
 
     /// One update of parameter `p` with gradient `g` and its state, in place. The rules are
-    /// PyTorch's (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`).
+    /// PyTorch's (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`). Large parameters are updated
+    /// in parallel chunks (the update is elementwise, so the result does not depend on it).
     fn update(&self, p: &mut [f32], g: &[f32], st: &mut ParamState) {
         assert_eq!(p.len(), g.len(), "parameter and gradient sizes differ");
         let n = p.len();
-        match *self {
+        let first_step = st.first.is_empty();
+        if first_step {
+            st.first = vec![0.0; n];
+            st.second = vec![0.0; n];
+        }
+        st.steps += 1;
+        let rule = Rule::new(self, first_step, st.steps);
+        let (first, second) = (&mut st.first[..], &mut st.second[..]);
+        const CHUNK: usize = 1 << 15;
+        if n < 2 * CHUNK || candle_core::utils::get_num_threads() < 2 {
+            rule.apply(p, g, first, second);
+            return;
+        }
+        use rayon::prelude::*;
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(first.par_chunks_mut(CHUNK))
+            .zip(second.par_chunks_mut(CHUNK))
+            .for_each(|(((p, g), a), b)| rule.apply(p, g, a, b));
+    }
+}
+
+/// One update rule with its constants for the current step, applied to aligned chunks of a
+/// parameter, its gradient and its two state buffers (momentum or first moment; second moment).
+#[derive(Debug, Clone, Copy)]
+enum Rule {
+    Sgd {
+        lr: f32,
+        wd: f32,
+        momentum: f32,
+        damp: f32,
+        nesterov: bool,
+        first_step: bool,
+    },
+    Adam {
+        lr: f32,
+        wd: f32,
+        b1: f32,
+        b2: f32,
+        eps: f32,
+        c1: f32,
+        c2: f32,
+        decoupled: bool,
+    },
+    RmsProp {
+        lr: f32,
+        wd: f32,
+        alpha: f32,
+        eps: f32,
+        momentum: f32,
+    },
+}
+
+impl Rule {
+    fn new(s: &OptimizerSettings, first_step: bool, steps: i32) -> Rule {
+        match *s {
             OptimizerSettings::Sgd {
                 lr,
                 momentum,
                 dampening,
                 nesterov,
                 weight_decay,
+            } => Rule::Sgd {
+                lr: lr as f32,
+                wd: weight_decay as f32,
+                momentum: momentum as f32,
+                damp: dampening as f32,
+                nesterov,
+                first_step,
+            },
+            OptimizerSettings::Adam {
+                lr,
+                betas: (b1, b2),
+                eps,
+                weight_decay,
+                decoupled,
+            } => Rule::Adam {
+                lr: lr as f32,
+                wd: weight_decay as f32,
+                b1: b1 as f32,
+                b2: b2 as f32,
+                eps: eps as f32,
+                c1: (1.0 - b1.powi(steps)) as f32,
+                c2: (1.0 - b2.powi(steps)) as f32,
+                decoupled,
+            },
+            OptimizerSettings::RmsProp {
+                lr,
+                alpha,
+                eps,
+                momentum,
+                weight_decay,
+            } => Rule::RmsProp {
+                lr: lr as f32,
+                wd: weight_decay as f32,
+                alpha: alpha as f32,
+                eps: eps as f32,
+                momentum: momentum as f32,
+            },
+        }
+    }
+
+    fn apply(self, p: &mut [f32], g: &[f32], first: &mut [f32], second: &mut [f32]) {
+        match self {
+            Rule::Sgd {
+                lr, wd, momentum, ..
+            } if momentum == 0.0 => {
+                for (p, &g) in p.iter_mut().zip(g) {
+                    *p -= lr * (g + wd * *p);
+                }
+            }
+            Rule::Sgd {
+                lr,
+                wd,
+                momentum: m,
+                damp,
+                nesterov,
+                first_step,
             } => {
-                let (lr, m, damp, wd) = (
-                    lr as f32,
-                    momentum as f32,
-                    dampening as f32,
-                    weight_decay as f32,
-                );
-                if momentum == 0.0 {
-                    for (p, &g) in p.iter_mut().zip(g) {
-                        let d = g + wd * *p;
-                        *p -= lr * d;
-                    }
-                    return;
-                }
-                let first_step = st.first.is_empty();
-                if first_step {
-                    st.first = vec![0.0; n];
-                }
-                for ((p, &g), buf) in p.iter_mut().zip(g).zip(st.first.iter_mut()) {
+                for ((p, &g), buf) in p.iter_mut().zip(g).zip(first.iter_mut()) {
                     let d = g + wd * *p;
                     *buf = if first_step {
                         d
@@ -260,32 +355,21 @@ impl OptimizerSettings {
                     *p -= lr * step;
                 }
             }
-            OptimizerSettings::Adam {
+            Rule::Adam {
                 lr,
-                betas: (b1, b2),
+                wd,
+                b1,
+                b2,
                 eps,
-                weight_decay,
+                c1,
+                c2,
                 decoupled,
             } => {
-                if st.first.is_empty() {
-                    st.first = vec![0.0; n];
-                    st.second = vec![0.0; n];
-                }
-                st.steps += 1;
-                let c1 = (1.0 - b1.powi(st.steps)) as f32;
-                let c2 = (1.0 - b2.powi(st.steps)) as f32;
-                let (lr, b1, b2, eps, wd) = (
-                    lr as f32,
-                    b1 as f32,
-                    b2 as f32,
-                    eps as f32,
-                    weight_decay as f32,
-                );
                 for (((p, &g), m), v) in p
                     .iter_mut()
                     .zip(g)
-                    .zip(st.first.iter_mut())
-                    .zip(st.second.iter_mut())
+                    .zip(first.iter_mut())
+                    .zip(second.iter_mut())
                 {
                     let g = if decoupled {
                         *p *= 1.0 - lr * wd;
@@ -298,33 +382,23 @@ impl OptimizerSettings {
                     *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
                 }
             }
-            OptimizerSettings::RmsProp {
+            Rule::RmsProp {
                 lr,
-                alpha,
+                wd,
+                alpha: a,
                 eps,
-                momentum,
-                weight_decay,
+                momentum: m,
             } => {
-                if st.second.is_empty() {
-                    st.second = vec![0.0; n];
-                    if momentum > 0.0 {
-                        st.first = vec![0.0; n];
-                    }
-                }
-                let (lr, a, eps, m, wd) = (
-                    lr as f32,
-                    alpha as f32,
-                    eps as f32,
-                    momentum as f32,
-                    weight_decay as f32,
-                );
-                for (i, (p, &g)) in p.iter_mut().zip(g).enumerate() {
+                for (((p, &g), buf), v) in p
+                    .iter_mut()
+                    .zip(g)
+                    .zip(first.iter_mut())
+                    .zip(second.iter_mut())
+                {
                     let g = g + wd * *p;
-                    let v = &mut st.second[i];
                     *v = a * *v + (1.0 - a) * g * g;
                     let step = g / (v.sqrt() + eps);
                     if m > 0.0 {
-                        let buf = &mut st.first[i];
                         *buf = m * *buf + step;
                         *p -= lr * *buf;
                     } else {
