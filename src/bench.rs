@@ -186,19 +186,22 @@ pub fn eval_throughput(
     Ok((n * batch) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// GFLOP/s of repeated `n × n` by `n × n` f32 matrix products.
-pub fn matmul_peak(n: usize, duration: Duration, device: &Device) -> Result<f64> {
-    let a = Tensor::ones((n, n), candle_core::DType::F32, device)?;
-    let b = Tensor::ones((n, n), candle_core::DType::F32, device)?;
-    let _ = a.matmul(&b)?;
+/// GFLOP/s of repeated `n × n` by `n × n` f32 matrix products through the kernel the fused
+/// training step uses (`gemm`, candle's CPU matmul), on preallocated buffers.
+pub fn matmul_peak(n: usize, duration: Duration) -> f64 {
+    let mut rng = SeedRng::derive(0, "bench-matmul", 0);
+    let a: Vec<f32> = (0..n * n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
+    let b: Vec<f32> = (0..n * n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
+    let mut c = vec![0f32; n * n];
+    let par = crate::models::fused::parallelism();
+    crate::models::fused::mm(n, n, n, &mut c, &a, false, &b, false, par);
     let started = Instant::now();
     let mut k = 0;
     while started.elapsed() < duration || k < 2 {
-        let c = a.matmul(&b)?;
-        drop(c);
+        crate::models::fused::mm(n, n, n, &mut c, &a, false, &b, false, par);
         k += 1;
     }
-    Ok(2.0 * (n * n * n) as f64 * k as f64 / started.elapsed().as_secs_f64() / 1e9)
+    2.0 * (n * n * n) as f64 * k as f64 / started.elapsed().as_secs_f64() / 1e9
 }
 
 /// Peak resident set size of finished child processes, in MB (Linux `getrusage`).

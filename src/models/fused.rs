@@ -325,7 +325,7 @@ fn linear(
 }
 
 /// Candle's rule for CPU threads (`RAYON_NUM_THREADS`, else all cores).
-fn parallelism() -> Parallelism {
+pub(crate) fn parallelism() -> Parallelism {
     match candle_core::utils::get_num_threads() {
         0 | 1 => Parallelism::None,
         n => Parallelism::Rayon(n),
@@ -335,7 +335,7 @@ fn parallelism() -> Parallelism {
 /// `c [m, n] = a [m, k] · b [k, n]`, all row-major; `a_t` means `a` is stored as `[k, m]`,
 /// `b_t` that `b` is stored as `[n, k]`.
 #[allow(clippy::too_many_arguments)]
-fn mm(
+pub(crate) fn mm(
     m: usize,
     n: usize,
     k: usize,
