@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use polars::prelude::*;
@@ -316,34 +317,17 @@ where
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
         for j in 0..t {
-            let c = color(j);
-            let xs: Vec<usize> = (j + 1..=t).collect();
-            let upper: Vec<(f64, f64)> = xs
-                .iter()
-                .map(|&k| (k as f64, 100.0 * (m.mean[k][j] + m.sd[k][j]).min(1.0)))
+            let points: Vec<(f64, f64, f64)> = (j + 1..=t)
+                .map(|k| (k as f64, m.mean[k][j], m.sd[k][j]))
                 .collect();
-            let lower: Vec<(f64, f64)> = xs
-                .iter()
-                .rev()
-                .map(|&k| (k as f64, 100.0 * (m.mean[k][j] - m.sd[k][j]).max(0.0)))
-                .collect();
-            if xs.len() > 1 {
-                chart.draw_series(std::iter::once(Polygon::new(
-                    upper.into_iter().chain(lower).collect::<Vec<_>>(),
-                    c.mix(0.18),
-                )))?;
-            }
-            let line: Vec<(f64, f64)> = xs
-                .iter()
-                .map(|&k| (k as f64, 100.0 * m.mean[k][j]))
-                .collect();
-            chart
-                .draw_series(LineSeries::new(line.clone(), c.stroke_width(2)))?
-                .label(format!("task {}", j + 1))
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 18, y)], c.stroke_width(3))
-                });
-            chart.draw_series(line.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+            band_line(
+                &mut chart,
+                &points,
+                color(j),
+                2,
+                3,
+                format!("task {}", j + 1),
+            )?;
         }
         chart
             .configure_series_labels()
@@ -353,6 +337,41 @@ where
             .label_font(("sans-serif", 13))
             .draw()?;
     }
+    Ok(())
+}
+
+/// A mean line with markers and a ± sd band (clipped to [0, 1]); `points` are
+/// (x, mean, sd) as fractions, drawn in percent.
+fn band_line<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    points: &[(f64, f64, f64)],
+    c: RGBColor,
+    width: u32,
+    marker: u32,
+    label: String,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    if points.len() > 1 {
+        let upper = points
+            .iter()
+            .map(|&(x, m, s)| (x, 100.0 * (m + s).min(1.0)));
+        let lower = points
+            .iter()
+            .rev()
+            .map(|&(x, m, s)| (x, 100.0 * (m - s).max(0.0)));
+        chart.draw_series(std::iter::once(Polygon::new(
+            upper.chain(lower).collect::<Vec<_>>(),
+            c.mix(0.18),
+        )))?;
+    }
+    let line: Vec<(f64, f64)> = points.iter().map(|&(x, m, _)| (x, 100.0 * m)).collect();
+    chart
+        .draw_series(LineSeries::new(line.clone(), c.stroke_width(width)))?
+        .label(label)
+        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
+    chart.draw_series(line.into_iter().map(|p| Circle::new(p, marker, c.filled())))?;
     Ok(())
 }
 
@@ -394,24 +413,17 @@ where
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     for (i, m) in data.iter().enumerate() {
-        let c = color(i);
-        let upper: Vec<(f64, f64)> = (1..=t)
-            .map(|k| (k as f64, 100.0 * (m.mean[k][0] + m.sd[k][0]).min(1.0)))
+        let points: Vec<(f64, f64, f64)> = (1..=t)
+            .map(|k| (k as f64, m.mean[k][0], m.sd[k][0]))
             .collect();
-        let lower: Vec<(f64, f64)> = (1..=t)
-            .rev()
-            .map(|k| (k as f64, 100.0 * (m.mean[k][0] - m.sd[k][0]).max(0.0)))
-            .collect();
-        chart.draw_series(std::iter::once(Polygon::new(
-            upper.into_iter().chain(lower).collect::<Vec<_>>(),
-            c.mix(0.18),
-        )))?;
-        let line: Vec<(f64, f64)> = (1..=t).map(|k| (k as f64, 100.0 * m.mean[k][0])).collect();
-        chart
-            .draw_series(LineSeries::new(line.clone(), c.stroke_width(3)))?
-            .label(format!("{} (n = {})", m.method, m.n))
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
-        chart.draw_series(line.into_iter().map(|p| Circle::new(p, 4, c.filled())))?;
+        band_line(
+            &mut chart,
+            &points,
+            color(i),
+            3,
+            4,
+            format!("{} (n = {})", m.method, m.n),
+        )?;
     }
     chart
         .configure_series_labels()
