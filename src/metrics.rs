@@ -1,4 +1,4 @@
-//! Continual-learning metrics of one accuracy matrix, exactly as `METRICS.md` defines them.
+//! Continual-learning metrics of one accuracy matrix, exactly as `docs/METRICS.md` defines them.
 //!
 //! `R[i][j]` is the accuracy on task `j` after training on tasks `1..=i`; row 0 is the model at
 //! initialization. `b[j]` is the accuracy of an independently initialized, untrained model.
