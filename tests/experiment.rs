@@ -441,3 +441,17 @@ fn slurm_script_runs_the_array_in_shards() {
         Some(2)
     );
 }
+
+#[test]
+fn every_shipped_config_validates() {
+    let mut n = 0;
+    for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
+            assert!(!plan(&exp, None).is_empty(), "{}", path.display());
+            n += 1;
+        }
+    }
+    assert!(n >= 7, "{n} configs");
+}
