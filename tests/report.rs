@@ -341,3 +341,44 @@ fn metrics_command_reads_any_frameworks_matrix() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(v["bwt"].is_null() && v["fwt"].is_null() && v["forgetting"].is_null());
 }
+
+#[test]
+fn learning_curves_are_exported_and_drawn_when_recorded() {
+    use clbench::train::CurvePoint;
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::new(dir.path());
+    for seed in 0..2u64 {
+        let mut r = record(0.01 * seed as f64, RunStatus::Completed);
+        for task in 1..=3usize {
+            for step in [5usize, 10] {
+                for eval_task in 1..=task {
+                    r.curves.push(CurvePoint {
+                        training_task: task,
+                        step,
+                        eval_task,
+                        accuracy: 0.5 + 0.01 * step as f64,
+                    });
+                }
+            }
+        }
+        store.write(&spec("sgd", seed), &r).unwrap();
+    }
+    build_report(&[dir.path().to_path_buf()], dir.path(), &options()).unwrap();
+    let csv = std::fs::read_to_string(dir.path().join("tables/learning_curves.csv")).unwrap();
+    // 2 seeds × (1 + 2 + 3 tasks seen) × 2 steps.
+    assert_eq!(csv.lines().count(), 1 + 2 * 6 * 2);
+    assert!(
+        csv.lines().nth(1).unwrap().contains(",0.5,1,"),
+        "progress of step 5 of 10 in task 1: {csv}"
+    );
+    let png = std::fs::read(dir.path().join("figures/toy-learning-curves.png")).unwrap();
+    assert_eq!(&png[1..4], b"PNG");
+    // Stores without curves draw no such figure.
+    let other = tempfile::tempdir().unwrap();
+    fill(&RunStore::new(other.path()), false);
+    build_report(&[other.path().to_path_buf()], other.path(), &options()).unwrap();
+    assert!(!other
+        .path()
+        .join("figures/toy-learning-curves.png")
+        .exists());
+}

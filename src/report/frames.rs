@@ -387,3 +387,42 @@ pub fn average_accuracy_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
         Column::new("a_k".into(), a),
     ])
 }
+
+/// Within-task learning curves of every run that recorded them (`training.eval_every`), long:
+/// `run_id, stream, method, seed, training_task, step, progress, eval_task, accuracy`, where
+/// `progress` = (training_task − 1) + step / steps of that task, in units of tasks.
+pub fn curves_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
+    let (mut id, mut stream, mut method, mut seed) = (vec![], vec![], vec![], vec![]);
+    let (mut task, mut step, mut progress, mut eval, mut acc) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for r in sorted(runs) {
+        for c in &r.record.curves {
+            let steps = r
+                .record
+                .tasks
+                .get(c.training_task - 1)
+                .map_or(0, |t| t.steps)
+                .max(1);
+            id.push(r.id.clone());
+            stream.push(r.spec.stream_name.clone());
+            method.push(r.spec.method.name.clone());
+            seed.push(r.spec.seed);
+            task.push(c.training_task as u32);
+            step.push(c.step as u32);
+            progress.push((c.training_task - 1) as f64 + c.step as f64 / steps as f64);
+            eval.push(c.eval_task as u32);
+            acc.push(c.accuracy);
+        }
+    }
+    DataFrame::new_infer_height(vec![
+        Column::new("run_id".into(), id),
+        Column::new("stream".into(), stream),
+        Column::new("method".into(), method),
+        Column::new("seed".into(), seed),
+        Column::new("training_task".into(), task),
+        Column::new("step".into(), step),
+        Column::new("progress".into(), progress),
+        Column::new("eval_task".into(), eval),
+        Column::new("accuracy".into(), acc),
+    ])
+}

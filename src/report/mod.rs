@@ -14,8 +14,8 @@ use polars::prelude::*;
 
 pub use export::{write_all_formats, write_frame, ExportError, FrameFormat};
 pub use frames::{
-    accuracy_frame, average_accuracy_frame, comparison_frame, metrics_frame, summary_frame,
-    SUMMARY_METRICS,
+    accuracy_frame, average_accuracy_frame, comparison_frame, curves_frame, metrics_frame,
+    summary_frame, SUMMARY_METRICS,
 };
 pub use tables::{Spread, TableOptions};
 
@@ -108,6 +108,7 @@ pub fn build_report(
     let summary = summary_frame(&metrics)?;
     let comparison = comparison_frame(&metrics)?;
     let curves = average_accuracy_frame(&runs)?;
+    let learning = curves_frame(&runs)?;
     let tables_dir = dir.join("tables");
     let mut files = Vec::new();
     for (name, df) in [
@@ -116,6 +117,7 @@ pub fn build_report(
         ("summary", &summary),
         ("comparison", &comparison),
         ("average_accuracy", &curves),
+        ("learning_curves", &learning),
     ] {
         write_all_formats(df, &tables_dir, name)?;
         files.extend(
@@ -155,6 +157,11 @@ pub fn build_report(
             &metrics,
             &summary,
             opts.spread,
+        )?);
+        files.extend(plots::write_learning_curves(
+            &dir.join("figures"),
+            &stream,
+            &learning,
         )?);
     }
     Ok(Report {

@@ -595,3 +595,143 @@ pub fn write_figures(
     )?);
     Ok(written)
 }
+
+/// Mean and sd over seeds of the within-task curves of one method: per evaluated task, points
+/// (progress, mean, sd) in order of progress.
+type CurveStats = (String, usize, Vec<Vec<(f64, f64, f64)>>);
+
+fn curve_stats(curves: &DataFrame, stream: &str) -> PolarsResult<Vec<CurveStats>> {
+    let st = curves.column("stream")?.str()?.clone();
+    let method = curves.column("method")?.str()?.clone();
+    let run = curves.column("run_id")?.str()?.clone();
+    let progress = curves.column("progress")?.f64()?.clone();
+    let eval = curves.column("eval_task")?.u32()?.clone();
+    let acc = curves.column("accuracy")?.f64()?.clone();
+    let rows: Vec<usize> = (0..curves.height())
+        .filter(|&i| st.get(i) == Some(stream))
+        .collect();
+    let mut methods: Vec<&str> = rows.iter().filter_map(|&i| method.get(i)).collect();
+    methods.sort();
+    methods.dedup();
+    let tasks = rows.iter().filter_map(|&i| eval.get(i)).max().unwrap_or(0) as usize;
+    Ok(methods
+        .into_iter()
+        .map(|m| {
+            let mine: Vec<usize> = rows
+                .iter()
+                .copied()
+                .filter(|&i| method.get(i) == Some(m))
+                .collect();
+            let mut runs: Vec<&str> = mine.iter().filter_map(|&i| run.get(i)).collect();
+            runs.sort();
+            runs.dedup();
+            let per_task = (1..=tasks as u32)
+                .map(|j| {
+                    // Group by progress (identical across seeds of one config).
+                    let mut by_x: Vec<(f64, Vec<f64>)> = Vec::new();
+                    for &i in mine.iter().filter(|&&i| eval.get(i) == Some(j)) {
+                        let (Some(x), Some(a)) = (progress.get(i), acc.get(i)) else {
+                            continue;
+                        };
+                        match by_x.iter_mut().find(|(px, _)| (*px - x).abs() < 1e-9) {
+                            Some((_, v)) => v.push(a),
+                            None => by_x.push((x, vec![a])),
+                        }
+                    }
+                    by_x.sort_by(|a, b| a.0.total_cmp(&b.0));
+                    by_x.into_iter()
+                        .map(|(x, v)| {
+                            (
+                                x,
+                                stats::mean(&v).unwrap_or(0.0),
+                                stats::sd(&v).unwrap_or(0.0),
+                            )
+                        })
+                        .collect()
+                })
+                .collect();
+            (m.to_string(), runs.len(), per_task)
+        })
+        .collect())
+}
+
+fn learning_curves<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    stream: &str,
+    data: &[CurveStats],
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let title =
+        format!("Accuracy on each seen task during training — {stream} (mean ± sd over seeds)");
+    let root = root.titled(&title, ("sans-serif", 22).into_font())?;
+    let panels = root.split_evenly((1, data.len().max(1)));
+    for (panel, (method, n, per_task)) in panels.iter().zip(data) {
+        let t = per_task.len();
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("{method} (n = {n})"), ("sans-serif", 20))
+            .margin(12)
+            .x_label_area_size(50)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0f64..t as f64, 0f64..100f64)?;
+        chart
+            .configure_mesh()
+            .x_labels(t + 1)
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
+            .x_desc("training progress (tasks)")
+            .y_desc("test accuracy (%)")
+            .label_style(("sans-serif", 15))
+            .axis_desc_style(("sans-serif", 16))
+            .light_line_style(WHITE.mix(0.0))
+            .draw()?;
+        for (j, points) in per_task.iter().enumerate() {
+            if !points.is_empty() {
+                band_line(
+                    &mut chart,
+                    points,
+                    color(j),
+                    2,
+                    2,
+                    format!("task {}", j + 1),
+                )?;
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::LowerLeft)
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 13))
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// Draws `<stream>-learning-curves` (PNG and SVG) when runs of `stream` recorded within-task
+/// curves; returns the files written (none otherwise).
+pub fn write_learning_curves(
+    dir: &Path,
+    stream: &str,
+    curves: &DataFrame,
+) -> Result<Vec<PathBuf>, ExportError> {
+    let data = curve_stats(curves, stream).map_err(|e| ExportError::Encode {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
+    std::fs::create_dir_all(dir).map_err(|source| crate::experiment::store::StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let (a, b) = both!(|root| learning_curves(root, stream, &data));
+    render(
+        &dir.join(format!("{stream}-learning-curves")),
+        (560 * data.len() as u32, 480),
+        a,
+        b,
+    )
+}
