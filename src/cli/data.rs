@@ -1,0 +1,125 @@
+//! `clbench data` and the formatting helpers of `clbench tasks`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+
+use clbench::data::{self, catalog, fetch};
+
+use crate::DataCommand;
+
+pub(crate) fn yaml_word<T: serde::Serialize>(v: &T) -> String {
+    serde_yaml::to_string(v)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+pub(crate) fn data_command(cmd: DataCommand, progress: bool) -> Result<ExitCode> {
+    match cmd {
+        DataCommand::List => {
+            println!(
+                "{:<14} {:<8} {:<14} location",
+                "dataset", "status", "license"
+            );
+            for info in &data::DATASETS {
+                let (status, location) = match catalog::locate(info) {
+                    None => (
+                        "missing",
+                        format!(
+                            "not found (searched {})",
+                            catalog::search_dirs(info)
+                                .iter()
+                                .map(|d| d.display().to_string())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ),
+                    Some(dir) => {
+                        let ok = data::verify_dir(info, &dir)
+                            .iter()
+                            .all(|c| c.result.is_ok());
+                        (
+                            if ok { "verified" } else { "CORRUPT" },
+                            dir.display().to_string(),
+                        )
+                    }
+                };
+                println!(
+                    "{:<14} {:<8} {:<14} {}",
+                    info.name, status, info.license, location
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        DataCommand::Verify { name } => {
+            let infos: Vec<&catalog::DatasetInfo> = match &name {
+                Some(n) => vec![data::find(n)?.0],
+                None => data::DATASETS
+                    .iter()
+                    .filter(|i| catalog::locate(i).is_some())
+                    .collect(),
+            };
+            if infos.is_empty() {
+                anyhow::bail!(
+                    "no dataset found to verify; `clbench data list` shows where clbench looks"
+                );
+            }
+            let mut all_ok = true;
+            for info in infos {
+                let (_, dir) = data::find(info.name)?;
+                for check in data::verify_dir(info, &dir) {
+                    match &check.result {
+                        Ok(()) => println!("ok       {}", check.path.display()),
+                        Err(e) => {
+                            all_ok = false;
+                            println!("FAILED   {e}");
+                        }
+                    }
+                }
+            }
+            if all_ok {
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!(
+                    "error: some files do not match their published SHA-256; fetch them again"
+                );
+                Ok(ExitCode::from(2))
+            }
+        }
+        DataCommand::Fetch {
+            name,
+            dest,
+            mirrors,
+            connect_timeout,
+        } => {
+            let info =
+                data::dataset_info(&name).ok_or_else(|| data::DataError::UnknownDataset {
+                    name: name.clone(),
+                    known: data::dataset_names().join(", "),
+                })?;
+            let opts = fetch::FetchOptions {
+                dest: dest.unwrap_or_else(|| catalog::default_fetch_dir(info)),
+                mirrors: if mirrors.is_empty() {
+                    info.mirrors.iter().map(|m| m.to_string()).collect()
+                } else {
+                    mirrors
+                },
+                progress,
+                connect_timeout: Duration::from_secs(connect_timeout),
+            };
+            let outcomes = fetch::fetch(info, &opts)
+                .with_context(|| format!("fetching {name} into {}", opts.dest.display()))?;
+            for o in outcomes {
+                match o {
+                    fetch::FetchOutcome::AlreadyPresent(p) => println!("present  {}", p.display()),
+                    fetch::FetchOutcome::Downloaded { path, url } => {
+                        println!("fetched  {} (from {url}, verified)", path.display())
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
