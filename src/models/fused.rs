@@ -1,7 +1,7 @@
 //! The fused CPU training step of an MLP: forward, backward, GRAPES and the optimizer update on
 //! reusable `f32` buffers, with the matrix products done by `gemm` (the kernels candle itself
-//! uses) and every elementwise step fused into one pass. No allocation happens after the first
-//! step. It computes exactly what [`super::mlp::backward`] computes; the tests hold the two (and
+//! uses) and every elementwise step fused into one pass. Every buffer is allocated at the first
+//! step and reused. It computes exactly what [`super::mlp::backward`] computes; the tests hold the two (and
 //! candle's autograd) to the same gradients.
 //!
 //! The parameters live here while a task trains; [`FusedMlp::write_back`] copies them into the
