@@ -14,17 +14,44 @@ fn sorted(runs: &[StoredRun]) -> Vec<&StoredRun> {
     v
 }
 
+/// The identity columns (`run_id, stream, method, seed`) of a long frame, one entry per row.
+#[derive(Default)]
+struct RunKeys {
+    id: Vec<String>,
+    stream: Vec<String>,
+    method: Vec<String>,
+    seed: Vec<u64>,
+}
+
+impl RunKeys {
+    fn push(&mut self, r: &StoredRun) {
+        self.id.push(r.id.clone());
+        self.stream.push(r.spec.stream_name.clone());
+        self.method.push(r.spec.method.name.clone());
+        self.seed.push(r.spec.seed);
+    }
+
+    /// The identity columns followed by `rest`.
+    fn with(self, rest: Vec<Column>) -> PolarsResult<DataFrame> {
+        let mut cols = vec![
+            Column::new("run_id".into(), self.id),
+            Column::new("stream".into(), self.stream),
+            Column::new("method".into(), self.method),
+            Column::new("seed".into(), self.seed),
+        ];
+        cols.extend(rest);
+        DataFrame::new_infer_height(cols)
+    }
+}
+
 /// Long accuracy table: `run_id, stream, method, seed, after_task, eval_task, accuracy, loss`.
 pub fn accuracy_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
-    let (mut id, mut stream, mut method, mut seed) = (vec![], vec![], vec![], vec![]);
+    let mut keys = RunKeys::default();
     let (mut after, mut eval, mut acc, mut loss) = (vec![], vec![], vec![], vec![]);
     for r in sorted(runs) {
         for (i, (row, lrow)) in r.record.accuracy.iter().zip(&r.record.loss).enumerate() {
             for (j, (a, l)) in row.iter().zip(lrow).enumerate() {
-                id.push(r.id.clone());
-                stream.push(r.spec.stream_name.clone());
-                method.push(r.spec.method.name.clone());
-                seed.push(r.spec.seed);
+                keys.push(r);
                 after.push(i as u32);
                 eval.push(j as u32 + 1);
                 acc.push(*a);
@@ -32,11 +59,7 @@ pub fn accuracy_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
             }
         }
     }
-    DataFrame::new_infer_height(vec![
-        Column::new("run_id".into(), id),
-        Column::new("stream".into(), stream),
-        Column::new("method".into(), method),
-        Column::new("seed".into(), seed),
+    keys.with(vec![
         Column::new("after_task".into(), after),
         Column::new("eval_task".into(), eval),
         Column::new("accuracy".into(), acc),
@@ -364,25 +387,18 @@ pub fn comparison_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
 
 /// The A_k curve of every completed run (long): `run_id, stream, method, seed, k, a_k`.
 pub fn average_accuracy_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
-    let (mut id, mut stream, mut method, mut seed, mut k, mut a) =
-        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut keys = RunKeys::default();
+    let (mut k, mut a) = (vec![], vec![]);
     for r in sorted(runs) {
         if let Some(m) = matrix_of(&r.record) {
             for (i, v) in m.average_accuracy_curve().into_iter().enumerate() {
-                id.push(r.id.clone());
-                stream.push(r.spec.stream_name.clone());
-                method.push(r.spec.method.name.clone());
-                seed.push(r.spec.seed);
+                keys.push(r);
                 k.push(i as u32 + 1);
                 a.push(v);
             }
         }
     }
-    DataFrame::new_infer_height(vec![
-        Column::new("run_id".into(), id),
-        Column::new("stream".into(), stream),
-        Column::new("method".into(), method),
-        Column::new("seed".into(), seed),
+    keys.with(vec![
         Column::new("k".into(), k),
         Column::new("a_k".into(), a),
     ])
@@ -392,7 +408,7 @@ pub fn average_accuracy_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
 /// `run_id, stream, method, seed, training_task, step, progress, eval_task, accuracy`, where
 /// `progress` = (training_task − 1) + step / steps of that task, in units of tasks.
 pub fn curves_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
-    let (mut id, mut stream, mut method, mut seed) = (vec![], vec![], vec![], vec![]);
+    let mut keys = RunKeys::default();
     let (mut task, mut step, mut progress, mut eval, mut acc) =
         (vec![], vec![], vec![], vec![], vec![]);
     for r in sorted(runs) {
@@ -403,10 +419,7 @@ pub fn curves_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
                 .get(c.training_task - 1)
                 .map_or(0, |t| t.steps)
                 .max(1);
-            id.push(r.id.clone());
-            stream.push(r.spec.stream_name.clone());
-            method.push(r.spec.method.name.clone());
-            seed.push(r.spec.seed);
+            keys.push(r);
             task.push(c.training_task as u32);
             step.push(c.step as u32);
             progress.push((c.training_task - 1) as f64 + c.step as f64 / steps as f64);
@@ -414,11 +427,7 @@ pub fn curves_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
             acc.push(c.accuracy);
         }
     }
-    DataFrame::new_infer_height(vec![
-        Column::new("run_id".into(), id),
-        Column::new("stream".into(), stream),
-        Column::new("method".into(), method),
-        Column::new("seed".into(), seed),
+    keys.with(vec![
         Column::new("training_task".into(), task),
         Column::new("step".into(), step),
         Column::new("progress".into(), progress),
