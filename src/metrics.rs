@@ -287,6 +287,19 @@ pub fn parse_matrix_csv(
     AccuracyMatrix::new(rows, None).map_err(|e| fail(None, e.to_string()))
 }
 
+/// The names of [`RunMetrics::named`]'s values, in order: the metric columns of every table.
+pub const METRIC_NAMES: [&str; 9] = [
+    "acc",
+    "bwt",
+    "fwt",
+    "fwt_init",
+    "forgetting",
+    "max_forgetting",
+    "drop_since_learned",
+    "learning_accuracy",
+    "avg_incremental_accuracy",
+];
+
 /// The scalar metrics of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RunMetrics {
@@ -308,6 +321,28 @@ pub struct RunMetrics {
     pub learning_accuracy: f64,
     /// Average incremental accuracy.
     pub avg_incremental_accuracy: f64,
+}
+
+impl RunMetrics {
+    /// Every metric with its name ([`METRIC_NAMES`]); `None` where undefined.
+    pub fn named(&self) -> [(&'static str, Option<f64>); 9] {
+        let values = [
+            Some(self.acc),
+            self.bwt,
+            self.fwt,
+            self.fwt_init,
+            self.forgetting,
+            self.max_forgetting,
+            self.drop_since_learned,
+            Some(self.learning_accuracy),
+            Some(self.avg_incremental_accuracy),
+        ];
+        let mut out = [("", None); 9];
+        for (o, (name, v)) in out.iter_mut().zip(METRIC_NAMES.iter().zip(values)) {
+            *o = (*name, v);
+        }
+        out
+    }
 }
 
 #[cfg(test)]

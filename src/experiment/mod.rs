@@ -55,7 +55,7 @@ pub fn run_metrics_json(id: &str, spec: &RunSpec, record: &RunRecord) -> serde_j
         RunStatus::Completed => ("completed", None, None),
         RunStatus::Diverged { task, step, .. } => ("diverged", Some(*task), Some(*step)),
     };
-    json!({
+    let mut out = json!({
         "run_id": id,
         "stream": spec.stream_name,
         "method": spec.method.name,
@@ -63,20 +63,15 @@ pub fn run_metrics_json(id: &str, spec: &RunSpec, record: &RunRecord) -> serde_j
         "status": status,
         "diverged_task": diverged_task,
         "diverged_step": diverged_step,
-        "acc": m.map(|m| m.acc),
-        "bwt": m.and_then(|m| m.bwt),
-        "fwt": m.and_then(|m| m.fwt),
-        "fwt_init": m.and_then(|m| m.fwt_init),
-        "forgetting": m.and_then(|m| m.forgetting),
-        "max_forgetting": m.and_then(|m| m.max_forgetting),
-        "drop_since_learned": m.and_then(|m| m.drop_since_learned),
-        "learning_accuracy": m.map(|m| m.learning_accuracy),
-        "avg_incremental_accuracy": m.map(|m| m.avg_incremental_accuracy),
         "fwt_baseline": "random-init",
         "train_seconds": train_seconds,
         "samples_per_s": samples_per_s,
         "parameters": record.parameters,
-    })
+    });
+    for (k, name) in crate::metrics::METRIC_NAMES.iter().enumerate() {
+        out[*name] = json!(m.and_then(|m| m.named()[k].1));
+    }
+    out
 }
 
 /// Options of [`execute`].

@@ -68,17 +68,7 @@ pub fn accuracy_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
 }
 
 /// The metric columns of the metrics frame, in order.
-pub const METRIC_COLUMNS: &[&str] = &[
-    "acc",
-    "bwt",
-    "fwt",
-    "fwt_init",
-    "forgetting",
-    "max_forgetting",
-    "drop_since_learned",
-    "learning_accuracy",
-    "avg_incremental_accuracy",
-];
+pub use crate::metrics::METRIC_NAMES as METRIC_COLUMNS;
 
 /// One row per run: identity, status, every metric (null where undefined or diverged),
 /// training time and throughput.
@@ -89,17 +79,10 @@ pub fn metrics_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
         (vec![], vec![], vec![], vec![], vec![]);
     for r in &runs {
         let m = matrix_of(&r.record).map(|m| m.summary());
-        let values = [
-            m.map(|m| m.acc),
-            m.and_then(|m| m.bwt),
-            m.and_then(|m| m.fwt),
-            m.and_then(|m| m.fwt_init),
-            m.and_then(|m| m.forgetting),
-            m.and_then(|m| m.max_forgetting),
-            m.and_then(|m| m.drop_since_learned),
-            m.map(|m| m.learning_accuracy),
-            m.map(|m| m.avg_incremental_accuracy),
-        ];
+        let values = match m {
+            Some(m) => m.named().map(|(_, v)| v),
+            None => [None; METRIC_COLUMNS.len()],
+        };
         for (col, v) in metric_values.iter_mut().zip(values) {
             col.push(v);
         }
@@ -160,20 +143,13 @@ pub fn higher_is_better(metric: &str) -> bool {
     )
 }
 
-/// Every column summarized over seeds.
-pub const SUMMARY_COLUMNS: &[&str] = &[
-    "acc",
-    "bwt",
-    "fwt",
-    "fwt_init",
-    "forgetting",
-    "max_forgetting",
-    "drop_since_learned",
-    "learning_accuracy",
-    "avg_incremental_accuracy",
-    "train_seconds",
-    "samples_per_s",
-];
+/// Throughput columns summarized over seeds besides the metrics.
+const THROUGHPUT_COLUMNS: [&str; 2] = ["train_seconds", "samples_per_s"];
+
+/// Every column summarized over seeds: the metrics, then throughput.
+pub fn summary_columns() -> impl Iterator<Item = &'static str> {
+    METRIC_COLUMNS.into_iter().chain(THROUGHPUT_COLUMNS)
+}
 
 /// The metrics shown in the console summary: (column, label, display scale, display digits).
 pub const SUMMARY_METRICS: &[(&str, &str, f64, usize)] = &[
@@ -221,7 +197,7 @@ fn groups(metrics: &DataFrame) -> PolarsResult<Vec<((String, String), Vec<usize>
 }
 
 /// Per (stream, method), sorted: `n` (completed runs), `diverged`, and for each of
-/// [`SUMMARY_COLUMNS`] `<col>_mean`, `_sd`, `_sem`, `_ci95_low`, `_ci95_high` (Student's t with
+/// [`summary_columns`] `<col>_mean`, `_sd`, `_sem`, `_ci95_low`, `_ci95_high` (Student's t with
 /// n−1 degrees of freedom). Diverged runs are counted and left out of the statistics; undefined
 /// statistics (n < 2 for the spread) are null.
 pub fn summary_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
@@ -244,7 +220,7 @@ pub fn summary_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
             groups.iter().map(|g| g.2 as u32).collect::<Vec<_>>(),
         ),
     ];
-    for metric in SUMMARY_COLUMNS {
+    for metric in summary_columns() {
         let values = metrics.column(metric)?.f64()?.clone();
         let mut out: [Vec<Option<f64>>; 5] = Default::default();
         for (_, rows, _) in &groups {
