@@ -194,11 +194,11 @@ pub fn matmul_peak(n: usize, duration: Duration) -> f64 {
     let b: Vec<f32> = (0..n * n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
     let mut c = vec![0f32; n * n];
     let par = crate::models::fused::parallelism();
-    crate::models::fused::mm(n, n, n, &mut c, &a, false, &b, false, par);
+    crate::models::fused::mm(n, n, n, &mut c, &a, false, &b, false, false, par);
     let started = Instant::now();
     let mut k = 0;
     while started.elapsed() < duration || k < 2 {
-        crate::models::fused::mm(n, n, n, &mut c, &a, false, &b, false, par);
+        crate::models::fused::mm(n, n, n, &mut c, &a, false, &b, false, false, par);
         k += 1;
     }
     2.0 * (n * n * n) as f64 * k as f64 / started.elapsed().as_secs_f64() / 1e9

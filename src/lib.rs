@@ -24,6 +24,7 @@ pub mod models;
 pub mod optim;
 pub mod report;
 pub mod rng;
+pub mod strategy;
 pub mod streams;
 pub mod train;
 pub mod yaml;

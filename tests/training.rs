@@ -30,6 +30,7 @@ fn method(yaml: &str) -> Method {
         name: cfg.name.clone(),
         optimizer: cfg.check().unwrap(),
         grapes: cfg.grapes,
+        strategy: Default::default(),
     }
 }
 

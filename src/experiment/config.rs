@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::{ModelConfig, MODEL_KEYS};
 use crate::optim::{OptimizerConfig, OptimizerSettings};
+use crate::strategy::{StrategyConfig, StrategySettings};
 use crate::streams::{StreamFile, StreamSpec};
 use crate::train::{BackwardPath, Budget, Method, TrainSettings};
 
@@ -36,6 +37,9 @@ pub struct MethodConfig {
     pub name: String,
     /// The optimizer, with `grapes: off|propagating|local`.
     pub optimizer: OptimizerConfig,
+    /// The continual-learning strategy (default: `finetune`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategyConfig>,
 }
 
 /// Training settings as written.
@@ -163,6 +167,7 @@ impl Experiment {
         let merged = load_chain(path, &mut chain)?;
         let mut keys = CONFIG_KEYS.to_vec();
         keys.extend_from_slice(MODEL_KEYS);
+        keys.extend_from_slice(crate::strategy::STRATEGY_KEYS);
         let parse = |value: serde_yaml::Value| -> Result<ExperimentConfig, ConfigError> {
             if chain.len() == 1 && !has_key(&value, "sweep") {
                 // Straight from the text: serde reports line and column.
@@ -326,10 +331,17 @@ impl Variant {
                 .optimizer
                 .check()
                 .map_err(|(k, msg)| invalid(&format!("methods[{i}].optimizer.{k}"), msg))?;
+            let strategy = match &m.strategy {
+                Some(s) => s
+                    .check()
+                    .map_err(|(k, msg)| invalid(&format!("methods[{i}].strategy.{k}"), msg))?,
+                None => StrategySettings::default(),
+            };
             methods.push(Method {
                 name: m.name.clone(),
                 optimizer: settings,
                 grapes: m.optimizer.grapes,
+                strategy,
             });
         }
         let t = &config.training;

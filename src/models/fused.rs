@@ -12,6 +12,7 @@ use std::ops::Range;
 use candle_core::{Result, Tensor};
 use gemm::Parallelism;
 
+use super::loss::{output_error, Targets};
 use super::{Activation, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
 
@@ -42,6 +43,8 @@ pub struct FusedMlp {
     out: Vec<f32>,
     /// GRAPES factors of every hidden layer (valid after a step with GRAPES on).
     factors: Vec<Vec<f32>>,
+    /// Local GRAPES: the modulated copy of a layer's error.
+    scratch: Vec<f32>,
 }
 
 impl FusedMlp {
@@ -78,6 +81,7 @@ impl FusedMlp {
             params,
             grads,
             out: Vec::new(),
+            scratch: Vec::new(),
         })
     }
 
@@ -103,7 +107,28 @@ impl FusedMlp {
         &self.factors
     }
 
-    /// Applies the optimizer to the parameters with the last step's gradients.
+    /// The parameters, in the order of [`Network::params`].
+    pub fn params(&self) -> &[Vec<f32>] {
+        &self.params
+    }
+
+    /// The parameters, writable (strategies that reset or project them).
+    pub fn params_mut(&mut self) -> &mut [Vec<f32>] {
+        &mut self.params
+    }
+
+    /// The parameters, the gradient buffers and which of them hold a gradient since
+    /// [`Self::zero_grad`].
+    pub fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
+        (&self.params, &mut self.grads, &mut self.touched)
+    }
+
+    /// Marks every gradient as zero (the next [`Self::accumulate`] overwrites instead of adding).
+    pub fn zero_grad(&mut self) {
+        self.touched.fill(false);
+    }
+
+    /// Applies the optimizer to the parameters with the accumulated gradients.
     pub fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) {
         let grads: Vec<Option<&[f32]>> = self
             .grads
@@ -117,8 +142,8 @@ impl FusedMlp {
 
     /// Loss and gradients of one batch: `x` is `[batch, 784]` row-major, `targets` are output
     /// indices of head `head`; `mask` restricts the softmax to a range of outputs (masked
-    /// task-incremental). Returns the mean cross-entropy; gradients are left in place. A
-    /// non-finite loss skips the backward pass.
+    /// task-incremental). Returns the mean cross-entropy; gradients replace the previous ones.
+    /// A non-finite loss skips the backward pass.
     pub fn step(
         &mut self,
         x: &[f32],
@@ -127,56 +152,73 @@ impl FusedMlp {
         mask: Option<Range<usize>>,
         mode: GrapesMode,
     ) -> f32 {
-        let batch = targets.len();
+        self.zero_grad();
+        self.accumulate(x, &Targets::Hard(targets), head, mask, mode, 1.0)
+    }
+
+    /// Logits `[batch, outputs of head]` of a batch, computed with `params` (e.g. a snapshot of
+    /// an earlier model) or, when `None`, with the current parameters.
+    pub fn logits(&mut self, params: Option<&[Vec<f32>]>, x: &[f32], head: usize) -> Vec<f32> {
+        let batch = x.len() / self.input_width();
+        let params = params.unwrap_or(&self.params);
+        forward(
+            &self.hidden,
+            self.heads[head],
+            self.activation,
+            params,
+            x,
+            batch,
+            &mut self.acts,
+            &mut self.out,
+        );
+        self.out.clone()
+    }
+
+    fn input_width(&self) -> usize {
+        self.hidden.first().unwrap_or(&self.heads[0]).inp
+    }
+
+    /// Adds `weight × ∇` of the batch's mean loss against `targets` to the gradients (parameters
+    /// not touched since [`Self::zero_grad`] are overwritten) and returns the mean loss. `x` is
+    /// `[batch, 784]` row-major; `mask` restricts the loss to a range of the head's outputs.
+    /// A non-finite loss leaves the gradients as they were.
+    pub fn accumulate(
+        &mut self,
+        x: &[f32],
+        targets: &Targets,
+        head: usize,
+        mask: Option<Range<usize>>,
+        mode: GrapesMode,
+        weight: f32,
+    ) -> f32 {
+        let batch = x.len() / self.input_width();
+        debug_assert!(targets
+            .rows(self.heads[head].out)
+            .is_none_or(|r| r == batch));
         let par = parallelism();
-        // Forward through the hidden layers.
-        for l in 0..self.hidden.len() {
-            let layer = self.hidden[l];
-            let (before, rest) = self.acts.split_at_mut(l);
-            let input: &[f32] = if l == 0 { x } else { &before[l - 1] };
-            let act = &mut rest[0];
-            act.resize(batch * layer.out, 0.0);
-            linear(batch, layer, input, &self.params, act, par);
-            match self.activation {
-                Activation::Relu => act.iter_mut().for_each(|v| *v = v.max(0.0)),
-                Activation::Tanh => act.iter_mut().for_each(|v| *v = v.tanh()),
-                Activation::Sigmoid => act.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
-            }
-        }
         let out_layer = self.heads[head];
-        let last: &[f32] = self.acts.last().map_or(x, Vec::as_slice);
+        forward(
+            &self.hidden,
+            out_layer,
+            self.activation,
+            &self.params,
+            x,
+            batch,
+            &mut self.acts,
+            &mut self.out,
+        );
+        // The output error scale · ∂loss/∂logits replaces the logits.
         let k = out_layer.out;
-        self.out.resize(batch * k, 0.0);
-        linear(batch, out_layer, last, &self.params, &mut self.out, par);
-        // Softmax cross-entropy; the output error (softmax − one-hot) / batch replaces the logits.
         let range = mask.unwrap_or(0..k);
+        let scale = weight / batch as f32;
         let mut loss = 0.0f64;
-        let inv_batch = 1.0 / batch as f32;
-        for (row, &t) in self.out.chunks_exact_mut(k).zip(targets) {
-            let max = row[range.clone()]
-                .iter()
-                .copied()
-                .fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0.0f32;
-            for v in &row[range.clone()] {
-                sum += (v - max).exp();
-            }
-            let log_sum = sum.ln();
-            loss -= (row[t as usize] - max - log_sum) as f64;
-            for (j, v) in row.iter_mut().enumerate() {
-                let p = if range.contains(&j) {
-                    (*v - max - log_sum).exp()
-                } else {
-                    0.0
-                };
-                *v = (p - if j == t as usize { 1.0 } else { 0.0 }) * inv_batch;
-            }
+        for (r, row) in self.out.chunks_exact_mut(k).enumerate() {
+            loss += output_error(row, targets, r, &range, scale);
         }
         let loss = (loss / batch as f64) as f32;
         if !loss.is_finite() {
             return loss;
         }
-        self.touched.fill(false);
         if mode.is_on() {
             for (f, layer) in self.factors.iter_mut().zip(&self.hidden) {
                 grapes::modulation_factors_into(&self.params[layer.weight], layer.out, f);
@@ -219,6 +261,7 @@ impl FusedMlp {
                     false,
                     &self.params[above.weight],
                     false,
+                    false,
                     par,
                 );
             }
@@ -235,24 +278,57 @@ impl FusedMlp {
                 grapes::modulate_in_place(d, &self.factors[l]);
             }
             let input: &[f32] = if l == 0 { x } else { &self.acts[l - 1] };
+            // Local GRAPES scales this layer's own weight and bias gradients only: its error
+            // rows are scaled in a copy, while `deltas[l]` (passed down) stays unmodulated.
+            let error: &[f32] = if mode == GrapesMode::Local {
+                self.scratch.clone_from(&self.deltas[l]);
+                grapes::modulate_in_place(&mut self.scratch, &self.factors[l]);
+                &self.scratch
+            } else {
+                &self.deltas[l]
+            };
             layer_grads(
                 &mut self.grads,
                 &mut self.touched,
                 batch,
                 layer,
-                &self.deltas[l],
+                error,
                 input,
                 par,
             );
-            if mode == GrapesMode::Local {
-                grapes::scale_rows_in_place(&mut self.grads[layer.weight], &self.factors[l]);
-                if let Some(b) = layer.bias {
-                    grapes::scale_rows_in_place(&mut self.grads[b], &self.factors[l]);
-                }
-            }
         }
         loss
     }
+}
+
+/// Forward pass: every hidden layer's output into `acts`, the logits of `out_layer` into `out`.
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    hidden: &[LayerRef],
+    out_layer: LayerRef,
+    activation: Activation,
+    params: &[Vec<f32>],
+    x: &[f32],
+    batch: usize,
+    acts: &mut [Vec<f32>],
+    out: &mut Vec<f32>,
+) {
+    let par = parallelism();
+    for (l, &layer) in hidden.iter().enumerate() {
+        let (before, rest) = acts.split_at_mut(l);
+        let input: &[f32] = if l == 0 { x } else { &before[l - 1] };
+        let act = &mut rest[0];
+        act.resize(batch * layer.out, 0.0);
+        linear(batch, layer, input, params, act, par);
+        match activation {
+            Activation::Relu => act.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Tanh => act.iter_mut().for_each(|v| *v = v.tanh()),
+            Activation::Sigmoid => act.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+        }
+    }
+    let last: &[f32] = acts.last().map_or(x, Vec::as_slice);
+    out.resize(batch * out_layer.out, 0.0);
+    linear(batch, out_layer, last, params, out, par);
 }
 
 /// Weight and bias gradients of `layer` from its error `d` and its input.
@@ -265,7 +341,7 @@ fn layer_grads(
     input: &[f32],
     par: Parallelism,
 ) {
-    // gW [out, in] = dᵀ [out, batch] · input [batch, in]
+    // gW [out, in] (+)= dᵀ [out, batch] · input [batch, in]
     mm(
         layer.out,
         layer.inp,
@@ -275,12 +351,15 @@ fn layer_grads(
         true,
         input,
         false,
+        touched[layer.weight],
         par,
     );
     touched[layer.weight] = true;
     if let Some(b) = layer.bias {
         let gb = &mut grads[b];
-        gb.fill(0.0);
+        if !touched[b] {
+            gb.fill(0.0);
+        }
         for row in d.chunks_exact(layer.out) {
             for (g, v) in gb.iter_mut().zip(row) {
                 *g += v;
@@ -312,6 +391,7 @@ fn linear(
         false,
         &params[layer.weight],
         true,
+        false,
         par,
     );
     if let Some(b) = layer.bias {
@@ -332,8 +412,8 @@ pub(crate) fn parallelism() -> Parallelism {
     }
 }
 
-/// `c [m, n] = a [m, k] · b [k, n]`, all row-major; `a_t` means `a` is stored as `[k, m]`,
-/// `b_t` that `b` is stored as `[n, k]`.
+/// `c [m, n] = a [m, k] · b [k, n]` (`c += …` with `accumulate`), all row-major; `a_t` means
+/// `a` is stored as `[k, m]`, `b_t` that `b` is stored as `[n, k]`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn mm(
     m: usize,
@@ -344,6 +424,7 @@ pub(crate) fn mm(
     a_t: bool,
     b: &[f32],
     b_t: bool,
+    accumulate: bool,
     par: Parallelism,
 ) {
     assert!(
@@ -370,14 +451,14 @@ pub(crate) fn mm(
             c.as_mut_ptr(),
             1,
             n as isize,
-            false,
+            accumulate,
             a.as_ptr(),
             a_cs,
             a_rs,
             b.as_ptr(),
             b_cs,
             b_rs,
-            0.0,
+            if accumulate { 1.0 } else { 0.0 },
             1.0,
             false,
             false,

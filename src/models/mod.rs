@@ -7,6 +7,7 @@
 
 pub mod fused;
 pub mod init;
+pub mod loss;
 pub mod mlp;
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};

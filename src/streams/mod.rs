@@ -4,6 +4,7 @@
 //! transform, its label mapping and where its outputs live (see [`OutputLayout`]). Batches are
 //! materialised on demand as `f32` pixels and `u32` targets.
 
+pub mod mixed;
 pub mod spec;
 pub mod transform;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use crate::data::{self, DataError, Dataset, Split, IMAGE_PIXELS};
 use crate::rng::SeedRng;
 
+pub use mixed::{BatchGroup, Example, MixedBatch, MixedOrder};
 pub use spec::{Scenario, StreamFile, StreamKind, StreamSpec, TaskOutput};
 pub use transform::Transform;
 

@@ -1,6 +1,7 @@
 //! Sequential training: learn the tasks of a stream one after another and evaluate every task
 //! after each, producing the `(T+1) × T` accuracy matrix.
 
+pub mod engine;
 pub mod eval;
 pub mod step;
 
@@ -10,11 +11,14 @@ use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
 use crate::models::fused::FusedMlp;
+use crate::models::loss::Targets;
 use crate::models::{ModelConfig, Network};
 use crate::optim::grapes::{FactorStats, FactorStatsAccumulator};
 use crate::optim::{GrapesMode, OptimizerSettings};
 use crate::rng::SeedRng;
-use crate::streams::{Batch, BatchOrder, TaskStream};
+use crate::strategy::{Context, StepData, StrategySettings};
+use crate::streams::{BatchOrder, Example, MixedBatch, MixedOrder, TaskStream};
+use engine::{Engine, FusedEngine, Part, TensorEngine};
 
 pub use eval::{evaluate, Evaluation};
 pub use step::{BackwardPath, StepInput};
@@ -46,7 +50,7 @@ pub struct TrainSettings {
     pub backward: BackwardPath,
 }
 
-/// A method: a named optimizer with or without GRAPES.
+/// A method: a named optimizer with or without GRAPES, and a continual-learning strategy.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Method {
     /// Display name, e.g. `sgd+grapes`.
@@ -55,6 +59,25 @@ pub struct Method {
     pub optimizer: OptimizerSettings,
     /// The GRAPES variant.
     pub grapes: GrapesMode,
+    /// What the method does beyond fine-tuning (EWC, replay, …).
+    pub strategy: StrategySettings,
+}
+
+/// Where a task's batches come from.
+enum Order {
+    /// The task's own examples.
+    Task(BatchOrder),
+    /// The union of several tasks' examples (joint training).
+    Mixed(MixedOrder),
+}
+
+impl Order {
+    fn batches_per_epoch(&self) -> usize {
+        match self {
+            Order::Task(o) => o.batches_per_epoch(),
+            Order::Mixed(o) => o.batches_per_epoch(),
+        }
+    }
 }
 
 /// How a run ended.
@@ -192,77 +215,114 @@ pub fn train_sequence(
         parameters: net.num_parameters(),
     };
     let mut optimizer = method.optimizer.build();
-    let path = settings.backward.resolve(&net);
-    // The fused CPU step owns the parameters while tasks train; the network's Vars get them
-    // back before every evaluation.
-    let mut fused = if settings.backward.is_fused(&net, device) {
-        Some(FusedMlp::from_network(&net)?)
+    // The engine owns the parameters while tasks train; the network's Vars get them back
+    // before every evaluation.
+    let mut engine: Box<dyn Engine> = if settings.backward.is_fused(&net, device) {
+        Box::new(FusedEngine(FusedMlp::from_network(&net)?))
     } else {
-        None
+        Box::new(TensorEngine::new(
+            &net,
+            settings.backward.resolve(&net),
+            device,
+        )?)
     };
-    let mut batch = Batch::default();
-    for (t, task) in stream.tasks.iter().enumerate() {
+    let mut strategy = method.strategy.build(settings.batch_size);
+    let mut data = MixedBatch::default();
+    let mut examples: Vec<Example> = Vec::new();
+    macro_rules! ctx {
+        () => {
+            Context {
+                stream,
+                engine: engine.as_mut(),
+                grapes: method.grapes,
+                seed,
+            }
+        };
+    }
+    for t in 0..stream.len() {
         let _span = tracing::info_span!("task", task = t + 1).entered();
         if settings.reset_optimizer && t > 0 {
             optimizer.reset();
         }
-        let mut order = BatchOrder::new(
-            seed,
-            t,
-            &task.train,
-            settings.batch_size,
-            matches!(settings.budget, Budget::Iterations(_)),
-        );
+        let drop_last = matches!(settings.budget, Budget::Iterations(_));
+        let sources = strategy.training_tasks(t, stream.len());
+        let mut order = if sources == (t..t + 1) {
+            Order::Task(BatchOrder::new(
+                seed,
+                t,
+                &stream.tasks[t].train,
+                settings.batch_size,
+                drop_last,
+            ))
+        } else {
+            Order::Mixed(MixedOrder::new(
+                stream,
+                seed,
+                sources,
+                settings.batch_size,
+                drop_last,
+            ))
+        };
         let steps = match settings.budget {
             Budget::Epochs(e) => e * order.batches_per_epoch(),
             Budget::Iterations(n) => n,
         };
+        strategy.before_task(&mut ctx!(), t)?;
         observer.task_started(t, steps);
         let mut stats = FactorStatsAccumulator::default();
         let (mut seconds, mut samples, mut loss_sum) = (0.0f64, 0usize, 0.0f64);
         let mut diverged = None;
+        let data_weight = strategy.data_weight(t);
         for step in 1..=steps {
             let started = Instant::now();
-            stream.train_batch(t, order.next_batch(), &mut batch);
-            let loss = match fused.as_mut() {
-                Some(f) => {
-                    let loss = f.step(
-                        &batch.pixels,
-                        &batch.targets,
-                        task.head,
-                        task.output_range.clone(),
-                        method.grapes,
-                    );
-                    if loss.is_finite() {
-                        f.apply(optimizer.as_mut());
-                        if method.grapes.is_on() {
-                            stats.add_slices(f.factors());
-                        }
-                    }
-                    loss
+            examples.clear();
+            match &mut order {
+                Order::Task(o) => {
+                    let indices = o.next_batch();
+                    examples.extend(indices.iter().map(|&i| (t, i)));
+                    data.fill_task(stream, t, indices);
                 }
-                None => {
-                    let input = StepInput {
-                        stream,
-                        task,
-                        batch: &batch,
-                    };
-                    let out = step::train_step(
-                        &net,
-                        optimizer.as_mut(),
-                        input,
-                        method.grapes,
-                        path,
-                        device,
-                    )?;
-                    if let (Some(f), true) = (&out.factors, out.loss.is_finite()) {
-                        stats.add(f)?;
-                    }
-                    out.loss
+                Order::Mixed(o) => {
+                    examples.extend_from_slice(o.next_batch());
+                    data.fill(stream, &examples);
                 }
-            };
+            }
+            engine.zero_grad();
+            let n = data.len() as f32;
+            let mut loss = 0.0f32;
+            for g in data.groups() {
+                let share = g.batch.len() as f32 / n;
+                let part = Part {
+                    pixels: &g.batch.pixels,
+                    targets: Targets::Hard(&g.batch.targets),
+                    head: g.head,
+                    range: g.range.clone(),
+                    weight: data_weight * share,
+                };
+                let l = engine.accumulate(&part, method.grapes)?;
+                loss += if data.groups().len() == 1 {
+                    l
+                } else {
+                    share * l
+                };
+            }
+            if loss.is_finite() {
+                if method.grapes.is_on() {
+                    stats.add_slices(engine.factors());
+                }
+                let step_data = StepData {
+                    examples: &examples,
+                    batch: &data,
+                };
+                strategy.extend_gradients(&mut ctx!(), t, &step_data)?;
+                let (params, grads, touched) = engine.state_mut();
+                strategy.regularize(params, grads, touched);
+                engine.apply(optimizer.as_mut())?;
+                let (params, _, touched) = engine.state_mut();
+                strategy.after_update(params, touched);
+            }
             seconds += started.elapsed().as_secs_f64();
-            samples += batch.len();
+            samples += data.len();
             if !loss.is_finite() {
                 diverged = Some((step, loss));
                 break;
@@ -271,9 +331,7 @@ pub fn train_sequence(
             observer.step_done(loss);
             if let Some(every) = settings.eval_every {
                 if step % every == 0 && step != steps {
-                    if let Some(f) = &fused {
-                        f.write_back(&net)?;
-                    }
+                    engine.sync(&net)?;
                     let seen: Vec<usize> = (0..=t).collect();
                     let e = evaluate(&net, stream, &seen, settings.eval_batch_size, device)?;
                     record
@@ -288,9 +346,10 @@ pub fn train_sequence(
             }
         }
         observer.task_finished(t);
-        if let Some(f) = &fused {
-            f.write_back(&net)?;
+        if diverged.is_none() {
+            strategy.after_task(&mut ctx!(), t)?;
         }
+        engine.sync(&net)?;
         let done_steps = diverged.map_or(steps, |(s, _)| s - 1);
         record.tasks.push(TaskTraining {
             task: t + 1,

@@ -1,10 +1,13 @@
 //! One optimizer step: gradients by the explicit MLP backward or by autograd, GRAPES applied,
 //! then the optimizer update.
 
+use std::ops::Range;
+
 use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::data::IMAGE_PIXELS;
+use crate::models::loss::{loss_tensor, Targets};
 use crate::models::{cross_entropy, logit_mask, mlp, one_hot, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
 use crate::streams::{Batch, Task, TaskStream};
@@ -103,6 +106,56 @@ pub fn batch_gradients(
     grapes_mode: GrapesMode,
     path: BackwardPath,
 ) -> Result<(Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>)> {
+    with_grapes(net, grapes_mode, |propagating| match path.resolve(net) {
+        BackwardPath::Explicit => {
+            if !net.is_mlp() {
+                candle_core::bail!(
+                    "the explicit backward only supports MLPs; use `backward: autograd`"
+                );
+            }
+            let g = mlp::backward(net, &net.detached(), x, onehot, mask, head, propagating)?;
+            Ok((g.loss, g.grads))
+        }
+        _ => autograd(net, x, head, propagating, |logits| {
+            Ok(cross_entropy(logits, onehot, mask)?.0)
+        }),
+    })
+}
+
+/// Loss, gradients and GRAPES factors of a batch `x: [batch, 784]` scored against any
+/// [`Targets`] on head `head` (softmax restricted to `range`). Hard targets use `path`; the
+/// other objectives are differentiated by autograd.
+#[allow(clippy::too_many_arguments)]
+pub fn objective_gradients(
+    net: &Network,
+    x: &Tensor,
+    targets: &Targets,
+    range: Option<&Range<usize>>,
+    head: usize,
+    grapes_mode: GrapesMode,
+    path: BackwardPath,
+    device: &Device,
+) -> Result<(Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>)> {
+    if let Targets::Hard(t) = targets {
+        let outputs = net.params[net.heads[head].weight].dim(0)?;
+        let onehot = one_hot(t, outputs, device)?;
+        let mask = range.map(|r| logit_mask(r, outputs, device)).transpose()?;
+        return batch_gradients(net, x, &onehot, mask.as_ref(), head, grapes_mode, path);
+    }
+    with_grapes(net, grapes_mode, |propagating| {
+        autograd(net, x, head, propagating, |logits| {
+            loss_tensor(logits, targets, range, device)
+        })
+    })
+}
+
+/// Computes the GRAPES factors, runs `backward` (given the factors when GRAPES propagates) and
+/// applies local GRAPES to its gradients.
+fn with_grapes(
+    net: &Network,
+    grapes_mode: GrapesMode,
+    backward: impl FnOnce(Option<&[Tensor]>) -> Result<(Tensor, Vec<Option<Tensor>>)>,
+) -> Result<(Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>)> {
     let factors = if grapes_mode.is_on() {
         Some(net.grapes_factors()?)
     } else {
@@ -112,29 +165,7 @@ pub fn batch_gradients(
         GrapesMode::Propagating => factors.as_deref(),
         _ => None,
     };
-    let (loss, mut grads) = match path.resolve(net) {
-        BackwardPath::Explicit => {
-            if !net.is_mlp() {
-                candle_core::bail!(
-                    "the explicit backward only supports MLPs; use `backward: autograd`"
-                );
-            }
-            let g = mlp::backward(net, &net.detached(), x, onehot, mask, head, propagating)?;
-            (g.loss, g.grads)
-        }
-        _ => {
-            let p = net.tracked();
-            let logits = net.forward(&p, x, head, propagating)?;
-            let (loss, _) = cross_entropy(&logits, onehot, mask)?;
-            let store = loss.backward()?;
-            let grads = net
-                .params
-                .iter()
-                .map(|v| store.get(v.as_tensor()).cloned())
-                .collect();
-            (loss.detach(), grads)
-        }
-    };
+    let (loss, mut grads) = backward(propagating)?;
     if grapes_mode == GrapesMode::Local {
         let f = factors
             .as_ref()
@@ -148,6 +179,26 @@ pub fn batch_gradients(
         }
     }
     Ok((loss, grads, factors))
+}
+
+/// Candle autograd through [`Network::forward`] with the loss `objective(logits)`.
+fn autograd(
+    net: &Network,
+    x: &Tensor,
+    head: usize,
+    propagating: Option<&[Tensor]>,
+    objective: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Vec<Option<Tensor>>)> {
+    let p = net.tracked();
+    let logits = net.forward(&p, x, head, propagating)?;
+    let loss = objective(&logits)?;
+    let store = loss.backward()?;
+    let grads = net
+        .params
+        .iter()
+        .map(|v| store.get(v.as_tensor()).cloned())
+        .collect();
+    Ok((loss.detach(), grads))
 }
 
 /// Computes gradients and applies the optimizer update. A non-finite loss skips the update.

@@ -1,0 +1,485 @@
+//! Continual-learning strategies: what a method does beyond "minimize the current task's loss
+//! with this optimizer". Each is a named, configurable block of a method in an experiment
+//! config and combines with every optimizer, with or without GRAPES:
+//!
+//! ```yaml
+//! methods:
+//!   - name: ewc+grapes
+//!     optimizer: {name: adam, lr: 0.001, grapes: propagating}
+//!     strategy: {name: ewc, lambda: 1.0e5}
+//! ```
+//!
+//! | name | what it adds | module |
+//! |---|---|---|
+//! | `finetune` (default) | nothing: plain sequential training, the lower bound | here |
+//! | `joint` | trains on the union of tasks 1..k (`cumulative`) or of all tasks (`all`) | here |
+//! | `ewc`, `online-ewc` | `λ/2 Σ F (θ−θ*)²`, F the diagonal Fisher (Kirkpatrick 2017; Schwarz 2018) | [`penalty`] |
+//! | `si` | `c Σ Ω (θ−θ*)²`, Ω from the path integral (Zenke 2017) | [`penalty`] |
+//! | `mas` | `λ Σ Ω (θ−θ*)²`, Ω = E\|∂‖f(x)‖²/∂θ\| (Aljundi 2018) | [`penalty`] |
+//! | `replay` | the loss on a batch from a reservoir memory of earlier tasks | [`memory`] |
+//! | `agem` | projects the gradient so it does not increase the memory's loss (Chaudhry 2019) | [`memory`] |
+//! | `lwf` | distillation of the previous model's outputs on the current inputs (Li & Hoiem 2017) | [`lwf`] |
+//!
+//! The raw [`StrategyConfig`] is checked once into [`StrategySettings`], which builds the
+//! runtime [`Strategy`]. A strategy sees the model only through [`Engine`]: the parameters,
+//! the gradients, and "add the gradient of this batch part".
+
+pub mod lwf;
+pub mod memory;
+pub mod penalty;
+
+use std::ops::Range;
+
+use candle_core::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::optim::GrapesMode;
+use crate::streams::{Example, MixedBatch, TaskStream};
+use crate::train::engine::Engine;
+
+/// How the loss on earlier tasks' data (replayed or distilled) is weighted against the loss on
+/// the current task's data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum LossWeight {
+    /// `balanced`: `(1/k) L_current + (1 − 1/k) L_earlier` while training task k, as in
+    /// van de Ven, Tuytelaars & Tolias (2022).
+    Named(WeightName),
+    /// A number α: `L_current + α L_earlier` (α = 0 is plain fine-tuning).
+    Fixed(f64),
+}
+
+/// The named weightings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WeightName {
+    /// See [`LossWeight::Named`].
+    Balanced,
+}
+
+impl Default for LossWeight {
+    fn default() -> Self {
+        LossWeight::Named(WeightName::Balanced)
+    }
+}
+
+impl LossWeight {
+    /// (weight of the current data, weight of the earlier tasks' term) while training the
+    /// 0-based task `task`.
+    pub fn weights(self, task: usize) -> (f32, f32) {
+        match self {
+            LossWeight::Named(WeightName::Balanced) => {
+                let k = (task + 1) as f32;
+                (1.0 / k, 1.0 - 1.0 / k)
+            }
+            LossWeight::Fixed(a) => (1.0, a as f32),
+        }
+    }
+}
+
+/// Which data joint training uses while "training task k".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum JointData {
+    /// The union of tasks 1..k (the accuracy of row k is the intransigence reference).
+    #[default]
+    Cumulative,
+    /// All tasks' data from the first phase on (multi-task training; the last row is the
+    /// upper bound).
+    All,
+}
+
+/// Which diagonal Fisher information EWC estimates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FisherKind {
+    /// The exact expectation over the model's own predictive distribution:
+    /// `Σ_y p(y|x) (∂ log p(y|x)/∂θ)²`.
+    #[default]
+    True,
+    /// With the dataset's labels: `(∂ log p(y_true|x)/∂θ)²`.
+    Empirical,
+    /// With the model's most probable label (the estimate of van de Ven's earlier code).
+    Predicted,
+}
+
+/// How a memory budget is counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BudgetUnit {
+    /// `budget` examples of every class of every task (class-balanced).
+    #[default]
+    Class,
+    /// `budget` examples in all (one reservoir over everything seen).
+    Total,
+}
+
+/// A method's strategy, as written in an experiment config (`strategy:` of a method).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum StrategyConfig {
+    /// Plain sequential training.
+    Finetune,
+    /// Training on several tasks' data at once.
+    Joint {
+        /// `cumulative` (default) or `all`.
+        #[serde(default)]
+        data: JointData,
+    },
+    /// Elastic weight consolidation: one Fisher and anchor per task.
+    Ewc {
+        /// Penalty strength λ (≥ 0).
+        lambda: f64,
+        /// `true` (default), `empirical` or `predicted`.
+        #[serde(default)]
+        fisher: FisherKind,
+        /// Training examples of the task the Fisher is estimated on (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        samples: Option<usize>,
+    },
+    /// Online EWC: one running Fisher, decayed by γ at every task, anchored at the last task.
+    OnlineEwc {
+        /// Penalty strength λ (≥ 0).
+        lambda: f64,
+        /// Decay γ of the earlier Fisher, in (0, 1] (default 1).
+        #[serde(default = "one")]
+        gamma: f64,
+        /// `true` (default), `empirical` or `predicted`.
+        #[serde(default)]
+        fisher: FisherKind,
+        /// Training examples of the task the Fisher is estimated on (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        samples: Option<usize>,
+    },
+    /// Synaptic intelligence.
+    Si {
+        /// Penalty strength c (≥ 0).
+        c: f64,
+        /// Damping ξ (> 0, default 0.1).
+        #[serde(default = "si_xi")]
+        xi: f64,
+    },
+    /// Memory aware synapses.
+    Mas {
+        /// Penalty strength λ (≥ 0).
+        lambda: f64,
+        /// Training examples of the task the importance is estimated on (default: all).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        samples: Option<usize>,
+    },
+    /// Experience replay from a reservoir memory.
+    Replay {
+        /// Memory size, per class (default) or in total.
+        budget: usize,
+        /// `class` (default) or `total`.
+        #[serde(default)]
+        per: BudgetUnit,
+        /// Replayed examples per step (default: the training batch size).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch_size: Option<usize>,
+        /// `balanced` (default) or a number α.
+        #[serde(default)]
+        weight: LossWeight,
+    },
+    /// Averaged gradient episodic memory.
+    Agem {
+        /// Memory size, per class (default) or in total.
+        budget: usize,
+        /// `class` (default) or `total`.
+        #[serde(default)]
+        per: BudgetUnit,
+        /// Memory examples of the reference gradient (default: the training batch size).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch_size: Option<usize>,
+    },
+    /// Learning without forgetting.
+    Lwf {
+        /// Distillation temperature T (> 0, default 2).
+        #[serde(default = "two")]
+        temperature: f64,
+        /// `balanced` (default) or a number α.
+        #[serde(default)]
+        weight: LossWeight,
+    },
+}
+
+fn one() -> f64 {
+    1.0
+}
+fn two() -> f64 {
+    2.0
+}
+fn si_xi() -> f64 {
+    0.1
+}
+
+/// The keys a strategy block may hold (for "did you mean" hints).
+pub const STRATEGY_KEYS: &[&str] = &[
+    "strategy",
+    "data",
+    "lambda",
+    "fisher",
+    "samples",
+    "gamma",
+    "c",
+    "xi",
+    "budget",
+    "per",
+    "weight",
+    "temperature",
+];
+
+/// A validated strategy (see [`StrategyConfig::check`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrategySettings(StrategyConfig);
+
+impl Default for StrategySettings {
+    fn default() -> Self {
+        StrategySettings(StrategyConfig::Finetune)
+    }
+}
+
+impl StrategyConfig {
+    /// The strategy's name as written (`ewc`, `online-ewc`, …).
+    pub fn name(&self) -> &'static str {
+        match self {
+            StrategyConfig::Finetune => "finetune",
+            StrategyConfig::Joint { .. } => "joint",
+            StrategyConfig::Ewc { .. } => "ewc",
+            StrategyConfig::OnlineEwc { .. } => "online-ewc",
+            StrategyConfig::Si { .. } => "si",
+            StrategyConfig::Mas { .. } => "mas",
+            StrategyConfig::Replay { .. } => "replay",
+            StrategyConfig::Agem { .. } => "agem",
+            StrategyConfig::Lwf { .. } => "lwf",
+        }
+    }
+
+    /// Checks every value; `Err((key, message))` names the key inside the strategy block.
+    pub fn check(&self) -> std::result::Result<StrategySettings, (String, String)> {
+        fn fail<T>(k: &str, m: String) -> std::result::Result<T, (String, String)> {
+            Err((k.to_string(), m))
+        }
+        let strength = |k: &str, v: f64| {
+            if v.is_finite() && v >= 0.0 {
+                Ok(())
+            } else {
+                fail(k, format!("expected a finite number ≥ 0, got {v}"))
+            }
+        };
+        let samples = |s: &Option<usize>| match s {
+            Some(0) => fail("samples", "expected at least 1, got 0".into()),
+            _ => Ok(()),
+        };
+        let weight = |w: &LossWeight| match w {
+            LossWeight::Fixed(a) => strength("weight", *a),
+            _ => Ok(()),
+        };
+        let memory = |budget: usize, batch: &Option<usize>| {
+            if budget == 0 {
+                return fail("budget", "expected at least 1 example, got 0".into());
+            }
+            if *batch == Some(0) {
+                return fail("batch_size", "expected at least 1, got 0".into());
+            }
+            Ok(())
+        };
+        match self {
+            StrategyConfig::Finetune | StrategyConfig::Joint { .. } => {}
+            StrategyConfig::Ewc {
+                lambda, samples: s, ..
+            } => {
+                strength("lambda", *lambda)?;
+                samples(s)?;
+            }
+            StrategyConfig::OnlineEwc {
+                lambda,
+                gamma,
+                samples: s,
+                ..
+            } => {
+                strength("lambda", *lambda)?;
+                if !(*gamma > 0.0 && *gamma <= 1.0) {
+                    return fail("gamma", format!("expected a decay in (0, 1], got {gamma}"));
+                }
+                samples(s)?;
+            }
+            StrategyConfig::Si { c, xi } => {
+                strength("c", *c)?;
+                if !(xi.is_finite() && *xi > 0.0) {
+                    return fail("xi", format!("expected a damping > 0, got {xi}"));
+                }
+            }
+            StrategyConfig::Mas { lambda, samples: s } => {
+                strength("lambda", *lambda)?;
+                samples(s)?;
+            }
+            StrategyConfig::Replay {
+                budget,
+                batch_size,
+                weight: w,
+                ..
+            } => {
+                memory(*budget, batch_size)?;
+                weight(w)?;
+            }
+            StrategyConfig::Agem {
+                budget, batch_size, ..
+            } => memory(*budget, batch_size)?,
+            StrategyConfig::Lwf {
+                temperature,
+                weight: w,
+            } => {
+                if !(temperature.is_finite() && *temperature > 0.0) {
+                    return fail(
+                        "temperature",
+                        format!("expected a temperature > 0, got {temperature}"),
+                    );
+                }
+                weight(w)?;
+            }
+        }
+        Ok(StrategySettings(self.clone()))
+    }
+}
+
+impl StrategySettings {
+    /// The validated config.
+    pub fn config(&self) -> &StrategyConfig {
+        &self.0
+    }
+
+    /// Builds the runtime strategy for a run with `batch_size` examples per step.
+    pub fn build(&self, batch_size: usize) -> Box<dyn Strategy> {
+        match self.0 {
+            StrategyConfig::Finetune => Box::new(Finetune),
+            StrategyConfig::Joint { data } => Box::new(Joint { data }),
+            StrategyConfig::Ewc {
+                lambda,
+                fisher,
+                samples,
+            } => Box::new(penalty::Penalized::ewc(lambda, fisher, samples, None)),
+            StrategyConfig::OnlineEwc {
+                lambda,
+                gamma,
+                fisher,
+                samples,
+            } => Box::new(penalty::Penalized::ewc(
+                lambda,
+                fisher,
+                samples,
+                Some(gamma),
+            )),
+            StrategyConfig::Si { c, xi } => Box::new(penalty::Penalized::si(c, xi)),
+            StrategyConfig::Mas { lambda, samples } => {
+                Box::new(penalty::Penalized::mas(lambda, samples))
+            }
+            StrategyConfig::Replay {
+                budget,
+                per,
+                batch_size: b,
+                weight,
+            } => Box::new(memory::Replay::new(
+                memory::Memory::new(budget, per),
+                b.unwrap_or(batch_size),
+                weight,
+            )),
+            StrategyConfig::Agem {
+                budget,
+                per,
+                batch_size: b,
+            } => Box::new(memory::Agem::new(
+                memory::Memory::new(budget, per),
+                b.unwrap_or(batch_size),
+            )),
+            StrategyConfig::Lwf {
+                temperature,
+                weight,
+            } => Box::new(lwf::Lwf::new(temperature as f32, weight)),
+        }
+    }
+}
+
+/// What a strategy can reach during a run.
+pub struct Context<'a> {
+    /// The task stream.
+    pub stream: &'a TaskStream,
+    /// The model.
+    pub engine: &'a mut dyn Engine,
+    /// The GRAPES variant of the method (for terms that train the model).
+    pub grapes: GrapesMode,
+    /// The run's seed (strategies derive their own random streams from it).
+    pub seed: u64,
+}
+
+/// The current step's training data, as the trainer built it.
+pub struct StepData<'a> {
+    /// The examples, as (task, index).
+    pub examples: &'a [Example],
+    /// The same examples grouped by head (pixels and targets).
+    pub batch: &'a MixedBatch,
+}
+
+/// A continual-learning strategy: hooks around the trainer's steps. Every hook defaults to
+/// doing nothing, which is fine-tuning.
+///
+/// Per step, the trainer: zeroes the gradients, accumulates the current data's loss with weight
+/// [`Strategy::data_weight`], calls [`Strategy::extend_gradients`], then
+/// [`Strategy::regularize`], applies the optimizer and calls [`Strategy::after_update`].
+pub trait Strategy: Send {
+    /// Tasks whose training data a step of the 0-based task `task` is drawn from.
+    fn training_tasks(&self, task: usize, _tasks: usize) -> Range<usize> {
+        task..task + 1
+    }
+
+    /// Weight of the current data's loss while training `task`.
+    fn data_weight(&self, _task: usize) -> f32 {
+        1.0
+    }
+
+    /// Before the first step of `task`.
+    fn before_task(&mut self, _ctx: &mut Context, _task: usize) -> Result<()> {
+        Ok(())
+    }
+
+    /// After the current data's gradient is accumulated: add terms (replay, distillation) or
+    /// transform the gradient (A-GEM).
+    fn extend_gradients(
+        &mut self,
+        _ctx: &mut Context,
+        _task: usize,
+        _step: &StepData,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Last change to the gradients before the update (penalties). Only parameters that have a
+    /// gradient in this step are touched.
+    fn regularize(&mut self, _params: &[Vec<f32>], _grads: &mut [Vec<f32>], _touched: &[bool]) {}
+
+    /// After the optimizer updated the parameters.
+    fn after_update(&mut self, _params: &[Vec<f32>], _touched: &[bool]) {}
+
+    /// After the last step of `task`.
+    fn after_task(&mut self, _ctx: &mut Context, _task: usize) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Plain sequential training.
+pub struct Finetune;
+impl Strategy for Finetune {}
+
+/// Joint training on the union of several tasks.
+pub struct Joint {
+    data: JointData,
+}
+
+impl Strategy for Joint {
+    fn training_tasks(&self, task: usize, tasks: usize) -> Range<usize> {
+        match self.data {
+            JointData::Cumulative => 0..task + 1,
+            JointData::All => 0..tasks,
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! Quadratic penalties that hold important parameters near their values after earlier tasks:
+//! EWC and online EWC (Fisher importance), SI (path-integral importance) and MAS
+//! (output-sensitivity importance). All share [`QuadraticPenalty`]; they differ in how the
+//! importance is estimated and how the terms of successive tasks are combined.
+
+use candle_core::Result;
+
+use super::{Context, FisherKind, Strategy};
+use crate::models::loss::{softmax_rows, Targets};
+use crate::optim::GrapesMode;
+use crate::rng::SeedRng;
+use crate::streams::{Batch, Task};
+use crate::train::engine::Part;
+
+/// `scale · Σ_k Σ_i Ω_k,i (θ_i − θ*_k,i)²`, stored as `A = Σ_k Ω_k` and `B = Σ_k Ω_k θ*_k` so
+/// that any number of terms costs two buffers: the gradient is `2 · scale · (A θ − B)`, which is
+/// exactly zero at the anchor of a single term.
+#[derive(Debug, Clone, Default)]
+pub struct QuadraticPenalty {
+    /// The multiplier of the sum (EWC: λ/2, SI: c, MAS: λ).
+    pub scale: f32,
+    a: Vec<Vec<f32>>,
+    b: Vec<Vec<f32>>,
+    /// `Σ_k Σ_i Ω θ*²`, for the value.
+    c: f64,
+}
+
+impl QuadraticPenalty {
+    /// An empty penalty with the given multiplier.
+    pub fn new(scale: f32) -> Self {
+        QuadraticPenalty {
+            scale,
+            ..Default::default()
+        }
+    }
+
+    /// Whether no term has been added.
+    pub fn is_empty(&self) -> bool {
+        self.a.is_empty()
+    }
+
+    /// Adds the term `Σ Ω (θ − θ*)²` (offline EWC: one term per task).
+    pub fn add_term(&mut self, importance: &[Vec<f32>], anchor: &[Vec<f32>]) {
+        if self.a.is_empty() {
+            self.a = importance.iter().map(|v| vec![0.0; v.len()]).collect();
+            self.b = self.a.clone();
+        }
+        for (((a, b), w), t) in self
+            .a
+            .iter_mut()
+            .zip(&mut self.b)
+            .zip(importance)
+            .zip(anchor)
+        {
+            for (((a, b), &w), &t) in a.iter_mut().zip(b.iter_mut()).zip(w).zip(t) {
+                *a += w;
+                *b += w * t;
+                self.c += (w as f64) * (t as f64) * (t as f64);
+            }
+        }
+    }
+
+    /// Replaces every term by the single term `Σ Ω (θ − θ*)²` (online EWC, SI, MAS).
+    pub fn set_term(&mut self, importance: &[Vec<f32>], anchor: &[Vec<f32>]) {
+        self.a.clear();
+        self.c = 0.0;
+        self.add_term(importance, anchor);
+    }
+
+    /// Adds the penalty's gradient to the gradients of the parameters marked in `touched`.
+    pub fn add_gradient(&self, params: &[Vec<f32>], grads: &mut [Vec<f32>], touched: &[bool]) {
+        if self.is_empty() || self.scale == 0.0 {
+            return;
+        }
+        let s = 2.0 * self.scale;
+        for i in (0..params.len()).filter(|&i| touched[i]) {
+            for (((g, &p), &a), &b) in grads[i]
+                .iter_mut()
+                .zip(&params[i])
+                .zip(&self.a[i])
+                .zip(&self.b[i])
+            {
+                *g += s * (a * p - b);
+            }
+        }
+    }
+
+    /// The penalty's value at `params`.
+    pub fn value(&self, params: &[Vec<f32>]) -> f64 {
+        let mut v = self.c;
+        for ((p, a), b) in params.iter().zip(&self.a).zip(&self.b) {
+            for ((&p, &a), &b) in p.iter().zip(a).zip(b) {
+                let p = p as f64;
+                v += a as f64 * p * p - 2.0 * b as f64 * p;
+            }
+        }
+        self.scale as f64 * v
+    }
+}
+
+/// How a parameter's importance is estimated from a task's data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Importance {
+    /// The diagonal Fisher information (EWC).
+    Fisher(FisherKind),
+    /// `E |∂ ‖f(x)‖² / ∂θ|`, the sensitivity of the squared norm of the logits (MAS).
+    OutputSensitivity,
+}
+
+/// Estimates the importance of every parameter from per-example gradients on training examples
+/// of `task` (all of them, or `samples` drawn without replacement from the run's seed),
+/// averaged over the examples. Gradients are plain backprop: GRAPES modulates learning, not
+/// the model's likelihood.
+pub fn estimate(
+    ctx: &mut Context,
+    task: usize,
+    kind: Importance,
+    samples: Option<usize>,
+) -> Result<Vec<Vec<f32>>> {
+    let t = &ctx.stream.tasks[task];
+    let mut examples = t.train.clone();
+    if let Some(n) = samples.filter(|&n| n < examples.len()) {
+        SeedRng::derive(ctx.seed, "importance-samples", task as u64).shuffle(&mut examples);
+        examples.truncate(n);
+    }
+    let mut total: Vec<Vec<f32>> = ctx
+        .engine
+        .params()
+        .iter()
+        .map(|p| vec![0.0; p.len()])
+        .collect();
+    let k = ctx.stream.outputs.head_size(t.head);
+    let range = t.output_range.clone().unwrap_or(0..k);
+    let mut batch = Batch::default();
+    let mut add = |ctx: &mut Context, weight: f32, square: bool| {
+        let (grads, touched) = ctx.engine.grads_mut();
+        for ((tot, g), _) in total
+            .iter_mut()
+            .zip(grads.iter())
+            .zip(touched.iter())
+            .filter(|(_, &t)| t)
+        {
+            if square {
+                tot.iter_mut()
+                    .zip(g)
+                    .for_each(|(s, g)| *s += weight * g * g);
+            } else {
+                tot.iter_mut()
+                    .zip(g)
+                    .for_each(|(s, g)| *s += weight * g.abs());
+            }
+        }
+    };
+    for &i in &examples {
+        ctx.stream.train_batch(task, &[i], &mut batch);
+        fn part<'a>(pixels: &'a [f32], targets: Targets<'a>, t: &Task) -> Part<'a> {
+            Part {
+                pixels,
+                targets,
+                head: t.head,
+                range: t.output_range.clone(),
+                weight: 1.0,
+            }
+        }
+        match kind {
+            Importance::OutputSensitivity => {
+                ctx.engine.zero_grad();
+                ctx.engine.accumulate(
+                    &part(&batch.pixels, Targets::SquaredNorm, t),
+                    GrapesMode::Off,
+                )?;
+                add(ctx, 1.0, false);
+            }
+            Importance::Fisher(fisher) => {
+                let labels: Vec<(u32, f32)> = match fisher {
+                    FisherKind::Empirical => vec![(batch.targets[0], 1.0)],
+                    FisherKind::True | FisherKind::Predicted => {
+                        let z = ctx.engine.logits(None, &batch.pixels, t.head)?;
+                        let p = softmax_rows(&z, k, &range, 1.0);
+                        if fisher == FisherKind::True {
+                            range
+                                .clone()
+                                .filter(|&c| p[c] > 0.0)
+                                .map(|c| (c as u32, p[c]))
+                                .collect()
+                        } else {
+                            let best = range
+                                .clone()
+                                .max_by(|&a, &b| p[a].total_cmp(&p[b]))
+                                .unwrap_or(0);
+                            vec![(best as u32, 1.0)]
+                        }
+                    }
+                };
+                for (label, weight) in labels {
+                    ctx.engine.zero_grad();
+                    let label = [label];
+                    ctx.engine.accumulate(
+                        &part(&batch.pixels, Targets::Hard(&label), t),
+                        GrapesMode::Off,
+                    )?;
+                    add(ctx, weight, true);
+                }
+            }
+        }
+    }
+    let n = examples.len().max(1) as f32;
+    for v in &mut total {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+    ctx.engine.zero_grad();
+    Ok(total)
+}
+
+/// Synaptic intelligence's running path integral within a task.
+#[derive(Debug, Clone, Default)]
+struct PathIntegral {
+    /// Parameters at the start of the task.
+    start: Vec<Vec<f32>>,
+    /// `ω = −Σ g Δθ` so far in this task.
+    omega: Vec<Vec<f32>>,
+    /// The gradient of the last step (before the penalty) and the parameters before its update.
+    grads: Vec<Vec<f32>>,
+    before: Vec<Vec<f32>>,
+}
+
+#[derive(Debug, Clone)]
+enum Kind {
+    Ewc {
+        fisher: FisherKind,
+        samples: Option<usize>,
+        /// `Some(γ)`: online EWC.
+        gamma: Option<f64>,
+    },
+    Si {
+        xi: f64,
+        path: PathIntegral,
+    },
+    Mas {
+        samples: Option<usize>,
+    },
+}
+
+/// EWC, online EWC, SI or MAS: a [`QuadraticPenalty`] plus its importance estimate.
+#[derive(Debug, Clone)]
+pub struct Penalized {
+    kind: Kind,
+    penalty: QuadraticPenalty,
+    /// The running importance of the online forms.
+    running: Vec<Vec<f32>>,
+}
+
+impl Penalized {
+    /// EWC with strength λ (`λ/2 Σ F (θ − θ*)²`); with `gamma`, online EWC.
+    pub fn ewc(
+        lambda: f64,
+        fisher: FisherKind,
+        samples: Option<usize>,
+        gamma: Option<f64>,
+    ) -> Self {
+        Self::with(
+            Kind::Ewc {
+                fisher,
+                samples,
+                gamma,
+            },
+            lambda / 2.0,
+        )
+    }
+
+    /// SI with strength c and damping ξ (`c Σ Ω (θ − θ*)²`).
+    pub fn si(c: f64, xi: f64) -> Self {
+        Self::with(
+            Kind::Si {
+                xi,
+                path: PathIntegral::default(),
+            },
+            c,
+        )
+    }
+
+    /// MAS with strength λ (`λ Σ Ω (θ − θ*)²`).
+    pub fn mas(lambda: f64, samples: Option<usize>) -> Self {
+        Self::with(Kind::Mas { samples }, lambda)
+    }
+
+    fn with(kind: Kind, scale: f64) -> Self {
+        Penalized {
+            kind,
+            penalty: QuadraticPenalty::new(scale as f32),
+            running: Vec::new(),
+        }
+    }
+
+    /// The penalty (for inspection and tests).
+    pub fn penalty(&self) -> &QuadraticPenalty {
+        &self.penalty
+    }
+
+    /// Online forms: `Ω ← decay · Ω + importance`.
+    fn accumulate_running(&mut self, importance: Vec<Vec<f32>>, decay: f32) {
+        if self.running.is_empty() {
+            self.running = importance;
+            return;
+        }
+        for (r, v) in self.running.iter_mut().zip(importance) {
+            r.iter_mut().zip(v).for_each(|(r, v)| *r = decay * *r + v);
+        }
+    }
+}
+
+impl Strategy for Penalized {
+    fn before_task(&mut self, ctx: &mut Context, _task: usize) -> Result<()> {
+        if let Kind::Si { path, .. } = &mut self.kind {
+            let p = ctx.engine.params();
+            path.start = p.to_vec();
+            path.omega = p.iter().map(|v| vec![0.0; v.len()]).collect();
+            path.grads = path.omega.clone();
+            path.before = path.omega.clone();
+        }
+        Ok(())
+    }
+
+    fn regularize(&mut self, params: &[Vec<f32>], grads: &mut [Vec<f32>], touched: &[bool]) {
+        if let Kind::Si { path, .. } = &mut self.kind {
+            for i in (0..params.len()).filter(|&i| touched[i]) {
+                path.grads[i].copy_from_slice(&grads[i]);
+                path.before[i].copy_from_slice(&params[i]);
+            }
+        }
+        self.penalty.add_gradient(params, grads, touched);
+    }
+
+    fn after_update(&mut self, params: &[Vec<f32>], touched: &[bool]) {
+        if let Kind::Si { path, .. } = &mut self.kind {
+            for i in (0..params.len()).filter(|&i| touched[i]) {
+                for (((w, &g), &new), &old) in path.omega[i]
+                    .iter_mut()
+                    .zip(&path.grads[i])
+                    .zip(&params[i])
+                    .zip(&path.before[i])
+                {
+                    *w -= g * (new - old);
+                }
+            }
+        }
+    }
+
+    fn after_task(&mut self, ctx: &mut Context, task: usize) -> Result<()> {
+        if self.penalty.scale == 0.0 {
+            // Strength 0: the penalty never acts; skip the estimate.
+            return Ok(());
+        }
+        let anchor = ctx.engine.params().to_vec();
+        match &mut self.kind {
+            Kind::Ewc {
+                fisher,
+                samples,
+                gamma,
+            } => {
+                let (fisher, samples, gamma) = (*fisher, *samples, *gamma);
+                let f = estimate(ctx, task, Importance::Fisher(fisher), samples)?;
+                match gamma {
+                    None => self.penalty.add_term(&f, &anchor),
+                    Some(g) => {
+                        self.accumulate_running(f, g as f32);
+                        self.penalty.set_term(&self.running, &anchor);
+                    }
+                }
+            }
+            Kind::Si { xi, path } => {
+                let xi = *xi as f32;
+                let importance: Vec<Vec<f32>> = path
+                    .omega
+                    .iter()
+                    .zip(&path.start)
+                    .zip(&anchor)
+                    .map(|((w, s), e)| {
+                        w.iter()
+                            .zip(s)
+                            .zip(e)
+                            .map(|((&w, &s), &e)| w / ((e - s) * (e - s) + xi))
+                            .collect()
+                    })
+                    .collect();
+                self.accumulate_running(importance, 1.0);
+                self.penalty.set_term(&self.running, &anchor);
+            }
+            Kind::Mas { samples } => {
+                let samples = *samples;
+                let omega = estimate(ctx, task, Importance::OutputSensitivity, samples)?;
+                self.accumulate_running(omega, 1.0);
+                self.penalty.set_term(&self.running, &anchor);
+            }
+        }
+        Ok(())
+    }
+}
