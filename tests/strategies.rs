@@ -1,0 +1,525 @@
+//! Continual-learning strategies: each one's defining property, strength 0 == fine-tuning,
+//! the engines against each other, and real training on split MNIST.
+
+use std::path::Path;
+
+use candle_core::Device;
+use clbench::data::IMAGE_PIXELS;
+use clbench::models::fused::FusedMlp;
+use clbench::models::loss::Targets;
+use clbench::models::{ModelConfig, ModelKind, Network};
+use clbench::optim::{GrapesMode, OptimizerConfig};
+use clbench::rng::SeedRng;
+use clbench::strategy::memory::{project, Memory};
+use clbench::strategy::penalty::{estimate, Importance, Penalized};
+use clbench::strategy::{BudgetUnit, Context, FisherKind, Strategy, StrategyConfig};
+use clbench::streams::{StreamSpec, TaskStream};
+use clbench::train::engine::{Engine, FusedEngine, Part, TensorEngine};
+use clbench::train::{
+    train_sequence, BackwardPath, Budget, Method, RunRecord, RunStatus, Silent, TrainSettings,
+};
+
+const DEV: Device = Device::Cpu;
+
+fn stream(name: &str) -> TaskStream {
+    let file = StreamSpec::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tasks")
+            .join(name),
+    )
+    .unwrap();
+    TaskStream::build(&file, 0).unwrap()
+}
+
+fn method(optimizer: &str, strategy: Option<&str>) -> Method {
+    let cfg: OptimizerConfig = serde_yaml::from_str(optimizer).unwrap();
+    Method {
+        name: "m".into(),
+        optimizer: cfg.check().unwrap(),
+        grapes: cfg.grapes,
+        strategy: strategy.map_or_else(Default::default, |s| {
+            serde_yaml::from_str::<StrategyConfig>(s)
+                .unwrap()
+                .check()
+                .unwrap()
+        }),
+    }
+}
+
+fn settings(iterations: usize, batch: usize, backward: BackwardPath) -> TrainSettings {
+    TrainSettings {
+        batch_size: batch,
+        budget: Budget::Iterations(iterations),
+        eval_batch_size: 2000,
+        eval_every: None,
+        reset_optimizer: false,
+        backward,
+    }
+}
+
+fn run(s: &TaskStream, model: &ModelConfig, m: &Method, st: &TrainSettings) -> RunRecord {
+    let r = train_sequence(s, model, m, st, 3, &DEV, &Silent).unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    r
+}
+
+fn final_acc(r: &RunRecord) -> f64 {
+    let last = r.accuracy.last().unwrap();
+    last.iter().sum::<f64>() / last.len() as f64
+}
+
+#[test]
+fn every_strategy_with_strength_zero_equals_finetuning_exactly() {
+    let s = stream("split-mnist-class-il.yaml");
+    let model = ModelConfig::mlp(&[64]);
+    for opt in [
+        "{name: adam, lr: 0.001}",
+        "{name: sgd, lr: 0.05, momentum: 0.9, grapes: propagating}",
+    ] {
+        let st = settings(25, 32, BackwardPath::Auto);
+        let base = run(&s, &model, &method(opt, None), &st);
+        for strategy in [
+            "{name: finetune}",
+            "{name: ewc, lambda: 0, samples: 50}",
+            "{name: online-ewc, lambda: 0, gamma: 0.9}",
+            "{name: si, c: 0}",
+            "{name: mas, lambda: 0, samples: 50}",
+            "{name: replay, budget: 10, weight: 0}",
+            "{name: lwf, weight: 0}",
+        ] {
+            let r = run(&s, &model, &method(opt, Some(strategy)), &st);
+            assert_eq!(r.accuracy, base.accuracy, "{opt} {strategy}");
+            assert_eq!(r.loss, base.loss, "{opt} {strategy}");
+        }
+    }
+}
+
+/// Trains `strategy` by hand through the engine on the first `steps` batches of task 0, then
+/// ends the task.
+fn train_task_zero(
+    s: &TaskStream,
+    engine: &mut dyn Engine,
+    strategy: &mut dyn Strategy,
+    steps: usize,
+) {
+    let mut opt = method("{name: sgd, lr: 0.05}", None).optimizer.build();
+    let task = &s.tasks[0];
+    let mut batch = clbench::streams::Batch::default();
+    let mut ctx = Context {
+        stream: s,
+        engine,
+        grapes: GrapesMode::Off,
+        seed: 5,
+    };
+    strategy.before_task(&mut ctx, 0).unwrap();
+    for k in 0..steps {
+        let idx: Vec<u32> = task.train[k * 16..(k + 1) * 16].to_vec();
+        s.train_batch(0, &idx, &mut batch);
+        ctx.engine.zero_grad();
+        ctx.engine
+            .accumulate(
+                &Part {
+                    pixels: &batch.pixels,
+                    targets: Targets::Hard(&batch.targets),
+                    head: task.head,
+                    range: task.output_range.clone(),
+                    weight: 1.0,
+                },
+                GrapesMode::Off,
+            )
+            .unwrap();
+        let (p, g, t) = ctx.engine.state_mut();
+        strategy.regularize(p, g, t);
+        ctx.engine.apply(opt.as_mut()).unwrap();
+        let (p, _, t) = ctx.engine.state_mut();
+        strategy.after_update(p, t);
+    }
+    strategy.after_task(&mut ctx, 0).unwrap();
+}
+
+#[test]
+fn each_regularizer_is_zero_right_after_its_own_task_and_pulls_back_after() {
+    let s = stream("split-mnist-task-il.yaml");
+    let net = Network::new(
+        &ModelConfig::mlp(&[32]),
+        &s.outputs,
+        &mut SeedRng::derive(1, "init", 0),
+        &DEV,
+    )
+    .unwrap();
+    for (name, mut strategy) in [
+        (
+            "ewc",
+            Penalized::ewc(100.0, FisherKind::True, Some(64), None),
+        ),
+        (
+            "online-ewc",
+            Penalized::ewc(100.0, FisherKind::Empirical, Some(64), Some(0.5)),
+        ),
+        ("si", Penalized::si(1.0, 0.1)),
+        ("mas", Penalized::mas(1.0, Some(64))),
+    ] {
+        let mut engine = FusedEngine(FusedMlp::from_network(&net).unwrap());
+        train_task_zero(&s, &mut engine, &mut strategy, 20);
+        let params = engine.params().to_vec();
+        let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        let touched = vec![true; params.len()];
+        strategy.regularize(&params, &mut grads, &touched);
+        assert!(
+            grads.iter().flatten().all(|&g| g == 0.0),
+            "{name}: non-zero penalty gradient at its own anchor"
+        );
+        let scale = strategy.penalty().value(&params).abs();
+        assert!(scale < 1e-6, "{name}: penalty {scale} at its anchor");
+        // Moving away costs something, and the gradient points back.
+        let moved: Vec<Vec<f32>> = params
+            .iter()
+            .map(|p| p.iter().map(|v| v + 0.05).collect())
+            .collect();
+        assert!(strategy.penalty().value(&moved) > 0.0, "{name}");
+        let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        strategy.regularize(&moved, &mut grads, &touched);
+        let dot: f64 = grads.iter().flatten().map(|&g| g as f64 * 0.05).sum();
+        assert!(dot > 0.0, "{name}: the penalty gradient must point back");
+    }
+}
+
+/// Per-example gradients of a one-hidden-layer ReLU MLP with biases, by hand, in f64: returns
+/// (logits, gradient of −log p(y) for each label y over `k` outputs).
+fn hand_gradients(p: &[Vec<f32>], x: &[f32], hidden: usize, k: usize) -> (Vec<f64>, Vec<Vec<f64>>) {
+    let (w1, b1, w2, b2) = (&p[0], &p[1], &p[2], &p[3]);
+    let a: Vec<f64> = (0..hidden)
+        .map(|j| {
+            b1[j] as f64
+                + (0..IMAGE_PIXELS)
+                    .map(|i| w1[j * IMAGE_PIXELS + i] as f64 * x[i] as f64)
+                    .sum::<f64>()
+        })
+        .collect();
+    let h: Vec<f64> = a.iter().map(|v| v.max(0.0)).collect();
+    let z: Vec<f64> = (0..k)
+        .map(|c| {
+            b2[c] as f64
+                + (0..hidden)
+                    .map(|j| w2[c * hidden + j] as f64 * h[j])
+                    .sum::<f64>()
+        })
+        .collect();
+    let max = z.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+    let sum: f64 = z.iter().map(|v| (v - max).exp()).sum();
+    let prob: Vec<f64> = z.iter().map(|v| (v - max).exp() / sum).collect();
+    let grads = (0..k)
+        .map(|y| {
+            let d2: Vec<f64> = (0..k)
+                .map(|c| prob[c] - if c == y { 1.0 } else { 0.0 })
+                .collect();
+            let d1: Vec<f64> = (0..hidden)
+                .map(|j| {
+                    if a[j] > 0.0 {
+                        (0..k).map(|c| d2[c] * w2[c * hidden + j] as f64).sum()
+                    } else {
+                        0.0
+                    }
+                })
+                .collect();
+            let mut g = Vec::new();
+            for j in 0..hidden {
+                g.extend((0..IMAGE_PIXELS).map(|i| d1[j] * x[i] as f64));
+            }
+            g.extend(d1.iter().copied());
+            for c in 0..k {
+                g.extend((0..hidden).map(|j| d2[c] * h[j]));
+            }
+            g.extend(d2.iter().copied());
+            g
+        })
+        .collect();
+    (prob, grads)
+}
+
+#[test]
+fn ewc_fisher_of_a_tiny_network_matches_a_hand_computation() {
+    let mut s = stream("split-mnist-task-il.yaml");
+    s.tasks[0].train.truncate(6);
+    let hidden = 3;
+    let net = Network::new(
+        &ModelConfig::mlp(&[hidden]),
+        &s.outputs,
+        &mut SeedRng::derive(2, "init", 0),
+        &DEV,
+    )
+    .unwrap();
+    let mut fused = FusedEngine(FusedMlp::from_network(&net).unwrap());
+    let mut tensor = TensorEngine::new(&net, BackwardPath::Autograd, &DEV).unwrap();
+    let params = fused.params().to_vec();
+    // Head 1 (task 1) has 2 outputs; parameters: hidden1 W, b, then head1 W, b.
+    let own = [0usize, 1, 2, 3];
+    let p: Vec<Vec<f32>> = own.iter().map(|&i| params[i].clone()).collect();
+    let mut batch = clbench::streams::Batch::default();
+    for kind in [
+        FisherKind::True,
+        FisherKind::Empirical,
+        FisherKind::Predicted,
+    ] {
+        let mut expected = vec![0.0f64; p.iter().map(Vec::len).sum()];
+        for &i in &s.tasks[0].train {
+            s.train_batch(0, &[i], &mut batch);
+            let (prob, g) = hand_gradients(&p, &batch.pixels, hidden, 2);
+            let weights: Vec<(usize, f64)> = match kind {
+                FisherKind::True => vec![(0, prob[0]), (1, prob[1])],
+                FisherKind::Empirical => vec![(batch.targets[0] as usize, 1.0)],
+                FisherKind::Predicted => vec![(if prob[1] > prob[0] { 1 } else { 0 }, 1.0)],
+            };
+            for (y, w) in weights {
+                for (e, v) in expected.iter_mut().zip(&g[y]) {
+                    *e += w * v * v / 6.0;
+                }
+            }
+        }
+        for engine in [&mut fused as &mut dyn Engine, &mut tensor] {
+            let mut ctx = Context {
+                stream: &s,
+                engine,
+                grapes: GrapesMode::Off,
+                seed: 0,
+            };
+            let f = estimate(&mut ctx, 0, Importance::Fisher(kind), None).unwrap();
+            let got: Vec<f32> = own.iter().flat_map(|&i| f[i].clone()).collect();
+            let scale = expected.iter().cloned().fold(0.0, f64::max);
+            assert!(scale > 0.0);
+            for (k, (&g, &e)) in got.iter().zip(&expected).enumerate() {
+                assert!(
+                    (g as f64 - e).abs() <= 1e-4 * scale,
+                    "{kind:?}: Fisher entry {k}: {g} vs hand {e}"
+                );
+            }
+            // Parameters of the other heads are untouched by task 1's data.
+            assert!(f[4..].iter().flatten().all(|&v| v == 0.0));
+        }
+    }
+}
+
+#[test]
+fn agem_projection_never_points_against_the_reference_gradient() {
+    let mut rng = SeedRng::derive(7, "agem-test", 0);
+    let mut projected = 0;
+    for trial in 0..200 {
+        let shapes = [5usize, 3, 4];
+        let mut draw = || -> Vec<Vec<f32>> {
+            shapes
+                .iter()
+                .map(|&n| (0..n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect())
+                .collect()
+        };
+        let (mut g, r) = (draw(), draw());
+        let mut g_touched = vec![true, trial % 3 != 0, true];
+        let r_touched = vec![true, true, trial % 5 != 0];
+        let dot = |g: &[Vec<f32>], gt: &[bool]| -> f64 {
+            (0..3)
+                .filter(|&i| gt[i] && r_touched[i])
+                .flat_map(|i| g[i].iter().zip(&r[i]).map(|(a, b)| *a as f64 * *b as f64))
+                .sum()
+        };
+        let before = dot(&g, &g_touched);
+        let original = g.clone();
+        let did = project(&mut g, &mut g_touched, &r, &r_touched);
+        let after = dot(&g, &g_touched);
+        assert_eq!(did, before < 0.0, "projects exactly when g·g_ref < 0");
+        if did {
+            projected += 1;
+            assert!(
+                after >= -1e-5,
+                "trial {trial}: g·g_ref = {after} after projection"
+            );
+        } else {
+            assert_eq!(g, original, "an agreeing gradient is left alone");
+        }
+    }
+    assert!(
+        projected > 20,
+        "both cases exercised ({projected} projections)"
+    );
+}
+
+#[test]
+fn replay_memory_stays_within_budget_and_is_class_balanced() {
+    let s = stream("split-mnist-class-il.yaml");
+    let mut per_class = Memory::new(30, BudgetUnit::Class);
+    let mut total = Memory::new(50, BudgetUnit::Total);
+    for t in 0..2 {
+        // Every example twice (two epochs): each distinct example is offered once.
+        for _ in 0..2 {
+            for chunk in s.tasks[t].train.chunks(128) {
+                let ex: Vec<(usize, u32)> = chunk.iter().map(|&i| (t, i)).collect();
+                per_class.observe(&s, 1, &ex);
+                total.observe(&s, 1, &ex);
+                assert!(total.examples().len() <= 50);
+                assert!(per_class.counts().iter().all(|(_, n)| *n <= 30));
+            }
+        }
+    }
+    let counts = per_class.counts();
+    assert_eq!(counts.len(), 4, "two tasks of two classes");
+    assert!(counts.iter().all(|(_, n)| *n == 30), "{counts:?}");
+    let mut stored = per_class.examples();
+    stored.sort_unstable();
+    stored.dedup();
+    assert_eq!(stored.len(), 120, "no example stored twice");
+    // Every stored example has the class its slot says.
+    for ((task, target), _) in counts {
+        assert!(task < 2 && target < 4);
+    }
+    assert_eq!(total.examples().len(), 50);
+    let from_first = total.examples().iter().filter(|e| e.0 == 0).count();
+    // A uniform sample of ~24.7k examples, ~51% from task 1: far from all or none.
+    assert!(
+        (10..=40).contains(&from_first),
+        "{from_first} of 50 from task 1"
+    );
+    // Only earlier tasks are replayed.
+    assert!(total.sample_before(1, 20, 1).iter().all(|e| e.0 == 0));
+    assert!(total.sample_before(0, 20, 1).is_empty());
+}
+
+#[test]
+fn fused_and_tensor_engines_agree_on_every_objective() {
+    let s = stream("split-mnist-task-il.yaml");
+    let mut cfg = ModelConfig::mlp(&[20, 12]);
+    cfg.activation = clbench::models::Activation::Tanh;
+    let net = Network::new(&cfg, &s.outputs, &mut SeedRng::derive(3, "init", 0), &DEV).unwrap();
+    let mut batch = clbench::streams::Batch::default();
+    s.train_batch(1, &s.tasks[1].train[..10], &mut batch);
+    let probs: Vec<f32> = (0..10)
+        .flat_map(|i| [0.2 + 0.06 * i as f32, 0.8 - 0.06 * i as f32])
+        .collect();
+    for grapes in [GrapesMode::Off, GrapesMode::Propagating, GrapesMode::Local] {
+        for (what, targets) in [
+            ("hard", Targets::Hard(&batch.targets)),
+            (
+                "soft",
+                Targets::Soft {
+                    probs: &probs,
+                    temperature: 2.0,
+                },
+            ),
+            ("norm", Targets::SquaredNorm),
+        ] {
+            let mut fused = FusedEngine(FusedMlp::from_network(&net).unwrap());
+            let mut tensor = TensorEngine::new(&net, BackwardPath::Autograd, &DEV).unwrap();
+            let mut losses = Vec::new();
+            for e in [&mut fused as &mut dyn Engine, &mut tensor] {
+                e.zero_grad();
+                // Two weighted parts accumulate into one gradient.
+                for (head, w) in [(1, 0.7f32), (1, 0.3)] {
+                    let l = e
+                        .accumulate(
+                            &Part {
+                                pixels: &batch.pixels,
+                                targets,
+                                head,
+                                range: None,
+                                weight: w,
+                            },
+                            grapes,
+                        )
+                        .unwrap();
+                    losses.push(l);
+                }
+            }
+            assert!(
+                (losses[0] - losses[2]).abs() < 1e-4 * losses[0].abs().max(1.0),
+                "{what}"
+            );
+            let (gf, tf) = fused.grads_mut();
+            let (gf, tf) = (gf.to_vec(), tf.to_vec());
+            let (gt, tt) = tensor.grads_mut();
+            assert_eq!(tf, tt.to_vec(), "{what}: same parameters reached");
+            for i in (0..gf.len()).filter(|&i| tf[i]) {
+                let scale = gt[i].iter().map(|v| v.abs()).fold(1e-3, f32::max);
+                let d = gf[i]
+                    .iter()
+                    .zip(&gt[i])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    d <= 1e-4 * scale,
+                    "{what} {grapes:?}: parameter {i} differs by {d}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn strategies_fight_class_incremental_forgetting_and_joint_is_the_upper_bound() {
+    let s = stream("split-mnist-class-il.yaml");
+    let model = ModelConfig::mlp(&[100]);
+    let st = settings(100, 64, BackwardPath::Auto);
+    let adam = "{name: adam, lr: 0.001}";
+    let finetune = final_acc(&run(&s, &model, &method(adam, None), &st));
+    let replay = final_acc(&run(
+        &s,
+        &model,
+        &method(adam, Some("{name: replay, budget: 50}")),
+        &st,
+    ));
+    let joint = final_acc(&run(&s, &model, &method(adam, Some("{name: joint}")), &st));
+    // Fine-tuning only remembers the last task (~20%); replay keeps a good part of the rest.
+    assert!(finetune < 0.3, "finetune {finetune}");
+    assert!(
+        replay > finetune + 0.25,
+        "replay {replay} vs finetune {finetune}"
+    );
+    assert!(
+        joint > 0.85 && joint > replay,
+        "joint {joint}, replay {replay}"
+    );
+}
+
+#[test]
+fn every_strategy_trains_with_grapes_on_both_engines_and_on_a_cnn() {
+    let mut s = stream("split-mnist-task-il.yaml");
+    for t in &mut s.tasks {
+        // Smaller test sets keep the CNN's evaluations short.
+        t.test.truncate(400);
+    }
+    let mlp = ModelConfig::mlp(&[48]);
+    let mut cnn = ModelConfig::mlp(&[32]);
+    cnn.kind = ModelKind::Cnn;
+    cnn.channels = Some([4, 8]);
+    for strategy in [
+        "{name: joint, data: all}",
+        "{name: ewc, lambda: 10, samples: 40}",
+        "{name: online-ewc, lambda: 10, gamma: 0.8, samples: 40, fisher: empirical}",
+        "{name: si, c: 1, xi: 0.1}",
+        "{name: mas, lambda: 1, samples: 40}",
+        "{name: replay, budget: 100, per: total, batch_size: 32}",
+        "{name: agem, budget: 10}",
+        "{name: lwf, temperature: 2, weight: 1}",
+    ] {
+        let m = method(
+            "{name: sgd, lr: 0.05, momentum: 0.9, grapes: propagating}",
+            Some(strategy),
+        );
+        for (model, backward, steps) in [
+            (&mlp, BackwardPath::Auto, 30),
+            (&mlp, BackwardPath::Explicit, 15),
+            (&cnn, BackwardPath::Auto, 4),
+        ] {
+            let r = run(&s, model, &m, &settings(steps, 32, backward));
+            assert!(
+                r.accuracy.iter().flatten().all(|a| a.is_finite()),
+                "{strategy}"
+            );
+            if model.kind == ModelKind::Mlp {
+                // Every task is learned when it is trained (2-way task-IL heads; a strong
+                // penalty costs some plasticity on the last task; with SGD, λ·F·lr must stay
+                // well below 2 or the penalty itself oscillates).
+                for t in 0..5 {
+                    assert!(r.accuracy[t + 1][t] > 0.7, "{strategy}: {:?}", r.accuracy);
+                }
+            }
+            assert!(r.tasks.iter().all(|t| !t.grapes_factors.is_empty()));
+        }
+    }
+}
