@@ -150,7 +150,7 @@ fn each_regularizer_is_zero_right_after_its_own_task_and_pulls_back_after() {
     for (name, mut strategy) in [
         (
             "ewc",
-            Penalized::ewc(100.0, FisherKind::True, Some(64), None),
+            Penalized::ewc(100.0, FisherKind::Exact, Some(64), None),
         ),
         (
             "online-ewc",
@@ -257,7 +257,7 @@ fn ewc_fisher_of_a_tiny_network_matches_a_hand_computation() {
     let p: Vec<Vec<f32>> = own.iter().map(|&i| params[i].clone()).collect();
     let mut batch = clbench::streams::Batch::default();
     for kind in [
-        FisherKind::True,
+        FisherKind::Exact,
         FisherKind::Empirical,
         FisherKind::Predicted,
     ] {
@@ -266,7 +266,7 @@ fn ewc_fisher_of_a_tiny_network_matches_a_hand_computation() {
             s.train_batch(0, &[i], &mut batch);
             let (prob, g) = hand_gradients(&p, &batch.pixels, hidden, 2);
             let weights: Vec<(usize, f64)> = match kind {
-                FisherKind::True => vec![(0, prob[0]), (1, prob[1])],
+                FisherKind::Exact => vec![(0, prob[0]), (1, prob[1])],
                 FisherKind::Empirical => vec![(batch.targets[0] as usize, 1.0)],
                 FisherKind::Predicted => vec![(if prob[1] > prob[0] { 1 } else { 0 }, 1.0)],
             };

@@ -89,18 +89,45 @@ pub enum JointData {
     All,
 }
 
-/// Which diagonal Fisher information EWC estimates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// Which diagonal Fisher information EWC estimates. Written `exact` (also accepted: `true`,
+/// as in "the true Fisher"), `empirical` or `predicted`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FisherKind {
-    /// The exact expectation over the model's own predictive distribution:
-    /// `Σ_y p(y|x) (∂ log p(y|x)/∂θ)²`.
+    /// The true Fisher, computed exactly as the expectation over the model's own predictive
+    /// distribution: `Σ_y p(y|x) (∂ log p(y|x)/∂θ)²`.
     #[default]
-    True,
+    Exact,
     /// With the dataset's labels: `(∂ log p(y_true|x)/∂θ)²`.
     Empirical,
     /// With the model's most probable label (the estimate of van de Ven's earlier code).
     Predicted,
+}
+
+impl<'de> Deserialize<'de> for FisherKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        // YAML reads an unquoted `true` as a boolean.
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Name(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(true) => Ok(FisherKind::Exact),
+            Raw::Name(n) => match n.as_str() {
+                "exact" | "true" => Ok(FisherKind::Exact),
+                "empirical" => Ok(FisherKind::Empirical),
+                "predicted" => Ok(FisherKind::Predicted),
+                other => Err(serde::de::Error::custom(format!(
+                    "unknown Fisher `{other}`: expected `exact` (the true Fisher), `empirical` or `predicted`"
+                ))),
+            },
+            Raw::Bool(false) => Err(serde::de::Error::custom(
+                "expected `exact` (the true Fisher), `empirical` or `predicted`, got `false`",
+            )),
+        }
+    }
 }
 
 /// How a memory budget is counted.
@@ -130,7 +157,7 @@ pub enum StrategyConfig {
     Ewc {
         /// Penalty strength λ (≥ 0).
         lambda: f64,
-        /// `true` (default), `empirical` or `predicted`.
+        /// `exact` (default), `empirical` or `predicted`.
         #[serde(default)]
         fisher: FisherKind,
         /// Training examples of the task the Fisher is estimated on (default: all).
@@ -144,7 +171,7 @@ pub enum StrategyConfig {
         /// Decay γ of the earlier Fisher, in (0, 1] (default 1).
         #[serde(default = "one")]
         gamma: f64,
-        /// `true` (default), `empirical` or `predicted`.
+        /// `exact` (default), `empirical` or `predicted`.
         #[serde(default)]
         fisher: FisherKind,
         /// Training examples of the task the Fisher is estimated on (default: all).

@@ -174,10 +174,10 @@ pub fn estimate(
             Importance::Fisher(fisher) => {
                 let labels: Vec<(u32, f32)> = match fisher {
                     FisherKind::Empirical => vec![(batch.targets[0], 1.0)],
-                    FisherKind::True | FisherKind::Predicted => {
+                    FisherKind::Exact | FisherKind::Predicted => {
                         let z = ctx.engine.logits(None, &batch.pixels, t.head)?;
                         let p = softmax_rows(&z, k, &range, 1.0);
-                        if fisher == FisherKind::True {
+                        if fisher == FisherKind::Exact {
                             range
                                 .clone()
                                 .filter(|&c| p[c] > 0.0)
