@@ -523,3 +523,52 @@ fn every_strategy_trains_with_grapes_on_both_engines_and_on_a_cnn() {
         }
     }
 }
+
+#[test]
+fn strategy_blocks_are_validated_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let tasks = Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/split-mnist-task-il.yaml");
+    let config = |strategy: &str| {
+        let path = dir.path().join("x.yaml");
+        std::fs::write(
+            &path,
+            format!(
+                "stream: {}\nmodel: {{kind: mlp, hidden: [10]}}\nmethods:\n  - name: m\n    optimizer: {{name: sgd, lr: 0.1}}\n    strategy: {strategy}\ntraining: {{batch_size: 8, iterations: 1}}\nseeds: [0]\n",
+                tasks.display()
+            ),
+        )
+        .unwrap();
+        clbench::experiment::Experiment::load(&path)
+            .map(|e| e.variants[0].methods[0].strategy.clone())
+    };
+    let ok = config("{name: ewc, lambda: 100, fisher: true}").unwrap();
+    assert_eq!(ok.config().name(), "ewc");
+    for (strategy, expected) in [
+        (
+            "{name: ewc, lambda: -1}",
+            "key `methods[0].strategy.lambda`: expected a finite number ≥ 0, got -1",
+        ),
+        (
+            "{name: online-ewc, lambda: 1, gamma: 1.5}",
+            "key `methods[0].strategy.gamma`",
+        ),
+        (
+            "{name: replay, budget: 0}",
+            "key `methods[0].strategy.budget`",
+        ),
+        (
+            "{name: lwf, temperature: 0}",
+            "key `methods[0].strategy.temperature`",
+        ),
+        ("{name: ewc, lamda: 1}", "unknown field `lamda`"),
+        (
+            "{name: ewc, lambda: 1, fisher: sampled}",
+            "unknown Fisher `sampled`",
+        ),
+        ("{name: gem}", "unknown variant `gem`"),
+    ] {
+        let e = config(strategy).unwrap_err().to_string();
+        assert!(e.contains(expected), "{strategy}: {e}");
+        assert!(e.contains("x.yaml"), "{strategy}: the file is named: {e}");
+    }
+}

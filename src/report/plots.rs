@@ -153,6 +153,22 @@ fn tick(v: &f64) -> String {
     }
 }
 
+/// Most panels per row of the one-panel-per-method figures.
+const GRID_COLUMNS: usize = 6;
+
+/// (rows, columns) of the panel grid for `n` methods.
+fn grid(n: usize) -> (usize, usize) {
+    let cols = n.clamp(1, GRID_COLUMNS);
+    (n.max(1).div_ceil(cols), cols)
+}
+
+/// Pixel size of a figure of `n` panels of `w × h` in a [`grid`], plus `extra_w` (a legend) and
+/// `extra_h` (the title).
+fn grid_size(n: usize, (w, h): (u32, u32), extra_w: u32, extra_h: u32) -> (u32, u32) {
+    let (rows, cols) = grid(n);
+    (w * cols as u32 + extra_w, h * rows as u32 + extra_h)
+}
+
 /// Writes one figure as `<base>.png` and `<base>.svg` (each atomically) with the same drawing code.
 fn render(
     base: &Path,
@@ -207,7 +223,7 @@ where
     let title = format!("Test accuracy (%) after each task — {stream}");
     let root = root.titled(&title, ("sans-serif", 24).into_font())?;
     let (body, legend) = root.split_horizontally(root.dim_in_pixel().0 - 90);
-    let panels = body.split_evenly((1, data.len().max(1)));
+    let panels = body.split_evenly(grid(data.len()));
     for (panel, m) in panels.iter().zip(data) {
         let t = m.mean.first().map_or(0, Vec::len);
         let mut chart = ChartBuilder::on(panel)
@@ -296,7 +312,7 @@ where
         "Accuracy on each task as later tasks are learned — {stream} (mean ± sd over seeds)"
     );
     let root = root.titled(&title, ("sans-serif", 22).into_font())?;
-    let panels = root.split_evenly((1, data.len().max(1)));
+    let panels = root.split_evenly(grid(data.len()));
     for (panel, m) in panels.iter().zip(data) {
         let t = m.mean.first().map_or(0, Vec::len);
         let mut chart = ChartBuilder::on(panel)
@@ -450,6 +466,9 @@ const BAR_METRICS: &[(&str, &str)] = &[
     ("learning_accuracy", "Learning accuracy (%)"),
 ];
 
+/// Up to this many methods, the metric panels stand side by side.
+const BAR_SIDE_BY_SIDE: usize = 6;
+
 fn bars<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     stream: &str,
@@ -476,7 +495,13 @@ where
         "Metrics per method — {stream} (bars: mean, error bars: ± {spread_name} over seeds)"
     );
     let root = root.titled(&title, ("sans-serif", 22).into_font())?;
-    let panels = root.split_evenly((1, BAR_METRICS.len()));
+    // Few methods: the metrics side by side; many: one metric per row, names written upwards.
+    let stacked = names.len() > BAR_SIDE_BY_SIDE;
+    let panels = if stacked {
+        root.split_evenly((BAR_METRICS.len(), 1))
+    } else {
+        root.split_evenly((1, BAR_METRICS.len()))
+    };
     for (panel, (metric, label)) in panels.iter().zip(BAR_METRICS) {
         let means = summary.column(&format!("{metric}_mean"))?.f64()?.clone();
         let errs = summary
@@ -498,7 +523,7 @@ where
         let n = names.len();
         let mut chart = ChartBuilder::on(panel)
             .margin(12)
-            .x_label_area_size(70)
+            .x_label_area_size(if stacked { 140 } else { 70 })
             .y_label_area_size(55)
             .build_cartesian_2d(
                 -0.5f64..n as f64 - 0.5,
@@ -512,7 +537,14 @@ where
             .x_label_formatter(&move |x| {
                 let i = x.round();
                 if (x - i).abs() < 0.01 && i >= 0.0 {
-                    names_ref.get(i as usize).cloned().unwrap_or_default()
+                    let name = names_ref.get(i as usize).cloned().unwrap_or_default();
+                    if stacked {
+                        // Labels are centred on their tick: a blank first half keeps the
+                        // upright name below the axis.
+                        format!("{}{name}", " ".repeat(name.chars().count() + 4))
+                    } else {
+                        name
+                    }
                 } else {
                     String::new()
                 }
@@ -520,6 +552,13 @@ where
             .y_desc(*label)
             .y_label_formatter(&tick)
             .label_style(("sans-serif", 14))
+            .x_label_style(if stacked {
+                ("sans-serif", 14)
+                    .into_font()
+                    .transform(FontTransform::Rotate90)
+            } else {
+                ("sans-serif", 14).into_font()
+            })
             .axis_desc_style(("sans-serif", 16))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
@@ -569,19 +608,19 @@ pub fn write_figures(
     if data.is_empty() {
         return Ok(Vec::new());
     }
-    let panels = data.len() as u32;
+    let panels = data.len();
     let mut written = Vec::new();
     let (a, b) = both!(|root| heatmap(root, stream, &data));
     written.extend(render(
         &dir.join(format!("{stream}-accuracy-matrix")),
-        (430 * panels + 90, 520),
+        grid_size(panels, (430, 480), 90, 40),
         a,
         b,
     )?);
     let (a, b) = both!(|root| task_curves(root, stream, &data));
     written.extend(render(
         &dir.join(format!("{stream}-task-accuracy")),
-        (520 * panels, 480),
+        grid_size(panels, (520, 450), 0, 30),
         a,
         b,
     )?);
@@ -593,9 +632,17 @@ pub fn write_figures(
         b,
     )?);
     let (a, b) = both!(|root| bars(root, stream, summary, spread));
+    let methods = data.len() as u32;
     written.extend(render(
         &dir.join(format!("{stream}-metrics")),
-        (1500, 440),
+        if data.len() > BAR_SIDE_BY_SIDE {
+            (
+                (90 + 60 * methods).max(900),
+                420 * BAR_METRICS.len() as u32 + 40,
+            )
+        } else {
+            (1500, 440)
+        },
         a,
         b,
     )?);
@@ -672,7 +719,7 @@ where
     let title =
         format!("Accuracy on each seen task during training — {stream} (mean ± sd over seeds)");
     let root = root.titled(&title, ("sans-serif", 22).into_font())?;
-    let panels = root.split_evenly((1, data.len().max(1)));
+    let panels = root.split_evenly(grid(data.len()));
     for (panel, (method, n, per_task)) in panels.iter().zip(data) {
         let t = per_task.len();
         let mut chart = ChartBuilder::on(panel)
@@ -730,7 +777,7 @@ pub fn write_learning_curves(
     let (a, b) = both!(|root| learning_curves(root, stream, &data));
     render(
         &dir.join(format!("{stream}-learning-curves")),
-        (560 * data.len() as u32, 480),
+        grid_size(data.len(), (560, 450), 0, 30),
         a,
         b,
     )
