@@ -186,6 +186,7 @@ fn note(opts: &TableOptions, tables: &[Table], latex: bool) -> String {
         .flat_map(|t| t.rows.iter().map(|r| r.1))
         .collect();
     let seeds = match (n.iter().min(), n.iter().max()) {
+        (Some(1), Some(1)) => "1 seed".into(),
         (Some(a), Some(b)) if a == b => format!("{a} seeds"),
         (Some(a), Some(b)) => format!("{a}–{b} seeds"),
         _ => "seeds".into(),
