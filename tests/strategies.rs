@@ -223,12 +223,12 @@ fn hand_gradients(p: &[Vec<f32>], x: &[f32], hidden: usize, k: usize) -> (Vec<f6
                 })
                 .collect();
             let mut g = Vec::new();
-            for j in 0..hidden {
-                g.extend((0..IMAGE_PIXELS).map(|i| d1[j] * x[i] as f64));
+            for &dj in &d1 {
+                g.extend(x.iter().map(|&xi| dj * xi as f64));
             }
             g.extend(d1.iter().copied());
-            for c in 0..k {
-                g.extend((0..hidden).map(|j| d2[c] * h[j]));
+            for &dc in &d2 {
+                g.extend(h.iter().map(|&hj| dc * hj));
             }
             g.extend(d2.iter().copied());
             g

@@ -137,7 +137,7 @@ fn a_diverging_run_stops_cleanly_and_keeps_what_it_recorded() {
     match r.status {
         RunStatus::Diverged { task, step, .. } => {
             assert_eq!(task, 1);
-            assert!(step >= 1 && step <= 200);
+            assert!((1..=200).contains(&step));
             assert_eq!(r.accuracy.len(), 1, "only row 0 was completed");
             assert_eq!(r.tasks.len(), 1);
             assert_eq!(r.tasks[0].steps, step - 1);

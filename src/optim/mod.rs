@@ -330,8 +330,11 @@ impl Rule {
     fn apply(self, p: &mut [f32], g: &[f32], first: &mut [f32], second: &mut [f32]) {
         match self {
             Rule::Sgd {
-                lr, wd, momentum, ..
-            } if momentum == 0.0 => {
+                lr,
+                wd,
+                momentum: 0.0,
+                ..
+            } => {
                 for (p, &g) in p.iter_mut().zip(g) {
                     *p -= lr * (g + wd * *p);
                 }

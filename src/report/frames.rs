@@ -161,9 +161,18 @@ pub const SUMMARY_METRICS: &[(&str, &str, f64, usize)] = &[
     ("samples_per_s", "samples/s", 1.0, 0),
 ];
 
-/// (stream, method) groups of a metrics frame, sorted, with the row indices of their completed
-/// runs.
-fn groups(metrics: &DataFrame) -> PolarsResult<Vec<((String, String), Vec<usize>, usize)>> {
+/// The runs of one (stream, method) in a metrics frame.
+struct Group {
+    stream: String,
+    method: String,
+    /// Row indices of its completed runs.
+    completed: Vec<usize>,
+    /// How many of its runs diverged.
+    diverged: usize,
+}
+
+/// (stream, method) groups of a metrics frame, sorted.
+fn groups(metrics: &DataFrame) -> PolarsResult<Vec<Group>> {
     let stream = metrics.column("stream")?.str()?.clone();
     let method = metrics.column("method")?.str()?.clone();
     let status = metrics.column("status")?.str()?.clone();
@@ -179,19 +188,21 @@ fn groups(metrics: &DataFrame) -> PolarsResult<Vec<((String, String), Vec<usize>
     keys.dedup();
     Ok(keys
         .into_iter()
-        .map(|k| {
+        .map(|(s, m)| {
             let rows: Vec<usize> = (0..metrics.height())
-                .filter(|&i| {
-                    stream.get(i) == Some(k.0.as_str()) && method.get(i) == Some(k.1.as_str())
-                })
+                .filter(|&i| stream.get(i) == Some(s.as_str()) && method.get(i) == Some(m.as_str()))
                 .collect();
             let completed: Vec<usize> = rows
                 .iter()
                 .copied()
                 .filter(|&i| status.get(i) == Some("completed"))
                 .collect();
-            let diverged = rows.len() - completed.len();
-            (k, completed, diverged)
+            Group {
+                stream: s,
+                method: m,
+                diverged: rows.len() - completed.len(),
+                completed,
+            }
         })
         .collect())
 }
@@ -205,26 +216,30 @@ pub fn summary_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
     let mut cols = vec![
         Column::new(
             "stream".into(),
-            groups.iter().map(|g| g.0 .0.clone()).collect::<Vec<_>>(),
+            groups.iter().map(|g| g.stream.clone()).collect::<Vec<_>>(),
         ),
         Column::new(
             "method".into(),
-            groups.iter().map(|g| g.0 .1.clone()).collect::<Vec<_>>(),
+            groups.iter().map(|g| g.method.clone()).collect::<Vec<_>>(),
         ),
         Column::new(
             "n".into(),
-            groups.iter().map(|g| g.1.len() as u32).collect::<Vec<_>>(),
+            groups
+                .iter()
+                .map(|g| g.completed.len() as u32)
+                .collect::<Vec<_>>(),
         ),
         Column::new(
             "diverged".into(),
-            groups.iter().map(|g| g.2 as u32).collect::<Vec<_>>(),
+            groups.iter().map(|g| g.diverged as u32).collect::<Vec<_>>(),
         ),
     ];
     for metric in summary_columns() {
         let values = metrics.column(metric)?.f64()?.clone();
         let mut out: [Vec<Option<f64>>; 5] = Default::default();
-        for (_, rows, _) in &groups {
-            let xs: Vec<f64> = rows
+        for group in &groups {
+            let xs: Vec<f64> = group
+                .completed
                 .iter()
                 .filter_map(|&i| values.get(i))
                 .filter(|v| v.is_finite())
@@ -266,31 +281,18 @@ pub const COMPARED_METRICS: &[&str] = &[
 pub fn comparison_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
     let seed = metrics.column("seed")?.u64()?.clone();
     let groups = groups(metrics)?;
-    let mut rows: Vec<(
-        String,
-        String,
-        String,
-        &str,
-        u32,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        Option<f64>,
-        u32,
-        u32,
-        u32,
-    )> = Vec::new();
-    for (i, ((stream_a, method_a), rows_a, _)) in groups.iter().enumerate() {
-        for ((stream_b, method_b), rows_b, _) in &groups[i + 1..] {
-            if stream_a != stream_b {
+    let mut out = ComparisonColumns::default();
+    for (i, a) in groups.iter().enumerate() {
+        for b in &groups[i + 1..] {
+            if a.stream != b.stream {
                 continue;
             }
             // Pair runs by seed.
-            let pairs: Vec<(usize, usize)> = rows_a
+            let pairs: Vec<(usize, usize)> = a
+                .completed
                 .iter()
                 .filter_map(|&ra| {
-                    rows_b
+                    b.completed
                         .iter()
                         .find(|&&rb| seed.get(rb) == seed.get(ra))
                         .map(|&rb| (ra, rb))
@@ -298,67 +300,71 @@ pub fn comparison_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
                 .collect();
             for metric in COMPARED_METRICS {
                 let values = metrics.column(metric)?.f64()?.clone();
-                let (a, b): (Vec<f64>, Vec<f64>) = pairs
+                let (xa, xb): (Vec<f64>, Vec<f64>) = pairs
                     .iter()
                     .filter_map(|&(ra, rb)| values.get(ra).zip(values.get(rb)))
                     .filter(|(x, y)| x.is_finite() && y.is_finite())
                     .unzip();
-                let t = stats::paired_t_test(&a, &b);
-                let w = stats::wilcoxon_signed_rank(&a, &b);
+                let t = stats::paired_t_test(&xa, &xb);
+                let w = stats::wilcoxon_signed_rank(&xa, &xb);
                 let sign = if higher_is_better(metric) { 1.0 } else { -1.0 };
-                let wins = a
+                let wins = xa
                     .iter()
-                    .zip(&b)
+                    .zip(&xb)
                     .filter(|(x, y)| sign * (*x - *y) > 0.0)
                     .count() as u32;
-                let ties = a.iter().zip(&b).filter(|(x, y)| x == y).count() as u32;
-                let losses = a.len() as u32 - wins - ties;
-                let mean_diff =
-                    stats::mean(&a.iter().zip(&b).map(|(x, y)| x - y).collect::<Vec<_>>());
-                rows.push((
-                    stream_a.clone(),
-                    method_a.clone(),
-                    method_b.clone(),
-                    metric,
-                    a.len() as u32,
-                    mean_diff,
-                    t.map(|t| t.t).filter(|t| t.is_finite()),
-                    t.map(|t| t.p),
-                    w.map(|w| w.0),
-                    w.map(|w| w.1),
-                    wins,
-                    ties,
-                    losses,
+                let ties = xa.iter().zip(&xb).filter(|(x, y)| x == y).count() as u32;
+                out.stream.push(a.stream.clone());
+                out.method_a.push(a.method.clone());
+                out.method_b.push(b.method.clone());
+                out.metric.push(metric.to_string());
+                out.n.push(xa.len() as u32);
+                out.mean_diff.push(stats::mean(
+                    &xa.iter().zip(&xb).map(|(x, y)| x - y).collect::<Vec<_>>(),
                 ));
+                out.t.push(t.map(|t| t.t).filter(|t| t.is_finite()));
+                out.p_t.push(t.map(|t| t.p));
+                out.w_plus.push(w.map(|w| w.0));
+                out.p_wilcoxon.push(w.map(|w| w.1));
+                out.wins.push(wins);
+                out.ties.push(ties);
+                out.losses.push(xa.len() as u32 - wins - ties);
             }
         }
     }
-    macro_rules! col {
-        ($name:expr, $i:tt) => {
-            Column::new(
-                $name.into(),
-                rows.iter().map(|r| r.$i.clone()).collect::<Vec<_>>(),
-            )
-        };
-    }
     DataFrame::new_infer_height(vec![
-        col!("stream", 0),
-        col!("method_a", 1),
-        col!("method_b", 2),
-        Column::new(
-            "metric".into(),
-            rows.iter().map(|r| r.3.to_string()).collect::<Vec<_>>(),
-        ),
-        col!("n", 4),
-        col!("mean_diff", 5),
-        col!("t", 6),
-        col!("p_t", 7),
-        col!("w_plus", 8),
-        col!("p_wilcoxon", 9),
-        col!("wins", 10),
-        col!("ties", 11),
-        col!("losses", 12),
+        Column::new("stream".into(), out.stream),
+        Column::new("method_a".into(), out.method_a),
+        Column::new("method_b".into(), out.method_b),
+        Column::new("metric".into(), out.metric),
+        Column::new("n".into(), out.n),
+        Column::new("mean_diff".into(), out.mean_diff),
+        Column::new("t".into(), out.t),
+        Column::new("p_t".into(), out.p_t),
+        Column::new("w_plus".into(), out.w_plus),
+        Column::new("p_wilcoxon".into(), out.p_wilcoxon),
+        Column::new("wins".into(), out.wins),
+        Column::new("ties".into(), out.ties),
+        Column::new("losses".into(), out.losses),
     ])
+}
+
+/// The columns of [`comparison_frame`], filled row by row.
+#[derive(Default)]
+struct ComparisonColumns {
+    stream: Vec<String>,
+    method_a: Vec<String>,
+    method_b: Vec<String>,
+    metric: Vec<String>,
+    n: Vec<u32>,
+    mean_diff: Vec<Option<f64>>,
+    t: Vec<Option<f64>>,
+    p_t: Vec<Option<f64>>,
+    w_plus: Vec<Option<f64>>,
+    p_wilcoxon: Vec<Option<f64>>,
+    wins: Vec<u32>,
+    ties: Vec<u32>,
+    losses: Vec<u32>,
 }
 
 /// The A_k curve of every completed run (long): `run_id, stream, method, seed, k, a_k`.

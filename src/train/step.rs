@@ -12,6 +12,11 @@ use crate::models::{cross_entropy, logit_mask, mlp, one_hot, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
 use crate::streams::{Batch, Task, TaskStream};
 
+/// What a backward pass returns: the loss, one gradient per parameter (`None` for parameters
+/// the loss does not reach, such as other tasks' heads), and the GRAPES factors of the hidden
+/// layers when GRAPES is on.
+pub type Gradients = (Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>);
+
 /// Which backward pass computes the gradients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -70,7 +75,7 @@ pub fn gradients(
     grapes_mode: GrapesMode,
     path: BackwardPath,
     device: &Device,
-) -> Result<(Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>)> {
+) -> Result<Gradients> {
     let StepInput {
         stream,
         task,
@@ -105,7 +110,7 @@ pub fn batch_gradients(
     head: usize,
     grapes_mode: GrapesMode,
     path: BackwardPath,
-) -> Result<(Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>)> {
+) -> Result<Gradients> {
     with_grapes(net, grapes_mode, |propagating| match path.resolve(net) {
         BackwardPath::Explicit => {
             if !net.is_mlp() {
@@ -135,7 +140,7 @@ pub fn objective_gradients(
     grapes_mode: GrapesMode,
     path: BackwardPath,
     device: &Device,
-) -> Result<(Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>)> {
+) -> Result<Gradients> {
     if let Targets::Hard(t) = targets {
         let outputs = net.params[net.heads[head].weight].dim(0)?;
         let onehot = one_hot(t, outputs, device)?;
@@ -155,7 +160,7 @@ fn with_grapes(
     net: &Network,
     grapes_mode: GrapesMode,
     backward: impl FnOnce(Option<&[Tensor]>) -> Result<(Tensor, Vec<Option<Tensor>>)>,
-) -> Result<(Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>)> {
+) -> Result<Gradients> {
     let factors = if grapes_mode.is_on() {
         Some(net.grapes_factors()?)
     } else {
