@@ -70,6 +70,8 @@ pub enum InitKind {
     /// See [`Init::KaimingUniform`].
     #[default]
     KaimingUniform,
+    /// See [`Init::TorchDefault`].
+    TorchDefault,
     /// See [`Init::XavierUniform`].
     XavierUniform,
     /// See [`Init::Normal`]; its standard deviation is `init_std`.
@@ -92,7 +94,7 @@ pub struct ModelConfig {
     /// Whether layers have biases (default true).
     #[serde(default = "yes")]
     pub bias: bool,
-    /// `kaiming-uniform` (default), `xavier-uniform` or `normal`.
+    /// `kaiming-uniform` (default), `torch-default`, `xavier-uniform` or `normal`.
     #[serde(default)]
     pub init: InitKind,
     /// Standard deviation for `init: normal` (default 0.01).
@@ -150,6 +152,7 @@ impl ModelConfig {
     pub fn init(&self) -> Init {
         match self.init {
             InitKind::KaimingUniform => Init::KaimingUniform,
+            InitKind::TorchDefault => Init::TorchDefault,
             InitKind::XavierUniform => Init::XavierUniform,
             InitKind::Normal => Init::Normal {
                 std: self.init_std.unwrap_or(0.01),
