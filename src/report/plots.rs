@@ -491,9 +491,21 @@ where
         Spread::Sd => "sd",
         Spread::Sem => "sem",
     };
-    let title = format!(
-        "Metrics per method — {stream} (bars: mean, error bars: ± {spread_name} over seeds)"
-    );
+    // Error bars only where a spread exists (two or more completed seeds).
+    let first_spread = summary
+        .column(&format!("{}_{spread_name}", BAR_METRICS[0].0))?
+        .f64()?
+        .clone();
+    let any_spread = rows
+        .iter()
+        .any(|&i| first_spread.get(i).is_some_and(f64::is_finite));
+    let title = if any_spread {
+        format!(
+            "Metrics per method — {stream} (bars: mean, error bars: ± {spread_name} over seeds)"
+        )
+    } else {
+        format!("Metrics per method — {stream} (one seed per method: no error bars)")
+    };
     let root = root.titled(&title, ("sans-serif", 22).into_font())?;
     // Few methods: the metrics side by side; many: one metric per row, names written upwards.
     let stacked = names.len() > BAR_SIDE_BY_SIDE;
@@ -508,17 +520,23 @@ where
             .column(&format!("{metric}_{spread_name}"))?
             .f64()?
             .clone();
-        let vals: Vec<(f64, f64)> = rows
+        let vals: Vec<(f64, Option<f64>)> = rows
             .iter()
             .map(|&i| {
                 (
                     100.0 * means.get(i).unwrap_or(0.0),
-                    100.0 * errs.get(i).unwrap_or(0.0),
+                    errs.get(i).filter(|e| e.is_finite()).map(|e| 100.0 * e),
                 )
             })
             .collect();
-        let hi = vals.iter().map(|(m, e)| m + e).fold(0.0f64, f64::max);
-        let lo = vals.iter().map(|(m, e)| m - e).fold(0.0f64, f64::min);
+        let hi = vals
+            .iter()
+            .map(|(m, e)| m + e.unwrap_or(0.0))
+            .fold(0.0f64, f64::max);
+        let lo = vals
+            .iter()
+            .map(|(m, e)| m - e.unwrap_or(0.0))
+            .fold(0.0f64, f64::min);
         let pad = ((hi - lo) * 0.1).max(0.5);
         let n = names.len();
         let mut chart = ChartBuilder::on(panel)
@@ -541,7 +559,7 @@ where
                     if stacked {
                         // Labels are centred on their tick: a blank first half keeps the
                         // upright name below the axis.
-                        format!("{}{name}", " ".repeat(name.chars().count() + 4))
+                        format!("{}{name}", " ".repeat(name.chars().count() + 7))
                     } else {
                         name
                     }
@@ -569,14 +587,16 @@ where
                 [(x - 0.35, 0.0), (x + 0.35, *m)],
                 c.mix(0.85).filled(),
             )))?;
-            chart.draw_series(std::iter::once(ErrorBar::new_vertical(
-                x,
-                m - e,
-                *m,
-                m + e,
-                BLACK.stroke_width(2),
-                12,
-            )))?;
+            if let Some(e) = e {
+                chart.draw_series(std::iter::once(ErrorBar::new_vertical(
+                    x,
+                    m - e,
+                    *m,
+                    m + e,
+                    BLACK.stroke_width(2),
+                    12,
+                )))?;
+            }
         }
         if lo < 0.0 {
             chart.draw_series(LineSeries::new(
