@@ -476,6 +476,56 @@ fn strategies_fight_class_incremental_forgetting_and_joint_is_the_upper_bound() 
     );
 }
 
+fn inline_stream(text: &str) -> TaskStream {
+    let spec = StreamSpec::from_yaml(text, Path::new("inline.yaml")).unwrap();
+    let file = clbench::streams::StreamFile {
+        path: "inline.yaml".into(),
+        spec,
+    };
+    TaskStream::build(&file, 0).unwrap()
+}
+
+#[test]
+fn class_incremental_seen_so_far_trains_each_task_over_the_classes_met_so_far() {
+    let stream_of = |rest: &str| {
+        inline_stream(&format!(
+            "dataset: mnist\nkind: split\ngroups: [[0, 1], [2, 3]]\n{rest}"
+        ))
+    };
+    let seen = stream_of("scenario: class-incremental\nclass_output: seen-so-far\n");
+    let all = stream_of("scenario: class-incremental\n");
+    let masked = stream_of("scenario: task-incremental\ntask_output: masked\n");
+    let model = ModelConfig::mlp(&[32]);
+    let st = settings(30, 32, BackwardPath::Auto);
+    let m = method("{name: adam, lr: 0.001}", None);
+    let (rs, ra, rm) = (
+        run(&seen, &model, &m, &st),
+        run(&all, &model, &m, &st),
+        run(&masked, &model, &m, &st),
+    );
+    // Task 1 learned with the softmax over its own two classes is, step for step, task 1 of
+    // the masked task-incremental stream (same network, data and targets): same accuracy and
+    // loss after it.
+    assert_eq!(rs.accuracy[1][0], rm.accuracy[1][0]);
+    assert_eq!(rs.loss[1][0], rm.loss[1][0]);
+    // Over all four outputs it is another objective.
+    assert_ne!(rs.loss[1][0], ra.loss[1][0]);
+    // Task 2, not yet learned, is scored over the classes up to its own, i.e. all four here.
+    assert_eq!(rs.loss[0][1], ra.loss[0][1]);
+    // LwF distils over the classes seen before the task, whatever the softmax of the stage.
+    for s in [&seen, &all] {
+        assert_eq!(
+            clbench::strategy::lwf::earlier_outputs(&s.at_stage(1), 1),
+            vec![(0, 0..2)]
+        );
+    }
+    // The view keeps the per-task mask of task-incremental streams.
+    assert_eq!(
+        clbench::strategy::lwf::earlier_outputs(&masked.at_stage(1), 1),
+        vec![(0, 0..2)]
+    );
+}
+
 #[test]
 fn every_strategy_trains_with_grapes_on_both_engines_and_on_a_cnn() {
     let mut s = stream("split-mnist-task-il.yaml");

@@ -155,6 +155,57 @@ fn masked_task_incremental_uses_one_layer_with_per_task_ranges() {
     assert_eq!(s.tasks[1].target_of[9], Some(3));
 }
 
+fn inline(text: &str) -> TaskStream {
+    let spec = StreamSpec::from_yaml(text, Path::new("inline.yaml")).unwrap();
+    TaskStream::build(
+        &clbench::streams::StreamFile {
+            path: "inline.yaml".into(),
+            spec,
+        },
+        0,
+    )
+    .unwrap()
+}
+
+#[test]
+fn class_incremental_seen_so_far_scores_every_task_over_the_classes_met_by_then() {
+    let s = inline("dataset: mnist\nkind: split\nscenario: class-incremental\nclass_output: seen-so-far\ngroups: [[0, 1], [2, 3, 4], [5, 6], [7, 8, 9]]\n");
+    assert_eq!(s.outputs, OutputLayout::Shared { outputs: 10 });
+    // The stream itself has no restriction; each stage's view has one.
+    assert!(s.tasks.iter().all(|t| t.output_range.is_none()));
+    let ranges = |stage: usize| -> Vec<_> {
+        s.at_stage(stage)
+            .tasks
+            .iter()
+            .map(|t| t.output_range.clone().unwrap())
+            .collect()
+    };
+    // Before and while learning task 1: task 1 over its 2 classes, later tasks over the classes
+    // up to their own.
+    assert_eq!(ranges(0), vec![0..2, 0..5, 0..7, 0..10]);
+    // While learning task 3: tasks 1-3 over the 7 classes seen; task 4 over all 10.
+    assert_eq!(ranges(2), vec![0..7, 0..7, 0..7, 0..10]);
+    assert_eq!(ranges(3), vec![0..10; 4]);
+    // Past the last task the view stays at all classes.
+    assert_eq!(ranges(9), vec![0..10; 4]);
+    assert!(s.describe()[0].contains("softmax over the classes seen so far"));
+
+    // The default (`all`) and other scenarios are left as they are at every stage.
+    for text in [
+        "dataset: mnist\nkind: split\nscenario: class-incremental\n",
+        "dataset: mnist\nkind: split\nscenario: class-incremental\nclass_output: all\n",
+        "dataset: mnist\nkind: split\nscenario: domain-incremental\n",
+    ] {
+        let s = inline(text);
+        let view = s.at_stage(2);
+        assert!(matches!(view, std::borrow::Cow::Borrowed(_)), "{text}");
+        assert!(view.tasks.iter().all(|t| t.output_range.is_none()));
+    }
+    let masked =
+        inline("dataset: mnist\nkind: split\nscenario: task-incremental\ntask_output: masked\n");
+    assert_eq!(masked.at_stage(3).tasks[1].output_range, Some(2..4));
+}
+
 #[test]
 fn class_order_shuffle_is_seeded() {
     let text = "dataset: mnist\nkind: split\nscenario: class-incremental\nshuffle_classes: true\n";
@@ -283,6 +334,14 @@ fn bad_streams_are_clear_errors_naming_file_and_key() {
         (
             "dataset: mnist\nkind: permuted\nscenario: sideways\ntasks: 2\n".into(),
             "scenario",
+        ),
+        (
+            "dataset: mnist\nkind: permuted\nscenario: domain-incremental\ntasks: 2\nclass_output: seen-so-far\n".into(),
+            "key `class_output`: only applies to the class-incremental scenario",
+        ),
+        (
+            format!("{base}kind: split\nclass_output: active\n"),
+            "class_output",
         ),
     ];
     for (text, expected) in cases {

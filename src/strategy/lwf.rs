@@ -8,6 +8,7 @@ use candle_core::Result;
 
 use super::{Context, LossWeight, StepData, Strategy};
 use crate::models::loss::{softmax_rows, Targets};
+use crate::streams::Scenario;
 use crate::train::engine::Part;
 
 /// The LwF strategy.
@@ -32,19 +33,21 @@ impl Lwf {
     }
 }
 
-/// The outputs tasks `0..task` were scored on: each masked task's own range, and on a shared
-/// head the span of the earlier tasks' targets (class-incremental: the classes seen so far;
-/// domain-incremental: the whole head). One entry per distinct (head, range).
+/// The outputs tasks `0..task` were scored on: each masked task-incremental task's own range,
+/// and on a shared head the span of the earlier tasks' targets (class-incremental: the classes
+/// seen before `task`, whether or not the stream restricts its softmax to the classes seen so
+/// far; domain-incremental: the whole head). One entry per distinct (head, range).
 pub fn earlier_outputs(
     stream: &crate::streams::TaskStream,
     task: usize,
 ) -> Vec<(usize, Range<usize>)> {
     let mut out: Vec<(usize, Range<usize>)> = Vec::new();
     let mut spans: Vec<(usize, u32, u32)> = Vec::new();
+    let task_masks = stream.spec.scenario == Scenario::TaskIncremental;
     for t in &stream.tasks[..task] {
         match &t.output_range {
-            Some(r) => out.push((t.head, r.clone())),
-            None => {
+            Some(r) if task_masks => out.push((t.head, r.clone())),
+            _ => {
                 let (lo, hi) = t.target_span();
                 match spans.iter_mut().find(|s| s.0 == t.head) {
                     Some(s) => {

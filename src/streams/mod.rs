@@ -8,6 +8,7 @@ pub mod mixed;
 pub mod spec;
 pub mod transform;
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ use crate::data::{self, DataError, Dataset, Split, IMAGE_PIXELS};
 use crate::rng::SeedRng;
 
 pub use mixed::{BatchGroup, Example, MixedBatch, MixedOrder};
-pub use spec::{Scenario, StreamFile, StreamKind, StreamSpec, TaskOutput};
+pub use spec::{ClassOutput, Scenario, StreamFile, StreamKind, StreamSpec, TaskOutput};
 pub use transform::Transform;
 
 /// What can be wrong with a stream.
@@ -94,7 +95,9 @@ pub struct Task {
     pub test: Vec<u32>,
     /// Which output head the task uses.
     pub head: usize,
-    /// For masked task-incremental outputs: the range of output units this task may predict.
+    /// The range of output units this task is scored on, when not the whole head: the task's own
+    /// classes (masked task-incremental), or in a stream seen at a stage
+    /// ([`TaskStream::at_stage`]) with `class_output: seen-so-far`, the classes seen so far.
     pub output_range: Option<std::ops::Range<usize>>,
 }
 
@@ -323,6 +326,30 @@ impl TaskStream {
         self.tasks.is_empty()
     }
 
+    /// The stream as the learner sees it at `stage` (0-based: the task being learned, or just
+    /// learned before an evaluation). Only a class-incremental stream with
+    /// `class_output: seen-so-far` differs: every task is scored over the classes of tasks
+    /// `0..=max(stage, task)`, i.e. the classes seen so far, and a task not yet learned over the
+    /// classes up to its own. Otherwise the stream itself.
+    pub fn at_stage(&self, stage: usize) -> Cow<'_, TaskStream> {
+        if self.spec.scenario != Scenario::ClassIncremental
+            || self.spec.class_output.unwrap_or_default() != ClassOutput::SeenSoFar
+        {
+            return Cow::Borrowed(self);
+        }
+        let mut ends = Vec::with_capacity(self.tasks.len());
+        let mut end = 0;
+        for t in &self.tasks {
+            end += t.classes.len();
+            ends.push(end);
+        }
+        let mut view = self.clone();
+        for (j, t) in view.tasks.iter_mut().enumerate() {
+            t.output_range = Some(0..ends[j.max(stage).min(ends.len() - 1)]);
+        }
+        Cow::Owned(view)
+    }
+
     /// Fills `batch` with the training examples `indices` (positions in the training split) of
     /// task `task`.
     pub fn train_batch(&self, task: usize, indices: &[u32], batch: &mut Batch) {
@@ -357,6 +384,9 @@ impl TaskStream {
                     OutputLayout::Shared { outputs } => match &t.output_range {
                         Some(r) => {
                             format!("outputs {}..{} of {outputs} (masked)", r.start, r.end - 1)
+                        }
+                        None if self.spec.class_output == Some(ClassOutput::SeenSoFar) => {
+                            format!("shared head of {outputs}, softmax over the classes seen so far")
                         }
                         None => format!("shared head of {outputs}"),
                     },

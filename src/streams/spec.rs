@@ -41,6 +41,19 @@ pub enum TaskOutput {
     Masked,
 }
 
+/// Which outputs a class-incremental model's softmax spans while it learns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClassOutput {
+    /// Every class of the stream from the first task on (one fixed softmax over all outputs).
+    #[default]
+    All,
+    /// Only the classes seen so far ("active classes" of van de Ven, Tuytelaars & Tolias 2022):
+    /// while task k trains, and when the model is evaluated after it, the softmax spans the
+    /// classes of tasks 1..k; a task not yet learned is scored over the classes up to its own.
+    SeenSoFar,
+}
+
 /// Angles of a rotated stream: an explicit list, or an evenly spaced range.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
@@ -79,6 +92,9 @@ pub struct StreamSpec {
     /// Task-incremental only: `multi-head` (default) or `masked`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub task_output: Option<TaskOutput>,
+    /// Class-incremental only: `all` (default) or `seen-so-far`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_output: Option<ClassOutput>,
     /// Pins the stream's randomness (permutations, class order) to this seed instead of the
     /// run's seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -214,6 +230,12 @@ impl StreamSpec {
                 "only applies to the task-incremental scenario".into(),
             ));
         }
+        if self.class_output.is_some() && self.scenario != Scenario::ClassIncremental {
+            return Err(invalid(
+                "class_output",
+                "only applies to the class-incremental scenario".into(),
+            ));
+        }
         match self.kind {
             Permuted => match self.tasks {
                 None => {
@@ -291,6 +313,7 @@ pub const STREAM_KEYS: &[&str] = &[
     "kind",
     "scenario",
     "task_output",
+    "class_output",
     "seed",
     "tasks",
     "first_identity",

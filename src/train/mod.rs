@@ -197,14 +197,22 @@ pub fn train_sequence(
         device,
     )?;
     let all_tasks: Vec<usize> = (0..stream.len()).collect();
+    // Before any training, every task is scored in the output space it will be learned in.
+    let untrained = stream.at_stage(0);
     let baseline = evaluate(
         &baseline_net,
-        stream,
+        &untrained,
         &all_tasks,
         settings.eval_batch_size,
         device,
     )?;
-    let initial = evaluate(&net, stream, &all_tasks, settings.eval_batch_size, device)?;
+    let initial = evaluate(
+        &net,
+        &untrained,
+        &all_tasks,
+        settings.eval_batch_size,
+        device,
+    )?;
     let mut record = RunRecord {
         status: RunStatus::Completed,
         accuracy: vec![initial.accuracy],
@@ -229,16 +237,6 @@ pub fn train_sequence(
     let mut strategy = method.strategy.build(settings.batch_size);
     let mut data = MixedBatch::default();
     let mut examples: Vec<Example> = Vec::new();
-    macro_rules! ctx {
-        () => {
-            Context {
-                stream,
-                engine: engine.as_mut(),
-                grapes: method.grapes,
-                seed,
-            }
-        };
-    }
     for t in 0..stream.len() {
         let _span = tracing::info_span!("task", task = t + 1).entered();
         if settings.reset_optimizer && t > 0 {
@@ -246,6 +244,20 @@ pub fn train_sequence(
         }
         let drop_last = matches!(settings.budget, Budget::Iterations(_));
         let sources = strategy.training_tasks(t, stream.len());
+        // The stream as seen while these tasks train and when the model is evaluated after
+        // them (class-incremental `seen-so-far`: the softmax spans the classes met so far).
+        let view = stream.at_stage(t.max(sources.end - 1));
+        let stream: &TaskStream = &view;
+        macro_rules! ctx {
+            () => {
+                Context {
+                    stream,
+                    engine: engine.as_mut(),
+                    grapes: method.grapes,
+                    seed,
+                }
+            };
+        }
         let mut order = if sources == (t..t + 1) {
             Order::Task(BatchOrder::new(
                 seed,
