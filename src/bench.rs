@@ -135,16 +135,20 @@ pub fn train_throughput(
             }
         }
     };
-    for i in 0..warmup {
-        step(i)?;
-    }
-    let started = Instant::now();
-    let mut steps = 0;
-    while started.elapsed() < duration || steps < 5 {
-        step(steps)?;
-        steps += 1;
-    }
-    let samples_per_s = (steps * batch) as f64 / started.elapsed().as_secs_f64();
+    // On the pool, as `clbench run` trains (see `on_pool`).
+    let (steps, elapsed) = crate::models::fused::on_pool(|| -> Result<(usize, f64)> {
+        for i in 0..warmup {
+            step(i)?;
+        }
+        let started = Instant::now();
+        let mut steps = 0;
+        while started.elapsed() < duration || steps < 5 {
+            step(steps)?;
+            steps += 1;
+        }
+        Ok((steps, started.elapsed().as_secs_f64()))
+    })?;
+    let samples_per_s = (steps * batch) as f64 / elapsed;
     let flop = mlp_training_flop(hidden);
     Ok(TrainMeasurement {
         model: model_name(hidden),
@@ -187,18 +191,26 @@ pub fn eval_throughput(
 }
 
 /// GFLOP/s of repeated `n × n` by `n × n` f32 matrix products through the kernel the fused
-/// training step uses (`gemm`, candle's CPU matmul), on preallocated buffers.
-pub fn matmul_peak(n: usize, duration: Duration) -> f64 {
+/// training step uses (`gemm`, candle's CPU matmul), on preallocated buffers: with the product
+/// split between threads as the training step does (`split`), or with gemm's own threading.
+pub fn matmul_peak(n: usize, duration: Duration, split: bool) -> f64 {
     let mut rng = SeedRng::derive(0, "bench-matmul", 0);
     let a: Vec<f32> = (0..n * n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
     let b: Vec<f32> = (0..n * n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
     let mut c = vec![0f32; n * n];
     let par = crate::models::fused::parallelism();
-    crate::models::fused::mm(n, n, n, &mut c, &a, false, &b, false, false, par);
+    let product = |c: &mut [f32]| {
+        if split {
+            crate::models::fused::mm(n, n, n, c, &a, false, &b, false, false, par);
+        } else {
+            crate::models::fused::mm_gemm_threads(n, n, n, c, &a, &b, par);
+        }
+    };
+    product(&mut c);
     let started = Instant::now();
     let mut k = 0;
     while started.elapsed() < duration || k < 2 {
-        crate::models::fused::mm(n, n, n, &mut c, &a, false, &b, false, false, par);
+        product(&mut c);
         k += 1;
     }
     2.0 * (n * n * n) as f64 * k as f64 / started.elapsed().as_secs_f64() / 1e9

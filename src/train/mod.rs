@@ -10,7 +10,7 @@ use std::time::Instant;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
-use crate::models::fused::FusedMlp;
+use crate::models::fused::{on_pool, FusedMlp};
 use crate::models::loss::Targets;
 use crate::models::{ModelConfig, Network};
 use crate::optim::grapes::{FactorStats, FactorStatsAccumulator};
@@ -158,7 +158,7 @@ pub struct RunRecord {
 }
 
 /// Receives progress while a run trains (progress bars, logs).
-pub trait Observer {
+pub trait Observer: Sync {
     /// Training task `task` (0-based) starts and will take `steps` steps.
     fn task_started(&self, _task: usize, _steps: usize) {}
     /// One step finished with this loss.
@@ -175,7 +175,25 @@ impl Observer for Silent {}
 
 /// Trains `method` on every task of `stream` in order, evaluating all tasks at initialization
 /// and after each task. Divergence ends the run early with what was recorded so far.
+/// With several CPU threads the run executes on rayon's pool ([`on_pool`]).
 pub fn train_sequence(
+    stream: &TaskStream,
+    model: &ModelConfig,
+    method: &Method,
+    settings: &TrainSettings,
+    seed: u64,
+    device: &Device,
+    observer: &dyn Observer,
+) -> candle_core::Result<RunRecord> {
+    if device.is_cpu() {
+        on_pool(|| train_sequence_here(stream, model, method, settings, seed, device, observer))
+    } else {
+        train_sequence_here(stream, model, method, settings, seed, device, observer)
+    }
+}
+
+/// [`train_sequence`] on the calling thread.
+fn train_sequence_here(
     stream: &TaskStream,
     model: &ModelConfig,
     method: &Method,
