@@ -78,6 +78,9 @@ def matmul_peak(n, seconds):
     return 2 * n**3 * k / (time.perf_counter() - start) / 1e9
 
 
+ROUNDS = 9
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=2)
@@ -89,11 +92,11 @@ def main():
     for hidden, batch in (([256, 256], 64), ([1000, 1000], 128)):
         # Rounds alternate between the two methods; the median round is reported (as clbench does).
         rounds = {False: [], True: []}
-        for _ in range(3):
+        for _ in range(ROUNDS):
             for grapes in (False, True):
-                rounds[grapes].append(train_throughput(hidden, batch, grapes, args.seconds / 3))
+                rounds[grapes].append(train_throughput(hidden, batch, grapes, args.seconds / ROUNDS))
         for grapes in (False, True):
-            sps = sorted(rounds[grapes])[1]
+            sps = sorted(rounds[grapes])[ROUNDS // 2]
             flop = flop_per_sample(hidden)
             print(json.dumps({
                 "kind": "train",
