@@ -456,10 +456,6 @@ pub(crate) fn mm(
     accumulate: bool,
     par: Parallelism,
 ) {
-    assert!(
-        c.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
-        "matrix sizes"
-    );
     let product = Product::new(m, n, k, c, a, a_t, b, b_t, accumulate);
     let threads = match par {
         Parallelism::None => 1,
@@ -469,7 +465,7 @@ pub(crate) fn mm(
     let len = m.max(n);
     let shares = threads.min(len / SPLIT_MIN_SHARE);
     if shares < 2 || m.saturating_mul(n).saturating_mul(k) < SPLIT_MIN_WORK {
-        // SAFETY: the assert above keeps the whole product inside the three slices.
+        // SAFETY: `Product::new` checked that the whole product lies inside the three slices.
         unsafe { product.run(0..len, split_rows, par) };
         return;
     }
@@ -484,7 +480,7 @@ pub(crate) fn mm(
     use rayon::prelude::*;
     (0..shares).into_par_iter().for_each(|i| {
         // SAFETY: the shares are disjoint ranges of rows (or columns) of `c`, inside the slices
-        // by the assert above; `a` and `b` are only read.
+        // (checked by `Product::new`); `a` and `b` are only read.
         unsafe { product.run(bound(i)..bound(i + 1), split_rows, Parallelism::None) };
     });
 }
@@ -500,12 +496,8 @@ pub(crate) fn mm_gemm_threads(
     b: &[f32],
     par: Parallelism,
 ) {
-    assert!(
-        c.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
-        "matrix sizes"
-    );
     let product = Product::new(m, n, k, c, a, false, b, false, false);
-    // SAFETY: the assert keeps the whole product inside the three slices.
+    // SAFETY: `Product::new` checked that the whole product lies inside the three slices.
     unsafe { product.run(0..m, true, par) };
 }
 
@@ -526,12 +518,13 @@ struct Product {
     accumulate: bool,
 }
 
-// SAFETY: a `Product` is only used inside `mm`, while the slices it points into are borrowed,
-// and its threads write disjoint parts of `c`.
+// SAFETY: a `Product` is only used inside `mm` and `mm_gemm_threads`, while the slices it
+// points into are borrowed, and its threads write disjoint parts of `c`.
 unsafe impl Send for Product {}
 unsafe impl Sync for Product {}
 
 impl Product {
+    /// The product of [`mm`]'s arguments; panics unless the slices hold the whole product.
     #[allow(clippy::too_many_arguments)]
     fn new(
         m: usize,
@@ -544,6 +537,10 @@ impl Product {
         b_t: bool,
         accumulate: bool,
     ) -> Product {
+        assert!(
+            c.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+            "matrix sizes"
+        );
         let (a_rs, a_cs) = if a_t {
             (1, m as isize)
         } else {
