@@ -64,7 +64,6 @@ pub fn modulation_factors(weight: &Tensor) -> Result<Tensor> {
 /// is computed by one thread in the same order, so the factors do not depend on the threads.
 pub fn modulation_factors_into(weight: &[f32], out: usize, dst: &mut [f32]) {
     let fan_in = weight.len() / out.max(1);
-    let rows = weight.chunks_exact(fan_in.max(1));
     // Below about 64 K weights a fork and join costs more than the sums.
     const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
     if weight.len() >= PARALLEL_MIN_WEIGHTS && candle_core::utils::get_num_threads() > 1 {
@@ -74,7 +73,7 @@ pub fn modulation_factors_into(weight: &[f32], out: usize, dst: &mut [f32]) {
             .with_min_len(16)
             .for_each(|(d, row)| *d = abs_sum(row));
     } else {
-        for (d, row) in dst.iter_mut().zip(rows) {
+        for (d, row) in dst.iter_mut().zip(weight.chunks_exact(fan_in.max(1))) {
             *d = abs_sum(row);
         }
     }
