@@ -1,8 +1,8 @@
 //! Throughput measurements for `clbench bench`: training and evaluation samples per second of
 //! the reference MLPs, the machine's matrix-product peak, and parallel scaling.
 //!
-//! Everything here measures the same code paths that `clbench run` uses (the training step of
-//! [`crate::train::step`] and the optimizers of [`crate::optim`]); only the data is random
+//! Everything here measures the same code paths that `clbench run` uses (the engine of
+//! [`crate::engine`] and the optimizers of [`crate::optim`]); only the data is random
 //! MNIST-shaped tensors made once, so that the numbers compare with the PyTorch reference in
 //! `bench/torch_reference.py`.
 
@@ -12,13 +12,12 @@ use candle_core::{Device, Result, Tensor};
 use serde::Serialize;
 
 use crate::data::IMAGE_PIXELS;
-use crate::models::fused::FusedMlp;
-use crate::models::{one_hot, ModelConfig, Network};
-use crate::optim::{GrapesMode, OptimizerConfig};
+use crate::engine::{engine_for, kernels, BackwardPath, Part};
+use crate::models::loss::Targets;
+use crate::models::{ModelSpec, Network};
+use crate::optim::{GrapesMode, OptimizerSettings};
 use crate::rng::SeedRng;
 use crate::streams::OutputLayout;
-use crate::train::step::batch_gradients;
-use crate::train::BackwardPath;
 
 /// One training-throughput measurement.
 #[derive(Debug, Clone, Serialize)]
@@ -60,24 +59,23 @@ pub fn mlp_training_flop(hidden: &[usize]) -> f64 {
     forward + weight_grads + input_grads
 }
 
-fn random_batches(batch: usize, count: usize, device: &Device) -> Result<Vec<(Tensor, Tensor)>> {
+/// `count` batches of random MNIST-shaped pixels and labels, the same every time.
+fn random_batches(batch: usize, count: usize) -> Result<Vec<(Vec<f32>, Vec<u32>)>> {
     let mut rng = SeedRng::derive(0, "bench-data", 0);
-    (0..count)
+    Ok((0..count)
         .map(|_| {
             let x: Vec<f32> = (0..batch * IMAGE_PIXELS)
                 .map(|_| rng.uniform_f32(0.0, 1.0))
                 .collect();
             let t: Vec<u32> = (0..batch).map(|_| rng.below(10) as u32).collect();
-            Ok((
-                Tensor::from_vec(x, (batch, IMAGE_PIXELS), device)?,
-                one_hot(&t, 10, device)?,
-            ))
+            (x, t)
         })
-        .collect()
+        .collect())
 }
 
 /// Trains an MLP with SGD (lr 0.01, momentum 0.9), ± propagating GRAPES, on random data: `warmup`
-/// steps, then as many steps as fit in `duration`. Threads come from `RAYON_NUM_THREADS`.
+/// steps, then as many steps as fit in `duration`, through the engine `clbench run` uses (the
+/// fused step on CPU). Runs on the current rayon pool (see [`crate::engine::kernels::run_on`]).
 pub fn train_throughput(
     hidden: &[usize],
     batch: usize,
@@ -86,68 +84,40 @@ pub fn train_throughput(
     duration: Duration,
     device: &Device,
 ) -> Result<TrainMeasurement> {
-    let mut cfg = ModelConfig::mlp(hidden);
-    cfg.bias = true;
     let net = Network::new(
-        &cfg,
+        &ModelSpec::mlp(hidden),
         &OutputLayout::Shared { outputs: 10 },
         &mut SeedRng::derive(0, "init", 0),
         device,
     )?;
-    let opt: OptimizerConfig = serde_yaml::from_str(&format!(
-        "{{name: sgd, lr: 0.01, momentum: 0.9, grapes: {}}}",
-        serde_yaml::to_string(&grapes).unwrap_or_default().trim()
-    ))
-    .expect("static optimizer config");
-    let mut optimizer = opt.check().expect("valid settings").build();
-    let data = random_batches(batch, 8, device)?;
-    // The same path `clbench run` takes: the fused step on CPU, the explicit backward elsewhere.
-    let mut fused = if BackwardPath::Auto.is_fused(&net, device) {
-        Some(FusedMlp::from_network(&net)?)
-    } else {
-        None
-    };
-    let host: Vec<(Vec<f32>, Vec<u32>)> = data
-        .iter()
-        .map(|(x, y)| {
-            Ok((
-                x.flatten_all()?.to_vec1::<f32>()?,
-                y.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?,
-            ))
-        })
-        .collect::<Result<_>>()?;
+    let mut optimizer = OptimizerSettings::sgd_momentum(0.01, 0.9).build();
+    let mut engine = engine_for(&net, BackwardPath::Auto, device)?;
+    let data = random_batches(batch, 8)?;
     let mut step = |i: usize| -> Result<()> {
-        match fused.as_mut() {
-            Some(f) => {
-                let (x, t) = &host[i % host.len()];
-                let loss = f.step(x, t, 0, None, grapes);
-                if loss.is_finite() {
-                    f.apply(optimizer.as_mut());
-                }
-                Ok(())
-            }
-            None => {
-                let (x, y) = &data[i % data.len()];
-                let (loss, grads, _) =
-                    batch_gradients(&net, x, y, None, 0, grapes, BackwardPath::Auto)?;
-                let _ = loss.to_scalar::<f32>()?;
-                optimizer.step(&net.params, &grads)
-            }
+        let (x, t) = &data[i % data.len()];
+        engine.zero_grad();
+        let part = Part {
+            pixels: x,
+            targets: Targets::Hard(t),
+            head: 0,
+            range: None,
+            weight: 1.0,
+        };
+        if engine.accumulate(&part, grapes)?.is_finite() {
+            engine.apply(optimizer.as_mut())?;
         }
+        Ok(())
     };
-    // On the pool, as `clbench run` trains (see `on_pool`).
-    let (steps, elapsed) = crate::models::fused::on_pool(|| -> Result<(usize, f64)> {
-        for i in 0..warmup {
-            step(i)?;
-        }
-        let started = Instant::now();
-        let mut steps = 0;
-        while started.elapsed() < duration || steps < 5 {
-            step(steps)?;
-            steps += 1;
-        }
-        Ok((steps, started.elapsed().as_secs_f64()))
-    })?;
+    for i in 0..warmup {
+        step(i)?;
+    }
+    let started = Instant::now();
+    let mut steps = 0;
+    while started.elapsed() < duration || steps < 5 {
+        step(steps)?;
+        steps += 1;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
     let samples_per_s = (steps * batch) as f64 / elapsed;
     let flop = mlp_training_flop(hidden);
     Ok(TrainMeasurement {
@@ -158,7 +128,7 @@ pub fn train_throughput(
         } else {
             "sgd".into()
         },
-        threads: candle_core::utils::get_num_threads(),
+        threads: rayon::current_num_threads(),
         samples_per_s,
         flop_per_sample: flop,
         gflop_per_s: samples_per_s * flop / 1e9,
@@ -173,17 +143,20 @@ pub fn eval_throughput(
     device: &Device,
 ) -> Result<f64> {
     let net = Network::new(
-        &ModelConfig::mlp(hidden),
+        &ModelSpec::mlp(hidden),
         &OutputLayout::Shared { outputs: 10 },
         &mut SeedRng::derive(0, "init", 0),
         device,
     )?;
-    let data = random_batches(batch, 2, device)?;
+    let data = random_batches(batch, 2)?
+        .into_iter()
+        .map(|(x, _)| Tensor::from_vec(x, (batch, IMAGE_PIXELS), device))
+        .collect::<Result<Vec<_>>>()?;
     let p = net.detached();
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < duration || n < 3 {
-        let logits = net.forward(&p, &data[n % 2].0, 0, None)?;
+        let logits = net.forward(&p, &data[n % 2], 0, None)?;
         let _ = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
         n += 1;
     }
@@ -198,12 +171,12 @@ pub fn matmul_peak(n: usize, duration: Duration, split: bool) -> f64 {
     let a: Vec<f32> = (0..n * n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
     let b: Vec<f32> = (0..n * n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
     let mut c = vec![0f32; n * n];
-    let par = crate::models::fused::parallelism();
+    let par = kernels::parallelism();
     let product = |c: &mut [f32]| {
         if split {
-            crate::models::fused::mm(n, n, n, c, &a, false, &b, false, false, par);
+            kernels::mm(n, n, n, c, &a, false, &b, false, false, par);
         } else {
-            crate::models::fused::mm_gemm_threads(n, n, n, c, &a, &b, par);
+            kernels::mm_gemm_threads(n, n, n, c, &a, &b, par);
         }
     };
     product(&mut c);

@@ -287,18 +287,199 @@ pub fn parse_matrix_csv(
     AccuracyMatrix::new(rows, None).map_err(|e| fail(None, e.to_string()))
 }
 
-/// The names of [`RunMetrics::named`]'s values, in order: the metric columns of every table.
-pub const METRIC_NAMES: [&str; 9] = [
-    "acc",
-    "bwt",
-    "fwt",
-    "fwt_init",
-    "forgetting",
-    "max_forgetting",
-    "drop_since_learned",
-    "learning_accuracy",
-    "avg_incremental_accuracy",
+/// Whether larger or smaller values of a column are better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Accuracies and transfers.
+    HigherIsBetter,
+    /// Forgetting-like metrics, and time.
+    LowerIsBetter,
+}
+
+/// One column of the metrics frame: its name and everything a table, a figure or a comparison
+/// needs to know of it. [`METRICS`] and [`THROUGHPUT`] list every such column, once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Column {
+    /// The column name (`acc`).
+    pub name: &'static str,
+    /// Its header in text and Markdown tables (`ACC (%)`).
+    pub label: &'static str,
+    /// Its header in LaTeX tables (`ACC (\%)`).
+    pub latex: &'static str,
+    /// Its axis title in figures.
+    pub axis: &'static str,
+    /// Displayed values are the stored ones times this (100 for fractions shown in percent).
+    pub scale: f64,
+    /// Digits after the decimal point in the console summary.
+    pub digits: usize,
+    /// Which way is better.
+    pub direction: Direction,
+    /// Shown in the summary tables and the bar figure.
+    pub headline: bool,
+    /// Compared between methods (paired tests in the comparison frame).
+    pub compared: bool,
+}
+
+impl Column {
+    /// Whether a larger value is better.
+    pub fn higher_is_better(&self) -> bool {
+        self.direction == Direction::HigherIsBetter
+    }
+
+    /// The column named `name`, among [`METRICS`] and [`THROUGHPUT`].
+    pub fn named(name: &str) -> Option<&'static Column> {
+        METRICS
+            .iter()
+            .chain(THROUGHPUT.iter())
+            .find(|c| c.name == name)
+    }
+}
+
+const fn percent(
+    name: &'static str,
+    label: &'static str,
+    latex: &'static str,
+    axis: &'static str,
+    direction: Direction,
+    headline: bool,
+    compared: bool,
+) -> Column {
+    Column {
+        name,
+        label,
+        latex,
+        axis,
+        scale: 100.0,
+        digits: 2,
+        direction,
+        headline,
+        compared,
+    }
+}
+
+use Direction::{HigherIsBetter, LowerIsBetter};
+
+/// The metric columns, in the order of [`RunMetrics::named`] (definitions: `docs/METRICS.md`).
+pub const METRICS: [Column; 9] = [
+    percent(
+        "acc",
+        "ACC (%)",
+        r"ACC (\%)",
+        "ACC (%)",
+        HigherIsBetter,
+        true,
+        true,
+    ),
+    percent(
+        "bwt",
+        "BWT (%)",
+        r"BWT (\%)",
+        "BWT (%)",
+        HigherIsBetter,
+        true,
+        true,
+    ),
+    percent(
+        "fwt",
+        "FWT (%)",
+        r"FWT (\%)",
+        "FWT (%)",
+        HigherIsBetter,
+        true,
+        true,
+    ),
+    percent(
+        "fwt_init",
+        "FWT vs init (%)",
+        r"FWT vs init (\%)",
+        "FWT vs initialization (%)",
+        HigherIsBetter,
+        false,
+        false,
+    ),
+    percent(
+        "forgetting",
+        "Forgetting (%)",
+        r"Forgetting (\%)",
+        "Forgetting (%)",
+        LowerIsBetter,
+        true,
+        true,
+    ),
+    percent(
+        "max_forgetting",
+        "Max forgetting (%)",
+        r"Max forgetting (\%)",
+        "Max forgetting (%)",
+        LowerIsBetter,
+        false,
+        true,
+    ),
+    percent(
+        "drop_since_learned",
+        "Drop since learned (%)",
+        r"Drop since learned (\%)",
+        "Drop since learned (%)",
+        LowerIsBetter,
+        false,
+        true,
+    ),
+    percent(
+        "learning_accuracy",
+        "Learning acc. (%)",
+        r"Learning acc.\ (\%)",
+        "Learning accuracy (%)",
+        HigherIsBetter,
+        true,
+        true,
+    ),
+    percent(
+        "avg_incremental_accuracy",
+        "Avg. incremental acc. (%)",
+        r"Avg.\ incremental acc.\ (\%)",
+        "Average incremental accuracy (%)",
+        HigherIsBetter,
+        false,
+        true,
+    ),
 ];
+
+/// The throughput columns of the metrics frame, summarized over seeds like the metrics.
+pub const THROUGHPUT: [Column; 2] = [
+    Column {
+        name: "train_seconds",
+        label: "train s",
+        latex: "train s",
+        axis: "Training time (s)",
+        scale: 1.0,
+        digits: 1,
+        direction: LowerIsBetter,
+        headline: false,
+        compared: false,
+    },
+    Column {
+        name: "samples_per_s",
+        label: "samples/s",
+        latex: "samples/s",
+        axis: "Samples per second",
+        scale: 1.0,
+        digits: 0,
+        direction: HigherIsBetter,
+        headline: false,
+        compared: false,
+    },
+];
+
+/// The names of [`RunMetrics::named`]'s values, in order: the metric columns of every table.
+pub const METRIC_NAMES: [&str; 9] = {
+    let mut names = [""; 9];
+    let mut i = 0;
+    while i < METRICS.len() {
+        names[i] = METRICS[i].name;
+        i += 1;
+    }
+    names
+};
 
 /// The scalar metrics of one run.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -1,62 +1,96 @@
 //! `clbench bench`: throughput, matmul peak, parallel scaling and peak memory.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Result;
 
-use crate::{BenchArgs, UsageError};
+use clbench::bench::{self, TrainMeasurement};
+use clbench::engine::kernels::{run_on, thread_pool};
+use clbench::optim::GrapesMode;
 
-pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
-    use clbench::bench;
-    use clbench::optim::GrapesMode;
-    if !(args.seconds > 0.0 && args.seconds.is_finite()) {
-        return Err(UsageError(format!(
-            "--seconds {}: expected a positive number",
-            args.seconds
-        ))
-        .into());
-    }
-    let cores = std::thread::available_parallelism().map_or(1, usize::from);
-    let threads = args.threads.unwrap_or(cores).max(1);
-    let duration = std::time::Duration::from_secs_f64(args.seconds);
-    let device = candle_core::Device::Cpu;
-    let emit = |json: serde_json::Value, text: String| {
-        if args.json {
+use super::args::BenchArgs;
+use super::settings::BenchSettings;
+
+/// Rounds per method; each method's median round is reported.
+const ROUNDS: u32 = 9;
+
+/// The training shapes measured: hidden widths and batch size.
+const SHAPES: [(&[usize], usize); 2] = [(&[256, 256], 64), (&[1000, 1000], 128)];
+
+/// Prints each measurement as a JSON line or as text.
+struct Output {
+    json: bool,
+}
+
+impl Output {
+    fn emit(&self, json: serde_json::Value, text: String) {
+        if self.json {
             println!("{json}");
         } else {
             println!("{text}");
         }
+    }
+}
+
+/// `clbench bench`: the matmul peak before and after, training throughput of both methods in
+/// alternating rounds, evaluation throughput, parallel scaling and the paper protocol's peak
+/// memory.
+pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
+    let settings = BenchSettings::new(&args)?;
+    let out = Output {
+        json: settings.json,
     };
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    // The peak is the best of short 2048³ products, both with the training step's split between
-    // threads and with gemm's own threading, five of each now and five more after the training
-    // measurements (the speed of shared machines drifts; the best of all is the peak).
-    let measure_peak = || {
-        let mut best = [0.0f64; 2];
-        for _ in 0..5 {
-            for (b, split) in best.iter_mut().zip([true, false]) {
-                *b = b.max(bench::matmul_peak(2048, duration / 10, split));
-            }
+    let pool = thread_pool(settings.threads)?;
+    let duration = settings.duration;
+    let (by_config, overheads, peak) = run_on(&pool, || -> Result<_> {
+        let before = measure_peak(duration);
+        let (by_config, overheads) = training_rounds(duration)?;
+        let after = measure_peak(duration);
+        let peak = report_peak(&out, settings.threads, before, after);
+        Ok((by_config, overheads, peak))
+    })?;
+    report_training(&out, &by_config, &overheads, peak)?;
+    run_on(&pool, || evaluation(&out, settings.threads, duration))?;
+    parallel_scaling(&out, duration)?;
+    if !settings.skip_rss {
+        peak_rss(&out, settings.threads)?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The best of short 2048³ products, both with the training step's split between threads and
+/// with gemm's own threading, five of each (the speed of shared machines drifts; the best of
+/// all, before and after the training measurements, is the peak).
+fn measure_peak(duration: Duration) -> [f64; 2] {
+    let mut best = [0.0f64; 2];
+    for _ in 0..5 {
+        for (b, split) in best.iter_mut().zip([true, false]) {
+            *b = b.max(bench::matmul_peak(2048, duration / 10, split));
         }
-        best
-    };
-    let before = measure_peak();
-    // Rounds alternate between the two methods, and each method's median round is reported, so
-    // that drifts of the machine's speed hit both alike; GRAPES's cost is the median of the
-    // paired rounds' ratios, which cancels drifts slower than a round.
-    const ROUNDS: u32 = 9;
+    }
+    best
+}
+
+/// Training throughput of every shape, with and without GRAPES. Rounds alternate between the
+/// two methods and each method's median round is kept, so that drifts of the machine's speed
+/// hit both alike; GRAPES's cost is the median of the paired rounds' ratios, which cancels
+/// drifts slower than a round. Returns the medians (method pairs in order) and the overheads
+/// in percent, one per shape.
+fn training_rounds(duration: Duration) -> Result<(Vec<TrainMeasurement>, Vec<f64>)> {
+    let device = candle_core::Device::Cpu;
     let mut by_config = Vec::new();
     let mut overheads = Vec::new();
-    for (hidden, batch) in [(vec![256, 256], 64usize), (vec![1000, 1000], 128)] {
-        let mut rounds: [Vec<bench::TrainMeasurement>; 2] = [Vec::new(), Vec::new()];
+    for (hidden, batch) in SHAPES {
+        let mut rounds: [Vec<TrainMeasurement>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..ROUNDS {
             for (k, grapes) in [GrapesMode::Off, GrapesMode::Propagating]
                 .into_iter()
                 .enumerate()
             {
                 rounds[k].push(bench::train_throughput(
-                    &hidden,
+                    hidden,
                     batch,
                     grapes,
                     20,
@@ -77,11 +111,15 @@ pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
             by_config.push(r.swap_remove(r.len() / 2));
         }
     }
-    let after = measure_peak();
+    Ok((by_config, overheads))
+}
+
+/// Prints the peak measured before and after training; returns it.
+fn report_peak(out: &Output, threads: usize, before: [f64; 2], after: [f64; 2]) -> f64 {
     let [split, whole] = [0, 1].map(|i| before[i].max(after[i]));
     let peak = split.max(whole);
     let [best_before, best_after] = [before, after].map(|[s, w]| s.max(w));
-    emit(
+    out.emit(
         serde_json::json!({"kind": "matmul_peak", "n": 2048, "threads": threads, "gflop_per_s": peak,
             "split_gflop_per_s": split, "gemm_threads_gflop_per_s": whole,
             "before_gflop_per_s": best_before, "after_gflop_per_s": best_after}),
@@ -91,17 +129,27 @@ pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
              gemm's own threading {whole:.1}; before {best_before:.1}, after {best_after:.1})\n"
         ),
     );
-    if !args.json {
+    peak
+}
+
+/// Prints the training measurements (with their share of the peak) and GRAPES's overhead.
+fn report_training(
+    out: &Output,
+    by_config: &[TrainMeasurement],
+    overheads: &[f64],
+    peak: f64,
+) -> Result<()> {
+    if !out.json {
         println!(
             "{:<16} {:>5} {:<11} {:>7} {:>12} {:>11} {:>10} {:>8}",
             "model", "batch", "method", "threads", "samples/s", "FLOP/sample", "GFLOP/s", "% peak"
         );
     }
-    for m in &by_config {
+    for m in by_config {
         let mut json = serde_json::to_value(m)?;
         json["kind"] = "train".into();
         json["percent_of_peak"] = (100.0 * m.gflop_per_s / peak).into();
-        emit(
+        out.emit(
             json,
             format!(
                 "{:<16} {:>5} {:<11} {:>7} {:>12.0} {:>11.2e} {:>10.1} {:>7.1}%",
@@ -116,8 +164,8 @@ pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
             ),
         );
     }
-    for (pair, &overhead) in by_config.chunks(2).zip(&overheads) {
-        emit(
+    for (pair, &overhead) in by_config.chunks(2).zip(overheads) {
+        out.emit(
             serde_json::json!({"kind": "grapes_overhead", "model": pair[0].model, "batch": pair[0].batch, "percent": overhead}),
             format!(
                 "GRAPES costs {overhead:.1}% on {} at batch {}",
@@ -125,71 +173,77 @@ pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
             ),
         );
     }
-    for (hidden, batch) in [(vec![256, 256], 1000usize), (vec![1000, 1000], 1000)] {
-        let sps = bench::eval_throughput(&hidden, batch, duration, &device)?;
-        emit(
-            serde_json::json!({"kind": "eval", "model": bench::model_name(&hidden), "batch": batch, "threads": threads, "samples_per_s": sps}),
+    Ok(())
+}
+
+/// Forward-only throughput at batch 1000 (evaluation).
+fn evaluation(out: &Output, threads: usize, duration: Duration) -> Result<()> {
+    let device = candle_core::Device::Cpu;
+    for (hidden, _) in SHAPES {
+        let batch = 1000;
+        let sps = bench::eval_throughput(hidden, batch, duration, &device)?;
+        out.emit(
+            serde_json::json!({"kind": "eval", "model": bench::model_name(hidden), "batch": batch, "threads": threads, "samples_per_s": sps}),
             format!(
                 "evaluation {} at batch {batch}: {sps:.0} samples/s",
-                bench::model_name(&hidden)
+                bench::model_name(hidden)
             ),
         );
     }
-    // Parallel scaling: one single-threaded run, then two at once.
-    std::env::set_var("RAYON_NUM_THREADS", "1");
-    let one = bench::train_throughput(&[256, 256], 64, GrapesMode::Off, 20, duration, &device)?
-        .samples_per_s;
+    Ok(())
+}
+
+/// One single-threaded run, then two at once, each on a pool of its own (as `--jobs 2`).
+fn parallel_scaling(out: &Output, duration: Duration) -> Result<()> {
+    let single = || -> Result<f64> {
+        let pool = thread_pool(1)?;
+        let m = run_on(&pool, || {
+            bench::train_throughput(
+                &[256, 256],
+                64,
+                GrapesMode::Off,
+                20,
+                duration,
+                &candle_core::Device::Cpu,
+            )
+        })?;
+        Ok(m.samples_per_s)
+    };
+    let one = single()?;
     let two: Vec<f64> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..2)
-            .map(|_| {
-                s.spawn(|| {
-                    bench::train_throughput(
-                        &[256, 256],
-                        64,
-                        GrapesMode::Off,
-                        20,
-                        duration,
-                        &candle_core::Device::Cpu,
-                    )
-                })
-            })
-            .collect();
+        let handles: Vec<_> = (0..2).map(|_| s.spawn(single)).collect();
         handles
             .into_iter()
-            .map(|h| h.join().expect("bench thread").map(|m| m.samples_per_s))
-            .collect::<candle_core::Result<Vec<f64>>>()
+            .map(|h| h.join().expect("bench thread"))
+            .collect::<Result<Vec<f64>>>()
     })?;
     let total: f64 = two.iter().sum();
-    emit(
+    out.emit(
         serde_json::json!({"kind": "parallel", "model": "784-256-256-10", "batch": 64, "one_run_samples_per_s": one, "two_runs_samples_per_s": total, "scaling": total / one}),
         format!("two single-threaded runs at once: {total:.0} samples/s in all, {:.2}× one run ({one:.0})", total / one),
     );
-    if !args.skip_rss {
-        let config = PathBuf::from("configs/paper-forgetting.yaml");
-        if config.is_file() {
-            let out =
-                std::env::temp_dir().join(format!("clbench-bench-rss-{}", std::process::id()));
-            let status = std::process::Command::new(std::env::current_exe()?)
-                .args([
-                    "run",
-                    "configs/paper-forgetting.yaml",
-                    "--seeds",
-                    "1234",
-                    "--out",
-                ])
-                .arg(&out)
-                .args(["-q", "--threads", &threads.to_string()])
-                .stdout(std::process::Stdio::null())
-                .status()?;
-            let _ = std::fs::remove_dir_all(&out);
-            let rss = bench::children_peak_rss_mb().unwrap_or(f64::NAN);
-            emit(
-                serde_json::json!({"kind": "peak_rss", "config": "configs/paper-forgetting.yaml", "seeds": [1234], "ok": status.success(), "peak_rss_mb": rss}),
-                format!("peak RSS of configs/paper-forgetting.yaml (seed 1234, both methods): {rss:.0} MB"),
-            );
-        } else {
-            tracing::warn!("configs/paper-forgetting.yaml not found here: peak RSS not measured");
-        }
+    Ok(())
+}
+
+/// The peak resident memory of one seed of the paper protocol, trained by a child process.
+fn peak_rss(out: &Output, threads: usize) -> Result<()> {
+    const CONFIG: &str = "configs/paper-forgetting.yaml";
+    if !Path::new(CONFIG).is_file() {
+        tracing::warn!("{CONFIG} not found here: peak RSS not measured");
+        return Ok(());
     }
-    Ok(ExitCode::SUCCESS)
+    let dir = std::env::temp_dir().join(format!("clbench-bench-rss-{}", std::process::id()));
+    let status = std::process::Command::new(std::env::current_exe()?)
+        .args(["run", CONFIG, "--seeds", "1234", "--out"])
+        .arg(&dir)
+        .args(["-q", "--threads", &threads.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let rss = bench::children_peak_rss_mb().unwrap_or(f64::NAN);
+    out.emit(
+        serde_json::json!({"kind": "peak_rss", "config": CONFIG, "seeds": [1234], "ok": status.success(), "peak_rss_mb": rss}),
+        format!("peak RSS of {CONFIG} (seed 1234, both methods): {rss:.0} MB"),
+    );
+    Ok(())
 }

@@ -1,4 +1,4 @@
-//! `clbench data` and the formatting helpers of `clbench tasks`.
+//! `clbench data`: find, verify and download datasets.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,15 +7,9 @@ use anyhow::{Context, Result};
 
 use clbench::data::{self, catalog, fetch};
 
-use crate::DataCommand;
+use super::args::DataCommand;
 
-pub(crate) fn yaml_word<T: serde::Serialize>(v: &T) -> String {
-    serde_yaml::to_string(v)
-        .unwrap_or_default()
-        .trim()
-        .to_string()
-}
-
+/// `clbench data list|verify|fetch`.
 pub(crate) fn data_command(cmd: DataCommand, progress: bool) -> Result<ExitCode> {
     match cmd {
         DataCommand::List => {

@@ -3,31 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
+use super::args::{RunArgs, SlurmArgs, ValidateArgs};
 use super::report::write_report;
-use crate::{RunArgs, SlurmArgs, UsageError, ValidateArgs};
-
-pub(crate) fn parse_device(name: &str) -> Result<candle_core::Device> {
-    match name {
-        "cpu" => Ok(candle_core::Device::Cpu),
-        cuda if cuda == "cuda" || cuda.starts_with("cuda:") => {
-            let ordinal: usize = cuda
-                .strip_prefix("cuda:")
-                .map_or(Ok(0), str::parse)
-                .map_err(|_| {
-                    UsageError(format!(
-                        "--device {name}: expected cuda:N with N a GPU index"
-                    ))
-                })?;
-            if !candle_core::utils::cuda_is_available() {
-                return Err(UsageError(format!("--device {name}: this clbench was built without CUDA; rebuild with `--features cuda`")).into());
-            }
-            Ok(candle_core::Device::new_cuda(ordinal)?)
-        }
-        other => Err(UsageError(format!("--device {other}: expected cpu or cuda[:N]")).into()),
-    }
-}
+use super::settings::{check_slurm_args, RunSettings};
+use clbench::experiment::store::ExperimentRecord;
+use clbench::experiment::{self, Experiment, PlannedRun, RunStore};
 
 /// A progress bar per task (one run at a time) or one overall bar (parallel runs), shown only on
 /// a terminal and without -q.
@@ -60,160 +42,27 @@ impl clbench::train::Observer for BarObserver {
     }
 }
 
-/// `I/N` from `--shard` or Slurm's array variables.
-pub(crate) fn shard_of(arg: Option<&str>) -> Result<Option<(usize, usize)>> {
-    let parse = |text: &str, what: &str| -> Result<(usize, usize)> {
-        let bad = || {
-            UsageError(format!(
-                "{what} `{text}`: expected I/N with 0 ≤ I < N (e.g. 0/4)"
-            ))
-        };
-        let (i, n) = text.split_once('/').ok_or_else(bad)?;
-        let (i, n): (usize, usize) = (
-            i.trim().parse().map_err(|_| bad())?,
-            n.trim().parse().map_err(|_| bad())?,
-        );
-        if n == 0 || i >= n {
-            return Err(bad().into());
-        }
-        Ok((i, n))
-    };
-    if let Some(a) = arg {
-        return parse(a, "--shard").map(Some);
-    }
-    let var = |k: &str| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
-    };
-    match (var("SLURM_ARRAY_TASK_ID"), var("SLURM_ARRAY_TASK_COUNT")) {
-        (Some(id), Some(count)) => {
-            let index = id.saturating_sub(var("SLURM_ARRAY_TASK_MIN").unwrap_or(0));
-            parse(&format!("{index}/{count}"), "Slurm array task").map(Some)
-        }
-        _ => Ok(None),
-    }
-}
-
+/// `clbench run`: load and plan the experiment, train what is missing, write the report.
 pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
-    use clbench::experiment::{self, Experiment, RunStore};
-    if args.jobs == 0 {
-        return Err(UsageError("--jobs: expected at least 1".into()).into());
-    }
-    let threads = match args.threads {
-        Some(0) => return Err(UsageError("--threads: expected at least 1".into()).into()),
-        Some(t) => Some(t),
-        // Parallel runs share the cores.
-        None if args.jobs > 1 => {
-            let cores = std::thread::available_parallelism().map_or(1, usize::from);
-            Some((cores / args.jobs).max(1))
-        }
-        None => None,
-    };
-    if let Some(t) = threads {
-        std::env::set_var("RAYON_NUM_THREADS", t.to_string());
-    }
-    if args.seeds.as_ref().is_some_and(Vec::is_empty) {
-        return Err(UsageError("--seeds: expected at least one seed".into()).into());
-    }
-    let device = parse_device(&args.device)?;
-    let exp = Experiment::load(&args.config)?;
-    let out = args
+    let settings = RunSettings::new(args)?;
+    let exp = Experiment::load(&settings.config)?;
+    let out = settings
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("results").join(&exp.name));
-    let mut planned = experiment::plan(&exp, args.seeds.as_deref());
-    let total = planned.len();
-    if let Some((i, n)) = shard_of(args.shard.as_deref())? {
-        planned = experiment::shard(planned, i, n);
-        tracing::info!("shard {i}/{n}: {} of {total} runs", planned.len());
-    }
+    let runs = planned_runs(&exp, &settings);
     let store = RunStore::new(&out);
-    if args.dry_run {
-        let mut pending = 0;
-        for r in &planned {
-            let done = store.is_complete(&r.id());
-            pending += usize::from(!done);
-            println!(
-                "{:<9} {:<44} {:<28} seed {}",
-                if done { "complete" } else { "pending" },
-                r.id(),
-                r.spec.method.name,
-                r.spec.seed
-            );
-        }
-        println!(
-            "{} runs: {} complete, {pending} to run; output {}",
-            planned.len(),
-            planned.len() - pending,
-            out.display()
-        );
+    if settings.dry_run {
+        print_dry_run(&store, &runs, &out);
         return Ok(ExitCode::SUCCESS);
     }
-    let config_text = std::fs::read(&args.config)
-        .with_context(|| format!("reading {}", args.config.display()))?;
-    clbench::experiment::store::write_atomic(
-        &out.join(clbench::report::EXPERIMENT_COPY),
-        &config_text,
-    )?;
-    tracing::info!(experiment = %exp.name, runs = planned.len(), jobs = args.jobs, out = %out.display(), "starting");
-    let overall = (progress && args.jobs > 1).then(|| {
-        let bar = indicatif::ProgressBar::new(planned.len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "runs [{bar:30}] {pos}/{len} elapsed {elapsed} eta {eta}",
-            )
-            .expect("static template")
-            .progress_chars("=> "),
-        );
-        bar
-    });
-    let opts = experiment::ExecuteOptions {
-        out: out.clone(),
-        device,
-        jobs: args.jobs,
-    };
-    let executed = experiment::execute(&exp, &planned, &opts, &|i, n, run| {
-        let bar = if progress && args.jobs == 1 {
-            let bar = indicatif::ProgressBar::new(0);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{msg} [{bar:30}] {pos}/{len} {per_sec} {prefix} eta {eta}",
-                )
-                .expect("static template")
-                .progress_chars("=> "),
-            );
-            bar
-        } else {
-            indicatif::ProgressBar::hidden()
-        };
-        tracing::info!(
-            "run {}/{}: {} seed {} ({})",
-            i + 1,
-            n,
-            run.spec.method.name,
-            run.spec.seed,
-            run.id()
-        );
-        Box::new(BarObserver {
-            bar,
-            overall: overall.clone(),
-            label: format!(
-                "[{}/{}] {} s{}",
-                i + 1,
-                n,
-                run.spec.method.name,
-                run.spec.seed
-            ),
-        })
-    })?;
-    if let Some(b) = &overall {
-        b.finish_and_clear();
-    }
+    store.write_experiment(&ExperimentRecord::of(&exp, &runs))?;
+    tracing::info!(experiment = %exp.name, runs = runs.len(), jobs = settings.jobs, threads = settings.threads, out = %out.display(), "starting");
+    let executed = train_runs(&runs, &settings, &out, progress)?;
     if store.load()?.0.is_empty() {
         anyhow::bail!("no run completed; nothing to report");
     }
-    let report = write_report(std::slice::from_ref(&out), &out, &args.tables)?;
+    let report = write_report(std::slice::from_ref(&out), &out, &settings.tables)?;
     println!("{}", clbench::report::summary_text(&report.summary)?);
     println!(
         "\n{} trained, {} already complete, {} diverged, {} failed; results in {}",
@@ -224,18 +73,112 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         out.display()
     );
     if executed.failed.is_empty() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        for (id, e) in &executed.failed {
-            eprintln!("error: run {id} failed: {e}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    for (id, e) in &executed.failed {
+        eprintln!("error: run {id} failed: {e}");
+    }
+    Ok(ExitCode::from(1))
+}
+
+/// The experiment's runs for `--seeds`, restricted to the shard when there is one.
+fn planned_runs(exp: &Experiment, settings: &RunSettings) -> Vec<PlannedRun> {
+    let runs = experiment::plan(exp, settings.seeds.as_deref());
+    match settings.shard {
+        Some((i, n)) => {
+            let total = runs.len();
+            let share = experiment::shard(runs, i, n);
+            tracing::info!("shard {i}/{n}: {} of {total} runs", share.len());
+            share
         }
-        Ok(ExitCode::from(1))
+        None => runs,
     }
 }
 
+/// `run --dry-run`: one line per planned run, complete or pending.
+fn print_dry_run(store: &RunStore, runs: &[PlannedRun], out: &std::path::Path) {
+    let mut pending = 0;
+    for r in runs {
+        let done = store.is_complete(&r.id());
+        pending += usize::from(!done);
+        println!(
+            "{:<9} {:<44} {:<28} seed {}",
+            if done { "complete" } else { "pending" },
+            r.id(),
+            r.method.name,
+            r.spec.seed
+        );
+    }
+    println!(
+        "{} runs: {} complete, {pending} to run; output {}",
+        runs.len(),
+        runs.len() - pending,
+        out.display()
+    );
+}
+
+/// Trains the runs not yet complete, with a progress bar per task (one job) or one overall
+/// bar (several jobs) on a terminal.
+fn train_runs(
+    runs: &[PlannedRun],
+    settings: &RunSettings,
+    out: &std::path::Path,
+    progress: bool,
+) -> Result<experiment::ExecuteReport> {
+    let overall = (progress && settings.jobs > 1).then(|| {
+        bar(
+            "runs [{bar:30}] {pos}/{len} elapsed {elapsed} eta {eta}",
+            runs.len() as u64,
+        )
+    });
+    let opts = experiment::ExecuteOptions {
+        out: out.to_path_buf(),
+        device: settings.device.clone(),
+        jobs: settings.jobs,
+        threads: settings.threads,
+    };
+    let executed = experiment::execute(runs, &opts, &|i, n, run| {
+        let task_bar = if progress && settings.jobs == 1 {
+            bar(
+                "{msg} [{bar:30}] {pos}/{len} {per_sec} {prefix} eta {eta}",
+                0,
+            )
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let name = &run.method.name;
+        tracing::info!(
+            "run {}/{n}: {name} seed {} ({})",
+            i + 1,
+            run.spec.seed,
+            run.id()
+        );
+        Box::new(BarObserver {
+            bar: task_bar,
+            overall: overall.clone(),
+            label: format!("[{}/{n}] {name} s{}", i + 1, run.spec.seed),
+        })
+    })?;
+    if let Some(b) = &overall {
+        b.finish_and_clear();
+    }
+    Ok(executed)
+}
+
+fn bar(template: &str, len: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(template)
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// `clbench validate`: load and check a config, print what it would run.
 pub(crate) fn validate_command(args: ValidateArgs) -> Result<ExitCode> {
-    let exp = clbench::experiment::Experiment::load(&args.config)?;
-    let runs = clbench::experiment::plan(&exp, None);
+    let exp = Experiment::load(&args.config)?;
+    let runs = experiment::plan(&exp, None);
     println!("{}: ok — experiment `{}`", args.config.display(), exp.name);
     for v in &exp.variants {
         println!(
@@ -250,17 +193,12 @@ pub(crate) fn validate_command(args: ValidateArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `clbench slurm`: an sbatch array script that runs the experiment in shards.
 pub(crate) fn slurm_command(args: SlurmArgs) -> Result<ExitCode> {
-    let exp = clbench::experiment::Experiment::load(&args.config)?;
-    let runs = clbench::experiment::plan(&exp, None).len();
+    check_slurm_args(&args)?;
+    let exp = Experiment::load(&args.config)?;
+    let runs = experiment::plan(&exp, None).len();
     let shards = args.shards.unwrap_or(runs).clamp(1, runs.max(1));
-    if !validate_time(&args.time) {
-        return Err(UsageError(format!(
-            "--time `{}`: expected Slurm's [D-]HH:MM:SS",
-            args.time
-        ))
-        .into());
-    }
     let out = args
         .out
         .clone()
@@ -302,16 +240,4 @@ pub(crate) fn slurm_command(args: SlurmArgs) -> Result<ExitCode> {
         None => print!("{script}"),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-pub(crate) fn validate_time(t: &str) -> bool {
-    let (days, rest) = match t.split_once('-') {
-        Some((d, r)) => (Some(d), r),
-        None => (None, t),
-    };
-    days.is_none_or(|d| d.parse::<u32>().is_ok())
-        && rest.split(':').count() <= 3
-        && rest
-            .split(':')
-            .all(|p| !p.is_empty() && p.parse::<u32>().is_ok())
 }

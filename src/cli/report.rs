@@ -5,38 +5,25 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use crate::{MetricsArgs, MetricsFormat, SpreadArg, TableArgs, UsageError};
+use super::args::{MetricsArgs, MetricsFormat, ReportArgs, TableArgs};
+use super::settings::{table_options, UsageError};
 
-pub(crate) fn table_options(
-    args: &TableArgs,
-    dir: &std::path::Path,
-) -> Result<clbench::report::TableOptions> {
-    if !(args.alpha > 0.0 && args.alpha < 1.0) {
-        return Err(UsageError(format!(
-            "--alpha {}: expected a number in (0, 1)",
-            args.alpha
-        ))
-        .into());
-    }
-    if args.digits > 6 {
-        return Err(UsageError(format!("--digits {}: expected at most 6", args.digits)).into());
-    }
-    Ok(clbench::report::TableOptions {
-        spread: match args.spread {
-            SpreadArg::Sd => clbench::report::Spread::Sd,
-            SpreadArg::Sem => clbench::report::Spread::Sem,
-        },
-        digits: args.digits,
-        baseline: args
-            .baseline
-            .clone()
-            .or_else(|| clbench::report::default_baseline(dir)),
-        alpha: args.alpha,
-        caption: args.caption.clone(),
-        label: args.label.clone(),
-    })
+/// `clbench report`: rebuild every table and figure of one or more stores.
+pub(crate) fn report_command(args: ReportArgs) -> Result<ExitCode> {
+    let out = args.out.clone().unwrap_or_else(|| args.dirs[0].clone());
+    let report = write_report(&args.dirs, &out, &args.tables)?;
+    println!("{}", report.markdown);
+    println!(
+        "{} runs; {} files written under {}",
+        report.runs,
+        report.files.len(),
+        out.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
+/// Builds the report of the stores `dirs` into `out` (tables as `args` say), logging the
+/// runs it skipped and a baseline that has no runs.
 pub(crate) fn write_report(
     dirs: &[PathBuf],
     out: &std::path::Path,
@@ -65,6 +52,7 @@ pub(crate) fn write_report(
     Ok(report)
 }
 
+/// `clbench metrics`: the metrics of one accuracy matrix from a CSV file.
 pub(crate) fn metrics_command(args: MetricsArgs) -> Result<ExitCode> {
     let text = std::fs::read_to_string(&args.matrix).map_err(|e| {
         UsageError(format!(

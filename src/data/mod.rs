@@ -55,9 +55,9 @@ pub enum DataError {
     Download { file: String, reason: String },
 }
 
-impl DataError {
+impl crate::error::InputError for DataError {
     /// Whether the error is the user's input (missing or bad data) rather than a runtime failure.
-    pub fn is_input_error(&self) -> bool {
+    fn is_input_error(&self) -> bool {
         !matches!(self, DataError::Io { .. } | DataError::Download { .. })
     }
 }

@@ -5,11 +5,13 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::models::{ModelConfig, MODEL_KEYS};
-use crate::optim::{OptimizerConfig, OptimizerSettings};
+use crate::engine::BackwardPath;
+use crate::models::{ModelConfig, ModelKind, ModelSpec, MODEL_KEYS};
+use crate::optim::OptimizerConfig;
 use crate::strategy::{StrategyConfig, StrategySettings};
 use crate::streams::{StreamFile, StreamSpec};
-use crate::train::{BackwardPath, Budget, Method, TrainSettings};
+use crate::train::{Budget, Method, TrainSettings};
+use crate::validate::{at_least_one, Checked, KeyError};
 
 /// What can be wrong with an experiment config.
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +29,18 @@ pub enum ConfigError {
     /// The stream file it names is invalid.
     #[error(transparent)]
     Stream(#[from] crate::streams::StreamError),
+}
+
+impl ConfigError {
+    /// A [`KeyError`] of the config at `path`, `context` appended to its message (e.g. which
+    /// sweep combination).
+    pub fn at(path: &Path, err: KeyError, context: &str) -> ConfigError {
+        ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: err.key,
+            message: format!("{}{context}", err.message),
+        }
+    }
 }
 
 /// A method entry: a name and its optimizer (± GRAPES).
@@ -137,6 +151,8 @@ pub struct Variant {
     pub config: ExperimentConfig,
     /// The stream file, loaded and validated.
     pub stream: StreamFile,
+    /// The validated model.
+    pub model: ModelSpec,
     /// Validated methods (names without the tag).
     pub methods: Vec<Method>,
     /// Validated training settings.
@@ -150,8 +166,10 @@ pub struct Experiment {
     pub name: String,
     /// The config file.
     pub path: PathBuf,
-    /// The merged config before sweep values are applied.
+    /// The merged config before sweep values are applied (without `extends` and `sweep`).
     pub config: ExperimentConfig,
+    /// The sweep as written, if any.
+    pub sweep: Option<serde_yaml::Mapping>,
     /// Every sweep combination (one variant without a sweep).
     pub variants: Vec<Variant>,
 }
@@ -253,34 +271,79 @@ impl Experiment {
             name,
             path: path.to_path_buf(),
             config,
+            sweep: (!sweep.is_empty()).then_some(sweep),
             variants,
         })
     }
+}
 
-    /// Validates a parsed config without `extends` or `sweep`; `path` locates relative stream
-    /// paths and names errors.
-    pub fn from_config(config: ExperimentConfig, path: &Path) -> Result<Experiment, ConfigError> {
-        let name = config.name.clone().unwrap_or_else(|| "experiment".into());
-        let dirs: Vec<PathBuf> = path.parent().map(Path::to_path_buf).into_iter().collect();
-        let variant = Variant::validate(config.clone(), None, path, &dirs)?;
-        Ok(Experiment {
-            name,
-            path: path.to_path_buf(),
-            config,
-            variants: vec![variant],
+impl MethodConfig {
+    /// Checks the name, the optimizer and the strategy into a [`Method`]; an error names the
+    /// key inside the method entry.
+    pub fn check(&self) -> Checked<Method> {
+        if self.name.trim().is_empty() || self.name.contains(['/', '\\', '[', ']']) {
+            return Err(KeyError::new(
+                "name",
+                format!("`{}` is not a usable method name", self.name),
+            ));
+        }
+        let optimizer = self.optimizer.check().map_err(|e| e.within("optimizer"))?;
+        let strategy = match &self.strategy {
+            Some(s) => s.check().map_err(|e| e.within("strategy"))?,
+            None => StrategySettings::default(),
+        };
+        Ok(Method {
+            name: self.name.clone(),
+            optimizer,
+            grapes: self.optimizer.grapes,
+            strategy,
         })
     }
+}
 
-    /// Number of runs for `seeds` (the config's when `None`).
-    pub fn num_runs(&self, seeds: Option<&[u64]>) -> usize {
-        self.variants
-            .iter()
-            .map(|v| v.methods.len() * seeds.map_or(v.config.seeds.len(), <[u64]>::len))
-            .sum()
+impl TrainingConfig {
+    /// Checks the budget and sizes into [`TrainSettings`] for a model of `kind`; an error names
+    /// the key inside the training block.
+    pub fn check(&self, kind: ModelKind) -> Checked<TrainSettings> {
+        let batch_size = at_least_one("batch_size", self.batch_size)?;
+        let budget = match (self.epochs, self.iterations) {
+            (Some(_), Some(_)) => {
+                return Err(KeyError::new(
+                    "",
+                    "give either `epochs` or `iterations`, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(KeyError::new(
+                    "",
+                    "give `epochs: N` or `iterations: N` per task",
+                ))
+            }
+            (Some(e), None) => Budget::Epochs(at_least_one("epochs", e)?),
+            (None, Some(n)) => Budget::Iterations(at_least_one("iterations", n)?),
+        };
+        if self.backward == BackwardPath::Explicit && kind != ModelKind::Mlp {
+            return Err(KeyError::new(
+                "backward",
+                "the explicit backward only supports `kind: mlp`",
+            ));
+        }
+        Ok(TrainSettings {
+            batch_size,
+            budget,
+            eval_batch_size: at_least_one("eval_batch_size", self.eval_batch_size.unwrap_or(1000))?,
+            eval_every: self
+                .eval_every
+                .map(|n| at_least_one("eval_every", n))
+                .transpose()?,
+            reset_optimizer: self.reset_optimizer,
+            backward: self.backward,
+        })
     }
 }
 
 impl Variant {
+    /// Checks one sweep combination: the stream file, then every block of the config.
     fn validate(
         config: ExperimentConfig,
         tag: Option<String>,
@@ -291,132 +354,29 @@ impl Variant {
             .as_ref()
             .map(|t| format!(" (sweep combination {t})"))
             .unwrap_or_default();
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: key.to_string(),
-            message: format!("{message}{context}"),
-        };
+        let invalid = |err: KeyError| ConfigError::at(path, err, &context);
         let stream_path = resolve_stream(&config.stream, dirs).map_err(|tried| {
-            invalid(
+            invalid(KeyError::new(
                 "stream",
-                format!(
-                    "stream file `{}` not found (tried {})",
-                    config.stream, tried
-                ),
-            )
+                format!("stream file `{}` not found (tried {tried})", config.stream),
+            ))
         })?;
         let stream = StreamSpec::load(&stream_path)?;
-        config
+        let model = config
             .model
-            .validate()
-            .map_err(|(k, m)| invalid(&format!("model.{k}"), m))?;
-        if config.methods.is_empty() {
-            return Err(invalid("methods", "expected at least one method".into()));
-        }
-        let mut methods: Vec<Method> = Vec::new();
-        for (i, m) in config.methods.iter().enumerate() {
-            if m.name.trim().is_empty() || m.name.contains(['/', '\\', '[', ']']) {
-                return Err(invalid(
-                    &format!("methods[{i}].name"),
-                    format!("`{}` is not a usable method name", m.name),
-                ));
-            }
-            if methods.iter().any(|x| x.name == m.name) {
-                return Err(invalid(
-                    &format!("methods[{i}].name"),
-                    format!("method `{}` is defined twice", m.name),
-                ));
-            }
-            let settings: OptimizerSettings = m
-                .optimizer
-                .check()
-                .map_err(|(k, msg)| invalid(&format!("methods[{i}].optimizer.{k}"), msg))?;
-            let strategy = match &m.strategy {
-                Some(s) => s
-                    .check()
-                    .map_err(|(k, msg)| invalid(&format!("methods[{i}].strategy.{k}"), msg))?,
-                None => StrategySettings::default(),
-            };
-            methods.push(Method {
-                name: m.name.clone(),
-                optimizer: settings,
-                grapes: m.optimizer.grapes,
-                strategy,
-            });
-        }
-        let t = &config.training;
-        if t.batch_size == 0 {
-            return Err(invalid(
-                "training.batch_size",
-                "expected at least 1, got 0".into(),
-            ));
-        }
-        let budget = match (t.epochs, t.iterations) {
-            (Some(_), Some(_)) => {
-                return Err(invalid(
-                    "training",
-                    "give either `epochs` or `iterations`, not both".into(),
-                ))
-            }
-            (None, None) => {
-                return Err(invalid(
-                    "training",
-                    "give `epochs: N` or `iterations: N` per task".into(),
-                ))
-            }
-            (Some(0), _) => {
-                return Err(invalid(
-                    "training.epochs",
-                    "expected at least 1, got 0".into(),
-                ))
-            }
-            (_, Some(0)) => {
-                return Err(invalid(
-                    "training.iterations",
-                    "expected at least 1, got 0".into(),
-                ))
-            }
-            (Some(e), None) => Budget::Epochs(e),
-            (None, Some(n)) => Budget::Iterations(n),
-        };
-        if t.eval_batch_size == Some(0) {
-            return Err(invalid(
-                "training.eval_batch_size",
-                "expected at least 1, got 0".into(),
-            ));
-        }
-        if t.eval_every == Some(0) {
-            return Err(invalid(
-                "training.eval_every",
-                "expected at least 1, got 0".into(),
-            ));
-        }
-        if t.backward == BackwardPath::Explicit
-            && config.model.kind != crate::models::ModelKind::Mlp
-        {
-            return Err(invalid(
-                "training.backward",
-                "the explicit backward only supports `kind: mlp`".into(),
-            ));
-        }
-        if config.seeds.is_empty() {
-            return Err(invalid("seeds", "expected at least one seed".into()));
-        }
-        if let Some(d) = duplicate(&config.seeds) {
-            return Err(invalid("seeds", format!("seed {d} is listed twice")));
-        }
-        let training = TrainSettings {
-            batch_size: t.batch_size,
-            budget,
-            eval_batch_size: t.eval_batch_size.unwrap_or(1000),
-            eval_every: t.eval_every,
-            reset_optimizer: t.reset_optimizer,
-            backward: t.backward,
-        };
+            .check()
+            .map_err(|e| invalid(e.within("model")))?;
+        let methods = check_methods(&config.methods).map_err(invalid)?;
+        let training = config
+            .training
+            .check(model.kind())
+            .map_err(|e| invalid(e.within("training")))?;
+        check_seeds(&config.seeds).map_err(invalid)?;
         Ok(Variant {
             tag,
             config,
             stream,
+            model,
             methods,
             training,
         })
@@ -650,12 +610,39 @@ fn locate_error(
     }
 }
 
-fn duplicate(seeds: &[u64]) -> Option<u64> {
-    seeds
+/// Checks every method entry and that their names are unique.
+fn check_methods(methods: &[MethodConfig]) -> Checked<Vec<Method>> {
+    if methods.is_empty() {
+        return Err(KeyError::new("methods", "expected at least one method"));
+    }
+    let mut checked: Vec<Method> = Vec::with_capacity(methods.len());
+    for (i, m) in methods.iter().enumerate() {
+        let at = format!("methods[{i}]");
+        let method = m.check().map_err(|e| e.within(&at))?;
+        if checked.iter().any(|x| x.name == method.name) {
+            return Err(KeyError::new(
+                format!("{at}.name"),
+                format!("method `{}` is defined twice", m.name),
+            ));
+        }
+        checked.push(method);
+    }
+    Ok(checked)
+}
+
+/// At least one seed, none listed twice.
+fn check_seeds(seeds: &[u64]) -> Checked<()> {
+    if seeds.is_empty() {
+        return Err(KeyError::new("seeds", "expected at least one seed"));
+    }
+    match seeds
         .iter()
         .enumerate()
         .find(|(i, s)| seeds[..*i].contains(s))
-        .map(|(_, s)| *s)
+    {
+        Some((_, d)) => Err(KeyError::new("seeds", format!("seed {d} is listed twice"))),
+        None => Ok(()),
+    }
 }
 
 /// Finds a stream file: as given (relative to the current directory), relative to the
@@ -683,4 +670,112 @@ fn resolve_stream(stream: &str, dirs: &[PathBuf]) -> Result<PathBuf, String> {
                 .collect::<Vec<_>>()
                 .join(", ")
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn yaml(text: &str) -> serde_yaml::Value {
+        serde_yaml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn merge_overrides_maps_key_by_key_and_replaces_everything_else() {
+        let mut base = yaml("{a: {x: 1, y: 2}, list: [1, 2, 3], s: old}");
+        merge(
+            &mut base,
+            yaml("{a: {y: 20, z: 30}, list: [9], s: new, t: added}"),
+        );
+        assert_eq!(
+            base,
+            yaml("{a: {x: 1, y: 20, z: 30}, list: [9], s: new, t: added}")
+        );
+    }
+
+    #[test]
+    fn set_path_reaches_into_maps_and_lists() {
+        let mut v = yaml("{methods: [{optimizer: {lr: 1}}, {optimizer: {lr: 2}}], training: {}}");
+        set_path(&mut v, "methods.*.optimizer.lr", yaml("0.5")).unwrap();
+        set_path(&mut v, "methods.1.optimizer.momentum", yaml("0.9")).unwrap();
+        set_path(&mut v, "training.batch_size", yaml("32")).unwrap();
+        assert_eq!(
+            v,
+            yaml(
+                "{methods: [{optimizer: {lr: 0.5}}, {optimizer: {lr: 0.5, momentum: 0.9}}], \
+                 training: {batch_size: 32}}"
+            )
+        );
+        let err = set_path(&mut v, "methods.2.optimizer.lr", yaml("1")).unwrap_err();
+        assert_eq!(
+            err,
+            "index 2 in `methods.2.optimizer.lr` is past the end of a list of 2"
+        );
+        let err = set_path(&mut v, "methods.x.optimizer", yaml("1")).unwrap_err();
+        assert!(err.contains("not a list index"), "{err}");
+        let err = set_path(&mut v, "training.batch_size.deep", yaml("1")).unwrap_err();
+        assert!(err.contains("not a mapping or list"), "{err}");
+    }
+
+    #[test]
+    fn cartesian_product_varies_the_last_axis_fastest() {
+        let axes = vec![
+            ("a".to_string(), vec![yaml("1"), yaml("2")]),
+            ("b".to_string(), vec![yaml("x"), yaml("y")]),
+        ];
+        let tags: Vec<String> = cartesian(&axes).iter().map(|c| tag_of(c)).collect();
+        assert_eq!(tags, vec!["a=1,b=x", "a=1,b=y", "a=2,b=x", "a=2,b=y"]);
+        assert_eq!(cartesian(&[]), vec![Vec::new()]);
+    }
+
+    #[test]
+    fn sweep_tags_use_the_last_segment_unless_two_axes_share_it() {
+        let combo = vec![
+            ("methods.*.optimizer.lr".to_string(), yaml("0.1")),
+            ("model.hidden".to_string(), yaml("[8, 8]")),
+        ];
+        assert_eq!(tag_of(&combo), "lr=0.1,hidden=[8,8]");
+        let clash = vec![
+            ("methods.0.optimizer.lr".to_string(), yaml("0.1")),
+            ("methods.1.optimizer.lr".to_string(), yaml("0.2")),
+        ];
+        assert_eq!(
+            tag_of(&clash),
+            "methods.0.optimizer.lr=0.1,methods.1.optimizer.lr=0.2"
+        );
+    }
+
+    #[test]
+    fn training_blocks_are_checked_key_by_key() {
+        let check = |text: &str| {
+            serde_yaml::from_str::<TrainingConfig>(text)
+                .unwrap()
+                .check(ModelKind::Mlp)
+        };
+        let ok = check("{batch_size: 32, epochs: 2}").unwrap();
+        assert_eq!(ok.budget, Budget::Epochs(2));
+        assert_eq!(ok.eval_batch_size, 1000);
+        assert_eq!(
+            check("{batch_size: 0, epochs: 1}").unwrap_err().key,
+            "batch_size"
+        );
+        assert_eq!(
+            check("{batch_size: 1, iterations: 0}").unwrap_err().key,
+            "iterations"
+        );
+        assert_eq!(check("{batch_size: 1}").unwrap_err().key, "");
+        assert_eq!(
+            check("{batch_size: 1, epochs: 1, eval_every: 0}")
+                .unwrap_err()
+                .key,
+            "eval_every"
+        );
+        let cnn = serde_yaml::from_str::<TrainingConfig>(
+            "{batch_size: 1, epochs: 1, backward: explicit}",
+        )
+        .unwrap()
+        .check(ModelKind::Cnn)
+        .unwrap_err();
+        assert_eq!(cnn.key, "backward");
+    }
 }

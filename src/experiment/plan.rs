@@ -3,8 +3,9 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::{Experiment, MethodConfig, TrainingConfig};
-use crate::models::ModelConfig;
-use crate::streams::StreamSpec;
+use crate::models::{ModelConfig, ModelSpec};
+use crate::streams::{StreamFile, StreamSpec};
+use crate::train::{Method, TrainSettings};
 
 /// Everything that determines one run's result. Its hash is the run id, so changing any setting
 /// makes a new run and never overwrites an old one.
@@ -46,15 +47,20 @@ impl RunSpec {
     }
 }
 
-/// A run of the plan: its spec and where its validated settings live in the experiment.
+/// A run of the plan: its spec (as written, hashed into the id) and the validated values that
+/// train it. Executing a run needs nothing else.
 #[derive(Debug, Clone)]
 pub struct PlannedRun {
     /// The fully resolved run config (its hash is the run id).
     pub spec: RunSpec,
-    /// Index into [`Experiment::variants`].
-    pub variant: usize,
-    /// Index into that variant's methods.
-    pub method: usize,
+    /// The stream file the run's stream is built from (with the run's seed).
+    pub stream: StreamFile,
+    /// The model.
+    pub model: ModelSpec,
+    /// The method, named as in the results (`name[sweep tag]` in a sweep).
+    pub method: Method,
+    /// Training settings.
+    pub training: TrainSettings,
 }
 
 impl PlannedRun {
@@ -68,7 +74,7 @@ impl PlannedRun {
 /// over every seed. `seeds` replaces the config's seeds when given (`--seeds`).
 pub fn plan(exp: &Experiment, seeds: Option<&[u64]>) -> Vec<PlannedRun> {
     let mut runs = Vec::new();
-    for (vi, variant) in exp.variants.iter().enumerate() {
+    for variant in &exp.variants {
         let seeds = seeds.unwrap_or(&variant.config.seeds);
         let stream_name = variant.stream.spec.name.clone().unwrap_or_else(|| {
             variant
@@ -78,21 +84,30 @@ pub fn plan(exp: &Experiment, seeds: Option<&[u64]>) -> Vec<PlannedRun> {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_default()
         });
-        for (mi, m) in variant.config.methods.iter().enumerate() {
-            let mut method = m.clone();
-            method.name = variant.method_name(&m.name);
+        for (written, checked) in variant.config.methods.iter().zip(&variant.methods) {
+            let name = variant.method_name(&written.name);
+            let method_config = MethodConfig {
+                name: name.clone(),
+                ..written.clone()
+            };
+            let method = Method {
+                name,
+                ..checked.clone()
+            };
             for &seed in seeds {
                 runs.push(PlannedRun {
                     spec: RunSpec {
                         stream_name: stream_name.clone(),
                         stream: variant.stream.spec.clone(),
                         model: variant.config.model.clone(),
-                        method: method.clone(),
+                        method: method_config.clone(),
                         training: variant.config.training.clone(),
                         seed,
                     },
-                    variant: vi,
-                    method: mi,
+                    stream: variant.stream.clone(),
+                    model: variant.model.clone(),
+                    method: method.clone(),
+                    training: variant.training.clone(),
                 });
             }
         }

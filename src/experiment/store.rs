@@ -11,11 +11,54 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::plan::RunSpec;
+use super::config::{Experiment, ExperimentConfig};
+use super::plan::{PlannedRun, RunSpec};
+use super::summary::RunSummary;
 use crate::train::RunRecord;
 
 /// The marker that makes a run complete.
 pub const COMPLETE_MARKER: &str = "complete.json";
+
+/// The file where `clbench run` records the experiment that wrote a store.
+pub const EXPERIMENT_FILE: &str = "experiment.yaml";
+
+/// What a store records about the experiment that wrote it (`experiment.yaml`): the config as
+/// it was resolved (its `extends` chain merged), not the file as written, so that reading it
+/// back never depends on other files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExperimentRecord {
+    /// The experiment's name.
+    pub name: String,
+    /// The config file it was loaded from, as given.
+    pub source: String,
+    /// Method names as the results name them (`name[sweep tag]`), in plan order; the first is
+    /// the default baseline of the significance markers.
+    pub methods: Vec<String>,
+    /// The resolved config (`extends` merged; the sweep, if any, as written).
+    pub config: ExperimentConfig,
+}
+
+impl ExperimentRecord {
+    /// The record of `exp` and its plan.
+    pub fn of(exp: &Experiment, runs: &[PlannedRun]) -> ExperimentRecord {
+        let mut methods: Vec<String> = Vec::new();
+        for r in runs {
+            if !methods.contains(&r.method.name) {
+                methods.push(r.method.name.clone());
+            }
+        }
+        ExperimentRecord {
+            name: exp.name.clone(),
+            source: exp.path.display().to_string(),
+            methods,
+            config: ExperimentConfig {
+                sweep: exp.sweep.clone(),
+                ..exp.config.clone()
+            },
+        }
+    }
+}
 
 /// Errors of the run store.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +119,13 @@ pub struct StoredRun {
     pub record: RunRecord,
 }
 
+impl StoredRun {
+    /// Its summary: outcome, metrics and throughput (what `metrics.json` holds).
+    pub fn summary(&self) -> RunSummary {
+        RunSummary::of(&self.id, &self.spec, &self.record)
+    }
+}
+
 /// A directory of runs.
 #[derive(Debug, Clone)]
 pub struct RunStore {
@@ -96,6 +146,35 @@ impl RunStore {
     /// `<root>/runs`.
     pub fn runs_dir(&self) -> PathBuf {
         self.root.join("runs")
+    }
+
+    /// Records the experiment that writes this store (atomically; the previous record of a
+    /// resumed or extended experiment is replaced).
+    pub fn write_experiment(&self, record: &ExperimentRecord) -> Result<(), StoreError> {
+        let yaml = serde_yaml::to_string(record).expect("an experiment record always serializes");
+        let text = format!(
+            "# Written by `clbench run {}`: the experiment as resolved ({} methods in plan order).\n{yaml}",
+            record.source,
+            record.methods.len()
+        );
+        write_atomic(&self.root.join(EXPERIMENT_FILE), text.as_bytes())
+    }
+
+    /// The experiment recorded by [`Self::write_experiment`]; `None` when there is none or it
+    /// cannot be read. A store written before records existed holds a copy of the config file
+    /// instead: its methods are read from it when it parses on its own.
+    pub fn experiment(&self) -> Option<ExperimentRecord> {
+        let text = fs::read_to_string(self.root.join(EXPERIMENT_FILE)).ok()?;
+        if let Ok(record) = serde_yaml::from_str::<ExperimentRecord>(&text) {
+            return Some(record);
+        }
+        let config: ExperimentConfig = serde_yaml::from_str(&text).ok()?;
+        Some(ExperimentRecord {
+            name: config.name.clone().unwrap_or_default(),
+            source: String::new(),
+            methods: config.methods.iter().map(|m| m.name.clone()).collect(),
+            config,
+        })
     }
 
     /// Whether run `id` is complete.
@@ -119,12 +198,10 @@ impl RunStore {
         let json = serde_json::to_vec_pretty(record).expect("a record always serializes");
         write_atomic(&tmp.join("record.json"), &json)?;
         write_atomic(&tmp.join("accuracy.csv"), accuracy_csv(record).as_bytes())?;
-        let metrics = super::run_metrics_json(&id, spec, record);
+        let summary = RunSummary::of(&id, spec, record);
         write_atomic(
             &tmp.join("metrics.json"),
-            serde_json::to_string_pretty(&metrics)
-                .expect("json")
-                .as_bytes(),
+            &serde_json::to_vec_pretty(&summary).expect("a summary always serializes"),
         )?;
         if !record.curves.is_empty() {
             let mut csv = String::from("training_task,step,eval_task,accuracy\n");

@@ -1,4 +1,6 @@
-//! The explicit forward and backward pass of an MLP: the training fast path.
+//! The explicit forward and backward pass of an MLP on candle tensors: what the tensor engine
+//! ([`crate::engine::tensor`]) runs for MLPs off the CPU, and the reference that the fused CPU
+//! step ([`crate::engine::fused`]) is checked against.
 //!
 //! Written out layer by layer, without autograd bookkeeping. Propagating GRAPES is one line: the
 //! hidden layer's error is multiplied by its factors ([`grapes::modulate`]) before it is used and

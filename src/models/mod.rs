@@ -1,11 +1,12 @@
 //! Models: an MLP and a small CNN for 28×28 images, with one shared output layer or one head
 //! per task.
 //!
-//! A [`Network`] owns its parameters as candle `Var`s and describes its layers, so that the
-//! training step can run either candle's autograd ([`Network::forward`]) or, for MLPs, the
-//! explicit backward in [`mlp`] — the fast path, checked against autograd in the tests.
+//! The model block of a config ([`ModelConfig`]) is checked into a [`ModelSpec`], which
+//! [`Network::new`] builds. A [`Network`] owns its parameters as candle `Var`s and describes its
+//! layers, so that gradients can come from candle's autograd ([`Network::forward`], the
+//! reference), from the explicit MLP backward on tensors ([`mlp`]), or from the fused CPU step
+//! of [`crate::engine::fused`] (the fast path); the tests hold all three to the same gradients.
 
-pub mod fused;
 pub mod init;
 pub mod loss;
 pub mod mlp;
@@ -17,6 +18,7 @@ use crate::data::IMAGE_SIDE;
 use crate::optim::grapes;
 use crate::rng::SeedRng;
 use crate::streams::OutputLayout;
+use crate::validate::{only_for, positive, Checked, KeyError};
 
 pub use init::Init;
 
@@ -139,86 +141,162 @@ impl ModelConfig {
         }
     }
 
-    /// Fully connected hidden widths.
-    pub fn hidden_widths(&self) -> Vec<usize> {
-        match (&self.hidden, self.kind) {
-            (Some(h), _) => h.clone(),
-            (None, ModelKind::Cnn) => vec![128],
-            (None, ModelKind::Mlp) => Vec::new(),
-        }
-    }
-
-    /// The weight initialization.
-    pub fn init(&self) -> Init {
-        match self.init {
-            InitKind::KaimingUniform => Init::KaimingUniform,
-            InitKind::TorchDefault => Init::TorchDefault,
-            InitKind::XavierUniform => Init::XavierUniform,
-            InitKind::Normal => Init::Normal {
-                std: self.init_std.unwrap_or(0.01),
-            },
-        }
-    }
-
-    /// CNN channel counts.
-    pub fn conv_channels(&self) -> [usize; 2] {
-        self.channels.unwrap_or([16, 32])
-    }
-
-    /// CNN kernel size.
-    pub fn conv_kernel(&self) -> usize {
-        self.kernel.unwrap_or(5)
-    }
-
-    /// Checks sizes; `Err((key, message))` names the offending key inside the model block.
-    pub fn validate(&self) -> std::result::Result<(), (String, String)> {
-        let fail = |k: &str, m: String| Err((k.to_string(), m));
-        match self.kind {
+    /// Checks sizes and resolves defaults into a [`ModelSpec`]; an error names the key inside
+    /// the model block.
+    pub fn check(&self) -> Checked<ModelSpec> {
+        let conv = match self.kind {
             ModelKind::Mlp => {
                 if self.hidden.is_none() {
-                    return fail(
+                    return Err(KeyError::new(
                         "hidden",
-                        "an MLP needs its hidden widths, e.g. `hidden: [256, 256]`".into(),
-                    );
+                        "an MLP needs its hidden widths, e.g. `hidden: [256, 256]`",
+                    ));
                 }
-                if self.channels.is_some() {
-                    return fail("channels", "only applies to `kind: cnn`".into());
-                }
-                if self.kernel.is_some() {
-                    return fail("kernel", "only applies to `kind: cnn`".into());
-                }
+                only_for("channels", self.channels.is_some(), "`kind: cnn`")?;
+                only_for("kernel", self.kernel.is_some(), "`kind: cnn`")?;
+                None
             }
             ModelKind::Cnn => {
-                if self.conv_channels().contains(&0) {
-                    return fail("channels", "channel counts must be at least 1".into());
+                let channels = self.channels.unwrap_or([16, 32]);
+                if channels.contains(&0) {
+                    return Err(KeyError::new(
+                        "channels",
+                        "channel counts must be at least 1",
+                    ));
                 }
-                let k = self.conv_kernel();
-                if k == 0 || conv_output_side(k).is_none() {
-                    return fail(
+                let kernel = self.kernel.unwrap_or(5);
+                let side = conv_output_side(kernel).ok_or_else(|| {
+                    KeyError::new(
                         "kernel",
-                        format!("kernel {k} does not fit two conv+pool stages on 28×28 images"),
-                    );
-                }
+                        format!(
+                            "kernel {kernel} does not fit two conv+pool stages on 28×28 images"
+                        ),
+                    )
+                })?;
+                Some(ConvSpec {
+                    channels,
+                    kernel,
+                    side,
+                })
             }
-        }
-        if let Some(i) = self.hidden_widths().iter().position(|&h| h == 0) {
-            return fail(
+        };
+        let hidden = match (&self.hidden, self.kind) {
+            (Some(h), _) => h.clone(),
+            (None, _) => vec![128],
+        };
+        if let Some(i) = hidden.iter().position(|&h| h == 0) {
+            return Err(KeyError::new(
                 "hidden",
                 format!(
                     "hidden layer {} has size 0; sizes must be at least 1",
                     i + 1
                 ),
-            );
+            ));
         }
-        if self.init_std.is_some() && self.init != InitKind::Normal {
-            return fail("init_std", "only applies to `init: normal`".into());
-        }
-        if let Init::Normal { std } = self.init() {
-            if !(std.is_finite() && std > 0.0) {
-                return fail("init_std", format!("expected a positive number, got {std}"));
-            }
-        }
-        Ok(())
+        only_for(
+            "init_std",
+            self.init_std.is_some() && self.init != InitKind::Normal,
+            "`init: normal`",
+        )?;
+        let init = match self.init {
+            InitKind::KaimingUniform => Init::KaimingUniform,
+            InitKind::TorchDefault => Init::TorchDefault,
+            InitKind::XavierUniform => Init::XavierUniform,
+            InitKind::Normal => Init::Normal {
+                std: positive("init_std", self.init_std.unwrap_or(0.01))?,
+            },
+        };
+        Ok(ModelSpec {
+            kind: self.kind,
+            hidden,
+            activation: self.activation,
+            bias: self.bias,
+            init,
+            conv,
+        })
+    }
+}
+
+/// The convolutional stages of a CNN, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvSpec {
+    /// Output channels of the two convolutions.
+    pub channels: [usize; 2],
+    /// Square kernel size (stride 1, no padding).
+    pub kernel: usize,
+    /// Side of the feature maps after both conv + pool stages (at least 1).
+    pub side: usize,
+}
+
+/// A validated model: what [`Network::new`] builds. Made by [`ModelConfig::check`] or
+/// [`ModelSpec::mlp`]; the `with_*` methods change settings that are valid in any combination.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelSpec {
+    kind: ModelKind,
+    hidden: Vec<usize>,
+    activation: Activation,
+    bias: bool,
+    init: Init,
+    conv: Option<ConvSpec>,
+}
+
+impl ModelSpec {
+    /// An MLP with these hidden widths (each ≥ 1), ReLU, biases and Kaiming-uniform weights.
+    ///
+    /// # Panics
+    /// If a width is 0.
+    pub fn mlp(hidden: &[usize]) -> ModelSpec {
+        ModelConfig::mlp(hidden)
+            .check()
+            .unwrap_or_else(|e| panic!("ModelSpec::mlp({hidden:?}): {e}"))
+    }
+
+    /// The same model with or without biases.
+    pub fn with_bias(mut self, bias: bool) -> ModelSpec {
+        self.bias = bias;
+        self
+    }
+
+    /// The same model with another hidden nonlinearity.
+    pub fn with_activation(mut self, activation: Activation) -> ModelSpec {
+        self.activation = activation;
+        self
+    }
+
+    /// The same model with another weight initialization.
+    pub fn with_init(mut self, init: Init) -> ModelSpec {
+        self.init = init;
+        self
+    }
+
+    /// MLP or CNN.
+    pub fn kind(&self) -> ModelKind {
+        self.kind
+    }
+
+    /// Widths of the fully connected hidden layers.
+    pub fn hidden(&self) -> &[usize] {
+        &self.hidden
+    }
+
+    /// The hidden nonlinearity.
+    pub fn activation(&self) -> Activation {
+        self.activation
+    }
+
+    /// Whether layers have biases.
+    pub fn bias(&self) -> bool {
+        self.bias
+    }
+
+    /// The weight initialization.
+    pub fn init(&self) -> Init {
+        self.init
+    }
+
+    /// The convolutional stages (CNN only).
+    pub fn conv(&self) -> Option<ConvSpec> {
+        self.conv
     }
 }
 
@@ -255,8 +333,8 @@ pub struct Layer {
 /// A model: parameters plus the layer structure that reads them.
 #[derive(Debug, Clone)]
 pub struct Network {
-    /// The config it was built from.
-    pub config: ModelConfig,
+    /// The model it was built from.
+    pub spec: ModelSpec,
     /// All trainable parameters.
     pub params: Vec<Var>,
     /// The hidden layers (the ones GRAPES modulates), input first.
@@ -271,7 +349,7 @@ impl Network {
     /// Builds a network for 28×28 single-channel inputs and the given outputs, drawing every
     /// initial weight from `rng`.
     pub fn new(
-        config: &ModelConfig,
+        spec: &ModelSpec,
         outputs: &OutputLayout,
         rng: &mut SeedRng,
         device: &Device,
@@ -281,7 +359,7 @@ impl Network {
             params.push(Var::from_tensor(&Tensor::from_vec(values, shape, device)?)?);
             Ok(params.len() - 1)
         };
-        let (activation, bias, init) = (config.activation, config.bias, config.init());
+        let (activation, bias, init) = (spec.activation, spec.bias, spec.init);
         let mut layer = |name: String,
                          kind: LayerKind,
                          shape: Vec<usize>,
@@ -310,10 +388,13 @@ impl Network {
         };
         let mut hidden = Vec::new();
         let mut width = crate::data::IMAGE_PIXELS;
-        let fc_hidden = config.hidden_widths();
-        if config.kind == ModelKind::Cnn {
+        if let Some(ConvSpec {
+            channels,
+            kernel: k,
+            side,
+        }) = spec.conv
+        {
             {
-                let (channels, k) = (config.conv_channels(), config.conv_kernel());
                 hidden.push(layer(
                     "conv1".into(),
                     LayerKind::Conv,
@@ -326,11 +407,10 @@ impl Network {
                     vec![channels[1], channels[0], k, k],
                     rng,
                 )?);
-                let side = conv_output_side(k).expect("validated kernel");
                 width = channels[1] * side * side;
             }
         }
-        for (i, &h) in fc_hidden.iter().enumerate() {
+        for (i, &h) in spec.hidden.iter().enumerate() {
             hidden.push(layer(
                 format!("hidden{}", i + 1),
                 LayerKind::Linear,
@@ -355,7 +435,7 @@ impl Network {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Network {
-            config: config.clone(),
+            spec: spec.clone(),
             params,
             hidden,
             heads,

@@ -110,16 +110,6 @@ pub fn modulate_in_place(delta: &mut [f32], factors: &[f32]) {
     }
 }
 
-/// Scales row `n` of a row-major gradient (`factors.len()` rows) by `factors[n]`, in place.
-pub fn scale_rows_in_place(grad: &mut [f32], factors: &[f32]) {
-    let width = grad.len() / factors.len().max(1);
-    for (row, m) in grad.chunks_exact_mut(width.max(1)).zip(factors) {
-        for g in row {
-            *g *= m;
-        }
-    }
-}
-
 /// Multiplies an error `delta` (`[batch, out]` or `[batch, out, h, w]`) node-wise by `factors`.
 pub fn modulate(delta: &Tensor, factors: &Tensor) -> Result<Tensor> {
     delta.broadcast_mul(&broadcastable(factors, delta.rank())?)
@@ -227,16 +217,6 @@ pub struct FactorStatsAccumulator {
 }
 
 impl FactorStatsAccumulator {
-    /// Adds one step's factors (one tensor per hidden layer).
-    pub fn add(&mut self, factors: &[Tensor]) -> Result<()> {
-        let stats = factors
-            .iter()
-            .map(FactorStats::of)
-            .collect::<Result<Vec<_>>>()?;
-        self.add_stats(&stats);
-        Ok(())
-    }
-
     /// Adds one step's factors given as slices.
     pub fn add_slices(&mut self, factors: &[Vec<f32>]) {
         let stats: Vec<FactorStats> = factors.iter().map(|f| FactorStats::of_slice(f)).collect();

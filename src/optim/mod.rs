@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 
 pub use grapes::GrapesMode;
 
+use crate::validate::{non_negative, not_applicable, positive, unit_interval, Checked, KeyError};
+
 /// Updates parameters from gradients.
 ///
 /// Every update rule is written once, on `f32` slices ([`Optimizer::step_slices`]); the
@@ -94,73 +96,33 @@ pub enum OptimizerSettings {
 pub const OPTIMIZER_NAMES: &[&str] = &["sgd", "adam", "adamw", "rmsprop"];
 
 impl OptimizerConfig {
-    /// Checks every value; `Err((key, message))` names the offending key (relative to the
-    /// optimizer block).
-    pub fn check(&self) -> std::result::Result<OptimizerSettings, (String, String)> {
-        let err = |key: &str, msg: String| Err((key.to_string(), msg));
-        let positive = |key: &str, v: f64| -> std::result::Result<f64, (String, String)> {
-            if v.is_finite() && v > 0.0 {
-                Ok(v)
-            } else {
-                Err((
-                    key.to_string(),
-                    format!("expected a positive number, got {v}"),
-                ))
-            }
-        };
-        let non_negative = |key: &str,
-                            v: Option<f64>,
-                            default: f64|
-         -> std::result::Result<f64, (String, String)> {
-            let v = v.unwrap_or(default);
-            if v.is_finite() && v >= 0.0 {
-                Ok(v)
-            } else {
-                Err((key.to_string(), format!("expected a number ≥ 0, got {v}")))
-            }
-        };
-        let unit = |key: &str, v: f64| -> std::result::Result<f64, (String, String)> {
-            if (0.0..1.0).contains(&v) {
-                Ok(v)
-            } else {
-                Err((
-                    key.to_string(),
-                    format!("expected a number in [0, 1), got {v}"),
-                ))
-            }
-        };
+    /// Checks every value into [`OptimizerSettings`]; an error names the key inside the
+    /// optimizer block.
+    pub fn check(&self) -> Checked<OptimizerSettings> {
         let lr = positive("lr", self.lr)?;
         let name = self.name.to_ascii_lowercase();
-        let not_for = |key: &str, set: bool| -> std::result::Result<(), (String, String)> {
-            if set {
-                Err((
-                    key.to_string(),
-                    format!("does not apply to optimizer `{name}`"),
-                ))
-            } else {
-                Ok(())
-            }
-        };
+        let not_for =
+            |key: &str, set: bool| not_applicable(key, set, &format!("optimizer `{name}`"));
         match name.as_str() {
             "sgd" => {
                 not_for("betas", self.betas.is_some())?;
                 not_for("eps", self.eps.is_some())?;
                 not_for("alpha", self.alpha.is_some())?;
-                let momentum = unit("momentum", self.momentum.unwrap_or(0.0))?;
+                let momentum = unit_interval("momentum", self.momentum.unwrap_or(0.0))?;
                 let nesterov = self.nesterov.unwrap_or(false);
-                let dampening = non_negative("dampening", self.dampening, 0.0)?;
+                let dampening = non_negative("dampening", self.dampening.unwrap_or(0.0))?;
                 if nesterov && (momentum == 0.0 || dampening != 0.0) {
-                    return err(
+                    return Err(KeyError::new(
                         "nesterov",
-                        "Nesterov momentum needs momentum > 0 and dampening 0".into(),
-                    );
+                        "Nesterov momentum needs momentum > 0 and dampening 0",
+                    ));
                 }
                 Ok(OptimizerSettings::Sgd {
                     lr,
                     momentum,
                     dampening,
                     nesterov,
-                    weight_decay: non_negative("weight_decay", self.weight_decay, 0.0)?,
+                    weight_decay: non_negative("weight_decay", self.weight_decay.unwrap_or(0.0))?,
                 })
             }
             "adam" | "adamw" => {
@@ -170,14 +132,14 @@ impl OptimizerConfig {
                 not_for("alpha", self.alpha.is_some())?;
                 let (b1, b2) = self.betas.unwrap_or((0.9, 0.999));
                 let decoupled = name == "adamw";
+                let default_decay = if decoupled { 0.01 } else { 0.0 };
                 Ok(OptimizerSettings::Adam {
                     lr,
-                    betas: (unit("betas", b1)?, unit("betas", b2)?),
+                    betas: (unit_interval("betas", b1)?, unit_interval("betas", b2)?),
                     eps: positive("eps", self.eps.unwrap_or(1e-8))?,
                     weight_decay: non_negative(
                         "weight_decay",
-                        self.weight_decay,
-                        if decoupled { 0.01 } else { 0.0 },
+                        self.weight_decay.unwrap_or(default_decay),
                     )?,
                     decoupled,
                 })
@@ -188,29 +150,62 @@ impl OptimizerConfig {
                 not_for("dampening", self.dampening.is_some())?;
                 Ok(OptimizerSettings::RmsProp {
                     lr,
-                    alpha: unit("alpha", self.alpha.unwrap_or(0.99))?,
+                    alpha: unit_interval("alpha", self.alpha.unwrap_or(0.99))?,
                     eps: positive("eps", self.eps.unwrap_or(1e-8))?,
-                    momentum: unit("momentum", self.momentum.unwrap_or(0.0))?,
-                    weight_decay: non_negative("weight_decay", self.weight_decay, 0.0)?,
+                    momentum: unit_interval("momentum", self.momentum.unwrap_or(0.0))?,
+                    weight_decay: non_negative("weight_decay", self.weight_decay.unwrap_or(0.0))?,
                 })
             }
             other => {
                 let hint = crate::yaml::did_you_mean(other, OPTIMIZER_NAMES)
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
-                err(
+                Err(KeyError::new(
                     "name",
                     format!(
                         "unknown optimizer `{other}`; expected one of {}{hint}",
                         OPTIMIZER_NAMES.join(", ")
                     ),
-                )
+                ))
             }
         }
     }
 }
 
 impl OptimizerSettings {
+    /// Plain SGD with learning rate `lr` (PyTorch's defaults elsewhere: no momentum, no decay).
+    pub fn sgd(lr: f64) -> OptimizerSettings {
+        OptimizerSettings::Sgd {
+            lr,
+            momentum: 0.0,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+
+    /// SGD with heavy-ball momentum (no dampening, no Nesterov, no decay).
+    pub fn sgd_momentum(lr: f64, momentum: f64) -> OptimizerSettings {
+        OptimizerSettings::Sgd {
+            lr,
+            momentum,
+            dampening: 0.0,
+            nesterov: false,
+            weight_decay: 0.0,
+        }
+    }
+
+    /// Adam with PyTorch's defaults: betas (0.9, 0.999), ε 1e-8, no weight decay.
+    pub fn adam(lr: f64) -> OptimizerSettings {
+        OptimizerSettings::Adam {
+            lr,
+            betas: (0.9, 0.999),
+            eps: 1e-8,
+            weight_decay: 0.0,
+            decoupled: false,
+        }
+    }
+
     /// A fresh optimizer with these settings.
     pub fn build(&self) -> Box<dyn Optimizer + Send> {
         Box::new(Stateful {
@@ -234,7 +229,7 @@ impl OptimizerSettings {
         let rule = Rule::new(self, first_step, st.steps);
         let (first, second) = (&mut st.first[..], &mut st.second[..]);
         const CHUNK: usize = 1 << 15;
-        if n < 2 * CHUNK || candle_core::utils::get_num_threads() < 2 {
+        if n < 2 * CHUNK || rayon::current_num_threads() < 2 {
             rule.apply(p, g, first, second);
             return;
         }
@@ -470,5 +465,140 @@ impl Optimizer for Stateful {
 
     fn reset(&mut self) {
         self.state.clear();
+    }
+}
+
+/// The update rules against hand-computed steps (PyTorch's conventions).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn run(yaml: &str, p0: f32, grads: &[f32]) -> Vec<f32> {
+        let cfg: OptimizerConfig = serde_yaml::from_str(yaml).unwrap();
+        let mut opt = cfg.check().unwrap().build();
+        let var = Var::new(&[p0], &Device::Cpu).unwrap();
+        let mut out = Vec::new();
+        for &g in grads {
+            let g = Tensor::new(&[g], &Device::Cpu).unwrap();
+            opt.step(std::slice::from_ref(&var), &[Some(g)]).unwrap();
+            out.push(var.as_tensor().to_vec1::<f32>().unwrap()[0]);
+        }
+        out
+    }
+
+    fn close(a: &[f32], b: &[f64]) {
+        for (x, y) in a.iter().zip(b) {
+            assert!((*x as f64 - y).abs() < 1e-6, "{a:?} vs {b:?}");
+        }
+    }
+
+    #[test]
+    fn sgd_with_momentum_and_weight_decay() {
+        // buf1 = g1 + wd p0 = 1 + 0.1 = 1.1 → p1 = 1 − 0.1·1.1 = 0.89
+        // d2 = 2 + 0.1·0.89 = 2.089; buf2 = 0.9·1.1 + 2.089 = 3.079 → p2 = 0.89 − 0.3079 = 0.5821
+        close(
+            &run(
+                "{name: sgd, lr: 0.1, momentum: 0.9, weight_decay: 0.1}",
+                1.0,
+                &[1.0, 2.0],
+            ),
+            &[0.89, 0.5821],
+        );
+    }
+
+    #[test]
+    fn sgd_nesterov() {
+        // buf1 = 1, d = 1 + 0.9 = 1.9 → p1 = 1 − 0.19 = 0.81; buf2 = 0.9 + 1 = 1.9, d = 1 + 1.71 = 2.71
+        close(
+            &run(
+                "{name: sgd, lr: 0.1, momentum: 0.9, nesterov: true}",
+                1.0,
+                &[1.0, 1.0],
+            ),
+            &[0.81, 0.81 - 0.271],
+        );
+    }
+
+    #[test]
+    fn adam_first_step_moves_by_lr() {
+        // m̂ = g, v̂ = g² → step = lr · g / (|g| + ε) ≈ lr.
+        let p = run("{name: adam, lr: 0.01}", 0.5, &[3.0]);
+        close(&p, &[0.5 - 0.01 * 3.0 / (3.0 + 1e-8)]);
+    }
+
+    #[test]
+    fn adamw_decays_the_weights_separately() {
+        let p = run("{name: adamw, lr: 0.1, weight_decay: 0.5}", 2.0, &[1.0]);
+        close(&p, &[2.0 * (1.0 - 0.05) - 0.1 * 1.0 / (1.0 + 1e-8)]);
+    }
+
+    #[test]
+    fn rmsprop_matches_its_formula() {
+        // v = 0.01·4 = 0.04 → step = 2/(0.2 + ε) = 10 → p = 1 − 0.01·10
+        close(&run("{name: rmsprop, lr: 0.01}", 1.0, &[2.0]), &[0.9]);
+    }
+
+    #[test]
+    fn reset_forgets_momentum() {
+        let cfg: OptimizerConfig =
+            serde_yaml::from_str("{name: sgd, lr: 1.0, momentum: 0.9}").unwrap();
+        let mut opt = cfg.check().unwrap().build();
+        let var = Var::new(&[0f32], &Device::Cpu).unwrap();
+        let g = || Some(Tensor::new(&[1f32], &Device::Cpu).unwrap());
+        opt.step(std::slice::from_ref(&var), &[g()]).unwrap();
+        opt.reset();
+        opt.step(std::slice::from_ref(&var), &[g()]).unwrap();
+        // Without the reset the second step would be 1.9.
+        assert_eq!(var.as_tensor().to_vec1::<f32>().unwrap(), vec![-2.0]);
+    }
+
+    #[test]
+    fn a_missing_gradient_leaves_parameter_and_state_alone() {
+        let cfg: OptimizerConfig =
+            serde_yaml::from_str("{name: adam, lr: 0.1, weight_decay: 0.1}").unwrap();
+        let mut opt = cfg.check().unwrap().build();
+        let var = Var::new(&[1f32], &Device::Cpu).unwrap();
+        opt.step(std::slice::from_ref(&var), &[None]).unwrap();
+        assert_eq!(var.as_tensor().to_vec1::<f32>().unwrap(), vec![1.0]);
+    }
+
+    #[test]
+    fn invalid_settings_name_the_key() {
+        let check = |yaml: &str| {
+            let cfg: OptimizerConfig = serde_yaml::from_str(yaml).unwrap();
+            cfg.check().unwrap_err()
+        };
+        assert_eq!(check("{name: sgd, lr: -0.1}").key, "lr");
+        assert_eq!(check("{name: sgd, lr: 0.1, momentum: 1.5}").key, "momentum");
+        assert_eq!(
+            check("{name: sgd, lr: 0.1, nesterov: true}").key,
+            "nesterov"
+        );
+        let e = check("{name: adam, lr: 0.1, momentum: 0.9}");
+        assert_eq!(e.key, "momentum");
+        assert_eq!(e.message, "does not apply to optimizer `adam`");
+        let e = check("{name: adamm, lr: 0.1}");
+        assert_eq!(e.key, "name");
+        assert!(e.message.contains("did you mean `adam`"), "{}", e.message);
+    }
+
+    #[test]
+    fn constructors_equal_their_checked_configs() {
+        let check = |yaml: &str| {
+            serde_yaml::from_str::<OptimizerConfig>(yaml)
+                .unwrap()
+                .check()
+                .unwrap()
+        };
+        assert_eq!(OptimizerSettings::sgd(0.1), check("{name: sgd, lr: 0.1}"));
+        assert_eq!(
+            OptimizerSettings::sgd_momentum(0.01, 0.9),
+            check("{name: sgd, lr: 0.01, momentum: 0.9}")
+        );
+        assert_eq!(
+            OptimizerSettings::adam(0.001),
+            check("{name: adam, lr: 0.001}")
+        );
     }
 }

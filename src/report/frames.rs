@@ -5,8 +5,8 @@
 use polars::prelude::*;
 
 use super::stats;
-use crate::experiment::{matrix_of, throughput, StoredRun};
-use crate::train::RunStatus;
+use crate::experiment::{matrix_of, RunSummary, StoredRun};
+use crate::metrics::{Column as MetricColumn, METRICS, THROUGHPUT};
 
 fn sorted(runs: &[StoredRun]) -> Vec<&StoredRun> {
     let mut v: Vec<&StoredRun> = runs.iter().collect();
@@ -67,99 +67,97 @@ pub fn accuracy_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
     ])
 }
 
-/// The metric columns of the metrics frame, in order.
-pub use crate::metrics::METRIC_NAMES as METRIC_COLUMNS;
-
 /// One row per run: identity, status, every metric (null where undefined or diverged),
-/// training time and throughput.
+/// training time and throughput — the runs' [`RunSummary`]s as a frame.
 pub fn metrics_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
-    let runs = sorted(runs);
-    let mut metric_values: Vec<Vec<Option<f64>>> = vec![Vec::new(); METRIC_COLUMNS.len()];
-    let (mut seconds, mut sps, mut status, mut dtask, mut dstep) =
-        (vec![], vec![], vec![], vec![], vec![]);
-    for r in &runs {
-        let m = matrix_of(&r.record).map(|m| m.summary());
-        let values = match m {
-            Some(m) => m.named().map(|(_, v)| v),
-            None => [None; METRIC_COLUMNS.len()],
-        };
-        for (col, v) in metric_values.iter_mut().zip(values) {
-            col.push(v);
-        }
-        let (s, t) = throughput(&r.record);
-        seconds.push(s);
-        sps.push(t);
-        match &r.record.status {
-            RunStatus::Completed => {
-                status.push("completed");
-                dtask.push(None);
-                dstep.push(None);
-            }
-            RunStatus::Diverged { task, step, .. } => {
-                status.push("diverged");
-                dtask.push(Some(*task as u32));
-                dstep.push(Some(*step as u32));
-            }
-        }
-    }
+    let summaries: Vec<RunSummary> = sorted(runs).into_iter().map(StoredRun::summary).collect();
+    let column = |f: &dyn Fn(&RunSummary) -> Option<f64>| -> Vec<Option<f64>> {
+        summaries.iter().map(f).collect()
+    };
     let mut cols = vec![
         Column::new(
             "run_id".into(),
-            runs.iter().map(|r| r.id.clone()).collect::<Vec<_>>(),
+            summaries
+                .iter()
+                .map(|s| s.run_id.clone())
+                .collect::<Vec<_>>(),
         ),
         Column::new(
             "stream".into(),
-            runs.iter()
-                .map(|r| r.spec.stream_name.clone())
+            summaries
+                .iter()
+                .map(|s| s.stream.clone())
                 .collect::<Vec<_>>(),
         ),
         Column::new(
             "method".into(),
-            runs.iter()
-                .map(|r| r.spec.method.name.clone())
+            summaries
+                .iter()
+                .map(|s| s.method.clone())
                 .collect::<Vec<_>>(),
         ),
         Column::new(
             "seed".into(),
-            runs.iter().map(|r| r.spec.seed).collect::<Vec<_>>(),
+            summaries.iter().map(|s| s.seed).collect::<Vec<_>>(),
         ),
-        Column::new("status".into(), status),
+        Column::new(
+            "status".into(),
+            summaries
+                .iter()
+                .map(|s| s.status.as_str())
+                .collect::<Vec<_>>(),
+        ),
     ];
-    for (name, values) in METRIC_COLUMNS.iter().zip(metric_values) {
-        cols.push(Column::new((*name).into(), values));
+    for metric in &METRICS {
+        cols.push(Column::new(
+            metric.name.into(),
+            column(&|s| s.metric(metric.name)),
+        ));
     }
-    cols.push(Column::new("train_seconds".into(), seconds));
-    cols.push(Column::new("samples_per_s".into(), sps));
-    cols.push(Column::new("diverged_task".into(), dtask));
-    cols.push(Column::new("diverged_step".into(), dstep));
+    cols.push(Column::new(
+        "train_seconds".into(),
+        summaries
+            .iter()
+            .map(|s| s.train_seconds)
+            .collect::<Vec<_>>(),
+    ));
+    cols.push(Column::new(
+        "samples_per_s".into(),
+        summaries
+            .iter()
+            .map(|s| s.samples_per_s)
+            .collect::<Vec<_>>(),
+    ));
+    let as_u32 = |v: Option<usize>| v.map(|v| v as u32);
+    cols.push(Column::new(
+        "diverged_task".into(),
+        summaries
+            .iter()
+            .map(|s| as_u32(s.diverged_task))
+            .collect::<Vec<_>>(),
+    ));
+    cols.push(Column::new(
+        "diverged_step".into(),
+        summaries
+            .iter()
+            .map(|s| as_u32(s.diverged_step))
+            .collect::<Vec<_>>(),
+    ));
     DataFrame::new_infer_height(cols)
 }
 
-/// Whether a larger value of a metric column is better (forgetting-like metrics: smaller).
-pub fn higher_is_better(metric: &str) -> bool {
-    !matches!(
-        metric,
-        "forgetting" | "max_forgetting" | "drop_since_learned" | "train_seconds"
-    )
-}
-
-/// Throughput columns summarized over seeds besides the metrics.
-const THROUGHPUT_COLUMNS: [&str; 2] = ["train_seconds", "samples_per_s"];
-
 /// Every column summarized over seeds: the metrics, then throughput.
-pub fn summary_columns() -> impl Iterator<Item = &'static str> {
-    METRIC_COLUMNS.into_iter().chain(THROUGHPUT_COLUMNS)
+pub fn summary_columns() -> impl Iterator<Item = &'static MetricColumn> {
+    METRICS.iter().chain(THROUGHPUT.iter())
 }
 
-/// The metrics shown in the console summary: (column, label, display scale, display digits).
-pub const SUMMARY_METRICS: &[(&str, &str, f64, usize)] = &[
-    ("acc", "ACC (%)", 100.0, 2),
-    ("bwt", "BWT (%)", 100.0, 2),
-    ("fwt", "FWT (%)", 100.0, 2),
-    ("forgetting", "forgetting (%)", 100.0, 2),
-    ("learning_accuracy", "learning acc (%)", 100.0, 2),
-    ("samples_per_s", "samples/s", 1.0, 0),
-];
+/// The columns shown in the console summary: the headline metrics, then samples per second.
+pub fn console_columns() -> impl Iterator<Item = &'static MetricColumn> {
+    METRICS
+        .iter()
+        .filter(|c| c.headline)
+        .chain(THROUGHPUT.iter().filter(|c| c.name == "samples_per_s"))
+}
 
 /// The runs of one (stream, method) in a metrics frame.
 struct Group {
@@ -234,7 +232,7 @@ pub fn summary_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
             groups.iter().map(|g| g.diverged as u32).collect::<Vec<_>>(),
         ),
     ];
-    for metric in summary_columns() {
+    for metric in summary_columns().map(|c| c.name) {
         let values = metrics.column(metric)?.f64()?.clone();
         let mut out: [Vec<Option<f64>>; 5] = Default::default();
         for group in &groups {
@@ -262,18 +260,6 @@ pub fn summary_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
     DataFrame::new_infer_height(cols)
 }
 
-/// The metrics compared between methods.
-pub const COMPARED_METRICS: &[&str] = &[
-    "acc",
-    "bwt",
-    "fwt",
-    "forgetting",
-    "max_forgetting",
-    "drop_since_learned",
-    "learning_accuracy",
-    "avg_incremental_accuracy",
-];
-
 /// Every pair of methods on the same stream, per metric, over the seeds both completed:
 /// `stream, method_a, method_b, metric, n, mean_diff (a − b), t, p_t (paired t-test),
 /// w_plus, p_wilcoxon (signed-rank), wins, ties, losses` (a win: a is better than b on that
@@ -298,7 +284,8 @@ pub fn comparison_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
                         .map(|&rb| (ra, rb))
                 })
                 .collect();
-            for metric in COMPARED_METRICS {
+            for column in METRICS.iter().filter(|c| c.compared) {
+                let metric = column.name;
                 let values = metrics.column(metric)?.f64()?.clone();
                 let (xa, xb): (Vec<f64>, Vec<f64>) = pairs
                     .iter()
@@ -307,7 +294,7 @@ pub fn comparison_frame(metrics: &DataFrame) -> PolarsResult<DataFrame> {
                     .unzip();
                 let t = stats::paired_t_test(&xa, &xb);
                 let w = stats::wilcoxon_signed_rank(&xa, &xb);
-                let sign = if higher_is_better(metric) { 1.0 } else { -1.0 };
+                let sign = if column.higher_is_better() { 1.0 } else { -1.0 };
                 let wins = xa
                     .iter()
                     .zip(&xb)

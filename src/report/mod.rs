@@ -14,8 +14,8 @@ use polars::prelude::*;
 
 pub use export::{write_all_formats, write_frame, ExportError, FrameFormat};
 pub use frames::{
-    accuracy_frame, average_accuracy_frame, comparison_frame, curves_frame, metrics_frame,
-    summary_frame, SUMMARY_METRICS,
+    accuracy_frame, average_accuracy_frame, comparison_frame, console_columns, curves_frame,
+    metrics_frame, summary_frame,
 };
 pub use tables::{Spread, TableOptions};
 
@@ -38,9 +38,9 @@ pub enum ReportError {
     Frame(#[from] PolarsError),
 }
 
-impl ReportError {
+impl crate::error::InputError for ReportError {
     /// Whether the error is bad input (no runs) rather than a runtime failure.
-    pub fn is_input_error(&self) -> bool {
+    fn is_input_error(&self) -> bool {
         matches!(self, ReportError::NoRuns { .. })
     }
 }
@@ -64,15 +64,9 @@ pub struct Report {
     pub files: Vec<PathBuf>,
 }
 
-/// The file where `clbench run` records which config produced a store (its first method is the
-/// default baseline of significance markers).
-pub const EXPERIMENT_COPY: &str = "experiment.yaml";
-
-/// The default baseline: the first method of the experiment that wrote the store, if known.
+/// The default baseline: the first method of the experiment recorded in the store, if known.
 pub fn default_baseline(dir: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(dir.join(EXPERIMENT_COPY)).ok()?;
-    let cfg: crate::experiment::ExperimentConfig = serde_yaml::from_str(&text).ok()?;
-    cfg.methods.first().map(|m| m.name.clone())
+    RunStore::new(dir).experiment()?.methods.into_iter().next()
 }
 
 /// Rebuilds every frame, table and figure from the run stores in `sources` (merged; a run in
@@ -181,8 +175,9 @@ pub fn summary_text(summary: &DataFrame) -> PolarsResult<String> {
     let n = summary.column("n")?.u32()?.clone();
     let mut header = vec!["method".to_string(), "n".to_string()];
     let mut cols: Vec<Vec<String>> = Vec::new();
-    for (metric, label, scale, digits) in SUMMARY_METRICS {
-        header.push(label.to_string());
+    for column in console_columns() {
+        let (metric, scale, digits) = (column.name, column.scale, column.digits);
+        header.push(column.label.to_string());
         let mean = summary.column(&format!("{metric}_mean"))?.f64()?.clone();
         let sd = summary.column(&format!("{metric}_sd"))?.f64()?.clone();
         cols.push(

@@ -12,6 +12,7 @@ use polars::prelude::*;
 use super::export::ExportError;
 use super::stats;
 use super::tables::Spread;
+use crate::metrics::{Column as MetricColumn, METRICS};
 
 /// Mean and spread of the accuracy matrix of one method on one stream, over seeds.
 #[derive(Debug, Clone)]
@@ -457,14 +458,10 @@ where
     Ok(())
 }
 
-/// The metrics drawn as bars: (summary column, axis title).
-const BAR_METRICS: &[(&str, &str)] = &[
-    ("acc", "ACC (%)"),
-    ("bwt", "BWT (%)"),
-    ("fwt", "FWT (%)"),
-    ("forgetting", "Forgetting (%)"),
-    ("learning_accuracy", "Learning accuracy (%)"),
-];
+/// The metrics drawn as bars: the headline metrics of [`METRICS`].
+fn bar_metrics() -> Vec<&'static MetricColumn> {
+    METRICS.iter().filter(|c| c.headline).collect()
+}
 
 /// Up to this many methods, the metric panels stand side by side.
 const BAR_SIDE_BY_SIDE: usize = 6;
@@ -493,7 +490,7 @@ where
     };
     // Error bars only where a spread exists (two or more completed seeds).
     let first_spread = summary
-        .column(&format!("{}_{spread_name}", BAR_METRICS[0].0))?
+        .column(&format!("{}_{spread_name}", bar_metrics()[0].name))?
         .f64()?
         .clone();
     let any_spread = rows
@@ -510,11 +507,12 @@ where
     // Few methods: the metrics side by side; many: one metric per row, names written upwards.
     let stacked = names.len() > BAR_SIDE_BY_SIDE;
     let panels = if stacked {
-        root.split_evenly((BAR_METRICS.len(), 1))
+        root.split_evenly((bar_metrics().len(), 1))
     } else {
-        root.split_evenly((1, BAR_METRICS.len()))
+        root.split_evenly((1, bar_metrics().len()))
     };
-    for (panel, (metric, label)) in panels.iter().zip(BAR_METRICS) {
+    for (panel, column) in panels.iter().zip(bar_metrics()) {
+        let (metric, label) = (column.name, column.axis);
         let means = summary.column(&format!("{metric}_mean"))?.f64()?.clone();
         let errs = summary
             .column(&format!("{metric}_{spread_name}"))?
@@ -529,81 +527,96 @@ where
                 )
             })
             .collect();
-        let hi = vals
-            .iter()
-            .map(|(m, e)| m + e.unwrap_or(0.0))
-            .fold(0.0f64, f64::max);
-        let lo = vals
-            .iter()
-            .map(|(m, e)| m - e.unwrap_or(0.0))
-            .fold(0.0f64, f64::min);
-        let pad = ((hi - lo) * 0.1).max(0.5);
-        let n = names.len();
-        let mut chart = ChartBuilder::on(panel)
-            .margin(12)
-            .x_label_area_size(if stacked { 140 } else { 70 })
-            .y_label_area_size(55)
-            .build_cartesian_2d(
-                -0.5f64..n as f64 - 0.5,
-                (lo - if lo < 0.0 { pad } else { 0.0 })..hi + pad,
-            )?;
-        let names_ref = names.clone();
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            .x_labels(n.max(1))
-            .x_label_formatter(&move |x| {
-                let i = x.round();
-                if (x - i).abs() < 0.01 && i >= 0.0 {
-                    let name = names_ref.get(i as usize).cloned().unwrap_or_default();
-                    if stacked {
-                        // Labels are centred on their tick: a blank first half keeps the
-                        // upright name below the axis.
-                        format!("{}{name}", " ".repeat(name.chars().count() + 7))
-                    } else {
-                        name
-                    }
+        bar_panel(panel, &names, &vals, label, stacked)?;
+    }
+    Ok(())
+}
+
+/// One panel of the bar figure: a bar (and error bar) per method, for one metric.
+fn bar_panel<DB: DrawingBackend>(
+    panel: &DrawingArea<DB, Shift>,
+    names: &[String],
+    vals: &[(f64, Option<f64>)],
+    label: &str,
+    stacked: bool,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let hi = vals
+        .iter()
+        .map(|(m, e)| m + e.unwrap_or(0.0))
+        .fold(0.0f64, f64::max);
+    let lo = vals
+        .iter()
+        .map(|(m, e)| m - e.unwrap_or(0.0))
+        .fold(0.0f64, f64::min);
+    let pad = ((hi - lo) * 0.1).max(0.5);
+    let n = names.len();
+    let mut chart = ChartBuilder::on(panel)
+        .margin(12)
+        .x_label_area_size(if stacked { 140 } else { 70 })
+        .y_label_area_size(55)
+        .build_cartesian_2d(
+            -0.5f64..n as f64 - 0.5,
+            (lo - if lo < 0.0 { pad } else { 0.0 })..hi + pad,
+        )?;
+    let names_ref = names.to_vec();
+    chart
+        .configure_mesh()
+        .disable_x_mesh()
+        .x_labels(n.max(1))
+        .x_label_formatter(&move |x| {
+            let i = x.round();
+            if (x - i).abs() < 0.01 && i >= 0.0 {
+                let name = names_ref.get(i as usize).cloned().unwrap_or_default();
+                if stacked {
+                    // Labels are centred on their tick: a blank first half keeps the
+                    // upright name below the axis.
+                    format!("{}{name}", " ".repeat(name.chars().count() + 7))
                 } else {
-                    String::new()
+                    name
                 }
-            })
-            .y_desc(*label)
-            .y_label_formatter(&tick)
-            .label_style(("sans-serif", 14))
-            .x_label_style(if stacked {
-                ("sans-serif", 14)
-                    .into_font()
-                    .transform(FontTransform::Rotate90)
             } else {
-                ("sans-serif", 14).into_font()
-            })
-            .axis_desc_style(("sans-serif", 16))
-            .light_line_style(WHITE.mix(0.0))
-            .draw()?;
-        for (i, (m, e)) in vals.iter().enumerate() {
-            let x = i as f64;
-            let c = color(i);
-            chart.draw_series(std::iter::once(Rectangle::new(
-                [(x - 0.35, 0.0), (x + 0.35, *m)],
-                c.mix(0.85).filled(),
-            )))?;
-            if let Some(e) = e {
-                chart.draw_series(std::iter::once(ErrorBar::new_vertical(
-                    x,
-                    m - e,
-                    *m,
-                    m + e,
-                    BLACK.stroke_width(2),
-                    12,
-                )))?;
+                String::new()
             }
+        })
+        .y_desc(label)
+        .y_label_formatter(&tick)
+        .label_style(("sans-serif", 14))
+        .x_label_style(if stacked {
+            ("sans-serif", 14)
+                .into_font()
+                .transform(FontTransform::Rotate90)
+        } else {
+            ("sans-serif", 14).into_font()
+        })
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(WHITE.mix(0.0))
+        .draw()?;
+    for (i, (m, e)) in vals.iter().enumerate() {
+        let x = i as f64;
+        let c = color(i);
+        chart.draw_series(std::iter::once(Rectangle::new(
+            [(x - 0.35, 0.0), (x + 0.35, *m)],
+            c.mix(0.85).filled(),
+        )))?;
+        if let Some(e) = e {
+            chart.draw_series(std::iter::once(ErrorBar::new_vertical(
+                x,
+                m - e,
+                *m,
+                m + e,
+                BLACK.stroke_width(2),
+                12,
+            )))?;
         }
-        if lo < 0.0 {
-            chart.draw_series(LineSeries::new(
-                vec![(-0.5, 0.0), (n as f64 - 0.5, 0.0)],
-                BLACK.stroke_width(1),
-            ))?;
-        }
+    }
+    if lo < 0.0 {
+        chart.draw_series(LineSeries::new(
+            vec![(-0.5, 0.0), (n as f64 - 0.5, 0.0)],
+            BLACK.stroke_width(1),
+        ))?;
     }
     Ok(())
 }
@@ -658,7 +671,7 @@ pub fn write_figures(
         if data.len() > BAR_SIDE_BY_SIDE {
             (
                 (90 + 60 * methods).max(900),
-                420 * BAR_METRICS.len() as u32 + 40,
+                420 * bar_metrics().len() as u32 + 40,
             )
         } else {
             (1500, 440)

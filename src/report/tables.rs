@@ -2,7 +2,7 @@
 
 use polars::prelude::*;
 
-use super::frames::higher_is_better;
+use crate::metrics::{Column as MetricColumn, METRICS};
 
 /// Which spread follows the mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,18 +60,10 @@ impl Default for TableOptions {
     }
 }
 
-/// The table's metric columns: (summary column, Markdown header, LaTeX header).
-pub const TABLE_METRICS: &[(&str, &str, &str)] = &[
-    ("acc", "ACC (%)", r"ACC (\%)"),
-    ("bwt", "BWT (%)", r"BWT (\%)"),
-    ("fwt", "FWT (%)", r"FWT (\%)"),
-    ("forgetting", "Forgetting (%)", r"Forgetting (\%)"),
-    (
-        "learning_accuracy",
-        "Learning acc. (%)",
-        r"Learning acc.\ (\%)",
-    ),
-];
+/// The table's metric columns: the headline metrics of [`METRICS`].
+fn table_metrics() -> impl Iterator<Item = &'static MetricColumn> + Clone {
+    METRICS.iter().filter(|c| c.headline)
+}
 
 /// One formatted cell.
 struct Cell {
@@ -132,14 +124,15 @@ fn build(
                 )
             })
             .collect();
-        for (metric, ..) in TABLE_METRICS {
+        for column in table_metrics() {
+            let metric = column.name;
             let means = summary.column(&format!("{metric}_mean"))?.f64()?.clone();
             let spreads = summary
                 .column(&format!("{metric}_{}", opts.spread.column()))?
                 .f64()?
                 .clone();
             let values: Vec<Option<f64>> = idx.iter().map(|&i| means.get(i)).collect();
-            let sign = if higher_is_better(metric) { 1.0 } else { -1.0 };
+            let sign = if column.higher_is_better() { 1.0 } else { -1.0 };
             let best = values
                 .iter()
                 .flatten()
@@ -219,11 +212,11 @@ pub fn markdown(
             out.push_str(&format!("**{}**\n\n", t.stream));
         }
         out.push_str("| Method | n |");
-        for (_, header, _) in TABLE_METRICS {
+        for header in table_metrics().map(|c| c.label) {
             out.push_str(&format!(" {header} |"));
         }
         out.push_str("\n|:--|--:|");
-        out.push_str(&"--:|".repeat(TABLE_METRICS.len()));
+        out.push_str(&"--:|".repeat(table_metrics().count()));
         out.push('\n');
         for (method, n, cells) in &t.rows {
             out.push_str(&format!("| {method} | {n} |"));
@@ -291,10 +284,10 @@ pub fn latex(
     }
     out.push_str(&format!(
         "\\begin{{tabular}}{{lr{}}}\n\\toprule\n",
-        "r".repeat(TABLE_METRICS.len())
+        "r".repeat(table_metrics().count())
     ));
     out.push_str("Method & $n$");
-    for (_, _, header) in TABLE_METRICS {
+    for header in table_metrics().map(|c| c.latex) {
         out.push_str(&format!(" & {header}"));
     }
     out.push_str(" \\\\\n");
@@ -303,7 +296,7 @@ pub fn latex(
         if tables.len() > 1 {
             out.push_str(&format!(
                 "\\multicolumn{{{}}}{{l}}{{\\textit{{{}}}}} \\\\\n",
-                TABLE_METRICS.len() + 2,
+                table_metrics().count() + 2,
                 escape(&t.stream)
             ));
         }

@@ -7,9 +7,9 @@ use std::ops::Range;
 use candle_core::Result;
 
 use super::{Context, LossWeight, StepData, Strategy};
+use crate::engine::Part;
 use crate::models::loss::{softmax_rows, Targets};
 use crate::streams::Scenario;
-use crate::train::engine::Part;
 
 /// The LwF strategy.
 pub struct Lwf {

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use candle_core::Result;
 
 use super::{BudgetUnit, Context, LossWeight, StepData, Strategy};
+use crate::engine::Part;
 use crate::models::loss::Targets;
 use crate::rng::SeedRng;
 use crate::streams::{Example, MixedBatch, TaskStream};
-use crate::train::engine::Part;
 
 /// A uniform sample of the examples seen so far, within a budget: one reservoir over
 /// everything (`total`) or one per class of every task (`class`: class-balanced). Every

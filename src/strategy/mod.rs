@@ -33,9 +33,10 @@ use std::ops::Range;
 use candle_core::Result;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Engine;
 use crate::optim::GrapesMode;
 use crate::streams::{Example, MixedBatch, TaskStream};
-use crate::train::engine::Engine;
+use crate::validate::{at_least_one, fraction, non_negative, positive, Checked, KeyError};
 
 /// How the loss on earlier tasks' data (replayed or distilled) is weighted against the loss on
 /// the current task's data.
@@ -282,33 +283,22 @@ impl StrategyConfig {
         }
     }
 
-    /// Checks every value; `Err((key, message))` names the key inside the strategy block.
-    pub fn check(&self) -> std::result::Result<StrategySettings, (String, String)> {
-        fn fail<T>(k: &str, m: String) -> std::result::Result<T, (String, String)> {
-            Err((k.to_string(), m))
-        }
-        let strength = |k: &str, v: f64| {
-            if v.is_finite() && v >= 0.0 {
-                Ok(())
-            } else {
-                fail(k, format!("expected a finite number ≥ 0, got {v}"))
-            }
-        };
-        let samples = |s: &Option<usize>| match s {
-            Some(0) => fail("samples", "expected at least 1, got 0".into()),
-            _ => Ok(()),
-        };
+    /// Checks every value into [`StrategySettings`]; an error names the key inside the
+    /// strategy block.
+    pub fn check(&self) -> Checked<StrategySettings> {
+        let samples = |s: &Option<usize>| s.map_or(Ok(0), |n| at_least_one("samples", n));
         let weight = |w: &LossWeight| match w {
-            LossWeight::Fixed(a) => strength("weight", *a),
-            _ => Ok(()),
+            LossWeight::Fixed(a) => non_negative("weight", *a).map(drop),
+            LossWeight::Named(_) => Ok(()),
         };
-        let memory = |budget: usize, batch: &Option<usize>| {
+        let memory = |budget: usize, batch: &Option<usize>| -> Checked<()> {
             if budget == 0 {
-                return fail("budget", "expected at least 1 example, got 0".into());
+                return Err(KeyError::new(
+                    "budget",
+                    "expected at least 1 example, got 0",
+                ));
             }
-            if *batch == Some(0) {
-                return fail("batch_size", "expected at least 1, got 0".into());
-            }
+            batch.map_or(Ok(0), |b| at_least_one("batch_size", b))?;
             Ok(())
         };
         match self {
@@ -316,7 +306,7 @@ impl StrategyConfig {
             StrategyConfig::Ewc {
                 lambda, samples: s, ..
             } => {
-                strength("lambda", *lambda)?;
+                non_negative("lambda", *lambda)?;
                 samples(s)?;
             }
             StrategyConfig::OnlineEwc {
@@ -325,20 +315,16 @@ impl StrategyConfig {
                 samples: s,
                 ..
             } => {
-                strength("lambda", *lambda)?;
-                if !(*gamma > 0.0 && *gamma <= 1.0) {
-                    return fail("gamma", format!("expected a decay in (0, 1], got {gamma}"));
-                }
+                non_negative("lambda", *lambda)?;
+                fraction("gamma", *gamma)?;
                 samples(s)?;
             }
             StrategyConfig::Si { c, xi } => {
-                strength("c", *c)?;
-                if !(xi.is_finite() && *xi > 0.0) {
-                    return fail("xi", format!("expected a damping > 0, got {xi}"));
-                }
+                non_negative("c", *c)?;
+                positive("xi", *xi)?;
             }
             StrategyConfig::Mas { lambda, samples: s } => {
-                strength("lambda", *lambda)?;
+                non_negative("lambda", *lambda)?;
                 samples(s)?;
             }
             StrategyConfig::Replay {
@@ -357,12 +343,7 @@ impl StrategyConfig {
                 temperature,
                 weight: w,
             } => {
-                if !(temperature.is_finite() && *temperature > 0.0) {
-                    return fail(
-                        "temperature",
-                        format!("expected a temperature > 0, got {temperature}"),
-                    );
-                }
+                positive("temperature", *temperature)?;
                 weight(w)?;
             }
         }

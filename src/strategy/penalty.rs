@@ -6,11 +6,11 @@
 use candle_core::Result;
 
 use super::{Context, FisherKind, Strategy};
+use crate::engine::Part;
 use crate::models::loss::{softmax_rows, Targets};
 use crate::optim::GrapesMode;
 use crate::rng::SeedRng;
 use crate::streams::{Batch, Task};
-use crate::train::engine::Part;
 
 /// `scale · Σ_k Σ_i Ω_k,i (θ_i − θ*_k,i)²`, stored as `A = Σ_k Ω_k` and `B = Σ_k Ω_k θ*_k` so
 /// that any number of terms costs two buffers: the gradient is `2 · scale · (A θ − B)`, which is

@@ -41,11 +41,11 @@ pub enum StreamError {
     },
 }
 
-impl StreamError {
+impl crate::error::InputError for StreamError {
     /// Whether the error comes from the user's input (always, except a failing disk read).
-    pub fn is_input_error(&self) -> bool {
+    fn is_input_error(&self) -> bool {
         match self {
-            StreamError::Data { source, .. } => source.is_input_error(),
+            StreamError::Data { source, .. } => crate::error::InputError::is_input_error(source),
             _ => true,
         }
     }
@@ -174,123 +174,10 @@ impl TaskStream {
         dataset: Arc<Dataset>,
     ) -> Result<TaskStream, StreamError> {
         let spec = &file.spec;
-        let invalid = |key: &str, message: String| StreamError::Invalid {
-            path: file.path.clone(),
-            key: key.to_string(),
-            message,
-        };
         let seed = spec.seed.unwrap_or(seed);
-        let all_classes = dataset.classes();
-        // Per task: its classes and transform.
-        let defs: Vec<(Vec<u8>, Transform)> = match spec.kind {
-            StreamKind::Permuted => {
-                let n = spec.tasks.unwrap_or(0);
-                (0..n)
-                    .map(|t| {
-                        let transform = if t == 0 && spec.first_identity.unwrap_or(false) {
-                            Transform::Identity
-                        } else {
-                            Transform::permutation(seed, t)
-                        };
-                        (all_classes.clone(), transform)
-                    })
-                    .collect()
-            }
-            StreamKind::Rotated => spec
-                .angle_list()
-                .into_iter()
-                .map(|a| (all_classes.clone(), Transform::rotation(a)))
-                .collect(),
-            StreamKind::Split => {
-                let groups = match &spec.groups {
-                    Some(g) => g.clone(),
-                    None => all_classes.chunks(2).map(<[u8]>::to_vec).collect(),
-                };
-                for g in &groups {
-                    if let Some(c) = g.iter().find(|c| !all_classes.contains(c)) {
-                        return Err(invalid(
-                            "groups",
-                            format!(
-                                "class {c} does not occur in dataset `{}` (its classes: {:?})",
-                                dataset.name, all_classes
-                            ),
-                        ));
-                    }
-                }
-                let groups = if spec.shuffle_classes.unwrap_or(false) {
-                    let mut order: Vec<u8> = groups.iter().flatten().copied().collect();
-                    SeedRng::derive(seed, "class-order", 0).shuffle(&mut order);
-                    let mut it = order.into_iter();
-                    groups
-                        .iter()
-                        .map(|g| it.by_ref().take(g.len()).collect())
-                        .collect()
-                } else {
-                    groups
-                };
-                groups
-                    .into_iter()
-                    .map(|g| (g, Transform::Identity))
-                    .collect()
-            }
-        };
-        if defs.is_empty() {
-            return Err(invalid("tasks", "the stream has zero tasks".into()));
-        }
-        let sizes: Vec<usize> = defs.iter().map(|(c, _)| c.len()).collect();
-        let total: usize = sizes.iter().sum();
-        let outputs = match (spec.scenario, spec.task_output.unwrap_or_default()) {
-            (Scenario::TaskIncremental, TaskOutput::MultiHead) => OutputLayout::MultiHead {
-                sizes: sizes.clone(),
-            },
-            (Scenario::TaskIncremental, TaskOutput::Masked) | (Scenario::ClassIncremental, _) => {
-                OutputLayout::Shared { outputs: total }
-            }
-            (Scenario::DomainIncremental, _) => OutputLayout::Shared {
-                outputs: sizes.iter().copied().max().unwrap_or(0),
-            },
-        };
-        let mut offset = 0usize;
-        let tasks = defs
-            .into_iter()
-            .enumerate()
-            .map(|(index, (classes, transform))| {
-                // Target of a class: its position in the task, shifted into the task's block of a
-                // shared class-incremental (or masked) output layer.
-                let base = match (&outputs, spec.scenario) {
-                    (OutputLayout::Shared { .. }, Scenario::DomainIncremental) => 0,
-                    (OutputLayout::Shared { .. }, _) => offset,
-                    (OutputLayout::MultiHead { .. }, _) => 0,
-                };
-                let mut target_of = [None; 256];
-                for (pos, &c) in classes.iter().enumerate() {
-                    target_of[c as usize] = Some((base + pos) as u32);
-                }
-                let output_range = (spec.scenario == Scenario::TaskIncremental
-                    && matches!(outputs, OutputLayout::Shared { .. }))
-                .then(|| base..base + classes.len());
-                let head = match outputs {
-                    OutputLayout::MultiHead { .. } => index,
-                    OutputLayout::Shared { .. } => 0,
-                };
-                offset += classes.len();
-                let select = |split: &Split| -> Vec<u32> {
-                    (0..split.len() as u32)
-                        .filter(|&i| target_of[split.labels[i as usize] as usize].is_some())
-                        .collect()
-                };
-                Task {
-                    index,
-                    train: select(&dataset.train),
-                    test: select(&dataset.test),
-                    classes,
-                    target_of,
-                    transform,
-                    head,
-                    output_range,
-                }
-            })
-            .collect();
+        let defs = task_definitions(file, seed, &dataset)?;
+        let outputs = output_layout(spec, &defs);
+        let tasks = assign_targets(spec, &outputs, defs, &dataset);
         let name = spec.name.clone().unwrap_or_else(|| {
             file.path
                 .file_stem()
@@ -500,4 +387,140 @@ impl BatchOrder {
         self.pos = end;
         &self.order[start..end]
     }
+}
+
+/// Each task's classes and input transform, as the stream's kind defines them.
+fn task_definitions(
+    file: &StreamFile,
+    seed: u64,
+    dataset: &Dataset,
+) -> Result<Vec<(Vec<u8>, Transform)>, StreamError> {
+    let spec = &file.spec;
+    let invalid = |key: &str, message: String| StreamError::Invalid {
+        path: file.path.clone(),
+        key: key.to_string(),
+        message,
+    };
+    let all_classes = dataset.classes();
+    let defs: Vec<(Vec<u8>, Transform)> = match spec.kind {
+        StreamKind::Permuted => {
+            let n = spec.tasks.unwrap_or(0);
+            (0..n)
+                .map(|t| {
+                    let transform = if t == 0 && spec.first_identity.unwrap_or(false) {
+                        Transform::Identity
+                    } else {
+                        Transform::permutation(seed, t)
+                    };
+                    (all_classes.clone(), transform)
+                })
+                .collect()
+        }
+        StreamKind::Rotated => spec
+            .angle_list()
+            .into_iter()
+            .map(|a| (all_classes.clone(), Transform::rotation(a)))
+            .collect(),
+        StreamKind::Split => {
+            let groups = match &spec.groups {
+                Some(g) => g.clone(),
+                None => all_classes.chunks(2).map(<[u8]>::to_vec).collect(),
+            };
+            for g in &groups {
+                if let Some(c) = g.iter().find(|c| !all_classes.contains(c)) {
+                    return Err(invalid(
+                        "groups",
+                        format!(
+                            "class {c} does not occur in dataset `{}` (its classes: {:?})",
+                            dataset.name, all_classes
+                        ),
+                    ));
+                }
+            }
+            let groups = if spec.shuffle_classes.unwrap_or(false) {
+                let mut order: Vec<u8> = groups.iter().flatten().copied().collect();
+                SeedRng::derive(seed, "class-order", 0).shuffle(&mut order);
+                let mut it = order.into_iter();
+                groups
+                    .iter()
+                    .map(|g| it.by_ref().take(g.len()).collect())
+                    .collect()
+            } else {
+                groups
+            };
+            groups
+                .into_iter()
+                .map(|g| (g, Transform::Identity))
+                .collect()
+        }
+    };
+    if defs.is_empty() {
+        return Err(invalid("tasks", "the stream has zero tasks".into()));
+    }
+    Ok(defs)
+}
+
+/// Where the outputs of tasks with these classes live in the stream's scenario.
+fn output_layout(spec: &StreamSpec, defs: &[(Vec<u8>, Transform)]) -> OutputLayout {
+    let sizes: Vec<usize> = defs.iter().map(|(c, _)| c.len()).collect();
+    let total: usize = sizes.iter().sum();
+    match (spec.scenario, spec.task_output.unwrap_or_default()) {
+        (Scenario::TaskIncremental, TaskOutput::MultiHead) => OutputLayout::MultiHead { sizes },
+        (Scenario::TaskIncremental, TaskOutput::Masked) | (Scenario::ClassIncremental, _) => {
+            OutputLayout::Shared { outputs: total }
+        }
+        (Scenario::DomainIncremental, _) => OutputLayout::Shared {
+            outputs: sizes.iter().copied().max().unwrap_or(0),
+        },
+    }
+}
+
+/// The tasks: each class's target in the output layout, the head, the masked range, and the
+/// examples of the task's classes.
+fn assign_targets(
+    spec: &StreamSpec,
+    outputs: &OutputLayout,
+    defs: Vec<(Vec<u8>, Transform)>,
+    dataset: &Dataset,
+) -> Vec<Task> {
+    let mut offset = 0usize;
+    defs.into_iter()
+        .enumerate()
+        .map(|(index, (classes, transform))| {
+            // Target of a class: its position in the task, shifted into the task's block of a
+            // shared class-incremental (or masked) output layer.
+            let base = match (outputs, spec.scenario) {
+                (OutputLayout::Shared { .. }, Scenario::DomainIncremental) => 0,
+                (OutputLayout::Shared { .. }, _) => offset,
+                (OutputLayout::MultiHead { .. }, _) => 0,
+            };
+            let mut target_of = [None; 256];
+            for (pos, &c) in classes.iter().enumerate() {
+                target_of[c as usize] = Some((base + pos) as u32);
+            }
+            let output_range = (spec.scenario == Scenario::TaskIncremental
+                && matches!(outputs, OutputLayout::Shared { .. }))
+            .then(|| base..base + classes.len());
+            let head = match outputs {
+                OutputLayout::MultiHead { .. } => index,
+                OutputLayout::Shared { .. } => 0,
+            };
+            offset += classes.len();
+            let select = |split: &Split| -> Vec<u32> {
+                (0..split.len() as u32)
+                    .filter(|&i| target_of[split.labels[i as usize] as usize].is_some())
+                    .collect()
+            };
+            Task {
+                index,
+                train: select(&dataset.train),
+                test: select(&dataset.test),
+                classes,
+                target_of,
+                transform,
+                head,
+                output_range,
+            }
+        })
+        .collect()
 }

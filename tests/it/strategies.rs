@@ -3,62 +3,24 @@
 
 use std::path::Path;
 
-use candle_core::Device;
 use clbench::data::IMAGE_PIXELS;
-use clbench::models::fused::FusedMlp;
+use clbench::engine::{Engine, FusedMlp, Part, TensorEngine};
 use clbench::models::loss::Targets;
-use clbench::models::{ModelConfig, ModelKind, Network};
-use clbench::optim::{GrapesMode, OptimizerConfig};
+use clbench::models::{ModelConfig, ModelKind, ModelSpec, Network};
+use clbench::optim::GrapesMode;
 use clbench::rng::SeedRng;
 use clbench::strategy::memory::{project, Memory};
 use clbench::strategy::penalty::{estimate, Importance, Penalized};
-use clbench::strategy::{BudgetUnit, Context, FisherKind, Strategy, StrategyConfig};
+use clbench::strategy::{BudgetUnit, Context, FisherKind, Strategy};
 use clbench::streams::{StreamSpec, TaskStream};
-use clbench::train::engine::{Engine, FusedEngine, Part, TensorEngine};
 use clbench::train::{
-    train_sequence, BackwardPath, Budget, Method, RunRecord, RunStatus, Silent, TrainSettings,
+    train_sequence, BackwardPath, Method, RunRecord, RunStatus, Silent, TrainSettings,
 };
 
-const DEV: Device = Device::Cpu;
-
-fn stream(name: &str) -> TaskStream {
-    let file = StreamSpec::load(
-        &Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tasks")
-            .join(name),
-    )
-    .unwrap();
-    TaskStream::build(&file, 0).unwrap()
-}
-
-fn method(optimizer: &str, strategy: Option<&str>) -> Method {
-    let cfg: OptimizerConfig = serde_yaml::from_str(optimizer).unwrap();
-    Method {
-        name: "m".into(),
-        optimizer: cfg.check().unwrap(),
-        grapes: cfg.grapes,
-        strategy: strategy.map_or_else(Default::default, |s| {
-            serde_yaml::from_str::<StrategyConfig>(s)
-                .unwrap()
-                .check()
-                .unwrap()
-        }),
-    }
-}
-
-fn settings(iterations: usize, batch: usize, backward: BackwardPath) -> TrainSettings {
-    TrainSettings {
-        batch_size: batch,
-        budget: Budget::Iterations(iterations),
-        eval_batch_size: 2000,
-        eval_every: None,
-        reset_optimizer: false,
-        backward,
-    }
-}
+use crate::common::{method, settings, stream, DEV};
 
 fn run(s: &TaskStream, model: &ModelConfig, m: &Method, st: &TrainSettings) -> RunRecord {
-    let r = train_sequence(s, model, m, st, 3, &DEV, &Silent).unwrap();
+    let r = train_sequence(s, &model.check().unwrap(), m, st, 3, &DEV, &Silent).unwrap();
     assert_eq!(r.status, RunStatus::Completed);
     r
 }
@@ -70,7 +32,7 @@ fn final_acc(r: &RunRecord) -> f64 {
 
 #[test]
 fn every_strategy_with_strength_zero_equals_finetuning_exactly() {
-    let s = stream("split-mnist-class-il.yaml");
+    let s = stream("split-mnist-class-il.yaml", 0);
     let model = ModelConfig::mlp(&[64]);
     for opt in [
         "{name: adam, lr: 0.001}",
@@ -139,9 +101,9 @@ fn train_task_zero(
 
 #[test]
 fn each_regularizer_is_zero_right_after_its_own_task_and_pulls_back_after() {
-    let s = stream("split-mnist-task-il.yaml");
+    let s = stream("split-mnist-task-il.yaml", 0);
     let net = Network::new(
-        &ModelConfig::mlp(&[32]),
+        &ModelSpec::mlp(&[32]),
         &s.outputs,
         &mut SeedRng::derive(1, "init", 0),
         &DEV,
@@ -159,7 +121,7 @@ fn each_regularizer_is_zero_right_after_its_own_task_and_pulls_back_after() {
         ("si", Penalized::si(1.0, 0.1)),
         ("mas", Penalized::mas(1.0, Some(64))),
     ] {
-        let mut engine = FusedEngine(FusedMlp::from_network(&net).unwrap());
+        let mut engine = FusedMlp::from_network(&net).unwrap();
         train_task_zero(&s, &mut engine, &mut strategy, 20);
         let params = engine.params().to_vec();
         let mut grads: Vec<Vec<f32>> = params.iter().map(|p| vec![0.0; p.len()]).collect();
@@ -239,17 +201,17 @@ fn hand_gradients(p: &[Vec<f32>], x: &[f32], hidden: usize, k: usize) -> (Vec<f6
 
 #[test]
 fn ewc_fisher_of_a_tiny_network_matches_a_hand_computation() {
-    let mut s = stream("split-mnist-task-il.yaml");
+    let mut s = stream("split-mnist-task-il.yaml", 0);
     s.tasks[0].train.truncate(6);
     let hidden = 3;
     let net = Network::new(
-        &ModelConfig::mlp(&[hidden]),
+        &ModelSpec::mlp(&[hidden]),
         &s.outputs,
         &mut SeedRng::derive(2, "init", 0),
         &DEV,
     )
     .unwrap();
-    let mut fused = FusedEngine(FusedMlp::from_network(&net).unwrap());
+    let mut fused = FusedMlp::from_network(&net).unwrap();
     let mut tensor = TensorEngine::new(&net, BackwardPath::Autograd, &DEV).unwrap();
     let params = fused.params().to_vec();
     // Head 1 (task 1) has 2 outputs; parameters: hidden1 W, b, then head1 W, b.
@@ -343,7 +305,7 @@ fn agem_projection_never_points_against_the_reference_gradient() {
 
 #[test]
 fn replay_memory_stays_within_budget_and_is_class_balanced() {
-    let s = stream("split-mnist-class-il.yaml");
+    let s = stream("split-mnist-class-il.yaml", 0);
     let mut per_class = Memory::new(30, BudgetUnit::Class);
     let mut total = Memory::new(50, BudgetUnit::Total);
     for t in 0..2 {
@@ -383,10 +345,16 @@ fn replay_memory_stays_within_budget_and_is_class_balanced() {
 
 #[test]
 fn fused_and_tensor_engines_agree_on_every_objective() {
-    let s = stream("split-mnist-task-il.yaml");
+    let s = stream("split-mnist-task-il.yaml", 0);
     let mut cfg = ModelConfig::mlp(&[20, 12]);
     cfg.activation = clbench::models::Activation::Tanh;
-    let net = Network::new(&cfg, &s.outputs, &mut SeedRng::derive(3, "init", 0), &DEV).unwrap();
+    let net = Network::new(
+        &cfg.check().unwrap(),
+        &s.outputs,
+        &mut SeedRng::derive(3, "init", 0),
+        &DEV,
+    )
+    .unwrap();
     let mut batch = clbench::streams::Batch::default();
     s.train_batch(1, &s.tasks[1].train[..10], &mut batch);
     let probs: Vec<f32> = (0..10)
@@ -404,7 +372,7 @@ fn fused_and_tensor_engines_agree_on_every_objective() {
             ),
             ("norm", Targets::SquaredNorm),
         ] {
-            let mut fused = FusedEngine(FusedMlp::from_network(&net).unwrap());
+            let mut fused = FusedMlp::from_network(&net).unwrap();
             let mut tensor = TensorEngine::new(&net, BackwardPath::Autograd, &DEV).unwrap();
             let mut losses = Vec::new();
             for e in [&mut fused as &mut dyn Engine, &mut tensor] {
@@ -452,7 +420,7 @@ fn fused_and_tensor_engines_agree_on_every_objective() {
 
 #[test]
 fn strategies_fight_class_incremental_forgetting_and_joint_is_the_upper_bound() {
-    let s = stream("split-mnist-class-il.yaml");
+    let s = stream("split-mnist-class-il.yaml", 0);
     let model = ModelConfig::mlp(&[100]);
     let st = settings(100, 64, BackwardPath::Auto);
     let adam = "{name: adam, lr: 0.001}";
@@ -528,7 +496,7 @@ fn class_incremental_seen_so_far_trains_each_task_over_the_classes_met_so_far() 
 
 #[test]
 fn every_strategy_trains_with_grapes_on_both_engines_and_on_a_cnn() {
-    let mut s = stream("split-mnist-task-il.yaml");
+    let mut s = stream("split-mnist-task-il.yaml", 0);
     for t in &mut s.tasks {
         // Smaller test sets keep the CNN's evaluations short.
         t.test.truncate(400);

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::Command;
 
+use clbench::error::InputError;
 use clbench::experiment::{RunSpec, RunStore};
 use clbench::report::{build_report, Spread, TableOptions};
 use clbench::train::{RunRecord, RunStatus, TaskTraining};
@@ -44,7 +45,7 @@ fn record(quality: f64, status: RunStatus) -> RunRecord {
                 samples: 80,
                 train_seconds: 0.5,
                 samples_per_s: 160.0,
-                mean_train_loss: 0.5,
+                mean_train_loss: Some(0.5),
                 grapes_factors: vec![],
             })
             .collect(),

@@ -1,119 +1,127 @@
-//! The gradient engine: the model's parameters and gradients as host `f32` buffers, and the one
-//! operation every training step and every continual-learning strategy is built from —
-//! "add `weight × ∇ loss` of this batch part to the gradients".
-//!
-//! Two engines implement it: [`FusedEngine`] (the fused CPU step of an MLP, the default) and
-//! [`TensorEngine`] (candle tensors: the explicit MLP backward or autograd, any model, any
-//! device). Strategies ([`crate::strategy`]) only see this trait, so each is written once.
+//! The tensor engine: gradients of candle tensors on any device, by the explicit MLP backward
+//! ([`crate::models::mlp`]) or by candle's autograd (the reference path), with GRAPES applied
+//! as [`crate::optim::grapes`] defines it.
 
 use std::ops::Range;
 
 use candle_core::{Device, Result, Tensor};
 
-use super::step::{objective_gradients, BackwardPath};
 use crate::data::IMAGE_PIXELS;
-use crate::models::fused::FusedMlp;
-use crate::models::loss::Targets;
-use crate::models::Network;
-use crate::optim::{GrapesMode, Optimizer};
+use crate::models::loss::{loss_tensor, Targets};
+use crate::models::{cross_entropy, logit_mask, mlp, one_hot, Network};
+use crate::optim::{grapes, GrapesMode, Optimizer};
 
-/// One term of a step's objective: a batch scored on one head.
-#[derive(Debug, Clone)]
-pub struct Part<'a> {
-    /// `[rows, 784]` pixels, row-major.
-    pub pixels: &'a [f32],
-    /// What the rows are scored against.
-    pub targets: Targets<'a>,
-    /// The output head.
-    pub head: usize,
-    /// The outputs the loss sees (all of the head when `None`).
-    pub range: Option<Range<usize>>,
-    /// The term's weight in the objective.
-    pub weight: f32,
+use super::{BackwardPath, Engine, Part};
+
+/// What a backward pass returns: the loss, one gradient per parameter (`None` for parameters
+/// the loss does not reach, such as other tasks' heads), and the GRAPES factors of the hidden
+/// layers when GRAPES is on.
+pub type Gradients = (Tensor, Vec<Option<Tensor>>, Option<Vec<Tensor>>);
+
+/// Loss, gradients and GRAPES factors for a batch given as tensors: `x: [batch, 784]`,
+/// `onehot: [batch, outputs]`, an optional additive logit mask, the output head.
+pub fn batch_gradients(
+    net: &Network,
+    x: &Tensor,
+    onehot: &Tensor,
+    mask: Option<&Tensor>,
+    head: usize,
+    grapes_mode: GrapesMode,
+    path: BackwardPath,
+) -> Result<Gradients> {
+    with_grapes(net, grapes_mode, |propagating| match path.resolve(net) {
+        BackwardPath::Explicit => {
+            if !net.is_mlp() {
+                candle_core::bail!(
+                    "the explicit backward only supports MLPs; use `backward: autograd`"
+                );
+            }
+            let g = mlp::backward(net, &net.detached(), x, onehot, mask, head, propagating)?;
+            Ok((g.loss, g.grads))
+        }
+        _ => autograd(net, x, head, propagating, |logits| {
+            Ok(cross_entropy(logits, onehot, mask)?.0)
+        }),
+    })
 }
 
-/// Parameters, gradients and the batch-gradient operation of a model.
-pub trait Engine {
-    /// The parameters, in the order of [`Network::params`].
-    fn params(&self) -> &[Vec<f32>];
-    /// Clears the gradients: every parameter counts as having none.
-    fn zero_grad(&mut self);
-    /// Adds `part.weight × ∇` of the part's mean loss to the gradients, GRAPES applied as
-    /// `grapes` says, and returns the mean loss. A non-finite loss adds nothing.
-    fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32>;
-    /// The gradients, and which parameters have one since [`Engine::zero_grad`] (the others
-    /// are zero and are left alone by the optimizer).
-    fn grads_mut(&mut self) -> (&mut [Vec<f32>], &mut [bool]) {
-        let (_, g, t) = self.state_mut();
-        (g, t)
+/// Loss, gradients and GRAPES factors of a batch `x: [batch, 784]` scored against any
+/// [`Targets`] on head `head` (softmax restricted to `range`). Hard targets use `path`; the
+/// other objectives are differentiated by autograd.
+#[allow(clippy::too_many_arguments)]
+pub fn objective_gradients(
+    net: &Network,
+    x: &Tensor,
+    targets: &Targets,
+    range: Option<&Range<usize>>,
+    head: usize,
+    grapes_mode: GrapesMode,
+    path: BackwardPath,
+    device: &Device,
+) -> Result<Gradients> {
+    if let Targets::Hard(t) = targets {
+        let outputs = net.params[net.heads[head].weight].dim(0)?;
+        let onehot = one_hot(t, outputs, device)?;
+        let mask = range.map(|r| logit_mask(r, outputs, device)).transpose()?;
+        return batch_gradients(net, x, &onehot, mask.as_ref(), head, grapes_mode, path);
     }
-    /// The parameters, the gradients and their flags at once (penalties read the first and
-    /// write the second).
-    fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]);
-    /// Updates the parameters with the optimizer and the current gradients.
-    fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()>;
-    /// Logits `[rows, head outputs]` of `pixels` with `params` (a snapshot) or the current
-    /// parameters.
-    fn logits(
-        &mut self,
-        params: Option<&[Vec<f32>]>,
-        pixels: &[f32],
-        head: usize,
-    ) -> Result<Vec<f32>>;
-    /// The GRAPES factors of the last accumulation with GRAPES on, one vector per hidden layer.
-    fn factors(&self) -> &[Vec<f32>];
-    /// Copies the parameters into the network's `Var`s (before an evaluation).
-    fn sync(&self, net: &Network) -> Result<()>;
+    with_grapes(net, grapes_mode, |propagating| {
+        autograd(net, x, head, propagating, |logits| {
+            loss_tensor(logits, targets, range, device)
+        })
+    })
 }
 
-/// The fused CPU step ([`FusedMlp`]) as an engine.
-pub struct FusedEngine(pub FusedMlp);
-
-impl Engine for FusedEngine {
-    fn params(&self) -> &[Vec<f32>] {
-        self.0.params()
+/// Computes the GRAPES factors, runs `backward` (given the factors when GRAPES propagates) and
+/// applies local GRAPES to its gradients.
+fn with_grapes(
+    net: &Network,
+    grapes_mode: GrapesMode,
+    backward: impl FnOnce(Option<&[Tensor]>) -> Result<(Tensor, Vec<Option<Tensor>>)>,
+) -> Result<Gradients> {
+    let factors = if grapes_mode.is_on() {
+        Some(net.grapes_factors()?)
+    } else {
+        None
+    };
+    let propagating = match grapes_mode {
+        GrapesMode::Propagating => factors.as_deref(),
+        _ => None,
+    };
+    let (loss, mut grads) = backward(propagating)?;
+    if grapes_mode == GrapesMode::Local {
+        let f = factors
+            .as_ref()
+            .expect("factors are computed when GRAPES is on");
+        for (layer, m) in net.hidden.iter().zip(f) {
+            for idx in std::iter::once(layer.weight).chain(layer.bias) {
+                if let Some(g) = &grads[idx] {
+                    grads[idx] = Some(grapes::scale_rows(g, m)?);
+                }
+            }
+        }
     }
+    Ok((loss, grads, factors))
+}
 
-    fn zero_grad(&mut self) {
-        self.0.zero_grad();
-    }
-
-    fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
-        Ok(self.0.accumulate(
-            part.pixels,
-            &part.targets,
-            part.head,
-            part.range.clone(),
-            grapes,
-            part.weight,
-        ))
-    }
-
-    fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
-        self.0.state_mut()
-    }
-
-    fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
-        self.0.apply(optimizer);
-        Ok(())
-    }
-
-    fn logits(
-        &mut self,
-        params: Option<&[Vec<f32>]>,
-        pixels: &[f32],
-        head: usize,
-    ) -> Result<Vec<f32>> {
-        Ok(self.0.logits(params, pixels, head))
-    }
-
-    fn factors(&self) -> &[Vec<f32>] {
-        self.0.factors()
-    }
-
-    fn sync(&self, net: &Network) -> Result<()> {
-        self.0.write_back(net)
-    }
+/// Candle autograd through [`Network::forward`] with the loss `objective(logits)`.
+fn autograd(
+    net: &Network,
+    x: &Tensor,
+    head: usize,
+    propagating: Option<&[Tensor]>,
+    objective: impl FnOnce(&Tensor) -> Result<Tensor>,
+) -> Result<(Tensor, Vec<Option<Tensor>>)> {
+    let p = net.tracked();
+    let logits = net.forward(&p, x, head, propagating)?;
+    let loss = objective(&logits)?;
+    let store = loss.backward()?;
+    let grads = net
+        .params
+        .iter()
+        .map(|v| store.get(v.as_tensor()).cloned())
+        .collect();
+    Ok((loss.detach(), grads))
 }
 
 /// Candle tensors on any device: gradients by the explicit MLP backward or autograd, copied to

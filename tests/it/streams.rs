@@ -1,20 +1,13 @@
 //! Task streams: every shipped file loads, and each kind and scenario yields the right tasks.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use crate::common::{stream, tasks_dir};
 
 use clbench::data::IMAGE_PIXELS;
 use clbench::streams::{
     Batch, BatchOrder, OutputLayout, StreamError, StreamSpec, TaskStream, Transform,
 };
-
-fn tasks_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks")
-}
-
-fn build(name: &str, seed: u64) -> TaskStream {
-    let file = StreamSpec::load(&tasks_dir().join(name)).unwrap();
-    TaskStream::build(&file, seed).unwrap()
-}
 
 fn fashion_available() -> bool {
     clbench::data::find("fashion-mnist").is_ok()
@@ -54,9 +47,9 @@ fn every_shipped_stream_file_loads_and_builds() {
 
 #[test]
 fn permuted_stream_applies_distinct_reproducible_permutations() {
-    let a = build("permuted-mnist-5.yaml", 3);
-    let b = build("permuted-mnist-5.yaml", 3);
-    let c = build("permuted-mnist-5.yaml", 4);
+    let a = stream("permuted-mnist-5.yaml", 3);
+    let b = stream("permuted-mnist-5.yaml", 3);
+    let c = stream("permuted-mnist-5.yaml", 4);
     assert_eq!(a.len(), 5);
     assert_eq!(a.outputs, OutputLayout::Shared { outputs: 10 });
     let perm = |s: &TaskStream, t: usize| match &s.tasks[t].transform {
@@ -106,9 +99,9 @@ fn first_identity_option_leaves_task_one_unpermuted() {
 
 #[test]
 fn split_scenarios_map_labels_as_specified() {
-    let til = build("split-mnist-task-il.yaml", 0);
-    let dil = build("split-mnist-domain-il.yaml", 0);
-    let cil = build("split-mnist-class-il.yaml", 0);
+    let til = stream("split-mnist-task-il.yaml", 0);
+    let dil = stream("split-mnist-domain-il.yaml", 0);
+    let cil = stream("split-mnist-class-il.yaml", 0);
     assert_eq!(til.outputs, OutputLayout::MultiHead { sizes: vec![2; 5] });
     assert_eq!(dil.outputs, OutputLayout::Shared { outputs: 2 });
     assert_eq!(cil.outputs, OutputLayout::Shared { outputs: 10 });
@@ -231,7 +224,7 @@ fn class_order_shuffle_is_seeded() {
 
 #[test]
 fn rotated_stream_spaces_angles_evenly() {
-    let s = build("rotated-mnist.yaml", 0);
+    let s = stream("rotated-mnist.yaml", 0);
     let angles: Vec<f64> = s
         .tasks
         .iter()

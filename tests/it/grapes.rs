@@ -80,7 +80,7 @@ fn mlp_net(hidden: &[usize], activation: Activation, bias: bool, seed: u64) -> N
     cfg.activation = activation;
     cfg.bias = bias;
     Network::new(
-        &cfg,
+        &cfg.check().unwrap(),
         &OutputLayout::Shared { outputs: 10 },
         &mut SeedRng::derive(seed, "init", 0),
         &DEV,
@@ -255,7 +255,7 @@ fn tiny_network_matches_a_hand_computed_grapes_backward() {
         c
     };
     let mut net = Network::new(
-        &cfg,
+        &cfg.check().unwrap(),
         &OutputLayout::Shared { outputs: 2 },
         &mut SeedRng::derive(0, "x", 0),
         &DEV,
@@ -319,7 +319,9 @@ fn tiny_network_matches_a_hand_computed_grapes_backward() {
 
 #[test]
 fn local_variant_leaves_the_upstream_error_unmodulated() {
-    use clbench::streams::{Batch, StreamSpec, TaskStream};
+    use clbench::engine::tensor::objective_gradients;
+    use clbench::engine::BackwardPath;
+    use clbench::models::loss::Targets;
     let net = mlp_net(&[32, 16], Activation::Relu, true, 7);
     let (x, onehot, targets) = random_batch(8, 10, 8);
     let f = net.grapes_factors().unwrap();
@@ -327,28 +329,19 @@ fn local_variant_leaves_the_upstream_error_unmodulated() {
     let plain = explicit(&net, &x, &onehot, None);
     let propagating = explicit(&net, &x, &onehot, Some(&f));
 
-    // The training step's gradients for the local variant, through a real stream task.
-    let file = StreamSpec::load(std::path::Path::new(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tasks/permuted-mnist-5.yaml"
-    )))
-    .unwrap();
-    let stream = TaskStream::build(&file, 0).unwrap();
-    let batch = Batch {
-        pixels: x.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
-        targets,
-    };
-    let input = clbench::train::StepInput {
-        stream: &stream,
-        task: &stream.tasks[0],
-        batch: &batch,
-    };
-    for path in [
-        clbench::train::BackwardPath::Explicit,
-        clbench::train::BackwardPath::Autograd,
-    ] {
-        let (_, local, _) =
-            clbench::train::step::gradients(&net, &input, GrapesMode::Local, path, &DEV).unwrap();
+    // The engine's gradients for the local variant (what a training step uses).
+    for path in [BackwardPath::Explicit, BackwardPath::Autograd] {
+        let (_, local, _) = objective_gradients(
+            &net,
+            &x,
+            &Targets::Hard(&targets),
+            None,
+            0,
+            GrapesMode::Local,
+            path,
+            &DEV,
+        )
+        .unwrap();
         for (l, layer) in net.hidden.iter().enumerate() {
             let expected =
                 grapes::scale_rows(plain[layer.weight].as_ref().unwrap(), &f[l]).unwrap();
@@ -374,7 +367,7 @@ fn cnn_gets_grapes_through_autograd_and_biases_get_the_modulated_delta() {
     cfg.kind = clbench::models::ModelKind::Cnn;
     cfg.channels = Some([4, 6]);
     let net = Network::new(
-        &cfg,
+        &cfg.check().unwrap(),
         &OutputLayout::Shared { outputs: 10 },
         &mut SeedRng::derive(1, "init", 0),
         &DEV,

@@ -2,13 +2,13 @@
 
 use candle_core::{Device, Tensor};
 use clbench::data::IMAGE_PIXELS;
-use clbench::models::fused::FusedMlp;
+use clbench::engine::tensor::batch_gradients;
+use clbench::engine::BackwardPath;
+use clbench::engine::{Engine, FusedMlp};
 use clbench::models::{logit_mask, mlp, one_hot, Activation, ModelConfig, Network};
 use clbench::optim::{GrapesMode, OptimizerConfig};
 use clbench::rng::SeedRng;
 use clbench::streams::OutputLayout;
-use clbench::train::step::batch_gradients;
-use clbench::train::BackwardPath;
 
 const DEV: Device = Device::Cpu;
 
@@ -25,7 +25,13 @@ fn net(hidden: &[usize], activation: Activation, bias: bool, outputs: &OutputLay
     let mut cfg = ModelConfig::mlp(hidden);
     cfg.activation = activation;
     cfg.bias = bias;
-    Network::new(&cfg, outputs, &mut SeedRng::derive(4, "init", 0), &DEV).unwrap()
+    Network::new(
+        &cfg.check().unwrap(),
+        outputs,
+        &mut SeedRng::derive(4, "init", 0),
+        &DEV,
+    )
+    .unwrap()
 }
 
 fn compare(
@@ -143,7 +149,7 @@ fn slice_and_tensor_optimizer_updates_agree() {
                 .zip(&network.params)
                 .map(|(g, v)| g.map(|g| Tensor::from_slice(g, v.shape(), &DEV).unwrap()))
                 .collect();
-            fused.apply(a.as_mut());
+            fused.apply(a.as_mut()).unwrap();
             b.step(&network.params, &grads).unwrap();
         }
         let check = net(
@@ -176,7 +182,7 @@ fn fused_step_matches_the_tensor_step_over_many_updates() {
     for s in 0..20 {
         let (x, t) = batch(16, 10, 100 + s);
         fused.step(&x, &t, 0, None, GrapesMode::Propagating);
-        fused.apply(oa.as_mut());
+        fused.apply(oa.as_mut()).unwrap();
         let xt = Tensor::from_slice(&x, (16, IMAGE_PIXELS), &DEV).unwrap();
         let onehot = one_hot(&t, 10, &DEV).unwrap();
         let g = mlp::backward(

@@ -1,31 +1,12 @@
 //! The `clbench` binary end to end: exit codes, messages and the files a run writes.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::PathBuf;
 
-fn clbench(args: &[&str], cwd: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clbench"))
-        .args(args)
-        .current_dir(cwd)
-        .output()
-        .unwrap()
-}
-
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::common::{clbench_in, repo, text};
 
 #[test]
 fn tasks_describe_prints_one_line_per_task() {
-    let o = clbench(
+    let o = clbench_in(
         &["tasks", "describe", "tasks/split-mnist-class-il.yaml"],
         &repo(),
     );
@@ -37,7 +18,7 @@ fn tasks_describe_prints_one_line_per_task() {
         lines[4].contains("classes [8, 9]") && lines[4].contains("targets 8..9"),
         "{out}"
     );
-    let o = clbench(
+    let o = clbench_in(
         &[
             "tasks",
             "describe",
@@ -59,29 +40,29 @@ fn bad_input_exits_with_code_2_and_names_the_file() {
         "dataset: mnist\nkind: split\nscenario: class-incremental\ngroups: [[0, 1], []]\n",
     )
     .unwrap();
-    let o = clbench(&["tasks", "describe", "bad.yaml"], dir.path());
+    let o = clbench_in(&["tasks", "describe", "bad.yaml"], dir.path());
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("bad.yaml: key `groups`: group 2 is empty"),
         "{}",
         text(&o)
     );
-    let o = clbench(&["tasks", "describe", "missing.yaml"], dir.path());
+    let o = clbench_in(&["tasks", "describe", "missing.yaml"], dir.path());
     assert_eq!(o.status.code(), Some(2));
-    let o = clbench(&["run", "no-such-config.yaml"], dir.path());
+    let o = clbench_in(&["run", "no-such-config.yaml"], dir.path());
     assert_eq!(o.status.code(), Some(2));
-    let o = clbench(&["frobnicate"], dir.path());
+    let o = clbench_in(&["frobnicate"], dir.path());
     assert_eq!(o.status.code(), Some(2));
 }
 
 #[test]
 fn data_list_and_verify_report_the_shipped_mnist() {
-    let o = clbench(&["data", "list"], &repo());
+    let o = clbench_in(&["data", "list"], &repo());
     assert!(o.status.success());
     let out = String::from_utf8_lossy(&o.stdout);
     let mnist = out.lines().find(|l| l.starts_with("mnist ")).unwrap();
     assert!(mnist.contains("verified"), "{out}");
-    let o = clbench(&["data", "verify", "mnist"], &repo());
+    let o = clbench_in(&["data", "verify", "mnist"], &repo());
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout)
@@ -118,7 +99,7 @@ fn run_writes_the_store_and_metrics_and_skips_complete_runs() {
         out.to_str().unwrap(),
         "-q",
     ];
-    let o = clbench(&args, &repo());
+    let o = clbench_in(&args, &repo());
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert!(stdout.contains("4 trained, 0 already complete"), "{stdout}");
@@ -163,11 +144,11 @@ fn run_writes_the_store_and_metrics_and_skips_complete_runs() {
     }
     assert_eq!(metrics.lines().count(), 5);
     // Running again trains nothing.
-    let o = clbench(&args, &repo());
+    let o = clbench_in(&args, &repo());
     assert!(o.status.success());
     assert!(String::from_utf8_lossy(&o.stdout).contains("0 trained, 4 already complete"));
     // --seeds adds only the new seed's runs.
-    let o = clbench(
+    let o = clbench_in(
         &[
             "run",
             config.to_str().unwrap(),
@@ -218,7 +199,7 @@ fn a_bad_config_names_file_and_key() {
     for (i, (yaml, expected)) in cases.iter().enumerate() {
         let path = dir.path().join(format!("bad{i}.yaml"));
         std::fs::write(&path, yaml).unwrap();
-        let o = clbench(
+        let o = clbench_in(
             &[
                 "run",
                 path.to_str().unwrap(),

@@ -2,30 +2,12 @@
 //! parallel runs, dry runs and Slurm scripts.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use clbench::experiment::{plan, shard, Experiment};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn clbench(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clbench"))
-        .args(args)
-        .current_dir(repo())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+use crate::common::{clbench, repo, text};
 
 const BASE: &str = r#"
 name: base
@@ -46,6 +28,53 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, text).unwrap();
     p
+}
+
+/// Regression: a store written from a config that `extends` another records the resolved
+/// experiment, so the report finds the default baseline (the parent's first method) and its
+/// tables carry the significance note.
+#[test]
+fn a_store_records_the_resolved_experiment_and_its_default_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "base.yaml",
+        &BASE.replace(
+            "stream: tasks/",
+            &format!("stream: {}/tasks/", repo().display()),
+        ),
+    );
+    let child = write(
+        dir.path(),
+        "child.yaml",
+        "extends: base.yaml\nname: child\nseeds: [0, 1]\ntraining: {iterations: 3}\n",
+    );
+    let out = dir.path().join("out");
+    let o = clbench(&[
+        "run",
+        child.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let record = clbench::experiment::RunStore::new(&out)
+        .experiment()
+        .unwrap();
+    assert_eq!(record.name, "child");
+    assert_eq!(record.methods, vec!["sgd", "sgd+grapes"]);
+    assert_eq!(record.config.training.iterations, Some(3));
+    assert_eq!(record.config.extends, None);
+    assert_eq!(
+        clbench::report::default_baseline(&out).as_deref(),
+        Some("sgd")
+    );
+    // The recorded experiment reads back even when the config files are gone.
+    std::fs::remove_file(dir.path().join("base.yaml")).unwrap();
+    let o = clbench(&["report", out.to_str().unwrap(), "-q"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let tex = std::fs::read_to_string(out.join("tables/summary.tex")).unwrap();
+    assert!(tex.contains("differs from sgd"), "{tex}");
 }
 
 #[test]
@@ -90,7 +119,7 @@ fn extends_overrides_and_sweep_expands_the_cartesian_product() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 16);
-    assert_eq!(exp.num_runs(None), 16);
+    assert_eq!(plan(&exp, None).len(), 16);
 }
 
 #[test]

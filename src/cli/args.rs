@@ -1,0 +1,227 @@
+//! The command line as clap parses it: raw flags, checked into settings by
+//! [`super::settings`] (ripgrep's split between low-level arguments and validated settings).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// clbench: continual-learning benchmarks — task streams, training with or without GRAPES,
+/// forgetting metrics and paper-ready exports.
+#[derive(Debug, Parser)]
+#[command(name = "clbench", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) verbosity: Verbosity,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Logging flags shared by every command.
+#[derive(Debug, Args)]
+pub(crate) struct Verbosity {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+    /// Only errors; no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub(crate) quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Find, verify and download datasets.
+    #[command(subcommand)]
+    Data(DataCommand),
+    /// Inspect task streams.
+    #[command(subcommand)]
+    Tasks(TasksCommand),
+    /// Train every method of an experiment config on its task stream, for every seed, then write
+    /// the run store and the full report.
+    Run(RunArgs),
+    /// Rebuild every table and figure of a results directory from its stored runs (no training).
+    Report(ReportArgs),
+    /// Check an experiment config (extends, sweep, every value) without running it.
+    Validate(ValidateArgs),
+    /// Write a Slurm sbatch array script that runs an experiment in shards.
+    Slurm(SlurmArgs),
+    /// Measure training and evaluation throughput, the matrix-product peak, parallel scaling and
+    /// the peak memory of the paper protocol.
+    Bench(BenchArgs),
+    /// Compute the metrics of one accuracy matrix made by any framework.
+    Metrics(MetricsArgs),
+}
+
+/// How tables are written.
+#[derive(Debug, Args)]
+pub(crate) struct TableArgs {
+    /// Method that significance markers (paired t-test) compare against
+    /// [default: the first method of the experiment].
+    #[arg(long)]
+    pub(crate) baseline: Option<String>,
+    /// Spread after the mean in tables and error bars.
+    #[arg(long, value_enum, default_value = "sd")]
+    pub(crate) spread: SpreadArg,
+    /// Digits after the decimal point (values in percent).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) digits: usize,
+    /// Significance level of the markers.
+    #[arg(long, default_value_t = 0.05)]
+    pub(crate) alpha: f64,
+    /// LaTeX caption (a note on what the numbers are is appended).
+    #[arg(long)]
+    pub(crate) caption: Option<String>,
+    /// LaTeX label.
+    #[arg(long)]
+    pub(crate) label: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum SpreadArg {
+    /// Sample standard deviation over seeds.
+    Sd,
+    /// Standard error of the mean.
+    Sem,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReportArgs {
+    /// Results directories (holding runs/), e.g. results/paper-forgetting; several are merged
+    /// (e.g. the stores of shards run apart).
+    #[arg(required = true)]
+    pub(crate) dirs: Vec<PathBuf>,
+    /// Where the merged report goes [default: the first directory].
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    #[command(flatten)]
+    pub(crate) tables: TableArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MetricsArgs {
+    /// CSV with header `after_task,task_1,...,task_T` and rows after_task = 0..T.
+    pub(crate) matrix: PathBuf,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "table")]
+    pub(crate) format: MetricsFormat,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub(crate) enum MetricsFormat {
+    /// JSON object with acc, bwt, fwt, forgetting, learning_accuracy, avg_incremental_accuracy.
+    Json,
+    /// Aligned text.
+    Table,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Experiment config, e.g. configs/paper-forgetting.yaml.
+    pub(crate) config: PathBuf,
+    /// Output directory [default: results/<experiment name>].
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Seeds to run instead of the config's, comma-separated (e.g. 0,1,2).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) seeds: Option<Vec<u64>>,
+    /// CPU threads of each run [default: the cores, shared among the jobs].
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Device: cpu, or cuda[:N] when built with `--features cuda`.
+    #[arg(long, default_value = "cpu")]
+    pub(crate) device: String,
+    /// Runs trained at the same time; threads per run default to cores / jobs.
+    #[arg(long, default_value_t = 1)]
+    pub(crate) jobs: usize,
+    /// Run only share I of N (0 ≤ I < N) of the runs, sorted by id [default: Slurm's
+    /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set].
+    #[arg(long)]
+    pub(crate) shard: Option<String>,
+    /// List the runs that would execute and which already exist; train nothing.
+    #[arg(long)]
+    pub(crate) dry_run: bool,
+    #[command(flatten)]
+    pub(crate) tables: TableArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct BenchArgs {
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// Seconds measured per configuration (after a warm-up).
+    #[arg(long, default_value_t = 3.0)]
+    pub(crate) seconds: f64,
+    /// Threads for the single-run measurements [default: all cores].
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
+    /// Skip the peak-RSS measurement (it trains one seed of configs/paper-forgetting.yaml).
+    #[arg(long)]
+    pub(crate) skip_rss: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ValidateArgs {
+    /// Experiment config to check.
+    pub(crate) config: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SlurmArgs {
+    /// Experiment config.
+    pub(crate) config: PathBuf,
+    /// Array tasks [default: one per run].
+    #[arg(long)]
+    pub(crate) shards: Option<usize>,
+    /// CPUs per array task (passed to --threads).
+    #[arg(long, default_value_t = 2)]
+    pub(crate) cpus_per_task: usize,
+    /// Wall-time limit per array task, [D-]HH:MM:SS.
+    #[arg(long, default_value = "04:00:00")]
+    pub(crate) time: String,
+    /// Slurm partition.
+    #[arg(long)]
+    pub(crate) partition: Option<String>,
+    /// Results directory [default: results/<experiment name>].
+    #[arg(long)]
+    pub(crate) out: Option<PathBuf>,
+    /// Write the script here instead of standard output.
+    #[arg(long)]
+    pub(crate) script: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum DataCommand {
+    /// Show each dataset, where it was found and whether its checksums verify.
+    List,
+    /// Check every file of a dataset (all found datasets if none is named) against its SHA-256.
+    Verify {
+        /// Dataset name (mnist, fashion-mnist).
+        name: Option<String>,
+    },
+    /// Download a dataset from its canonical mirrors, verify it and install it.
+    Fetch {
+        /// Dataset name (mnist, fashion-mnist).
+        name: String,
+        /// Destination directory [default: $CLBENCH_DATA_DIR/<name>, else data/<name>].
+        #[arg(long)]
+        dest: Option<PathBuf>,
+        /// Base URL to download from instead of the canonical mirrors (repeatable, tried in order).
+        #[arg(long = "mirror")]
+        mirrors: Vec<String>,
+        /// Seconds to wait for a connection to a mirror.
+        #[arg(long, default_value_t = 20)]
+        connect_timeout: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TasksCommand {
+    /// Print one line per task of a stream: sizes, classes, targets, head and transform.
+    Describe {
+        /// A stream file, e.g. tasks/permuted-mnist-5.yaml.
+        file: PathBuf,
+        /// The seed the stream is built with (a `seed:` in the file takes precedence).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
+}

@@ -1,0 +1,50 @@
+//! `clbench tasks describe`: a stream, one line per task.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use clbench::streams::{OutputLayout, StreamSpec, TaskStream};
+
+/// A serializable value as its YAML word (`permuted`, `class-incremental`).
+fn yaml_word<T: serde::Serialize>(v: &T) -> String {
+    serde_yaml::to_string(v)
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// Prints the stream of `file` built with `seed`: its layout, its pixel scaling, then each task.
+pub(crate) fn describe_command(file: &Path, seed: u64) -> Result<ExitCode> {
+    let stream_file = StreamSpec::load(file)?;
+    let stream = TaskStream::build(&stream_file, seed)?;
+    let outputs = match &stream.outputs {
+        OutputLayout::Shared { outputs } => format!("one shared output layer of {outputs}"),
+        OutputLayout::MultiHead { sizes } => format!("{} heads of sizes {sizes:?}", sizes.len()),
+    };
+    println!(
+        "{}: {} tasks, {} {} on {} ({outputs}), seed {}",
+        file.display(),
+        stream.len(),
+        yaml_word(&stream.spec.kind),
+        yaml_word(&stream.spec.scenario),
+        stream.dataset.name,
+        stream.seed
+    );
+    let (scale, shift) = stream.pixel_scale_shift;
+    println!(
+        "pixels: byte × {scale:.6} {} {:.6}{}",
+        if shift < 0.0 { "−" } else { "+" },
+        shift.abs(),
+        if stream.spec.normalize.unwrap_or(false) {
+            " (standardized with the dataset's mean and sd)"
+        } else {
+            " (scaled to [0, 1])"
+        }
+    );
+    for line in stream.describe() {
+        println!("{line}");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,412 @@
+//! The fused CPU training step of an MLP: forward, backward, GRAPES and the optimizer update on
+//! reusable `f32` buffers, with the matrix products done by `gemm` (the kernels candle itself
+//! uses) and every elementwise step fused into one pass. Every buffer is allocated at the first
+//! step and reused. It computes exactly what [`crate::models::mlp::backward`] computes; the tests hold
+//! the two (and candle's autograd) to the same gradients.
+//!
+//! The parameters live here while a task trains; [`FusedMlp::write_back`] copies them into the
+//! network's candle `Var`s before every evaluation.
+
+use std::ops::Range;
+
+use candle_core::{Result, Tensor};
+use gemm::Parallelism;
+
+use super::kernels::{mm, parallelism};
+use super::{Engine, Part};
+use crate::models::loss::{output_error, Targets};
+use crate::models::{Activation, Layer, Network};
+use crate::optim::{grapes, GrapesMode, Optimizer};
+
+#[derive(Debug, Clone, Copy)]
+struct LayerRef {
+    weight: usize,
+    bias: Option<usize>,
+    out: usize,
+    inp: usize,
+}
+
+/// An MLP's parameters, gradients and workspaces as host buffers.
+#[derive(Debug, Clone)]
+pub struct FusedMlp {
+    activation: Activation,
+    hidden: Vec<LayerRef>,
+    heads: Vec<LayerRef>,
+    /// Parameters in the order of [`Network::params`].
+    params: Vec<Vec<f32>>,
+    /// Gradients of the last step, same order; valid where `touched`.
+    grads: Vec<Vec<f32>>,
+    touched: Vec<bool>,
+    /// Output of every hidden layer, `[batch, width]`.
+    acts: Vec<Vec<f32>>,
+    /// Error of every hidden layer, `[batch, width]`.
+    deltas: Vec<Vec<f32>>,
+    /// Logits, then the output error.
+    out: Vec<f32>,
+    /// GRAPES factors of every hidden layer (valid after a step with GRAPES on).
+    factors: Vec<Vec<f32>>,
+    /// Local GRAPES: the modulated copy of a layer's error.
+    scratch: Vec<f32>,
+}
+
+impl FusedMlp {
+    /// Copies a network's parameters. Fails for networks with convolutions.
+    pub fn from_network(net: &Network) -> Result<FusedMlp> {
+        if !net.is_mlp() {
+            candle_core::bail!("the fused path only supports MLPs");
+        }
+        let layer = |l: &Layer| -> Result<LayerRef> {
+            let (out, inp) = net.params[l.weight].as_tensor().dims2()?;
+            Ok(LayerRef {
+                weight: l.weight,
+                bias: l.bias,
+                out,
+                inp,
+            })
+        };
+        let hidden = net.hidden.iter().map(layer).collect::<Result<Vec<_>>>()?;
+        let heads = net.heads.iter().map(layer).collect::<Result<Vec<_>>>()?;
+        let params = net
+            .params
+            .iter()
+            .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+            .collect::<Result<Vec<_>>>()?;
+        let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();
+        Ok(FusedMlp {
+            activation: net.activation,
+            factors: hidden.iter().map(|l| vec![1.0; l.out]).collect(),
+            acts: vec![Vec::new(); hidden.len()],
+            deltas: vec![Vec::new(); hidden.len()],
+            touched: vec![false; params.len()],
+            hidden,
+            heads,
+            params,
+            grads,
+            out: Vec::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Copies the parameters into the network's `Var`s.
+    pub fn write_back(&self, net: &Network) -> Result<()> {
+        for (var, p) in net.params.iter().zip(&self.params) {
+            var.set(&Tensor::from_slice(p, var.shape(), var.device())?)?;
+        }
+        Ok(())
+    }
+
+    /// The gradients of the last step (`None` for parameters it did not reach).
+    pub fn gradients(&self) -> Vec<Option<&[f32]>> {
+        self.grads
+            .iter()
+            .zip(&self.touched)
+            .map(|(g, &t)| t.then_some(g.as_slice()))
+            .collect()
+    }
+
+    /// Loss and gradients of one batch: `x` is `[batch, 784]` row-major, `targets` are output
+    /// indices of head `head`; `mask` restricts the softmax to a range of outputs (masked
+    /// task-incremental). Returns the mean cross-entropy; gradients replace the previous ones.
+    /// A non-finite loss skips the backward pass.
+    pub fn step(
+        &mut self,
+        x: &[f32],
+        targets: &[u32],
+        head: usize,
+        mask: Option<Range<usize>>,
+        mode: GrapesMode,
+    ) -> f32 {
+        self.zero_grad();
+        self.accumulate_batch(x, &Targets::Hard(targets), head, mask, mode, 1.0)
+    }
+
+    fn input_width(&self) -> usize {
+        self.hidden.first().unwrap_or(&self.heads[0]).inp
+    }
+
+    /// Adds `weight × ∇` of the batch's mean loss against `targets` to the gradients (parameters
+    /// not touched since [`Engine::zero_grad`] are overwritten) and returns the mean loss. `x` is
+    /// `[batch, 784]` row-major; `mask` restricts the loss to a range of the head's outputs.
+    /// A non-finite loss leaves the gradients as they were.
+    fn accumulate_batch(
+        &mut self,
+        x: &[f32],
+        targets: &Targets,
+        head: usize,
+        mask: Option<Range<usize>>,
+        mode: GrapesMode,
+        weight: f32,
+    ) -> f32 {
+        let batch = x.len() / self.input_width();
+        debug_assert!(targets
+            .rows(self.heads[head].out)
+            .is_none_or(|r| r == batch));
+        let par = parallelism();
+        let out_layer = self.heads[head];
+        forward(
+            &self.hidden,
+            out_layer,
+            self.activation,
+            &self.params,
+            x,
+            batch,
+            &mut self.acts,
+            &mut self.out,
+        );
+        // The output error scale · ∂loss/∂logits replaces the logits.
+        let k = out_layer.out;
+        let range = mask.unwrap_or(0..k);
+        let scale = weight / batch as f32;
+        let mut loss = 0.0f64;
+        for (r, row) in self.out.chunks_exact_mut(k).enumerate() {
+            loss += output_error(row, targets, r, &range, scale);
+        }
+        let loss = (loss / batch as f64) as f32;
+        if !loss.is_finite() {
+            return loss;
+        }
+        if mode.is_on() {
+            for (f, layer) in self.factors.iter_mut().zip(&self.hidden) {
+                grapes::modulation_factors_into(&self.params[layer.weight], layer.out, f);
+            }
+        }
+        // Output layer: never modulated.
+        layer_grads(
+            &mut self.grads,
+            &mut self.touched,
+            batch,
+            out_layer,
+            &self.out,
+            last_input(&self.acts, x),
+            par,
+        );
+        // Hidden layers, top down.
+        for l in (0..self.hidden.len()).rev() {
+            let layer = self.hidden[l];
+            let above = if l + 1 == self.hidden.len() {
+                out_layer
+            } else {
+                self.hidden[l + 1]
+            };
+            {
+                let (lower, upper) = self.deltas.split_at_mut(l + 1);
+                let upstream: &[f32] = if l + 1 == self.hidden.len() {
+                    &self.out
+                } else {
+                    &upper[0]
+                };
+                let d = &mut lower[l];
+                d.resize(batch * layer.out, 0.0);
+                // upstream [batch, above.out] · W_above [above.out, layer.out]
+                mm(
+                    batch,
+                    layer.out,
+                    above.out,
+                    d,
+                    upstream,
+                    false,
+                    &self.params[above.weight],
+                    false,
+                    false,
+                    par,
+                );
+            }
+            let (h, d) = (&self.acts[l], &mut self.deltas[l]);
+            match self.activation {
+                Activation::Relu => d
+                    .iter_mut()
+                    .zip(h)
+                    .for_each(|(d, &h)| *d = if h > 0.0 { *d } else { 0.0 }),
+                Activation::Tanh => d.iter_mut().zip(h).for_each(|(d, &h)| *d *= 1.0 - h * h),
+                Activation::Sigmoid => d.iter_mut().zip(h).for_each(|(d, &h)| *d *= h * (1.0 - h)),
+            }
+            if mode == GrapesMode::Propagating {
+                grapes::modulate_in_place(d, &self.factors[l]);
+            }
+            let input: &[f32] = if l == 0 { x } else { &self.acts[l - 1] };
+            // Local GRAPES scales this layer's own weight and bias gradients only: its error
+            // rows are scaled in a copy, while `deltas[l]` (passed down) stays unmodulated.
+            let error: &[f32] = if mode == GrapesMode::Local {
+                self.scratch.clone_from(&self.deltas[l]);
+                grapes::modulate_in_place(&mut self.scratch, &self.factors[l]);
+                &self.scratch
+            } else {
+                &self.deltas[l]
+            };
+            layer_grads(
+                &mut self.grads,
+                &mut self.touched,
+                batch,
+                layer,
+                error,
+                input,
+                par,
+            );
+        }
+        loss
+    }
+}
+
+impl Engine for FusedMlp {
+    fn params(&self) -> &[Vec<f32>] {
+        &self.params
+    }
+
+    fn zero_grad(&mut self) {
+        self.touched.fill(false);
+    }
+
+    fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
+        Ok(self.accumulate_batch(
+            part.pixels,
+            &part.targets,
+            part.head,
+            part.range.clone(),
+            grapes,
+            part.weight,
+        ))
+    }
+
+    fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
+        (&self.params, &mut self.grads, &mut self.touched)
+    }
+
+    fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
+        let grads: Vec<Option<&[f32]>> = self
+            .grads
+            .iter()
+            .zip(&self.touched)
+            .map(|(g, &t)| t.then_some(g.as_slice()))
+            .collect();
+        let mut params: Vec<&mut [f32]> = self.params.iter_mut().map(Vec::as_mut_slice).collect();
+        optimizer.step_slices(&mut params, &grads);
+        Ok(())
+    }
+
+    fn logits(&mut self, params: Option<&[Vec<f32>]>, x: &[f32], head: usize) -> Result<Vec<f32>> {
+        let batch = x.len() / self.input_width();
+        let params = params.unwrap_or(&self.params);
+        forward(
+            &self.hidden,
+            self.heads[head],
+            self.activation,
+            params,
+            x,
+            batch,
+            &mut self.acts,
+            &mut self.out,
+        );
+        Ok(self.out.clone())
+    }
+
+    fn factors(&self) -> &[Vec<f32>] {
+        &self.factors
+    }
+
+    fn sync(&self, net: &Network) -> Result<()> {
+        self.write_back(net)
+    }
+}
+
+/// Forward pass: every hidden layer's output into `acts`, the logits of `out_layer` into `out`.
+#[allow(clippy::too_many_arguments)]
+fn forward(
+    hidden: &[LayerRef],
+    out_layer: LayerRef,
+    activation: Activation,
+    params: &[Vec<f32>],
+    x: &[f32],
+    batch: usize,
+    acts: &mut [Vec<f32>],
+    out: &mut Vec<f32>,
+) {
+    let par = parallelism();
+    for (l, &layer) in hidden.iter().enumerate() {
+        let (before, rest) = acts.split_at_mut(l);
+        let input: &[f32] = if l == 0 { x } else { &before[l - 1] };
+        let act = &mut rest[0];
+        act.resize(batch * layer.out, 0.0);
+        linear(batch, layer, input, params, act, par);
+        match activation {
+            Activation::Relu => act.iter_mut().for_each(|v| *v = v.max(0.0)),
+            Activation::Tanh => act.iter_mut().for_each(|v| *v = v.tanh()),
+            Activation::Sigmoid => act.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+        }
+    }
+    let last: &[f32] = acts.last().map_or(x, Vec::as_slice);
+    out.resize(batch * out_layer.out, 0.0);
+    linear(batch, out_layer, last, params, out, par);
+}
+
+/// Weight and bias gradients of `layer` from its error `d` and its input.
+fn layer_grads(
+    grads: &mut [Vec<f32>],
+    touched: &mut [bool],
+    batch: usize,
+    layer: LayerRef,
+    d: &[f32],
+    input: &[f32],
+    par: Parallelism,
+) {
+    // gW [out, in] (+)= dᵀ [out, batch] · input [batch, in]
+    mm(
+        layer.out,
+        layer.inp,
+        batch,
+        &mut grads[layer.weight],
+        d,
+        true,
+        input,
+        false,
+        touched[layer.weight],
+        par,
+    );
+    touched[layer.weight] = true;
+    if let Some(b) = layer.bias {
+        let gb = &mut grads[b];
+        if !touched[b] {
+            gb.fill(0.0);
+        }
+        for row in d.chunks_exact(layer.out) {
+            for (g, v) in gb.iter_mut().zip(row) {
+                *g += v;
+            }
+        }
+        touched[b] = true;
+    }
+}
+
+fn last_input<'a>(acts: &'a [Vec<f32>], x: &'a [f32]) -> &'a [f32] {
+    acts.last().map_or(x, Vec::as_slice)
+}
+
+/// `dst [batch, out] = input [batch, in] · Wᵀ (+ b)`.
+fn linear(
+    batch: usize,
+    layer: LayerRef,
+    input: &[f32],
+    params: &[Vec<f32>],
+    dst: &mut [f32],
+    par: Parallelism,
+) {
+    mm(
+        batch,
+        layer.out,
+        layer.inp,
+        dst,
+        input,
+        false,
+        &params[layer.weight],
+        true,
+        false,
+        par,
+    );
+    if let Some(b) = layer.bias {
+        let bias = &params[b];
+        for row in dst.chunks_exact_mut(layer.out) {
+            for (v, b) in row.iter_mut().zip(bias) {
+                *v += b;
+            }
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! The gradient engine: the model's parameters and gradients as host `f32` buffers, and the one
+//! operation every training step and every continual-learning strategy is built from —
+//! "add `weight × ∇ loss` of this batch part to the gradients".
+//!
+//! It sits beneath [`crate::train`] and [`crate::strategy`] and depends only on
+//! [`crate::models`] and [`crate::optim`]:
+//!
+//! - [`FusedMlp`] ([`fused`]): the fused CPU step of an MLP, the default;
+//! - [`TensorEngine`] ([`tensor`]): candle tensors — the explicit MLP backward or autograd, any
+//!   model, any device;
+//! - [`kernels`]: the matrix products of the fused step and how they are split between the
+//!   threads of the current rayon pool.
+//!
+//! Strategies only see the [`Engine`] trait, so each is written once. [`BackwardPath`] names
+//! which engine and backward pass a run uses.
+
+pub mod fused;
+pub mod kernels;
+pub mod tensor;
+
+use std::ops::Range;
+
+use candle_core::{Device, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::models::loss::Targets;
+use crate::models::Network;
+use crate::optim::{GrapesMode, Optimizer};
+
+pub use fused::FusedMlp;
+pub use tensor::TensorEngine;
+
+/// Which backward pass computes the gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackwardPath {
+    /// MLPs: the fused step on CPU, the explicit backward elsewhere; other models: autograd.
+    #[default]
+    Auto,
+    /// Always candle's autograd (the reference path).
+    Autograd,
+    /// The explicit MLP backward on candle tensors (fails for CNNs).
+    Explicit,
+    /// The fused, allocation-free MLP step on CPU ([`fused`]).
+    Fused,
+}
+
+impl BackwardPath {
+    /// The concrete path for `net`, ignoring the device (`Fused` and `Explicit` compute the same
+    /// gradients; tensor-level callers get `Explicit` for both).
+    pub fn resolve(self, net: &Network) -> BackwardPath {
+        match self {
+            BackwardPath::Auto | BackwardPath::Fused if net.is_mlp() => BackwardPath::Explicit,
+            BackwardPath::Auto => BackwardPath::Autograd,
+            other => other,
+        }
+    }
+
+    /// Whether training on `device` uses the fused step.
+    pub fn is_fused(self, net: &Network, device: &Device) -> bool {
+        net.is_mlp() && device.is_cpu() && matches!(self, BackwardPath::Auto | BackwardPath::Fused)
+    }
+}
+
+/// The engine a run on `device` trains `net` with: the fused step when `path` allows it there,
+/// else candle tensors.
+pub fn engine_for(net: &Network, path: BackwardPath, device: &Device) -> Result<Box<dyn Engine>> {
+    Ok(if path.is_fused(net, device) {
+        Box::new(FusedMlp::from_network(net)?)
+    } else {
+        Box::new(TensorEngine::new(net, path.resolve(net), device)?)
+    })
+}
+
+/// One term of a step's objective: a batch scored on one head.
+#[derive(Debug, Clone)]
+pub struct Part<'a> {
+    /// `[rows, 784]` pixels, row-major.
+    pub pixels: &'a [f32],
+    /// What the rows are scored against.
+    pub targets: Targets<'a>,
+    /// The output head.
+    pub head: usize,
+    /// The outputs the loss sees (all of the head when `None`).
+    pub range: Option<Range<usize>>,
+    /// The term's weight in the objective.
+    pub weight: f32,
+}
+
+/// Parameters, gradients and the batch-gradient operation of a model.
+pub trait Engine {
+    /// The parameters, in the order of [`Network::params`].
+    fn params(&self) -> &[Vec<f32>];
+    /// Clears the gradients: every parameter counts as having none.
+    fn zero_grad(&mut self);
+    /// Adds `part.weight × ∇` of the part's mean loss to the gradients, GRAPES applied as
+    /// `grapes` says, and returns the mean loss. A non-finite loss adds nothing.
+    fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32>;
+    /// The gradients, and which parameters have one since [`Engine::zero_grad`] (the others
+    /// are zero and are left alone by the optimizer).
+    fn grads_mut(&mut self) -> (&mut [Vec<f32>], &mut [bool]) {
+        let (_, g, t) = self.state_mut();
+        (g, t)
+    }
+    /// The parameters, the gradients and their flags at once (penalties read the first and
+    /// write the second).
+    fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]);
+    /// Updates the parameters with the optimizer and the current gradients.
+    fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()>;
+    /// Logits `[rows, head outputs]` of `pixels` with `params` (a snapshot) or the current
+    /// parameters.
+    fn logits(
+        &mut self,
+        params: Option<&[Vec<f32>]>,
+        pixels: &[f32],
+        head: usize,
+    ) -> Result<Vec<f32>>;
+    /// The GRAPES factors of the last accumulation with GRAPES on, one vector per hidden layer.
+    fn factors(&self) -> &[Vec<f32>];
+    /// Copies the parameters into the network's `Var`s (before an evaluation).
+    fn sync(&self, net: &Network) -> Result<()>;
+}

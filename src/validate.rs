@@ -1,0 +1,173 @@
+//! Checked settings, one shape everywhere (in the spirit of linfa's `ParamGuard`): every block
+//! of a config is deserialized into an unchecked `…Config` type whose `check()` returns the
+//! validated type that constructors accept, or a [`KeyError`] naming the offending key.
+//!
+//! | written (unchecked) | `check()` gives | accepted by |
+//! |---|---|---|
+//! | [`crate::models::ModelConfig`] | [`crate::models::ModelSpec`] | [`crate::models::Network::new`] |
+//! | [`crate::optim::OptimizerConfig`] | [`crate::optim::OptimizerSettings`] | [`crate::optim::OptimizerSettings::build`] |
+//! | [`crate::strategy::StrategyConfig`] | [`crate::strategy::StrategySettings`] | [`crate::strategy::StrategySettings::build`] |
+//! | [`crate::experiment::MethodConfig`] | [`crate::train::Method`] | [`crate::train::train_sequence`] |
+//! | [`crate::experiment::TrainingConfig`] | [`crate::train::TrainSettings`] | [`crate::train::train_sequence`] |
+//!
+//! The value checks shared by all of them (positive, at least one, in a range) are written
+//! once, here.
+
+/// A key whose value cannot be used: the key (dotted, relative to the block that was checked)
+/// and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key `{key}`: {message}")]
+pub struct KeyError {
+    /// The key, e.g. `lr`, or `methods[1].optimizer.lr` once placed [`within`](Self::within)
+    /// its blocks.
+    pub key: String,
+    /// What is wrong, and what was expected.
+    pub message: String,
+}
+
+impl KeyError {
+    /// An error of `key`.
+    pub fn new(key: impl Into<String>, message: impl Into<String>) -> KeyError {
+        KeyError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error with its key placed inside the block `prefix` (`lr` within
+    /// `methods[0].optimizer` is `methods[0].optimizer.lr`).
+    pub fn within(mut self, prefix: &str) -> KeyError {
+        if !prefix.is_empty() {
+            self.key = if self.key.is_empty() {
+                prefix.to_string()
+            } else {
+                format!("{prefix}.{}", self.key)
+            };
+        }
+        self
+    }
+}
+
+/// The result of a check.
+pub type Checked<T> = Result<T, KeyError>;
+
+/// A finite number > 0.
+pub fn positive(key: &str, v: f64) -> Checked<f64> {
+    if v.is_finite() && v > 0.0 {
+        Ok(v)
+    } else {
+        Err(KeyError::new(
+            key,
+            format!("expected a positive number, got {v}"),
+        ))
+    }
+}
+
+/// A finite number ≥ 0.
+pub fn non_negative(key: &str, v: f64) -> Checked<f64> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(KeyError::new(
+            key,
+            format!("expected a finite number ≥ 0, got {v}"),
+        ))
+    }
+}
+
+/// A number in `[0, 1)` (momentum, decay rates).
+pub fn unit_interval(key: &str, v: f64) -> Checked<f64> {
+    if (0.0..1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(KeyError::new(
+            key,
+            format!("expected a number in [0, 1), got {v}"),
+        ))
+    }
+}
+
+/// A number in `(0, 1]` (decays that may keep everything).
+pub fn fraction(key: &str, v: f64) -> Checked<f64> {
+    if v > 0.0 && v <= 1.0 {
+        Ok(v)
+    } else {
+        Err(KeyError::new(
+            key,
+            format!("expected a number in (0, 1], got {v}"),
+        ))
+    }
+}
+
+/// A count ≥ 1.
+pub fn at_least_one(key: &str, n: usize) -> Checked<usize> {
+    if n >= 1 {
+        Ok(n)
+    } else {
+        Err(KeyError::new(key, "expected at least 1, got 0"))
+    }
+}
+
+/// An error when `key` is set although it does not apply to `context` (e.g. "optimizer
+/// `adam`"): `does not apply to {context}`.
+pub fn not_applicable(key: &str, set: bool, context: &str) -> Checked<()> {
+    if set {
+        Err(KeyError::new(key, format!("does not apply to {context}")))
+    } else {
+        Ok(())
+    }
+}
+
+/// An error when `key` is set although it only applies to `what` (e.g. "`kind: cnn`"):
+/// `only applies to {what}`.
+pub fn only_for(key: &str, set: bool, what: &str) -> Checked<()> {
+    if set {
+        Err(KeyError::new(key, format!("only applies to {what}")))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_placed_within_their_blocks() {
+        let e = positive("lr", 0.0)
+            .unwrap_err()
+            .within("methods[1].optimizer");
+        assert_eq!(e.key, "methods[1].optimizer.lr");
+        assert_eq!(
+            e.to_string(),
+            "key `methods[1].optimizer.lr`: expected a positive number, got 0"
+        );
+        assert_eq!(KeyError::new("", "m").within("training").key, "training");
+        assert_eq!(KeyError::new("a", "m").within("").key, "a");
+    }
+
+    #[test]
+    fn shared_value_checks() {
+        assert!(positive("x", f64::NAN).is_err());
+        assert!(positive("x", f64::INFINITY).is_err());
+        assert_eq!(positive("x", 0.5), Ok(0.5));
+        assert!(non_negative("x", -1e-9).is_err());
+        assert_eq!(non_negative("x", 0.0), Ok(0.0));
+        assert!(unit_interval("x", 1.0).is_err());
+        assert_eq!(unit_interval("x", 0.0), Ok(0.0));
+        assert!(fraction("x", 0.0).is_err());
+        assert_eq!(fraction("x", 1.0), Ok(1.0));
+        assert!(at_least_one("x", 0).is_err());
+        assert_eq!(
+            not_applicable("x", true, "`kind: mlp`")
+                .unwrap_err()
+                .message,
+            "does not apply to `kind: mlp`"
+        );
+        assert!(not_applicable("x", false, "`kind: mlp`").is_ok());
+        assert_eq!(
+            only_for("x", true, "`kind: cnn`").unwrap_err().message,
+            "only applies to `kind: cnn`"
+        );
+    }
+}

@@ -1,0 +1,14 @@
+//! The integration tests, one crate (one link of candle and polars) with a module per area.
+
+mod common;
+
+mod cli;
+mod data;
+mod experiment;
+mod fused;
+mod grapes;
+mod report;
+mod stats;
+mod strategies;
+mod streams;
+mod training;

@@ -1,0 +1,331 @@
+//! Sequential training on real MNIST streams: learning, reproducibility, divergence, optimizers.
+
+use candle_core::Device;
+use clbench::models::{ModelConfig, ModelKind};
+use clbench::optim::GrapesMode;
+use clbench::train::{train_sequence, BackwardPath, RunStatus, Silent};
+
+use crate::common::{method, settings, stream};
+
+#[test]
+fn split_mnist_task_incremental_learns_every_task_with_grapes() {
+    let s = stream("split-mnist-task-il.yaml", 0);
+    let model = ModelConfig::mlp(&[100]);
+    let m = method(
+        "{name: sgd, lr: 0.05, momentum: 0.9, grapes: propagating}",
+        None,
+    );
+    let r = train_sequence(
+        &s,
+        &model.check().unwrap(),
+        &m,
+        &settings(60, 64, BackwardPath::Auto),
+        0,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert_eq!(r.accuracy.len(), 6);
+    for t in 0..5 {
+        // Right after learning it, each 2-way task is nearly solved.
+        assert!(
+            r.accuracy[t + 1][t] > 0.9,
+            "task {}: {:?}",
+            t + 1,
+            r.accuracy
+        );
+    }
+    // Row 0 and the random baseline sit near chance for a 2-way head.
+    assert!(r.baseline_accuracy.iter().all(|&b| b < 0.9));
+    let factors = &r.tasks[0].grapes_factors;
+    assert_eq!(factors.len(), 1);
+    assert!((factors[0].stats.max - 2.0).abs() < 1e-9);
+    assert!(factors[0].stats.mean >= 1.0 && factors[0].stats.mean <= 2.0);
+    assert!(r
+        .tasks
+        .iter()
+        .all(|t| t.samples == 60 * 64 && t.samples_per_s > 0.0));
+}
+
+#[test]
+fn same_seed_gives_a_bit_identical_accuracy_matrix() {
+    let s = stream("permuted-mnist-5.yaml", 9);
+    let model = ModelConfig::mlp(&[64, 64]);
+    let m = method(
+        "{name: sgd, lr: 0.01, momentum: 0.9, grapes: propagating}",
+        None,
+    );
+    let a = train_sequence(
+        &s,
+        &model.check().unwrap(),
+        &m,
+        &settings(40, 32, BackwardPath::Auto),
+        9,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    let b = train_sequence(
+        &stream("permuted-mnist-5.yaml", 9),
+        &model.check().unwrap(),
+        &m,
+        &settings(40, 32, BackwardPath::Auto),
+        9,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(a.accuracy, b.accuracy);
+    assert_eq!(a.loss, b.loss);
+    assert_eq!(a.baseline_accuracy, b.baseline_accuracy);
+    let c = train_sequence(
+        &stream("permuted-mnist-5.yaml", 10),
+        &model.check().unwrap(),
+        &m,
+        &settings(40, 32, BackwardPath::Auto),
+        10,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    assert_ne!(a.accuracy, c.accuracy);
+}
+
+#[test]
+fn explicit_and_autograd_paths_train_the_same_model() {
+    let s = stream("split-mnist-class-il.yaml", 2);
+    let mut model = ModelConfig::mlp(&[32, 32]);
+    model.bias = false;
+    let m = method(
+        "{name: sgd, lr: 0.02, momentum: 0.9, grapes: propagating}",
+        None,
+    );
+    let mut st = settings(15, 32, BackwardPath::Auto);
+    let explicit = train_sequence(
+        &s,
+        &model.check().unwrap(),
+        &m,
+        &st,
+        2,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    st.backward = BackwardPath::Autograd;
+    let autograd = train_sequence(
+        &s,
+        &model.check().unwrap(),
+        &m,
+        &st,
+        2,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    for (a, b) in explicit
+        .accuracy
+        .iter()
+        .flatten()
+        .zip(autograd.accuracy.iter().flatten())
+    {
+        // Float rounding differs between the two backward passes; accuracies agree to a few
+        // test examples out of ~2000 per task.
+        assert!((a - b).abs() < 0.01, "{a} vs {b}");
+    }
+}
+
+#[test]
+fn a_diverging_run_stops_cleanly_and_keeps_what_it_recorded() {
+    let s = stream("permuted-mnist-5.yaml", 0);
+    let model = ModelConfig::mlp(&[32]);
+    let m = method("{name: sgd, lr: 1.0e6, momentum: 0.9}", None);
+    let r = train_sequence(
+        &s,
+        &model.check().unwrap(),
+        &m,
+        &settings(200, 64, BackwardPath::Auto),
+        0,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    match r.status {
+        RunStatus::Diverged { task, step, .. } => {
+            assert_eq!(task, 1);
+            assert!((1..=200).contains(&step));
+            assert_eq!(r.accuracy.len(), 1, "only row 0 was completed");
+            assert_eq!(r.tasks.len(), 1);
+            assert_eq!(r.tasks[0].steps, step - 1);
+        }
+        other => panic!("expected divergence, got {other:?}"),
+    }
+    assert!(r.accuracy[0].iter().all(|a| a.is_finite()));
+    assert!(clbench::experiment::matrix_of(&r).is_none());
+}
+
+/// Regression: a run whose loss is not finite at its very first step has no mean training loss
+/// (`None`, written as `null`) and NaN test losses (written as `null`); its record must read
+/// back from the store, and the report must
+/// count it as diverged instead of skipping it while the store calls it complete.
+#[test]
+fn a_run_diverging_at_its_first_step_round_trips_through_the_store() {
+    use clbench::experiment::{plan, Experiment, RunStore};
+    use clbench::models::init::Init;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("diverge.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "name: diverge\nstream: {}\nmodel: {{kind: mlp, hidden: [8]}}\n\
+             methods:\n  - name: sgd\n    optimizer: {{name: sgd, lr: 0.1}}\n\
+             training: {{batch_size: 16, iterations: 3}}\nseeds: [0]\n",
+            crate::common::tasks_dir()
+                .join("split-mnist-domain-il.yaml")
+                .display()
+        ),
+    )
+    .unwrap();
+    let exp = Experiment::load(&config).unwrap();
+    let run = plan(&exp, None).remove(0);
+    // Weights of order 1e30 overflow the first forward pass: the loss is NaN at step 1.
+    let model = run.model.clone().with_init(Init::Normal { std: 1e30 });
+    let s = stream("split-mnist-domain-il.yaml", 0);
+    let r = train_sequence(
+        &s,
+        &model,
+        &run.method,
+        &run.training,
+        0,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    assert!(
+        matches!(
+            r.status,
+            RunStatus::Diverged {
+                task: 1,
+                step: 1,
+                ..
+            }
+        ),
+        "{:?}",
+        r.status
+    );
+    assert_eq!(r.tasks[0].steps, 0);
+    assert_eq!(r.tasks[0].mean_train_loss, None);
+    let store = RunStore::new(dir.path().join("out"));
+    store.write(&run.spec, &r).unwrap();
+    let (runs, warnings) = store.load().unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(runs.len(), 1);
+    let back = &runs[0].record;
+    assert_eq!((&back.status, &back.tasks), (&r.status, &r.tasks));
+    // (serde_json's default float parsing may differ from the written value in the last bit.)
+    let close = |a: &[Vec<f64>], b: &[Vec<f64>]| {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .all(|(x, y)| (x - y).abs() <= 1e-15)
+    };
+    assert!(close(&back.accuracy, &r.accuracy));
+    // The untrained model's outputs overflow: its test loss is NaN, stored as null, read as NaN.
+    assert!(r.loss[0][0].is_nan() && back.loss[0][0].is_nan());
+    let summary = runs[0].summary();
+    assert_eq!(summary.status.as_str(), "diverged");
+    assert_eq!(
+        (summary.diverged_task, summary.diverged_step),
+        (Some(1), Some(1))
+    );
+    assert_eq!(summary.metric("acc"), None);
+}
+
+#[test]
+fn every_optimizer_learns_the_first_split_task() {
+    let s = stream("split-mnist-domain-il.yaml", 0);
+    let model = ModelConfig::mlp(&[64]);
+    for yaml in [
+        "{name: sgd, lr: 0.1}",
+        "{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.0001}",
+        "{name: adam, lr: 0.001}",
+        "{name: adamw, lr: 0.001, weight_decay: 0.01, grapes: local}",
+        "{name: rmsprop, lr: 0.001, momentum: 0.5}",
+    ] {
+        let m = method(yaml, None);
+        let r = train_sequence(
+            &s,
+            &model.check().unwrap(),
+            &m,
+            &settings(40, 64, BackwardPath::Auto),
+            0,
+            &Device::Cpu,
+            &Silent,
+        )
+        .unwrap();
+        assert!(r.accuracy[1][0] > 0.95, "{yaml}: {}", r.accuracy[1][0]);
+    }
+}
+
+#[test]
+fn cnn_trains_with_grapes_through_autograd() {
+    let s = stream("split-mnist-task-il.yaml", 0);
+    let mut model = ModelConfig::mlp(&[32]);
+    model.kind = ModelKind::Cnn;
+    model.channels = Some([4, 8]);
+    let m = method("{name: adam, lr: 0.002, grapes: propagating}", None);
+    let r = train_sequence(
+        &s,
+        &model.check().unwrap(),
+        &m,
+        &settings(25, 32, BackwardPath::Auto),
+        0,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
+    assert!(r.accuracy[1][0] > 0.9, "{:?}", r.accuracy);
+    assert_eq!(r.tasks[0].grapes_factors.len(), 3);
+}
+
+#[test]
+fn learning_curves_are_recorded_every_n_steps() {
+    let s = stream("split-mnist-class-il.yaml", 0);
+    let model = ModelConfig::mlp(&[32]);
+    let m = method("{name: sgd, lr: 0.05}", None);
+    let mut st = settings(20, 32, BackwardPath::Auto);
+    st.eval_every = Some(10);
+    let r = train_sequence(
+        &s,
+        &model.check().unwrap(),
+        &m,
+        &st,
+        0,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    // Task k is followed at steps 10 and 20 on tasks 1..=k.
+    let points = r.curves.iter().filter(|c| c.training_task == 3).count();
+    assert_eq!(points, 2 * 3);
+    assert!(r.curves.iter().all(|c| c.eval_task <= c.training_task));
+}
+
+#[test]
+fn off_grapes_mode_records_no_factors() {
+    assert!(!GrapesMode::Off.is_on());
+    let s = stream("split-mnist-class-il.yaml", 0);
+    let m = method("{name: sgd, lr: 0.05}", None);
+    let r = train_sequence(
+        &s,
+        &ModelConfig::mlp(&[16]).check().unwrap(),
+        &m,
+        &settings(5, 16, BackwardPath::Auto),
+        0,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    assert!(r.tasks.iter().all(|t| t.grapes_factors.is_empty()));
+}
