@@ -35,6 +35,12 @@ impl InputError for crate::experiment::StoreError {
     }
 }
 
+impl InputError for crate::experiment::ExecuteError {
+    fn is_input_error(&self) -> bool {
+        false
+    }
+}
+
 /// Whether `err` (one link of an error chain) is an input error of one of the library's types.
 pub fn is_input_error(err: &(dyn Error + 'static)) -> bool {
     macro_rules! ask {
@@ -54,6 +60,7 @@ pub fn is_input_error(err: &(dyn Error + 'static)) -> bool {
         crate::metrics::MatrixCsvError,
         crate::report::ReportError,
         crate::experiment::StoreError,
+        crate::experiment::ExecuteError,
     );
     false
 }

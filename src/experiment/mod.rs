@@ -51,6 +51,21 @@ pub struct ExecuteReport {
 /// Builds a progress observer per run: (position in the plan, plan size, run).
 pub type ObserverFactory<'a> = dyn Fn(usize, usize, &PlannedRun) -> Box<dyn Observer> + Sync + 'a;
 
+/// What stops [`execute`] as a whole (a failing run only fails itself).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError {
+    /// A run could not be written to the store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A job's thread pool could not be built.
+    #[error("building a pool of {threads} threads: {source}")]
+    Pool {
+        threads: usize,
+        #[source]
+        source: rayon::ThreadPoolBuildError,
+    },
+}
+
 /// Trains every run of `runs` that is not yet complete in the store, `opts.jobs` at a time (each
 /// job on a rayon pool of `opts.threads` threads, built once), and stores each as soon as it
 /// ends. A run that fails with an error is reported and the others go on; a store write failure
@@ -59,91 +74,125 @@ pub fn execute(
     runs: &[PlannedRun],
     opts: &ExecuteOptions,
     observer: &ObserverFactory,
-) -> Result<ExecuteReport, StoreError> {
+) -> Result<ExecuteReport, ExecuteError> {
     let store = RunStore::new(&opts.out);
-    let report = Mutex::new(ExecuteReport::default());
-    let pending: Vec<(usize, &PlannedRun)> = runs
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| {
-            let id = r.id();
-            let done = store.is_complete(&id);
-            if done {
-                tracing::info!(run = %id, "already complete, skipped");
-                report
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .skipped
-                    .push(id);
-            }
-            !done
-        })
-        .collect();
-    let next = AtomicUsize::new(0);
-    let store_error: Mutex<Option<StoreError>> = Mutex::new(None);
-    let worker = || {
-        let pool = match thread_pool(opts.threads) {
-            Ok(pool) => pool,
-            Err(e) => {
-                *store_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(StoreError::Io {
-                    path: opts.out.clone(),
-                    source: std::io::Error::other(format!("building a thread pool: {e}")),
-                });
-                return;
-            }
-        };
-        loop {
-            if store_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some()
-            {
-                return;
-            }
-            let k = next.fetch_add(1, Ordering::SeqCst);
-            let Some(&(i, run)) = pending.get(k) else {
-                return;
-            };
-            let id = run.id();
-            let obs = observer(i, runs.len(), run);
-            let result = {
-                let _span = tracing::info_span!("run", run = %id).entered();
-                run_on(&pool, || run_one(run, &opts.device, obs.as_ref()))
-            };
-            obs.run_finished();
-            let mut rep = report.lock().unwrap_or_else(|p| p.into_inner());
-            match result {
-                Ok(record) => {
-                    if let Err(e) = store.write(&run.spec, &record) {
-                        *store_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                        return;
-                    }
-                    if matches!(record.status, RunStatus::Diverged { .. }) {
-                        rep.diverged.push(id.clone());
-                    }
-                    tracing::info!(run = %id, "stored");
-                    rep.trained.push(id);
-                }
-                Err(e) => {
-                    tracing::error!(run = %id, error = %e, "run failed");
-                    rep.failed.push((id, e.to_string()));
-                }
-            }
+    let mut report = ExecuteReport::default();
+    let mut pending = Vec::new();
+    for (i, run) in runs.iter().enumerate() {
+        let id = run.id();
+        if store.is_complete(&id) {
+            tracing::info!(run = %id, "already complete, skipped");
+            report.skipped.push(id);
+        } else {
+            pending.push((i, run));
         }
+    }
+    let jobs = Jobs {
+        total: runs.len(),
+        pending,
+        next: AtomicUsize::new(0),
+        store,
+        opts,
+        observer,
+        report: Mutex::new(report),
+        error: Mutex::new(None),
     };
     if opts.jobs <= 1 {
-        worker();
+        jobs.work();
     } else {
         std::thread::scope(|s| {
-            for _ in 0..opts.jobs.min(pending.len().max(1)) {
-                s.spawn(worker);
+            for _ in 0..opts.jobs.min(jobs.pending.len().max(1)) {
+                s.spawn(|| jobs.work());
             }
         });
     }
-    if let Some(e) = store_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+    if let Some(e) = jobs.error.into_inner().unwrap_or_else(|p| p.into_inner()) {
         return Err(e);
     }
-    Ok(report.into_inner().unwrap_or_else(|p| p.into_inner()))
+    Ok(jobs.report.into_inner().unwrap_or_else(|p| p.into_inner()))
+}
+
+/// The runs left to train, shared by the jobs of [`execute`]: each job takes the next one.
+struct Jobs<'a> {
+    /// Runs in the plan (for progress).
+    total: usize,
+    /// (position in the plan, run) of every run to train.
+    pending: Vec<(usize, &'a PlannedRun)>,
+    next: AtomicUsize,
+    store: RunStore,
+    opts: &'a ExecuteOptions,
+    observer: &'a ObserverFactory<'a>,
+    report: Mutex<ExecuteReport>,
+    /// The first error that stops everything.
+    error: Mutex<Option<ExecuteError>>,
+}
+
+impl Jobs<'_> {
+    /// One job: builds its pool, then trains and stores runs until none is left or another
+    /// job failed to store.
+    fn work(&self) {
+        let threads = self.opts.threads;
+        let pool = match thread_pool(threads) {
+            Ok(pool) => pool,
+            Err(source) => return self.stop(ExecuteError::Pool { threads, source }),
+        };
+        while !self.stopped() {
+            let k = self.next.fetch_add(1, Ordering::SeqCst);
+            let Some(&(i, run)) = self.pending.get(k) else {
+                return;
+            };
+            if let Err(e) = self.train_and_store(&pool, i, run) {
+                return self.stop(e.into());
+            }
+        }
+    }
+
+    /// Trains one run on `pool`, stores it, and reports what happened.
+    fn train_and_store(
+        &self,
+        pool: &rayon::ThreadPool,
+        i: usize,
+        run: &PlannedRun,
+    ) -> Result<(), StoreError> {
+        let id = run.id();
+        let obs = (self.observer)(i, self.total, run);
+        let result = {
+            let _span = tracing::info_span!("run", run = %id).entered();
+            run_on(pool, || run_one(run, &self.opts.device, obs.as_ref()))
+        };
+        obs.run_finished();
+        match result {
+            Ok(record) => {
+                self.store.write(&run.spec, &record)?;
+                tracing::info!(run = %id, "stored");
+                let mut report = self.report.lock().unwrap_or_else(|p| p.into_inner());
+                if matches!(record.status, RunStatus::Diverged { .. }) {
+                    report.diverged.push(id.clone());
+                }
+                report.trained.push(id);
+            }
+            Err(e) => {
+                tracing::error!(run = %id, error = %e, "run failed");
+                let mut report = self.report.lock().unwrap_or_else(|p| p.into_inner());
+                report.failed.push((id, e.to_string()));
+            }
+        }
+        Ok(())
+    }
+
+    fn stop(&self, e: ExecuteError) {
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(e);
+    }
+
+    fn stopped(&self) -> bool {
+        self.error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
 }
 
 /// Builds the run's stream and trains it.
