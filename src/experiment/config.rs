@@ -200,46 +200,8 @@ impl Experiment {
         let mut config = parse(merged.clone())?;
         let sweep = config.sweep.take().unwrap_or_default();
         config.extends = None;
-        let mut axes: Vec<(String, Vec<serde_yaml::Value>)> = Vec::new();
-        for (k, v) in &sweep {
-            let key = k
-                .as_str()
-                .map(str::to_string)
-                .ok_or_else(|| ConfigError::Invalid {
-                    path: path.to_path_buf(),
-                    key: "sweep".into(),
-                    message: format!(
-                        "sweep keys are dotted paths such as `training.batch_size`, found {k:?}"
-                    ),
-                })?;
-            let invalid = |message: String| ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: format!("sweep.{key}"),
-                message,
-            };
-            if UNSWEEPABLE.contains(&key.split('.').next().unwrap_or("")) {
-                return Err(invalid(
-                    "cannot be swept (list several seeds in `seeds` instead)".into(),
-                ));
-            }
-            let values = match v {
-                serde_yaml::Value::Sequence(values) if !values.is_empty() => values.clone(),
-                _ => return Err(invalid("expected a non-empty list of values".into())),
-            };
-            axes.push((key, values));
-        }
-        let name = config.name.clone().unwrap_or_else(|| {
-            path.file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "experiment".into())
-        });
-        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: "name".into(),
-                message: format!("`{name}` cannot be used as a directory name"),
-            });
-        }
+        let axes = sweep_axes(&sweep, path)?;
+        let name = experiment_name(&config, path)?;
         let mut base = merged;
         if let serde_yaml::Value::Mapping(m) = &mut base {
             m.remove("sweep");
@@ -389,6 +351,59 @@ impl Variant {
             None => method.to_string(),
         }
     }
+}
+
+/// The sweep's axes, in the order written: each dotted key path with its values.
+fn sweep_axes(
+    sweep: &serde_yaml::Mapping,
+    path: &Path,
+) -> Result<Vec<(String, Vec<serde_yaml::Value>)>, ConfigError> {
+    let mut axes: Vec<(String, Vec<serde_yaml::Value>)> = Vec::new();
+    for (k, v) in sweep {
+        let key = k
+            .as_str()
+            .map(str::to_string)
+            .ok_or_else(|| ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "sweep".into(),
+                message: format!(
+                    "sweep keys are dotted paths such as `training.batch_size`, found {k:?}"
+                ),
+            })?;
+        let invalid = |message: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: format!("sweep.{key}"),
+            message,
+        };
+        if UNSWEEPABLE.contains(&key.split('.').next().unwrap_or("")) {
+            return Err(invalid(
+                "cannot be swept (list several seeds in `seeds` instead)".into(),
+            ));
+        }
+        let values = match v {
+            serde_yaml::Value::Sequence(values) if !values.is_empty() => values.clone(),
+            _ => return Err(invalid("expected a non-empty list of values".into())),
+        };
+        axes.push((key, values));
+    }
+    Ok(axes)
+}
+
+/// The experiment's name (`name:`, else the file stem), usable as a directory name.
+fn experiment_name(config: &ExperimentConfig, path: &Path) -> Result<String, ConfigError> {
+    let name = config.name.clone().unwrap_or_else(|| {
+        path.file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "experiment".into())
+    });
+    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: "name".into(),
+            message: format!("`{name}` cannot be used as a directory name"),
+        });
+    }
+    Ok(name)
 }
 
 fn has_key(value: &serde_yaml::Value, key: &str) -> bool {
