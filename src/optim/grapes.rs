@@ -60,13 +60,13 @@ pub fn modulation_factors(weight: &Tensor) -> Result<Tensor> {
 /// `weight.len() / out` incoming weights each) into `dst`: the slice form of
 /// [`modulation_factors`], used by the fused CPU path.
 ///
-/// A large layer's rows are summed on several threads (candle's thread count); each row's sum
+/// A large layer's rows are summed on the threads of the current rayon pool; each row's sum
 /// is computed by one thread in the same order, so the factors do not depend on the threads.
 pub fn modulation_factors_into(weight: &[f32], out: usize, dst: &mut [f32]) {
     let fan_in = weight.len() / out.max(1);
     // Below about 64 K weights a fork and join costs more than the sums.
     const PARALLEL_MIN_WEIGHTS: usize = 1 << 16;
-    if weight.len() >= PARALLEL_MIN_WEIGHTS && candle_core::utils::get_num_threads() > 1 {
+    if weight.len() >= PARALLEL_MIN_WEIGHTS && rayon::current_num_threads() > 1 {
         use rayon::prelude::*;
         dst.par_iter_mut()
             .zip(weight.par_chunks_exact(fan_in.max(1)))
