@@ -29,6 +29,12 @@ impl InputError for crate::metrics::MatrixCsvError {
     }
 }
 
+impl InputError for crate::experiment::ConfigurationConflict {
+    fn is_input_error(&self) -> bool {
+        true
+    }
+}
+
 impl InputError for crate::experiment::StoreError {
     fn is_input_error(&self) -> bool {
         false
@@ -59,6 +65,7 @@ pub fn is_input_error(err: &(dyn Error + 'static)) -> bool {
         crate::validate::KeyError,
         crate::metrics::MatrixCsvError,
         crate::report::ReportError,
+        crate::experiment::ConfigurationConflict,
         crate::experiment::StoreError,
         crate::experiment::ExecuteError,
     );

@@ -198,6 +198,7 @@ pub fn parse_matrix_csv(
     text: &str,
     path: &std::path::Path,
 ) -> Result<AccuracyMatrix, MatrixCsvError> {
+    let text = crate::yaml::strip_bom(text);
     let fail = |line: Option<usize>, message: String| MatrixCsvError {
         path: path.to_path_buf(),
         line,

@@ -108,6 +108,19 @@ pub fn at_least_one(key: &str, n: usize) -> Checked<usize> {
     }
 }
 
+/// A count in `1..=max` (upper bounds keep a mistyped count from exhausting memory or time).
+pub fn count(key: &str, n: usize, max: usize) -> Checked<usize> {
+    at_least_one(key, n)?;
+    if n <= max {
+        Ok(n)
+    } else {
+        Err(KeyError::new(
+            key,
+            format!("expected at most {max}, got {n}"),
+        ))
+    }
+}
+
 /// An error when `key` is set although it does not apply to `context` (e.g. "optimizer
 /// `adam`"): `does not apply to {context}`.
 pub fn not_applicable(key: &str, set: bool, context: &str) -> Checked<()> {
@@ -158,6 +171,12 @@ mod tests {
         assert!(fraction("x", 0.0).is_err());
         assert_eq!(fraction("x", 1.0), Ok(1.0));
         assert!(at_least_one("x", 0).is_err());
+        assert!(count("x", 0, 5).is_err());
+        assert_eq!(count("x", 5, 5), Ok(5));
+        assert_eq!(
+            count("x", 6, 5).unwrap_err().message,
+            "expected at most 5, got 6"
+        );
         assert_eq!(
             not_applicable("x", true, "`kind: mlp`")
                 .unwrap_err()

@@ -1,5 +1,36 @@
 //! Reading YAML with errors a person can act on: file, line, column and a "did you mean" hint.
 
+/// The largest text file clbench reads as input (configs, stream files, matrices): far above
+/// any real one, small enough that a wrong path (`/dev/zero`, a data file) fails at once.
+pub const MAX_INPUT_BYTES: u64 = 1 << 20;
+
+/// Reads a text input file: at most [`MAX_INPUT_BYTES`], UTF-8, with a leading byte-order mark
+/// (as some editors write) removed.
+pub fn read_input(path: &std::path::Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_INPUT_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_INPUT_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "larger than {} KiB: not a clbench input file",
+                MAX_INPUT_BYTES / 1024
+            ),
+        ));
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    Ok(strip_bom(&text).to_string())
+}
+
+/// `text` without a leading UTF-8 byte-order mark.
+pub fn strip_bom(text: &str) -> &str {
+    text.strip_prefix('\u{feff}').unwrap_or(text)
+}
+
 /// Formats a `serde_yaml` error, adding a suggestion when the error is an unknown key close to one
 /// of `known_keys`.
 pub fn describe_error(err: &serde_yaml::Error, known_keys: &[&str]) -> String {

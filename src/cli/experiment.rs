@@ -7,9 +7,9 @@ use anyhow::Result;
 
 use super::args::{RunArgs, SlurmArgs, ValidateArgs};
 use super::report::write_report;
-use super::settings::{check_slurm_args, RunSettings};
+use super::settings::{check_slurm_args, RunSettings, UsageError};
 use clbench::experiment::store::ExperimentRecord;
-use clbench::experiment::{self, Experiment, PlannedRun, RunStore};
+use clbench::experiment::{self, check_configurations, Experiment, PlannedRun, RunStore};
 
 /// A progress bar per task (one run at a time) or one overall bar (parallel runs), shown only on
 /// a terminal and without -q.
@@ -50,24 +50,49 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("results").join(&exp.name));
-    let runs = planned_runs(&exp, &settings);
+    let runs = planned_runs(&exp, &settings)?;
     let store = RunStore::new(&out);
+    // Runs of another configuration already stored under one of these method names would be
+    // pooled with these in every table.
+    let (stored, _) = store.load()?;
+    let ids: Vec<String> = runs.iter().map(PlannedRun::id).collect();
+    check_configurations(
+        &out,
+        stored.iter().map(|r| (r.id.as_str(), &r.spec)).chain(
+            ids.iter()
+                .map(String::as_str)
+                .zip(runs.iter().map(|r| &r.spec)),
+        ),
+    )?;
     if settings.dry_run {
+        check_data(&runs, false)?;
         print_dry_run(&store, &runs, &out);
         return Ok(ExitCode::SUCCESS);
     }
+    // Missing or damaged data is the user's to fix (exit 2), before anything trains; the
+    // loaded data is cached for the runs.
+    check_data(&runs, true)?;
     store.write_experiment(&ExperimentRecord::of(&exp, &runs))?;
     tracing::info!(experiment = %exp.name, runs = runs.len(), jobs = settings.jobs, threads = settings.threads, out = %out.display(), "starting");
     let executed = train_runs(&runs, &settings, &out, progress)?;
     if store.load()?.0.is_empty() {
+        if !executed.busy.is_empty() {
+            println!(
+                "all {} runs are being trained by other writers; `clbench report {}` once they finish",
+                executed.busy.len(),
+                out.display()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
         anyhow::bail!("no run completed; nothing to report");
     }
     let report = write_report(std::slice::from_ref(&out), &out, &settings.tables)?;
     println!("{}", clbench::report::summary_text(&report.summary)?);
     println!(
-        "\n{} trained, {} already complete, {} diverged, {} failed; results in {}",
+        "\n{} trained, {} already complete, {} left to other writers, {} diverged, {} failed; results in {}",
         executed.trained.len(),
         executed.skipped.len(),
+        executed.busy.len(),
         executed.diverged.len(),
         executed.failed.len(),
         out.display()
@@ -81,18 +106,40 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
     Ok(ExitCode::from(1))
 }
 
-/// The experiment's runs for `--seeds`, restricted to the shard when there is one.
-fn planned_runs(exp: &Experiment, settings: &RunSettings) -> Vec<PlannedRun> {
-    let runs = experiment::plan(exp, settings.seeds.as_deref());
-    match settings.shard {
-        Some((i, n)) => {
-            let total = runs.len();
-            let share = experiment::shard(runs, i, n);
-            tracing::info!("shard {i}/{n}: {} of {total} runs", share.len());
-            share
+/// Finds (and with `load`, loads and verifies) every dataset the runs use.
+fn check_data(runs: &[PlannedRun], load: bool) -> Result<()> {
+    let mut names: Vec<&str> = runs
+        .iter()
+        .map(|r| r.stream.spec.dataset.as_str())
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    for name in names {
+        if load {
+            clbench::data::load(name)?;
+        } else {
+            clbench::data::find(name)?;
         }
-        None => runs,
     }
+    Ok(())
+}
+
+/// The experiment's runs for `--seeds`, restricted to the shard when there is one.
+fn planned_runs(exp: &Experiment, settings: &RunSettings) -> Result<Vec<PlannedRun>> {
+    let runs = experiment::plan(exp, settings.seeds.as_deref());
+    let Some((i, n)) = settings.shard else {
+        return Ok(runs);
+    };
+    let total = runs.len();
+    let share = experiment::shard(runs, i, n);
+    if share.is_empty() {
+        return Err(UsageError(format!(
+            "shard {i}/{n} holds none of the {total} runs; use at most {total} shards"
+        ))
+        .into());
+    }
+    tracing::info!("shard {i}/{n}: {} of {total} runs", share.len());
+    Ok(share)
 }
 
 /// `run --dry-run`: one line per planned run, complete or pending.
@@ -179,6 +226,7 @@ fn bar(template: &str, len: u64) -> indicatif::ProgressBar {
 pub(crate) fn validate_command(args: ValidateArgs) -> Result<ExitCode> {
     let exp = Experiment::load(&args.config)?;
     let runs = experiment::plan(&exp, None);
+    check_data(&runs, false)?;
     println!("{}: ok — experiment `{}`", args.config.display(), exp.name);
     for v in &exp.variants {
         println!(
@@ -204,29 +252,37 @@ pub(crate) fn slurm_command(args: SlurmArgs) -> Result<ExitCode> {
         .clone()
         .unwrap_or_else(|| PathBuf::from("results").join(&exp.name));
     let config = args.config.display().to_string();
+    let out_text = out.display().to_string();
+    let slurm_out = format!("{out_text}/slurm");
     let mut script = String::from("#!/bin/bash\n");
-    script.push_str(&format!("#SBATCH --job-name=clbench-{}\n", exp.name));
-    script.push_str(&format!("#SBATCH --array=0-{}\n", shards - 1));
-    script.push_str(&format!("#SBATCH --cpus-per-task={}\n", args.cpus_per_task));
-    script.push_str(&format!("#SBATCH --time={}\n", args.time));
+    let mut sbatch = |option: &str, value: &str| -> Result<()> {
+        script.push_str(&format!(
+            "#SBATCH --{option}={}\n",
+            sbatch_value(option, value)?
+        ));
+        Ok(())
+    };
+    sbatch("job-name", &format!("clbench-{}", exp.name))?;
+    sbatch("array", &format!("0-{}", shards - 1))?;
+    sbatch("cpus-per-task", &args.cpus_per_task.to_string())?;
+    sbatch("time", &args.time)?;
     if let Some(p) = &args.partition {
-        script.push_str(&format!("#SBATCH --partition={p}\n"));
+        sbatch("partition", p)?;
     }
+    sbatch("output", &format!("{slurm_out}/%A_%a.out"))?;
     script.push_str(&format!(
-        "#SBATCH --output={}/slurm/%A_%a.out\n",
-        out.display()
-    ));
-    script.push_str(&format!(
-        "# {runs} runs of {config} in {shards} shards; each array task runs its share (--shard defaults to\n\
+        "# {runs} runs of {} in {shards} shards; each array task runs its share (--shard defaults to\n\
          # SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT) and skips runs already complete, so the array can be\n\
          # resubmitted after a failure. Afterwards: clbench report {}\n",
-        out.display()
+        config.escape_debug(),
+        out_text.escape_debug()
     ));
     script.push_str("set -euo pipefail\n");
-    script.push_str(&format!("mkdir -p {}/slurm\n", out.display()));
+    script.push_str(&format!("mkdir -p -- {}\n", shell_quote(&slurm_out)));
     script.push_str(&format!(
-        "srun clbench run {config} --out {} --threads \"$SLURM_CPUS_PER_TASK\" -q\n",
-        out.display()
+        "srun clbench run {} --out {} --threads \"$SLURM_CPUS_PER_TASK\" -q\n",
+        shell_quote(&config),
+        shell_quote(&out_text)
     ));
     match &args.script {
         Some(path) => {
@@ -240,4 +296,48 @@ pub(crate) fn slurm_command(args: SlurmArgs) -> Result<ExitCode> {
         None => print!("{script}"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `value` as a word of the shell: in single quotes, each `'` written as `'\''`, so that nothing
+/// in it (spaces, `$`, backquotes) is interpreted when the job starts.
+fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// A value of an `#SBATCH` line: sbatch reads these lines itself, without a shell, so a value
+/// with a space is double-quoted, and one that cannot be written there (a quote, a backslash, a
+/// control character) is refused.
+fn sbatch_value(option: &str, value: &str) -> Result<String> {
+    if value
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(UsageError(format!(
+            "the {option} `{}` cannot be written in an #SBATCH line (quote, backslash or control character)",
+            value.escape_debug()
+        ))
+        .into());
+    }
+    Ok(if value.contains(char::is_whitespace) {
+        format!("\"{value}\"")
+    } else {
+        value.to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted() {
+        assert_eq!(shell_quote("r/$(id)"), "'r/$(id)'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(
+            sbatch_value("output", "a b/%A.out").unwrap(),
+            "\"a b/%A.out\""
+        );
+        assert!(sbatch_value("output", "a\"b").is_err());
+        assert!(sbatch_value("output", "a\nb").is_err());
+    }
 }

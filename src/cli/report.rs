@@ -54,7 +54,7 @@ pub(crate) fn write_report(
 
 /// `clbench metrics`: the metrics of one accuracy matrix from a CSV file.
 pub(crate) fn metrics_command(args: MetricsArgs) -> Result<ExitCode> {
-    let text = std::fs::read_to_string(&args.matrix).map_err(|e| {
+    let text = clbench::yaml::read_input(&args.matrix).map_err(|e| {
         UsageError(format!(
             "{}: cannot read the file: {e}",
             args.matrix.display()

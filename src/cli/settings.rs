@@ -24,6 +24,18 @@ pub(crate) fn cores() -> usize {
     std::thread::available_parallelism().map_or(1, usize::from)
 }
 
+/// The most threads (or jobs) a flag may ask for.
+pub(crate) const MAX_THREADS: usize = 1024;
+
+/// `--threads N`: 1 to [`MAX_THREADS`].
+fn threads_flag(t: usize) -> Result<usize, UsageError> {
+    match t {
+        0 => usage("--threads: expected at least 1".into()),
+        t if t > MAX_THREADS => usage(format!("--threads {t}: expected at most {MAX_THREADS}")),
+        t => Ok(t),
+    }
+}
+
 /// `clbench run`, checked.
 pub(crate) struct RunSettings {
     /// The experiment config.
@@ -54,13 +66,24 @@ impl RunSettings {
             0 => return usage("--jobs: expected at least 1".into()),
             j => j,
         };
+        if jobs > MAX_THREADS {
+            return usage(format!("--jobs {jobs}: expected at most {MAX_THREADS}"));
+        }
         let threads = match args.threads {
-            Some(0) => return usage("--threads: expected at least 1".into()),
-            Some(t) => t,
+            Some(t) => threads_flag(t)?,
             None => (cores() / jobs).max(1),
         };
-        if args.seeds.as_ref().is_some_and(Vec::is_empty) {
-            return usage("--seeds: expected at least one seed".into());
+        if let Some(seeds) = &args.seeds {
+            if seeds.is_empty() {
+                return usage("--seeds: expected at least one seed".into());
+            }
+            if let Some(d) = seeds
+                .iter()
+                .enumerate()
+                .find(|(i, s)| seeds[..*i].contains(s))
+            {
+                return usage(format!("--seeds: seed {} is listed twice", d.1));
+            }
         }
         check_table_args(&args.tables)?;
         Ok(RunSettings {
@@ -99,8 +122,7 @@ impl BenchSettings {
             ));
         }
         let threads = match args.threads {
-            Some(0) => return usage("--threads: expected at least 1".into()),
-            Some(t) => t,
+            Some(t) => threads_flag(t)?,
             None => cores(),
         };
         Ok(BenchSettings {
@@ -220,14 +242,21 @@ pub(crate) fn shard(arg: Option<&str>) -> Result<Option<(usize, usize)>, UsageEr
     if let Some(a) = arg {
         return parse(a, "--shard").map(Some);
     }
-    let var = |k: &str| {
-        std::env::var(k)
-            .ok()
-            .and_then(|v| v.trim().parse::<usize>().ok())
+    // A variable that is set but not a number would otherwise make every array task run every
+    // run: an error instead.
+    let var = |k: &str| -> Result<Option<usize>, UsageError> {
+        match std::env::var(k) {
+            Err(_) => Ok(None),
+            Ok(v) => v.trim().parse::<usize>().map(Some).map_err(|_| {
+                UsageError(format!(
+                    "{k}=`{v}`: expected a whole number (or pass --shard I/N)"
+                ))
+            }),
+        }
     };
-    match (var("SLURM_ARRAY_TASK_ID"), var("SLURM_ARRAY_TASK_COUNT")) {
+    match (var("SLURM_ARRAY_TASK_ID")?, var("SLURM_ARRAY_TASK_COUNT")?) {
         (Some(id), Some(count)) => {
-            let index = id.saturating_sub(var("SLURM_ARRAY_TASK_MIN").unwrap_or(0));
+            let index = id.saturating_sub(var("SLURM_ARRAY_TASK_MIN")?.unwrap_or(0));
             parse(&format!("{index}/{count}"), "Slurm array task").map(Some)
         }
         _ => Ok(None),

@@ -11,7 +11,7 @@ use crate::optim::OptimizerConfig;
 use crate::strategy::{StrategyConfig, StrategySettings};
 use crate::streams::{StreamFile, StreamSpec};
 use crate::train::{Budget, Method, TrainSettings};
-use crate::validate::{at_least_one, Checked, KeyError};
+use crate::validate::{at_least_one, count, Checked, KeyError};
 
 /// What can be wrong with an experiment config.
 #[derive(Debug, thiserror::Error)]
@@ -227,6 +227,18 @@ impl Experiment {
                 serde_yaml::from_value(value).map_err(|e| locate_error(&e, &chain, &keys))?
             };
             let tag = (!combo.is_empty()).then(|| tag_of(&combo));
+            if let Some(same) = variants.iter().find(|v: &&Variant| v.config == cfg) {
+                // e.g. `[32, 32]` or `[0.1, 0.10]`: the same runs twice, one overwriting the other.
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: "sweep".into(),
+                    message: format!(
+                        "combinations {} and {} are the same configuration; list each value once",
+                        same.tag.as_deref().unwrap_or_default(),
+                        tag.as_deref().unwrap_or_default()
+                    ),
+                });
+            }
             variants.push(Variant::validate(cfg, tag, path, &dirs)?);
         }
         Ok(Experiment {
@@ -243,12 +255,7 @@ impl MethodConfig {
     /// Checks the name, the optimizer and the strategy into a [`Method`]; an error names the
     /// key inside the method entry.
     pub fn check(&self) -> Checked<Method> {
-        if self.name.trim().is_empty() || self.name.contains(['/', '\\', '[', ']']) {
-            return Err(KeyError::new(
-                "name",
-                format!("`{}` is not a usable method name", self.name),
-            ));
-        }
+        check_method_name(&self.name)?;
         let optimizer = self.optimizer.check().map_err(|e| e.within("optimizer"))?;
         let strategy = match &self.strategy {
             Some(s) => s.check().map_err(|e| e.within("strategy"))?,
@@ -263,11 +270,18 @@ impl MethodConfig {
     }
 }
 
+/// The largest batch (training or evaluation).
+pub const MAX_BATCH: usize = 1 << 20;
+/// The most epochs per task.
+pub const MAX_EPOCHS: usize = 100_000;
+/// The most optimizer steps per task.
+pub const MAX_ITERATIONS: usize = 1_000_000_000;
+
 impl TrainingConfig {
     /// Checks the budget and sizes into [`TrainSettings`] for a model of `kind`; an error names
     /// the key inside the training block.
     pub fn check(&self, kind: ModelKind) -> Checked<TrainSettings> {
-        let batch_size = at_least_one("batch_size", self.batch_size)?;
+        let batch_size = count("batch_size", self.batch_size, MAX_BATCH)?;
         let budget = match (self.epochs, self.iterations) {
             (Some(_), Some(_)) => {
                 return Err(KeyError::new(
@@ -281,8 +295,8 @@ impl TrainingConfig {
                     "give `epochs: N` or `iterations: N` per task",
                 ))
             }
-            (Some(e), None) => Budget::Epochs(at_least_one("epochs", e)?),
-            (None, Some(n)) => Budget::Iterations(at_least_one("iterations", n)?),
+            (Some(e), None) => Budget::Epochs(count("epochs", e, MAX_EPOCHS)?),
+            (None, Some(n)) => Budget::Iterations(count("iterations", n, MAX_ITERATIONS)?),
         };
         if self.backward == BackwardPath::Explicit && kind != ModelKind::Mlp {
             return Err(KeyError::new(
@@ -293,7 +307,11 @@ impl TrainingConfig {
         Ok(TrainSettings {
             batch_size,
             budget,
-            eval_batch_size: at_least_one("eval_batch_size", self.eval_batch_size.unwrap_or(1000))?,
+            eval_batch_size: count(
+                "eval_batch_size",
+                self.eval_batch_size.unwrap_or(1000),
+                MAX_BATCH,
+            )?,
             eval_every: self
                 .eval_every
                 .map(|n| at_least_one("eval_every", n))
@@ -416,7 +434,7 @@ fn load_chain(
     path: &Path,
     chain: &mut Vec<(PathBuf, String)>,
 ) -> Result<serde_yaml::Value, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Parse {
+    let text = crate::yaml::read_input(path).map_err(|e| ConfigError::Parse {
         path: path.to_path_buf(),
         message: format!("cannot read the file: {e}"),
     })?;
@@ -623,6 +641,40 @@ fn locate_error(
         path: chain[0].0.clone(),
         message,
     }
+}
+
+/// The longest method name: run ids (and so directory names) start with it.
+pub const MAX_METHOD_NAME: usize = 100;
+
+/// A method name names directories, table rows and LaTeX cells: 1 to [`MAX_METHOD_NAME`]
+/// characters, no control characters, no `/`, `\\`, `[` or `]` (sweep tags use brackets), and
+/// not starting with `.` (hidden directories are skipped by every reader).
+fn check_method_name(name: &str) -> Checked<()> {
+    let bad = |why: &str| {
+        Err(KeyError::new(
+            "name",
+            format!("`{}` cannot be a method name: {why}", name.escape_debug()),
+        ))
+    };
+    if name.trim().is_empty() {
+        return bad("it is empty");
+    }
+    if name.chars().count() > MAX_METHOD_NAME {
+        return bad(&format!("longer than {MAX_METHOD_NAME} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return bad("it holds a control character (newline, tab, NUL, …)");
+    }
+    if let Some(c) = name.chars().find(|c| ['/', '\\', '[', ']'].contains(c)) {
+        return bad(&format!("it holds `{c}`"));
+    }
+    if name.starts_with('.') {
+        return bad("it starts with `.`");
+    }
+    if name != name.trim() {
+        return bad("it starts or ends with a space");
+    }
+    Ok(())
 }
 
 /// Checks every method entry and that their names are unique.

@@ -16,7 +16,7 @@ pub use config::{
     ConfigError, Experiment, ExperimentConfig, MethodConfig, TrainingConfig, Variant,
 };
 pub use plan::{plan, shard, PlannedRun, RunSpec};
-pub use store::{RunStore, StoreError, StoredRun};
+pub use store::{check_configurations, ConfigurationConflict, RunStore, StoreError, StoredRun};
 pub use summary::{matrix_of, throughput, Outcome, RunSummary};
 
 use crate::engine::kernels::{run_on, thread_pool};
@@ -42,6 +42,8 @@ pub struct ExecuteReport {
     pub trained: Vec<String>,
     /// Runs already complete in the store, skipped.
     pub skipped: Vec<String>,
+    /// Runs another writer was training, left to it.
+    pub busy: Vec<String>,
     /// Runs that diverged (stored, with their status).
     pub diverged: Vec<String>,
     /// Runs that failed with an error (not stored): id and message.
@@ -147,7 +149,8 @@ impl Jobs<'_> {
         }
     }
 
-    /// Trains one run on `pool`, stores it, and reports what happened.
+    /// Claims one run, trains it on `pool`, stores it, and reports what happened. A run that
+    /// another writer holds, or finished meanwhile, is left alone.
     fn train_and_store(
         &self,
         pool: &rayon::ThreadPool,
@@ -155,6 +158,16 @@ impl Jobs<'_> {
         run: &PlannedRun,
     ) -> Result<(), StoreError> {
         let id = run.id();
+        let Some(claim) = self.store.claim(&id)? else {
+            tracing::info!(run = %id, "another writer is training it; left to that writer");
+            self.report().busy.push(id);
+            return Ok(());
+        };
+        if self.store.is_complete(&id) {
+            tracing::info!(run = %id, "completed by another writer meanwhile, skipped");
+            self.report().skipped.push(id);
+            return Ok(());
+        }
         let obs = (self.observer)(i, self.total, run);
         let result = {
             let _span = tracing::info_span!("run", run = %id).entered();
@@ -163,9 +176,9 @@ impl Jobs<'_> {
         obs.run_finished();
         match result {
             Ok(record) => {
-                self.store.write(&run.spec, &record)?;
+                self.store.write_claimed(&claim, &run.spec, &record)?;
                 tracing::info!(run = %id, "stored");
-                let mut report = self.report.lock().unwrap_or_else(|p| p.into_inner());
+                let mut report = self.report();
                 if matches!(record.status, RunStatus::Diverged { .. }) {
                     report.diverged.push(id.clone());
                 }
@@ -173,11 +186,14 @@ impl Jobs<'_> {
             }
             Err(e) => {
                 tracing::error!(run = %id, error = %e, "run failed");
-                let mut report = self.report.lock().unwrap_or_else(|p| p.into_inner());
-                report.failed.push((id, e.to_string()));
+                self.report().failed.push((id, e.to_string()));
             }
         }
         Ok(())
+    }
+
+    fn report(&self) -> std::sync::MutexGuard<'_, ExecuteReport> {
+        self.report.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn stop(&self, e: ExecuteError) {

@@ -47,6 +47,52 @@ impl RunSpec {
     }
 }
 
+impl RunSpec {
+    /// Everything but the seed, as JSON: the runs of one method whose configurations are equal
+    /// are seeds of one experiment, and only those may be pooled.
+    pub fn configuration(&self) -> serde_json::Value {
+        let mut value = serde_json::to_value(self).expect("a run spec always serializes");
+        if let Some(map) = value.as_object_mut() {
+            map.remove("seed");
+        }
+        value
+    }
+}
+
+/// The dotted keys at which two JSON values differ, in order, at most `limit` of them.
+pub fn differing_keys(a: &serde_json::Value, b: &serde_json::Value, limit: usize) -> Vec<String> {
+    fn walk(a: &serde_json::Value, b: &serde_json::Value, at: &str, out: &mut Vec<String>) {
+        use serde_json::Value::Object;
+        match (a, b) {
+            (Object(x), Object(y)) => {
+                let mut keys: Vec<&String> = x.keys().chain(y.keys()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in keys {
+                    let null = serde_json::Value::Null;
+                    let path = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    walk(
+                        x.get(k).unwrap_or(&null),
+                        y.get(k).unwrap_or(&null),
+                        &path,
+                        out,
+                    );
+                }
+            }
+            _ if a != b => out.push(format!("{at} ({a} vs {b})")),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(a, b, "", &mut out);
+    out.truncate(limit);
+    out
+}
+
 /// A run of the plan: its spec (as written, hashed into the id) and the validated values that
 /// train it. Executing a run needs nothing else.
 #[derive(Debug, Clone)]

@@ -4,6 +4,17 @@
 //! `complete.json` last, and the directory is then renamed into place. A crash at any point
 //! leaves either a complete run or a temporary directory that is ignored and cleaned up later,
 //! never a run that looks complete but is not.
+//!
+//! Several writers may share a store (two terminals, the tasks of a Slurm array): a writer
+//! claims a run ([`RunStore::claim`], an advisory lock on `.locks/<id>`) before training
+//! it and holds the claim until the run is stored; a run claimed by another writer is left to
+//! it. Under its claim a writer removes what dead writers of that run left (`.tmp-<id>-*`, an
+//! incomplete `<id>`); a complete run is never deleted or replaced.
+//!
+//! Reading checks every run ([`RunStore::load`]): its directory name against the id in its
+//! marker and the id its config hashes to, its record's shape and values, and its derived files
+//! (`accuracy.csv`, `metrics.json`) against its record. A run that fails is skipped with a
+//! warning naming the file.
 
 use std::fs;
 use std::io::Write;
@@ -14,7 +25,14 @@ use serde::{Deserialize, Serialize};
 use super::config::{Experiment, ExperimentConfig};
 use super::plan::{PlannedRun, RunSpec};
 use super::summary::RunSummary;
-use crate::train::RunRecord;
+use crate::train::{RunRecord, RunStatus};
+
+/// A writer's exclusive claim on one run of a store (see [`RunStore::claim`]).
+#[derive(Debug)]
+pub struct RunClaim {
+    id: String,
+    _file: fs::File,
+}
 
 /// The marker that makes a run complete.
 pub const COMPLETE_MARKER: &str = "complete.json";
@@ -70,6 +88,9 @@ pub enum StoreError {
         #[source]
         source: std::io::Error,
     },
+    /// Another writer holds the run's claim.
+    #[error("{}: another writer is writing this run", path.display())]
+    Busy { path: PathBuf },
     /// A stored file cannot be parsed.
     #[error("{}: {message}", path.display())]
     Corrupt { path: PathBuf, message: String },
@@ -97,6 +118,61 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     f.sync_all().map_err(io(&tmp))?;
     drop(f);
     fs::rename(&tmp, path).map_err(io(path))
+}
+
+/// Runs of two different configurations under one method name on one stream: pooled, they
+/// would make a table silently wrong, so neither `run` nor `report` accepts it.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{}: method `{method}` on stream `{stream}` has runs of two different configurations \
+     (`{first}` and `{second}` differ in {keys}); their results cannot be pooled: use another \
+     --out, or another method name",
+    root.display()
+)]
+pub struct ConfigurationConflict {
+    /// The store (or the first of the merged stores).
+    pub root: PathBuf,
+    /// The method name.
+    pub method: String,
+    /// The stream name.
+    pub stream: String,
+    /// A run of the first configuration.
+    pub first: String,
+    /// A run of the second.
+    pub second: String,
+    /// Where the configurations differ.
+    pub keys: String,
+}
+
+/// Fails when two of `runs` (id and spec) share a method and stream but not their
+/// configuration ([`RunSpec::configuration`]).
+pub fn check_configurations<'a>(
+    root: &Path,
+    runs: impl IntoIterator<Item = (&'a str, &'a RunSpec)>,
+) -> Result<(), ConfigurationConflict> {
+    let mut first_of: std::collections::HashMap<(&str, &str), (&str, serde_json::Value)> =
+        std::collections::HashMap::new();
+    for (id, spec) in runs {
+        let config = spec.configuration();
+        let key = (spec.stream_name.as_str(), spec.method.name.as_str());
+        match first_of.get(&key) {
+            Some((first, first_config)) if *first_config != config => {
+                return Err(ConfigurationConflict {
+                    root: root.to_path_buf(),
+                    method: spec.method.name.clone(),
+                    stream: spec.stream_name.clone(),
+                    first: first.to_string(),
+                    second: id.to_string(),
+                    keys: super::plan::differing_keys(first_config, &config, 3).join(", "),
+                });
+            }
+            Some(_) => {}
+            None => {
+                first_of.insert(key, (id, config));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What the completion marker holds.
@@ -182,16 +258,60 @@ impl RunStore {
         self.runs_dir().join(id).join(COMPLETE_MARKER).is_file()
     }
 
-    /// Stores a finished run (completed or diverged).
+    /// Claims run `id` for this writer: `None` when another writer (another terminal, another
+    /// Slurm array task, another job) holds it. The claim is an advisory lock on
+    /// `<root>/.locks/<id>`; the operating system releases it when the claim is dropped or the
+    /// process ends, however it ends, so a crashed writer never blocks a run.
+    pub fn claim(&self, id: &str) -> Result<Option<RunClaim>, StoreError> {
+        let locks = self.root.join(".locks");
+        fs::create_dir_all(&locks).map_err(io(&locks))?;
+        fs::create_dir_all(self.runs_dir()).map_err(io(&self.runs_dir()))?;
+        let path = locks.join(id);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(io(&path))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(RunClaim {
+                id: id.to_string(),
+                _file: file,
+            })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(StoreError::Io { path, source: e }),
+        }
+    }
+
+    /// Stores a finished run (completed or diverged), claiming it for the time of the write;
+    /// fails if another writer holds the claim.
     pub fn write(&self, spec: &RunSpec, record: &RunRecord) -> Result<PathBuf, StoreError> {
         let id = spec.id();
+        let claim = self.claim(&id)?.ok_or_else(|| StoreError::Busy {
+            path: self.runs_dir().join(&id),
+        })?;
+        self.write_claimed(&claim, spec, record)
+    }
+
+    /// Stores a finished run whose claim the caller holds (see the module docs for the
+    /// protocol). A run already complete is never replaced: the stored one is kept.
+    pub fn write_claimed(
+        &self,
+        claim: &RunClaim,
+        spec: &RunSpec,
+        record: &RunRecord,
+    ) -> Result<PathBuf, StoreError> {
+        let id = spec.id();
+        assert_eq!(claim.id, id, "the claim is for another run");
         let runs = self.runs_dir();
-        fs::create_dir_all(&runs).map_err(io(&runs))?;
         let final_dir = runs.join(&id);
-        let tmp = runs.join(format!(".tmp-{id}-{}", std::process::id()));
-        if tmp.exists() {
-            fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
+        if final_dir.join(COMPLETE_MARKER).is_file() {
+            tracing::info!(run = %id, "already complete in the store; the stored run is kept");
+            return Ok(final_dir);
         }
+        // Leftovers of writers of this run that died mid-write: no live writer has the claim.
+        self.remove_leftovers(&id)?;
+        let tmp = runs.join(format!(".tmp-{id}-{}", std::process::id()));
         fs::create_dir_all(&tmp).map_err(io(&tmp))?;
         let yaml = serde_yaml::to_string(spec).expect("a run spec always serializes");
         write_atomic(&tmp.join("run.yaml"), yaml.as_bytes())?;
@@ -221,12 +341,30 @@ impl RunStore {
             &tmp.join(COMPLETE_MARKER),
             &serde_json::to_vec_pretty(&marker).expect("json"),
         )?;
-        if final_dir.exists() {
-            // An incomplete leftover of an interrupted run (complete runs are never rewritten).
-            fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
-        }
         fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
         Ok(final_dir)
+    }
+
+    /// Removes what interrupted writers of run `id` left: `.tmp-<id>-<pid>` directories and an
+    /// incomplete `<id>` directory. Only called under the run's claim.
+    fn remove_leftovers(&self, id: &str) -> Result<(), StoreError> {
+        let runs = self.runs_dir();
+        let prefix = format!(".tmp-{id}-");
+        let entries = fs::read_dir(&runs).map_err(io(&runs))?;
+        for entry in entries {
+            let path = entry.map_err(io(&runs))?.path();
+            let leftover = path
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(&prefix));
+            if leftover {
+                fs::remove_dir_all(&path).map_err(io(&path))?;
+            }
+        }
+        let incomplete = runs.join(id);
+        if incomplete.exists() && !incomplete.join(COMPLETE_MARKER).is_file() {
+            fs::remove_dir_all(&incomplete).map_err(io(&incomplete))?;
+        }
+        Ok(())
     }
 
     /// Reads every complete run, sorted by id. Incomplete or unreadable runs are skipped with a
@@ -269,6 +407,8 @@ impl RunStore {
     }
 }
 
+/// Reads the run in `dir`: `Ok(None)` without a completion marker; an error naming the file
+/// when any file is unreadable or disagrees with the others (see [`check_run`]).
 fn read_run(dir: &Path) -> Result<Option<StoredRun>, StoreError> {
     if !dir.join(COMPLETE_MARKER).is_file() {
         return Ok(None);
@@ -277,21 +417,111 @@ fn read_run(dir: &Path) -> Result<Option<StoredRun>, StoreError> {
         let p = dir.join(name);
         fs::read_to_string(&p).map_err(io(&p))
     };
+    let corrupt = |name: &str, message: String| StoreError::Corrupt {
+        path: dir.join(name),
+        message,
+    };
     let spec: RunSpec =
-        serde_yaml::from_str(&read("run.yaml")?).map_err(|e| StoreError::Corrupt {
-            path: dir.join("run.yaml"),
-            message: e.to_string(),
-        })?;
-    let record: RunRecord =
-        serde_json::from_str(&read("record.json")?).map_err(|e| StoreError::Corrupt {
-            path: dir.join("record.json"),
-            message: e.to_string(),
-        })?;
+        serde_yaml::from_str(&read("run.yaml")?).map_err(|e| corrupt("run.yaml", e.to_string()))?;
+    let record: RunRecord = serde_json::from_str(&read("record.json")?)
+        .map_err(|e| corrupt("record.json", e.to_string()))?;
+    let marker: CompleteMarker = serde_json::from_str(&read(COMPLETE_MARKER)?)
+        .map_err(|e| corrupt(COMPLETE_MARKER, e.to_string()))?;
     let id = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    Ok(Some(StoredRun { id, spec, record }))
+    let run = StoredRun { id, spec, record };
+    check_run(&run, &marker.run_id).map_err(|(file, message)| corrupt(file, message))?;
+    if read("accuracy.csv")? != accuracy_csv(&run.record) {
+        return Err(corrupt("accuracy.csv", DISAGREES.into()));
+    }
+    let written: serde_json::Value = serde_json::from_str(&read("metrics.json")?)
+        .map_err(|e| corrupt("metrics.json", e.to_string()))?;
+    let summary = serde_json::to_value(run.summary()).expect("a summary always serializes");
+    if let Some(key) = disagreeing_key(&written, &summary) {
+        return Err(corrupt("metrics.json", format!("`{key}` {DISAGREES}")));
+    }
+    Ok(Some(run))
+}
+
+const DISAGREES: &str = "disagrees with record.json (edited after the run was stored?)";
+
+/// The first key of `expected` that `written` holds with another value (keys that `written`
+/// lacks are allowed: stores written by earlier versions have fewer).
+fn disagreeing_key(written: &serde_json::Value, expected: &serde_json::Value) -> Option<String> {
+    let (Some(written), Some(expected)) = (written.as_object(), expected.as_object()) else {
+        return Some("(the whole file)".into());
+    };
+    expected
+        .iter()
+        .find(|(k, v)| written.get(*k).is_some_and(|w| w != *v))
+        .map(|(k, _)| k.clone())
+}
+
+/// Checks that a run read from the store is whole and consistent: its directory name, the id in
+/// its marker and the id its spec hashes to agree (a run copied under another name is not
+/// counted twice), and its record has the shape its stream and status imply, with accuracies
+/// in [0, 1]. `Err((file, message))` names the file at fault.
+fn check_run(run: &StoredRun, marker_id: &str) -> Result<(), (&'static str, String)> {
+    let spec_id = run.spec.id();
+    if marker_id != run.id || spec_id != run.id {
+        return Err((
+            COMPLETE_MARKER,
+            format!(
+                "the directory is named `{}` but holds run `{marker_id}` (its config hashes to \
+                 `{spec_id}`): a copy or a rename",
+                run.id
+            ),
+        ));
+    }
+    let r = &run.record;
+    let tasks = run.spec.stream.num_tasks();
+    let rows = match r.status {
+        RunStatus::Completed => tasks + 1,
+        // Row 0, then one row per task finished before the one that diverged.
+        RunStatus::Diverged { task, .. } if (1..=tasks).contains(&task) => task,
+        RunStatus::Diverged { task, .. } => {
+            return Err((
+                "record.json",
+                format!("diverged in task {task} of a {tasks}-task stream"),
+            ))
+        }
+    };
+    let bad = |m: String| Err(("record.json", m));
+    if r.accuracy.len() != rows || r.loss.len() != rows {
+        return bad(format!(
+            "{} accuracy rows and {} loss rows, expected {rows} ({tasks} tasks, {})",
+            r.accuracy.len(),
+            r.loss.len(),
+            match r.status {
+                RunStatus::Completed => "completed".to_string(),
+                RunStatus::Diverged { task, .. } => format!("diverged in task {task}"),
+            }
+        ));
+    }
+    if let Some(i) = (0..rows).find(|&i| r.accuracy[i].len() != tasks || r.loss[i].len() != tasks) {
+        return bad(format!(
+            "row {i} does not hold one value per task ({tasks})"
+        ));
+    }
+    if r.baseline_accuracy.len() != tasks {
+        return bad(format!(
+            "{} baseline accuracies, expected {tasks}",
+            r.baseline_accuracy.len()
+        ));
+    }
+    let accuracies = r.accuracy.iter().flatten().chain(&r.baseline_accuracy);
+    if let Some(a) = accuracies.copied().find(|a| !(0.0..=1.0).contains(a)) {
+        return bad(format!("accuracy {a} is not a fraction in [0, 1]"));
+    }
+    if r.tasks.len() > tasks {
+        return bad(format!(
+            "training statistics of {} tasks in a {tasks}-task stream",
+            r.tasks.len()
+        ));
+    }
+    Ok(())
 }
 
 /// The long accuracy table of a run: `after_task,eval_task,accuracy,loss`.

@@ -164,6 +164,12 @@ impl ModelConfig {
                         "channel counts must be at least 1",
                     ));
                 }
+                if channels.iter().any(|&c| c > 4096) {
+                    return Err(KeyError::new(
+                        "channels",
+                        format!("channel counts must be at most 4096, got {channels:?}"),
+                    ));
+                }
                 let kernel = self.kernel.unwrap_or(5);
                 let side = conv_output_side(kernel).ok_or_else(|| {
                     KeyError::new(
@@ -193,6 +199,37 @@ impl ModelConfig {
                 ),
             ));
         }
+        if hidden.len() > MAX_HIDDEN_LAYERS {
+            return Err(KeyError::new(
+                "hidden",
+                format!(
+                    "{} hidden layers; at most {MAX_HIDDEN_LAYERS}",
+                    hidden.len()
+                ),
+            ));
+        }
+        let input = conv.map_or(crate::data::IMAGE_PIXELS, |c| {
+            c.channels[1] * c.side * c.side
+        });
+        // Weights of the fully connected layers (the heads counted as one 10-way layer).
+        let weights = std::iter::once(input)
+            .chain(hidden.iter().copied())
+            .chain(std::iter::once(10))
+            .collect::<Vec<_>>()
+            .windows(2)
+            .try_fold(0usize, |sum, w| sum.checked_add(w[0].checked_mul(w[1])?));
+        match weights {
+            Some(w) if w <= MAX_PARAMETERS => {}
+            _ => {
+                return Err(KeyError::new(
+                    "hidden",
+                    format!(
+                        "layers of {hidden:?} hold more than {MAX_PARAMETERS} weights (with \
+                         gradients and optimizer state, over 8 GB)"
+                    ),
+                ))
+            }
+        }
         only_for(
             "init_std",
             self.init_std.is_some() && self.init != InitKind::Normal,
@@ -216,6 +253,12 @@ impl ModelConfig {
         })
     }
 }
+
+/// The most hidden layers a model may have.
+pub const MAX_HIDDEN_LAYERS: usize = 64;
+/// The most weights a model may hold (500 million: 2 GB of `f32`, four times that with
+/// gradients and optimizer state).
+pub const MAX_PARAMETERS: usize = 500_000_000;
 
 /// The convolutional stages of a CNN, validated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

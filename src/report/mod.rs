@@ -33,6 +33,9 @@ pub enum ReportError {
     /// An export failed.
     #[error(transparent)]
     Export(#[from] ExportError),
+    /// The stores hold runs of two configurations under one method name.
+    #[error(transparent)]
+    Conflict(#[from] crate::experiment::ConfigurationConflict),
     /// A frame could not be built.
     #[error("building the report frames: {0}")]
     Frame(#[from] PolarsError),
@@ -41,7 +44,7 @@ pub enum ReportError {
 impl crate::error::InputError for ReportError {
     /// Whether the error is bad input (no runs) rather than a runtime failure.
     fn is_input_error(&self) -> bool {
-        matches!(self, ReportError::NoRuns { .. })
+        matches!(self, ReportError::NoRuns { .. } | ReportError::Conflict(_))
     }
 }
 
@@ -89,6 +92,10 @@ pub fn build_report(
             }
         }
     }
+    crate::experiment::check_configurations(
+        sources.first().map_or(dir, PathBuf::as_path),
+        runs.iter().map(|r| (r.id.as_str(), &r.spec)),
+    )?;
     if runs.is_empty() {
         return Err(ReportError::NoRuns {
             dir: sources

@@ -95,9 +95,10 @@ fn build(
     let cmp_metric = comparison.column("metric")?.str()?.clone();
     let cmp_p = comparison.column("p_t")?.f64()?.clone();
     let significant = |s: &str, m: &str, metric: &str| -> bool {
-        let Some(base) = opts.baseline.as_deref() else {
+        let Some(base) = opts.baseline.as_deref().map(|b| baseline_of(m, b)) else {
             return false;
         };
+        let base = base.as_str();
         if m == base {
             return false;
         }
@@ -189,14 +190,43 @@ fn note(opts: &TableOptions, tables: &[Table], latex: bool) -> String {
         opts.spread.words()
     );
     if let Some(b) = &opts.baseline {
-        let b = if latex { escape(b) } else { format!("`{b}`") };
+        let (name, swept) = match split_tag(b) {
+            Some((name, _)) => (name, true),
+            None => (b.as_str(), false),
+        };
+        let name = if latex {
+            escape(name)
+        } else {
+            format!("`{name}`")
+        };
         let dagger = if latex { r"$^\dagger$" } else { "†" };
+        let whom = if swept {
+            format!("the {name} of its own sweep combination")
+        } else {
+            name
+        };
         text.push_str(&format!(
-            " {dagger}: differs from {b} in a paired t-test over seeds, p < {}.",
+            " {dagger}: differs from {whom} in a paired t-test over seeds, p < {}.",
             opts.alpha
         ));
     }
     text
+}
+
+/// `name[tag]` as (`name`, `tag`); `None` for a name without a sweep tag. Method names cannot
+/// hold `[`, so the first one starts the tag.
+fn split_tag(method: &str) -> Option<(&str, &str)> {
+    method.strip_suffix(']')?.split_once('[')
+}
+
+/// The method whose runs `method`'s significance markers compare against: `baseline`, or in a
+/// sweep, the baseline's method in `method`'s own sweep combination (`sgd[lr=0.1]` against
+/// `base[lr=0.1]`), so that each combination is compared with its own baseline.
+fn baseline_of(method: &str, baseline: &str) -> String {
+    match (split_tag(method), split_tag(baseline)) {
+        (Some((_, tag)), Some((base, _))) => format!("{base}[{tag}]"),
+        _ => baseline.to_string(),
+    }
 }
 
 /// The summary as Markdown tables (one per stream) with a note on what the numbers are.
@@ -323,4 +353,21 @@ pub fn latex(
     }
     out.push_str("\\bottomrule\n\\end{tabular}\n\\end{table}\n");
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_sweep_combination_is_compared_with_its_own_baseline() {
+        assert_eq!(baseline_of("adam[lr=0.1]", "sgd[lr=0.01]"), "sgd[lr=0.1]");
+        assert_eq!(
+            baseline_of("adam[lr=0.1,hidden=[8,8]]", "sgd[lr=0.01,hidden=[8]]"),
+            "sgd[lr=0.1,hidden=[8,8]]"
+        );
+        assert_eq!(baseline_of("adam", "sgd"), "sgd");
+        assert_eq!(baseline_of("adam[lr=0.1]", "sgd"), "sgd");
+        assert_eq!(split_tag("sgd"), None);
+    }
 }

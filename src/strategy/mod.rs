@@ -147,7 +147,7 @@ pub enum BudgetUnit {
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum StrategyConfig {
     /// Plain sequential training.
-    Finetune,
+    Finetune {},
     /// Training on several tasks' data at once.
     Joint {
         /// `cumulative` (default) or `all`.
@@ -263,7 +263,7 @@ pub struct StrategySettings(StrategyConfig);
 
 impl Default for StrategySettings {
     fn default() -> Self {
-        StrategySettings(StrategyConfig::Finetune)
+        StrategySettings(StrategyConfig::Finetune {})
     }
 }
 
@@ -271,7 +271,7 @@ impl StrategyConfig {
     /// The strategy's name as written (`ewc`, `online-ewc`, …).
     pub fn name(&self) -> &'static str {
         match self {
-            StrategyConfig::Finetune => "finetune",
+            StrategyConfig::Finetune {} => "finetune",
             StrategyConfig::Joint { .. } => "joint",
             StrategyConfig::Ewc { .. } => "ewc",
             StrategyConfig::OnlineEwc { .. } => "online-ewc",
@@ -302,7 +302,7 @@ impl StrategyConfig {
             Ok(())
         };
         match self {
-            StrategyConfig::Finetune | StrategyConfig::Joint { .. } => {}
+            StrategyConfig::Finetune {} | StrategyConfig::Joint { .. } => {}
             StrategyConfig::Ewc {
                 lambda, samples: s, ..
             } => {
@@ -360,7 +360,7 @@ impl StrategySettings {
     /// Builds the runtime strategy for a run with `batch_size` examples per step.
     pub fn build(&self, batch_size: usize) -> Box<dyn Strategy> {
         match self.0 {
-            StrategyConfig::Finetune => Box::new(Finetune),
+            StrategyConfig::Finetune {} => Box::new(Finetune),
             StrategyConfig::Joint { data } => Box::new(Joint { data }),
             StrategyConfig::Ewc {
                 lambda,

@@ -132,6 +132,7 @@ pub struct StreamFile {
 impl StreamSpec {
     /// Parses and validates YAML text; `path` names the source in errors.
     pub fn from_yaml(text: &str, path: &Path) -> Result<StreamSpec, StreamError> {
+        let text = crate::yaml::strip_bom(text);
         let spec: StreamSpec = serde_yaml::from_str(text).map_err(|e| StreamError::Parse {
             path: path.to_path_buf(),
             message: crate::yaml::describe_error(&e, STREAM_KEYS),
@@ -142,7 +143,7 @@ impl StreamSpec {
 
     /// Reads, parses and validates a stream file.
     pub fn load(path: &Path) -> Result<StreamFile, StreamError> {
-        let text = std::fs::read_to_string(path).map_err(|e| StreamError::Parse {
+        let text = crate::yaml::read_input(path).map_err(|e| StreamError::Parse {
             path: path.to_path_buf(),
             message: format!("cannot read the file: {e}"),
         })?;
@@ -245,6 +246,12 @@ impl StreamSpec {
                     ))
                 }
                 Some(0) => return Err(invalid("tasks", "expected at least 1 task, got 0".into())),
+                Some(n) if n > MAX_TASKS => {
+                    return Err(invalid(
+                        "tasks",
+                        format!("expected at most {MAX_TASKS} tasks, got {n}"),
+                    ))
+                }
                 Some(_) => {}
             },
             Split => {
@@ -266,6 +273,12 @@ impl StreamSpec {
                             }
                             seen[c as usize] = true;
                         }
+                    }
+                    if self.scenario == Scenario::DomainIncremental && groups[0].len() < 2 {
+                        return Err(invalid(
+                            "groups",
+                            "domain-incremental tasks of one class each have a 1-way output (every prediction is right); give each group at least 2 classes".into(),
+                        ));
                     }
                     if self.scenario == Scenario::DomainIncremental
                         && groups.iter().any(|g| g.len() != groups[0].len())
@@ -289,6 +302,18 @@ impl StreamSpec {
                     Some(Angles::Range(r)) if r.tasks == 0 => {
                         return Err(invalid("angles", "expected at least 1 task, got 0".into()))
                     }
+                    Some(Angles::Range(r)) if r.tasks > MAX_TASKS => {
+                        return Err(invalid(
+                            "angles",
+                            format!("expected at most {MAX_TASKS} tasks, got {}", r.tasks),
+                        ))
+                    }
+                    Some(Angles::List(a)) if a.len() > MAX_TASKS => {
+                        return Err(invalid(
+                            "angles",
+                            format!("expected at most {MAX_TASKS} angles, got {}", a.len()),
+                        ))
+                    }
                     Some(Angles::List(a)) if a.is_empty() => {
                         return Err(invalid("angles", "expected at least one angle".into()))
                     }
@@ -305,6 +330,9 @@ impl StreamSpec {
         Ok(())
     }
 }
+
+/// The most tasks a stream may define (each task's examples are indexed eagerly).
+pub const MAX_TASKS: usize = 10_000;
 
 /// The keys a stream file may contain (for "did you mean" hints).
 pub const STREAM_KEYS: &[&str] = &[

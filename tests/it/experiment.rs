@@ -460,7 +460,7 @@ fn slurm_script_runs_the_array_in_shards() {
             && s.contains("#SBATCH --time=01:30:00")
     );
     assert!(
-        s.contains("clbench run") && s.contains("--out results/base"),
+        s.contains("clbench run") && s.contains("--out 'results/base'"),
         "{s}"
     );
     assert_eq!(

@@ -7,6 +7,7 @@ mod data;
 mod experiment;
 mod fused;
 mod grapes;
+mod integrity;
 mod report;
 mod stats;
 mod strategies;

@@ -66,17 +66,19 @@ fn fill(store: &RunStore, reverse: bool) {
             record(0.05 + 0.013 * seed as f64, RunStatus::Completed),
         ));
     }
-    runs.push((
-        spec("adam", 0),
-        record(
-            0.0,
-            RunStatus::Diverged {
-                task: 2,
-                step: 3,
-                loss: "NaN".into(),
-            },
-        ),
-    ));
+    // Diverged in task 2: row 0 and the row after task 1, statistics of tasks 1 and 2.
+    let mut diverged = record(
+        0.0,
+        RunStatus::Diverged {
+            task: 2,
+            step: 3,
+            loss: "NaN".into(),
+        },
+    );
+    diverged.accuracy.truncate(2);
+    diverged.loss.truncate(2);
+    diverged.tasks.truncate(2);
+    runs.push((spec("adam", 0), diverged));
     if reverse {
         runs.reverse();
     }
