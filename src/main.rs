@@ -15,7 +15,7 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", cli::message(&err));
             ExitCode::from(cli::exit_code(&err))
         }
     }

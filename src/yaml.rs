@@ -31,14 +31,46 @@ pub fn strip_bom(text: &str) -> &str {
     text.strip_prefix('\u{feff}').unwrap_or(text)
 }
 
-/// Formats a `serde_yaml` error, adding a suggestion when the error is an unknown key close to one
-/// of `known_keys`.
+/// Formats a `serde_yaml` error, adding a suggestion when the error is an unknown key close to a
+/// key of the same block (serde's "expected one of" list; `known_keys` when it gives none). A
+/// key that is valid only in another block is said to be so, rather than suggested.
 pub fn describe_error(err: &serde_yaml::Error, known_keys: &[&str]) -> String {
     let message = err.to_string();
-    match unknown_field(&message).and_then(|f| did_you_mean(&f, known_keys)) {
+    let Some(field) = unknown_field(&message) else {
+        return message;
+    };
+    if message.contains("there are no fields") {
+        return format!("{message} (this block takes no other keys)");
+    }
+    let here = expected_fields(&message);
+    let candidates: Vec<&str> = if here.is_empty() {
+        known_keys.to_vec()
+    } else {
+        here.iter().map(String::as_str).collect()
+    };
+    if !here.is_empty() && known_keys.contains(&field.as_str()) {
+        return format!("{message} (`{field}` is a key of another block, not of this one)");
+    }
+    match did_you_mean(&field, &candidates) {
         Some(suggestion) => format!("{message} (did you mean `{suggestion}`?)"),
         None => message,
     }
+}
+
+/// The keys of serde's "unknown field `x`, expected one of `a`, `b`" (also "expected `a` or
+/// `b`", "expected `a`") message.
+fn expected_fields(message: &str) -> Vec<String> {
+    let Some(rest) = message.split("`, expected ").nth(1) else {
+        return Vec::new();
+    };
+    let rest = rest.strip_prefix("one of ").unwrap_or(rest);
+    let list = rest.split(" at line ").next().unwrap_or(rest);
+    list.split(", ")
+        .flat_map(|k| k.split(" or "))
+        .map(|k| k.trim())
+        .filter(|k| k.starts_with('`') && k.ends_with('`') && k.len() > 2)
+        .map(|k| k.trim_matches('`').to_string())
+        .collect()
 }
 
 /// The field named in a serde "unknown field `x`" message.
@@ -80,6 +112,25 @@ fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suggests_keys_of_the_same_block_only() {
+        let err = serde_yaml::from_str::<Training>("{batch_size: 1, lr: 0.1}").unwrap_err();
+        let m = describe_error(&err, &["lr", "batch_size", "epochs"]);
+        assert!(m.contains("`lr` is a key of another block"), "{m}");
+        assert!(!m.contains("did you mean"), "{m}");
+        let err = serde_yaml::from_str::<Training>("{batch_size: 1, epoch: 2}").unwrap_err();
+        let m = describe_error(&err, &["lr", "batch_size", "epochs"]);
+        assert!(m.contains("did you mean `epochs`?"), "{m}");
+    }
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Training {
+        batch_size: usize,
+        epochs: Option<usize>,
+    }
 
     #[test]
     fn suggests_close_keys_only() {

@@ -50,6 +50,13 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from("results").join(&exp.name));
+    if out.exists() && !out.is_dir() {
+        return Err(UsageError(format!(
+            "--out {}: exists and is not a directory",
+            out.display()
+        ))
+        .into());
+    }
     let runs = planned_runs(&exp, &settings)?;
     let store = RunStore::new(&out);
     // Runs of another configuration already stored under one of these method names would be

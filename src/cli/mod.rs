@@ -22,3 +22,20 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
         1
     }
 }
+
+/// The message of a failed command: each cause of the chain once (library errors often show
+/// their cause in their own message already).
+pub(crate) fn message(err: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in err.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
+}

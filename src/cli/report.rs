@@ -10,7 +10,19 @@ use super::settings::{table_options, UsageError};
 
 /// `clbench report`: rebuild every table and figure of one or more stores.
 pub(crate) fn report_command(args: ReportArgs) -> Result<ExitCode> {
+    for dir in &args.dirs {
+        if !dir.is_dir() {
+            return Err(UsageError(format!(
+                "{}: not a results directory (expected a directory holding runs/)",
+                dir.display()
+            ))
+            .into());
+        }
+    }
     let out = args.out.clone().unwrap_or_else(|| args.dirs[0].clone());
+    if out.exists() && !out.is_dir() {
+        return Err(UsageError(format!("--out {}: not a directory", out.display())).into());
+    }
     let report = write_report(&args.dirs, &out, &args.tables)?;
     println!("{}", report.markdown);
     println!(

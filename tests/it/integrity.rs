@@ -266,6 +266,37 @@ fn bad_input_is_a_clear_error_with_exit_code_2() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("SLURM_ARRAY_TASK_ID"), "{}", text(&o));
+    let a_file = write(dir.path(), "a-file", "not a store");
+    for args in [
+        vec!["report", a_file.to_str().unwrap()],
+        vec![
+            "run",
+            good.to_str().unwrap(),
+            "--out",
+            a_file.to_str().unwrap(),
+        ],
+    ] {
+        let o = clbench_in(&args, &repo());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert_eq!(
+            text(&o).lines().count(),
+            1,
+            "one line, said once: {}",
+            text(&o)
+        );
+    }
+    let wrong_level = write(
+        dir.path(),
+        "level.yaml",
+        &base.replace("batch_size: 16,", "batch_size: 16, lr: 0.1,"),
+    );
+    let o = clbench_in(&["validate", wrong_level.to_str().unwrap()], &repo());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("`lr` is a key of another block"),
+        "{}",
+        text(&o)
+    );
     assert!(!out.exists(), "no case wrote anything");
     // A byte-order mark, as some editors write, is not an error.
     let bom = write(dir.path(), "bom.yaml", &format!("\u{feff}{base}"));
