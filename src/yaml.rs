@@ -23,7 +23,36 @@ pub fn read_input(path: &std::path::Path) -> std::io::Result<String> {
     }
     let text = String::from_utf8(bytes)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+    let depth = flow_depth(&text);
+    if depth > MAX_FLOW_DEPTH {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "brackets nested {depth} deep (at most {MAX_FLOW_DEPTH}): not a clbench input file"
+            ),
+        ));
+    }
     Ok(strip_bom(&text).to_string())
+}
+
+/// The deepest nesting of `[`/`{` that an input may have (real configs stay below 5).
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// The deepest nesting of flow brackets in `text` (quotes are not parsed: a bound, not a
+/// parser; the YAML parser itself is slow on deep nesting).
+fn flow_depth(text: &str) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    for c in text.chars() {
+        match c {
+            '[' | '{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            ']' | '}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// `text` without a leading UTF-8 byte-order mark.
@@ -112,6 +141,26 @@ fn levenshtein(a: &str, b: &str) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inputs_are_bounded_before_they_are_parsed() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("deep.yaml");
+        std::fs::write(
+            &deep,
+            format!("a: {}{}", "[".repeat(100_000), "]".repeat(100_000)),
+        )
+        .unwrap();
+        let e = read_input(&deep).unwrap_err().to_string();
+        assert!(e.contains("nested 100000 deep"), "{e}");
+        let bom = dir.path().join("bom.yaml");
+        std::fs::write(&bom, "\u{feff}a: [1, {b: 2}]").unwrap();
+        assert_eq!(read_input(&bom).unwrap(), "a: [1, {b: 2}]");
+        let e = read_input(std::path::Path::new("/dev/zero"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("larger than 1024 KiB"), "{e}");
+    }
 
     #[test]
     fn suggests_keys_of_the_same_block_only() {

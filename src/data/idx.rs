@@ -23,18 +23,38 @@ pub struct IdxArray {
     pub data: Vec<u8>,
 }
 
-/// Returns the content of `bytes`, gunzipped if it starts with the gzip magic number.
+/// The largest file of the MNIST family is 47,040,016 bytes (60,000 images of 28 × 28); no
+/// data file, raw or decompressed, may be larger than this.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
+
+/// Returns the content of `bytes`, gunzipped if it starts with the gzip magic number. A stream
+/// that inflates past [`MAX_FILE_BYTES`] (a gzip bomb, a wrong file) is refused without being
+/// inflated further.
 pub fn decompress(bytes: Vec<u8>, path: &Path) -> Result<Vec<u8>, DataError> {
+    let too_large = || DataError::Corrupt {
+        path: path.to_path_buf(),
+        reason: format!(
+            "holds more than {} MiB: not a file of an MNIST-family dataset",
+            MAX_FILE_BYTES >> 20
+        ),
+    };
     if !bytes.starts_with(&GZIP_MAGIC) {
+        if bytes.len() as u64 > MAX_FILE_BYTES {
+            return Err(too_large());
+        }
         return Ok(bytes);
     }
-    let mut out = Vec::with_capacity(bytes.len() * 5);
+    let mut out = Vec::with_capacity((bytes.len() * 5).min(MAX_FILE_BYTES as usize));
     flate2::read::GzDecoder::new(bytes.as_slice())
+        .take(MAX_FILE_BYTES + 1)
         .read_to_end(&mut out)
         .map_err(|e| DataError::Corrupt {
             path: path.to_path_buf(),
             reason: format!("the gzip stream is damaged ({e})"),
         })?;
+    if out.len() as u64 > MAX_FILE_BYTES {
+        return Err(too_large());
+    }
     Ok(out)
 }
 
@@ -156,6 +176,20 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("element type 0x0d"));
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_refused_without_inflating_it_all() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(MAX_FILE_BYTES >> 20) + 1 {
+            enc.write_all(&zeros).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 1 << 20, "a small file");
+        let e = decompress(bomb, p()).unwrap_err().to_string();
+        assert!(e.contains("more than 64 MiB"), "{e}");
     }
 
     #[test]

@@ -123,10 +123,22 @@ pub struct FileCheck {
 
 /// Reads a file, decompresses it if needed and checks its SHA-256 sum. Returns the content.
 pub fn read_verified(path: &Path, expected_sha256: &str) -> Result<Vec<u8>, DataError> {
-    let bytes = std::fs::read(path).map_err(|source| DataError::Io {
+    let io = |source| DataError::Io {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // A file larger than any of the family's is refused before it is read (a sparse file of
+    // gigabytes would otherwise be read whole).
+    if std::fs::metadata(path).map_err(io)?.len() > idx::MAX_FILE_BYTES {
+        return Err(DataError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!(
+                "larger than {} MiB: not a file of an MNIST-family dataset",
+                idx::MAX_FILE_BYTES >> 20
+            ),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(io)?;
     let content = idx::decompress(bytes, path)?;
     let actual = sha256_hex(&content);
     if actual != expected_sha256 {
