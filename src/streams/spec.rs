@@ -178,13 +178,26 @@ impl StreamSpec {
         }
     }
 
-    /// Checks everything that does not need the dataset.
+    /// Checks everything that does not need the dataset: the dataset's name, that every key
+    /// applies to the stream's kind and scenario, and the kind's own keys.
     pub fn validate(&self, path: &Path) -> Result<(), StreamError> {
         let invalid = |key: &str, message: String| StreamError::Invalid {
             path: path.to_path_buf(),
             key: key.to_string(),
             message,
         };
+        self.check_keys_apply().map_err(|(k, m)| invalid(k, m))?;
+        match self.kind {
+            StreamKind::Permuted => self.check_permuted(),
+            StreamKind::Split => self.check_split(),
+            StreamKind::Rotated => self.check_rotated(),
+        }
+        .map_err(|(k, m)| invalid(k, m))
+    }
+
+    /// The dataset exists, and every key that is set applies to the kind and scenario.
+    fn check_keys_apply(&self) -> Result<(), (&'static str, String)> {
+        let invalid = |key: &'static str, message: String| (key, message);
         if super::super::data::dataset_info(&self.dataset).is_none() {
             return Err(invalid(
                 "dataset",
@@ -196,7 +209,7 @@ impl StreamSpec {
             ));
         }
         // Keys that only make sense for some kinds.
-        let only = |key: &str, set: bool, kind: StreamKind, allowed: &[StreamKind]| {
+        let only = |key: &'static str, set: bool, kind: StreamKind, allowed: &[StreamKind]| {
             if set && !allowed.contains(&kind) {
                 Err(invalid(
                     key,
@@ -209,7 +222,7 @@ impl StreamSpec {
                 Ok(())
             }
         };
-        use StreamKind::*;
+        use StreamKind::{Permuted, Rotated, Split};
         only("tasks", self.tasks.is_some(), self.kind, &[Permuted])?;
         only(
             "first_identity",
@@ -237,95 +250,110 @@ impl StreamSpec {
                 "only applies to the class-incremental scenario".into(),
             ));
         }
-        match self.kind {
-            Permuted => match self.tasks {
-                None => {
-                    return Err(invalid(
-                        "tasks",
-                        "a permuted stream needs `tasks: N`".into(),
-                    ))
+        Ok(())
+    }
+
+    /// A permuted stream's task count.
+    fn check_permuted(&self) -> Result<(), (&'static str, String)> {
+        let invalid = |key: &'static str, message: String| (key, message);
+        match self.tasks {
+            None => {
+                return Err(invalid(
+                    "tasks",
+                    "a permuted stream needs `tasks: N`".into(),
+                ))
+            }
+            Some(0) => return Err(invalid("tasks", "expected at least 1 task, got 0".into())),
+            Some(n) if n > MAX_TASKS => {
+                return Err(invalid(
+                    "tasks",
+                    format!("expected at most {MAX_TASKS} tasks, got {n}"),
+                ))
+            }
+            Some(_) => {}
+        }
+        Ok(())
+    }
+
+    /// A split stream's groups: non-empty, disjoint, of equal sizes of at least two classes in
+    /// the domain-incremental scenario.
+    fn check_split(&self) -> Result<(), (&'static str, String)> {
+        let invalid = |key: &'static str, message: String| (key, message);
+
+        if let Some(groups) = &self.groups {
+            if groups.is_empty() {
+                return Err(invalid("groups", "expected at least one group".into()));
+            }
+            let mut seen = [false; 256];
+            for (i, g) in groups.iter().enumerate() {
+                if g.is_empty() {
+                    return Err(invalid("groups", format!("group {} is empty", i + 1)));
                 }
-                Some(0) => return Err(invalid("tasks", "expected at least 1 task, got 0".into())),
-                Some(n) if n > MAX_TASKS => {
-                    return Err(invalid(
-                        "tasks",
-                        format!("expected at most {MAX_TASKS} tasks, got {n}"),
-                    ))
-                }
-                Some(_) => {}
-            },
-            Split => {
-                if let Some(groups) = &self.groups {
-                    if groups.is_empty() {
-                        return Err(invalid("groups", "expected at least one group".into()));
-                    }
-                    let mut seen = [false; 256];
-                    for (i, g) in groups.iter().enumerate() {
-                        if g.is_empty() {
-                            return Err(invalid("groups", format!("group {} is empty", i + 1)));
-                        }
-                        for &c in g {
-                            if seen[c as usize] {
-                                return Err(invalid(
-                                    "groups",
-                                    format!("class {c} appears in more than one group"),
-                                ));
-                            }
-                            seen[c as usize] = true;
-                        }
-                    }
-                    if self.scenario == Scenario::DomainIncremental && groups[0].len() < 2 {
+                for &c in g {
+                    if seen[c as usize] {
                         return Err(invalid(
                             "groups",
-                            "domain-incremental tasks of one class each have a 1-way output (every prediction is right); give each group at least 2 classes".into(),
+                            format!("class {c} appears in more than one group"),
                         ));
                     }
-                    if self.scenario == Scenario::DomainIncremental
-                        && groups.iter().any(|g| g.len() != groups[0].len())
-                    {
-                        return Err(invalid(
-                            "groups",
-                            "domain-incremental tasks share one output space: every group needs the same number of classes".into(),
-                        ));
-                    }
+                    seen[c as usize] = true;
                 }
             }
-            Rotated => {
-                match &self.angles {
-                    None => {
-                        return Err(invalid(
-                            "angles",
-                            "a rotated stream needs `angles: [deg, ...]` or `angles: {from, to, tasks}`"
-                                .into(),
-                        ))
-                    }
-                    Some(Angles::Range(r)) if r.tasks == 0 => {
-                        return Err(invalid("angles", "expected at least 1 task, got 0".into()))
-                    }
-                    Some(Angles::Range(r)) if r.tasks > MAX_TASKS => {
-                        return Err(invalid(
-                            "angles",
-                            format!("expected at most {MAX_TASKS} tasks, got {}", r.tasks),
-                        ))
-                    }
-                    Some(Angles::List(a)) if a.len() > MAX_TASKS => {
-                        return Err(invalid(
-                            "angles",
-                            format!("expected at most {MAX_TASKS} angles, got {}", a.len()),
-                        ))
-                    }
-                    Some(Angles::List(a)) if a.is_empty() => {
-                        return Err(invalid("angles", "expected at least one angle".into()))
-                    }
-                    _ => {}
-                }
-                if let Some(bad) = self.angle_list().into_iter().find(|a| !a.is_finite()) {
-                    return Err(invalid(
-                        "angles",
-                        format!("angle {bad} is not a finite number"),
-                    ));
-                }
+            if self.scenario == Scenario::DomainIncremental && groups[0].len() < 2 {
+                return Err(invalid(
+                    "groups",
+                    "domain-incremental tasks of one class each have a 1-way output (every prediction is right); give each group at least 2 classes".into(),
+                ));
             }
+            if self.scenario == Scenario::DomainIncremental
+                && groups.iter().any(|g| g.len() != groups[0].len())
+            {
+                return Err(invalid(
+                    "groups",
+                    "domain-incremental tasks share one output space: every group needs the same number of classes".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A rotated stream's angles: present, bounded in number, finite.
+    fn check_rotated(&self) -> Result<(), (&'static str, String)> {
+        let invalid = |key: &'static str, message: String| (key, message);
+
+        match &self.angles {
+            None => {
+                return Err(invalid(
+                    "angles",
+                    "a rotated stream needs `angles: [deg, ...]` or `angles: {from, to, tasks}`"
+                        .into(),
+                ))
+            }
+            Some(Angles::Range(r)) if r.tasks == 0 => {
+                return Err(invalid("angles", "expected at least 1 task, got 0".into()))
+            }
+            Some(Angles::Range(r)) if r.tasks > MAX_TASKS => {
+                return Err(invalid(
+                    "angles",
+                    format!("expected at most {MAX_TASKS} tasks, got {}", r.tasks),
+                ))
+            }
+            Some(Angles::List(a)) if a.len() > MAX_TASKS => {
+                return Err(invalid(
+                    "angles",
+                    format!("expected at most {MAX_TASKS} angles, got {}", a.len()),
+                ))
+            }
+            Some(Angles::List(a)) if a.is_empty() => {
+                return Err(invalid("angles", "expected at least one angle".into()))
+            }
+            _ => {}
+        }
+        if let Some(bad) = self.angle_list().into_iter().find(|a| !a.is_finite()) {
+            return Err(invalid(
+                "angles",
+                format!("angle {bad} is not a finite number"),
+            ));
         }
         Ok(())
     }
