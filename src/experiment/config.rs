@@ -189,9 +189,15 @@ impl Experiment {
         let parse = |value: serde_yaml::Value| -> Result<ExperimentConfig, ConfigError> {
             if chain.len() == 1 && !has_key(&value, "sweep") {
                 // Straight from the text: serde reports line and column.
-                serde_yaml::from_str(&chain[0].1).map_err(|e| ConfigError::Parse {
-                    path: path.to_path_buf(),
-                    message: crate::yaml::describe_error(&e, &keys),
+                serde_yaml::from_str(&chain[0].1).map_err(|e| {
+                    match locate_error(&e, &chain, &keys) {
+                        // An unknown key found in the text: its own line.
+                        located @ ConfigError::Parse { .. } if is_located(&located) => located,
+                        _ => ConfigError::Parse {
+                            path: path.to_path_buf(),
+                            message: strategy_path(crate::yaml::describe_error(&e, &keys)),
+                        },
+                    }
                 })
             } else {
                 serde_yaml::from_value(value).map_err(|e| locate_error(&e, &chain, &keys))
@@ -606,7 +612,8 @@ fn locate_error(
     chain: &[(PathBuf, String)],
     keys: &[&str],
 ) -> ConfigError {
-    let message = crate::yaml::describe_error(err, keys);
+    let message = strategy_path(crate::yaml::describe_error(err, keys));
+    let message = without_serde_location(&message);
     let field = message
         .split("unknown field `")
         .nth(1)
@@ -641,6 +648,41 @@ fn locate_error(
         path: chain[0].0.clone(),
         message,
     }
+}
+
+/// `message` without serde's " at line N column M" (the caller names the line it found).
+fn without_serde_location(message: &str) -> String {
+    let Some(at) = message.find(" at line ") else {
+        return message.to_string();
+    };
+    let rest = &message[at + " at line ".len()..];
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    let rest = rest.strip_prefix(" column ").unwrap_or(rest);
+    let rest = rest.trim_start_matches(|c: char| c.is_ascii_digit());
+    format!("{}{rest}", &message[..at])
+}
+
+/// Whether a parse error names a line.
+fn is_located(e: &ConfigError) -> bool {
+    matches!(e, ConfigError::Parse { message, .. } if message.starts_with("line "))
+}
+
+/// serde reports an error inside a method's strategy block at the method (`methods[1]: unknown
+/// field …`); when the keys it expected are a strategy's (or none: `finetune`), the error is
+/// named `methods[1].strategy` instead.
+fn strategy_path(message: String) -> String {
+    const METHOD_KEYS: [&str; 3] = ["`name`", "`optimizer`", "`strategy`"];
+    let Some(rest) = message.strip_prefix("methods[") else {
+        return message;
+    };
+    let Some((index, tail)) = rest.split_once("]: unknown field `") else {
+        return message;
+    };
+    let in_method = METHOD_KEYS.iter().any(|k| tail.contains(k));
+    if in_method {
+        return message;
+    }
+    format!("methods[{index}].strategy: unknown field `{tail}")
 }
 
 /// The longest method name: run ids (and so directory names) start with it.
