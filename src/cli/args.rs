@@ -92,6 +92,11 @@ pub(crate) struct ReportArgs {
     /// Where the merged report goes [default: the first directory].
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
+    /// Write nothing: rebuild the report elsewhere and check that every table and figure in the
+    /// output directory is byte for byte what the stored runs give (exit 1 naming the files
+    /// that differ or are missing).
+    #[arg(long)]
+    pub(crate) check: bool,
     #[command(flatten)]
     pub(crate) tables: TableArgs,
 }

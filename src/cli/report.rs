@@ -1,6 +1,6 @@
 //! `clbench report` and `clbench metrics`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -23,6 +23,9 @@ pub(crate) fn report_command(args: ReportArgs) -> Result<ExitCode> {
     if out.exists() && !out.is_dir() {
         return Err(UsageError(format!("--out {}: not a directory", out.display())).into());
     }
+    if args.check {
+        return check_report(&args, &out);
+    }
     let report = write_report(&args.dirs, &out, &args.tables)?;
     println!("{}", report.markdown);
     println!(
@@ -32,6 +35,49 @@ pub(crate) fn report_command(args: ReportArgs) -> Result<ExitCode> {
         out.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `report --check`: the report rebuilt in a scratch directory, every file compared with its
+/// counterpart under `out`.
+fn check_report(args: &ReportArgs, out: &Path) -> Result<ExitCode> {
+    let scratch = std::env::temp_dir().join(format!("clbench-check-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let opts = table_options(&args.tables, &args.dirs[0])?;
+    let built = clbench::report::build_report(&args.dirs, &scratch, &opts);
+    let result = built.map(|report| {
+        let mut differing = Vec::new();
+        for file in &report.files {
+            let rel = file.strip_prefix(&scratch).unwrap_or(file);
+            let committed = out.join(rel);
+            match std::fs::read(&committed) {
+                Err(_) => differing.push(format!("{} (missing)", committed.display())),
+                Ok(bytes) if std::fs::read(file).ok().as_ref() != Some(&bytes) => {
+                    differing.push(committed.display().to_string())
+                }
+                Ok(_) => {}
+            }
+        }
+        (report.runs, report.files.len(), differing)
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    let (runs, files, differing) = result?;
+    if differing.is_empty() {
+        println!(
+            "{}: all {files} tables and figures regenerate byte for byte from {runs} stored runs",
+            out.display()
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for d in &differing {
+        eprintln!("differs: {d}");
+    }
+    eprintln!(
+        "error: {} of {files} files under {} are not what the {runs} stored runs give; `clbench report {}` rewrites them",
+        differing.len(),
+        out.display(),
+        out.display()
+    );
+    Ok(ExitCode::from(1))
 }
 
 /// Builds the report of the stores `dirs` into `out` (tables as `args` say), logging the

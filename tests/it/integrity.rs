@@ -348,3 +348,34 @@ fn two_writers_on_one_store_store_every_run_exactly_once() {
         }
     }
 }
+
+/// `report --check` writes nothing and finds a table that is not what the stored runs give.
+#[test]
+fn report_check_finds_tables_that_do_not_match_their_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let cfg = write(dir.path(), "a.yaml", &config("0.01", "[0]"));
+    assert!(run(&cfg, &out, &[]).status.success());
+    let check = || clbench_in(&["report", out.to_str().unwrap(), "--check"], &repo());
+    let o = check();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("regenerate byte for byte from 2 stored runs"),
+        "{}",
+        text(&o)
+    );
+    let summary = out.join("tables/summary.csv");
+    let edited = std::fs::read_to_string(&summary)
+        .unwrap()
+        .replacen('0', "1", 1);
+    std::fs::write(&summary, &edited).unwrap();
+    let before = snapshot(&out);
+    let o = check();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(
+        text(&o).contains("differs: ") && text(&o).contains("summary.csv"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(snapshot(&out), before, "--check writes nothing");
+}
