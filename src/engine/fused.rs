@@ -272,14 +272,7 @@ impl Engine for FusedMlp {
     }
 
     fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
-        let grads: Vec<Option<&[f32]>> = self
-            .grads
-            .iter()
-            .zip(&self.touched)
-            .map(|(g, &t)| t.then_some(g.as_slice()))
-            .collect();
-        let mut params: Vec<&mut [f32]> = self.params.iter_mut().map(Vec::as_mut_slice).collect();
-        optimizer.step_slices(&mut params, &grads);
+        super::step_touched(optimizer, &mut self.params, &self.grads, &self.touched);
         Ok(())
     }
 

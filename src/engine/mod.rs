@@ -62,6 +62,23 @@ impl BackwardPath {
     }
 }
 
+/// Applies `optimizer` to `params` with the gradients that `touched` flags (the other
+/// parameters have no gradient this step and are left alone, state included).
+fn step_touched(
+    optimizer: &mut (dyn Optimizer + Send),
+    params: &mut [Vec<f32>],
+    grads: &[Vec<f32>],
+    touched: &[bool],
+) {
+    let grads: Vec<Option<&[f32]>> = grads
+        .iter()
+        .zip(touched)
+        .map(|(g, &t)| t.then_some(g.as_slice()))
+        .collect();
+    let mut params: Vec<&mut [f32]> = params.iter_mut().map(Vec::as_mut_slice).collect();
+    optimizer.step_slices(&mut params, &grads);
+}
+
 /// The engine a run on `device` trains `net` with: the fused step when `path` allows it there,
 /// else candle tensors.
 pub fn engine_for(net: &Network, path: BackwardPath, device: &Device) -> Result<Box<dyn Engine>> {

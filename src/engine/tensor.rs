@@ -212,14 +212,7 @@ impl Engine for TensorEngine {
     }
 
     fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
-        let grads: Vec<Option<&[f32]>> = self
-            .grads
-            .iter()
-            .zip(&self.touched)
-            .map(|(g, &t)| t.then_some(g.as_slice()))
-            .collect();
-        let mut params: Vec<&mut [f32]> = self.params.iter_mut().map(Vec::as_mut_slice).collect();
-        optimizer.step_slices(&mut params, &grads);
+        super::step_touched(optimizer, &mut self.params, &self.grads, &self.touched);
         for ((var, p), &t) in self.net.params.iter().zip(&self.params).zip(&self.touched) {
             if t {
                 var.set(&Tensor::from_slice(p, var.shape(), &self.device)?)?;
