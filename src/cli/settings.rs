@@ -187,10 +187,16 @@ pub(crate) fn table_options(args: &TableArgs, dir: &Path) -> Result<TableOptions
             SpreadArg::Sem => Spread::Sem,
         },
         digits: args.digits,
-        baseline: args
-            .baseline
-            .clone()
-            .or_else(|| clbench::report::default_baseline(dir)),
+        baseline: args.baseline.clone().or_else(|| {
+            let found = clbench::report::default_baseline(dir);
+            if found.is_none() && dir.join(clbench::experiment::store::EXPERIMENT_FILE).exists() {
+                tracing::warn!(
+                    "{}: cannot be read; no default baseline, so no significance markers (give --baseline)",
+                    dir.join(clbench::experiment::store::EXPERIMENT_FILE).display()
+                );
+            }
+            found
+        }),
         alpha: args.alpha,
         caption: args.caption.clone(),
         label: args.label.clone(),
