@@ -61,7 +61,7 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
     let store = RunStore::new(&out);
     // Runs of another configuration already stored under one of these method names would be
     // pooled with these in every table.
-    let (stored, _) = store.load()?;
+    let (stored, skipped) = store.load()?;
     let ids: Vec<String> = runs.iter().map(PlannedRun::id).collect();
     check_configurations(
         &out,
@@ -72,6 +72,10 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         ),
     )?;
     if settings.dry_run {
+        // (A real run reports skipped runs with its report.)
+        for w in &skipped {
+            tracing::warn!("{w}");
+        }
         check_data(&runs, false)?;
         print_dry_run(&store, &runs, &out);
         return Ok(ExitCode::SUCCESS);
