@@ -28,7 +28,7 @@ impl clbench::train::Observer for BarObserver {
     }
     fn step_done(&self, loss: f32) {
         self.bar.inc(1);
-        if self.bar.position() % 50 == 0 {
+        if self.bar.position().is_multiple_of(50) {
             self.bar.set_prefix(format!("loss {loss:.3}"));
         }
     }
@@ -70,7 +70,8 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
                 .map(String::as_str)
                 .zip(runs.iter().map(|r| &r.spec)),
         ),
-    )?;
+    )
+    .map_err(|conflict| *conflict)?;
     if settings.dry_run {
         // (A real run reports skipped runs with its report.)
         for w in &skipped {

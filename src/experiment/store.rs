@@ -149,7 +149,7 @@ pub struct ConfigurationConflict {
 pub fn check_configurations<'a>(
     root: &Path,
     runs: impl IntoIterator<Item = (&'a str, &'a RunSpec)>,
-) -> Result<(), ConfigurationConflict> {
+) -> Result<(), Box<ConfigurationConflict>> {
     let mut first_of: std::collections::HashMap<(&str, &str), (&str, serde_json::Value)> =
         std::collections::HashMap::new();
     for (id, spec) in runs {
@@ -157,14 +157,14 @@ pub fn check_configurations<'a>(
         let key = (spec.stream_name.as_str(), spec.method.name.as_str());
         match first_of.get(&key) {
             Some((first, first_config)) if *first_config != config => {
-                return Err(ConfigurationConflict {
+                return Err(Box::new(ConfigurationConflict {
                     root: root.to_path_buf(),
                     method: spec.method.name.clone(),
                     stream: spec.stream_name.clone(),
                     first: first.to_string(),
                     second: id.to_string(),
                     keys: super::plan::differing_keys(first_config, &config, 3).join(", "),
-                });
+                }));
             }
             Some(_) => {}
             None => {

@@ -35,7 +35,7 @@ pub enum ReportError {
     Export(#[from] ExportError),
     /// The stores hold runs of two configurations under one method name.
     #[error(transparent)]
-    Conflict(#[from] crate::experiment::ConfigurationConflict),
+    Conflict(#[from] Box<crate::experiment::ConfigurationConflict>),
     /// A frame could not be built.
     #[error("building the report frames: {0}")]
     Frame(#[from] PolarsError),
