@@ -8,7 +8,7 @@
 
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Result, Tensor};
+use candle_core::{Device, Result};
 use serde::Serialize;
 
 use crate::data::IMAGE_PIXELS;
@@ -135,7 +135,7 @@ pub fn train_throughput(
     })
 }
 
-/// Forward-only samples per second of an MLP at batch `batch` (evaluation).
+/// Forward-only samples per second of an MLP at batch `batch`, as evaluation computes them.
 pub fn eval_throughput(
     hidden: &[usize],
     batch: usize,
@@ -148,35 +148,37 @@ pub fn eval_throughput(
         &mut SeedRng::derive(0, "init", 0),
         device,
     )?;
-    let data = random_batches(batch, 2)?
-        .into_iter()
-        .map(|(x, _)| Tensor::from_vec(x, (batch, IMAGE_PIXELS), device))
-        .collect::<Result<Vec<_>>>()?;
-    let p = net.detached();
+    // Evaluation's own path: the engine's logits, scored on the host.
+    let mut engine = engine_for(&net, BackwardPath::Auto, device)?;
+    let data = random_batches(batch, 2)?;
+    let range = 0..10;
     let started = Instant::now();
     let mut n = 0;
     while started.elapsed() < duration || n < 3 {
-        let logits = net.forward(&p, &data[n % 2], 0, None)?;
-        let _ = logits.argmax(candle_core::D::Minus1)?.to_vec1::<u32>()?;
+        let (x, targets) = &data[n % 2];
+        let logits = engine.logits(None, x, 0)?;
+        for (z, &t) in logits.chunks_exact(10).zip(targets) {
+            std::hint::black_box(crate::models::loss::score_row(z, &range, t as usize));
+        }
         n += 1;
     }
     Ok((n * batch) as f64 / started.elapsed().as_secs_f64())
 }
 
-/// GFLOP/s of repeated `n × n` by `n × n` f32 matrix products through the kernel the fused
-/// training step uses (`gemm`, candle's CPU matmul), on preallocated buffers: with the product
-/// split between threads as the training step does (`split`), or with gemm's own threading.
-pub fn matmul_peak(n: usize, duration: Duration, split: bool) -> f64 {
+/// GFLOP/s of repeated `n × n` by `n × n` f32 matrix products on preallocated buffers: by the
+/// portable kernels the fused training step uses, split between threads as it does
+/// (`portable`), or by the `gemm` crate (candle's CPU matmul) with its own threading.
+pub fn matmul_peak(n: usize, duration: Duration, portable: bool) -> f64 {
     let mut rng = SeedRng::derive(0, "bench-matmul", 0);
     let a: Vec<f32> = (0..n * n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
     let b: Vec<f32> = (0..n * n).map(|_| rng.uniform_f32(-1.0, 1.0)).collect();
     let mut c = vec![0f32; n * n];
-    let par = kernels::parallelism();
+    let par = kernels::threads();
     let product = |c: &mut [f32]| {
-        if split {
+        if portable {
             kernels::mm(n, n, n, c, &a, false, &b, false, false, par);
         } else {
-            kernels::mm_gemm_threads(n, n, n, c, &a, &b, par);
+            kernels::mm_gemm_crate(n, n, n, c, &a, &b, par);
         }
     };
     product(&mut c);
@@ -187,6 +189,57 @@ pub fn matmul_peak(n: usize, duration: Duration, split: bool) -> f64 {
         k += 1;
     }
     2.0 * (n * n * n) as f64 * k as f64 / started.elapsed().as_secs_f64() / 1e9
+}
+
+/// The machine's theoretical `f32` FMA peak on `threads` cores, with how it was derived.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FmaPeak {
+    /// Cores counted (the threads, at most the cores available).
+    pub cores: usize,
+    /// Clock in GHz: the highest `cpu MHz` of `/proc/cpuinfo` (a virtual machine reports its
+    /// nominal clock; turbo is not counted).
+    pub ghz: f64,
+    /// FMA units per core: 2, assumed (every AVX2 and AVX-512 server core since Haswell and
+    /// Zen 2 has two; some low-end AVX-512 Xeons have one).
+    pub fma_units: usize,
+    /// `f32` lanes of the kernels' vectors (16 AVX-512, 8 AVX2, 1 scalar).
+    pub lanes: usize,
+    /// `cores × ghz × fma_units × lanes × 2` (an FMA is two FLOPs).
+    pub gflop_per_s: f64,
+}
+
+impl FmaPeak {
+    /// The peak for `threads` threads on this machine; `None` when the clock is unknown.
+    pub fn of(threads: usize) -> Option<FmaPeak> {
+        let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+        let mhz = info
+            .lines()
+            .filter(|l| l.starts_with("cpu MHz"))
+            .filter_map(|l| l.split_once(':')?.1.trim().parse::<f64>().ok())
+            .fold(0.0f64, f64::max);
+        if mhz <= 0.0 {
+            return None;
+        }
+        let available = std::thread::available_parallelism().map_or(1, usize::from);
+        let cores = threads.clamp(1, available);
+        let lanes = crate::engine::kernels::Isa::detected().lanes();
+        let ghz = mhz / 1000.0;
+        Some(FmaPeak {
+            cores,
+            ghz,
+            fma_units: 2,
+            lanes,
+            gflop_per_s: cores as f64 * ghz * 2.0 * lanes as f64 * 2.0,
+        })
+    }
+
+    /// `2 cores × 3.70 GHz × 2 FMA units × 16 lanes × 2 FLOP = 473.6 GFLOP/s`.
+    pub fn derivation(&self) -> String {
+        format!(
+            "{} cores × {:.2} GHz × {} FMA units (assumed) × {} lanes × 2 FLOP = {:.1} GFLOP/s",
+            self.cores, self.ghz, self.fma_units, self.lanes, self.gflop_per_s
+        )
+    }
 }
 
 /// Peak resident set size of finished child processes, in MB (Linux `getrusage`).

@@ -34,6 +34,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Slurm(args) => cli::experiment::slurm_command(args),
         Command::Bench(args) => cli::bench::bench_command(args),
         Command::Metrics(args) => cli::report::metrics_command(args),
+        Command::Platform(args) => cli::bench::platform_command(args),
     }
 }
 

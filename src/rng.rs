@@ -69,12 +69,13 @@ impl SeedRng {
         low + (high - low) * u
     }
 
-    /// A standard normal sample (Box–Muller, computed in f64).
+    /// A standard normal sample (Box–Muller, computed in f64 with the pure-Rust `libm`, so that
+    /// every platform draws the same values).
     pub fn normal(&mut self) -> f64 {
         // 1 - u is in (0, 1], so the logarithm is finite.
         let u1 = 1.0 - self.unit_f64();
         let u2 = self.unit_f64();
-        (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+        (-2.0 * libm::log(u1)).sqrt() * libm::cos(2.0 * std::f64::consts::PI * u2)
     }
 
     /// Shuffles `items` in place (Fisher–Yates).

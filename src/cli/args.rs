@@ -49,6 +49,9 @@ pub(crate) enum Command {
     Bench(BenchArgs),
     /// Compute the metrics of one accuracy matrix made by any framework.
     Metrics(MetricsArgs),
+    /// Print this machine and build as every run records them (CPU, the kernels' instruction
+    /// set, commit, compiler, target).
+    Platform(PlatformArgs),
 }
 
 /// How tables are written.
@@ -99,6 +102,13 @@ pub(crate) struct ReportArgs {
     pub(crate) check: bool,
     #[command(flatten)]
     pub(crate) tables: TableArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PlatformArgs {
+    /// One line of text instead of JSON.
+    #[arg(long)]
+    pub(crate) short: bool,
 }
 
 #[derive(Debug, Args)]

@@ -1,4 +1,5 @@
-//! `clbench bench`: throughput, matmul peak, parallel scaling and peak memory.
+//! `clbench bench`: throughput, matmul peak, parallel scaling and peak memory; `clbench
+//! platform`: what this machine and build are.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -7,10 +8,11 @@ use std::time::Duration;
 use anyhow::Result;
 
 use clbench::bench::{self, TrainMeasurement};
-use clbench::engine::kernels::{run_on, thread_pool};
+use clbench::engine::kernels::{run_on, thread_pool, Isa};
 use clbench::optim::GrapesMode;
+use clbench::platform::{KernelPath, Platform};
 
-use super::args::BenchArgs;
+use super::args::{BenchArgs, PlatformArgs};
 use super::settings::BenchSettings;
 
 /// Rounds per method; each method's median round is reported.
@@ -60,9 +62,10 @@ pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The best of short 2048³ products, both with the training step's split between threads and
-/// with gemm's own threading, five of each (the speed of shared machines drifts; the best of
-/// all, before and after the training measurements, is the peak).
+/// The best of short 2048³ products, both by the portable kernels training uses (split
+/// between threads as the training step splits them) and by the `gemm` crate with its own
+/// threading, five of each (the speed of shared machines drifts; the best of all, before and
+/// after the training measurements, is the peak).
 fn measure_peak(duration: Duration) -> [f64; 2] {
     let mut best = [0.0f64; 2];
     for _ in 0..5 {
@@ -114,22 +117,36 @@ fn training_rounds(duration: Duration) -> Result<(Vec<TrainMeasurement>, Vec<f64
     Ok((by_config, overheads))
 }
 
-/// Prints the peak measured before and after training; returns it.
+/// Prints the peak measured before and after training (the portable kernels, which training
+/// uses, and the `gemm` crate for reference) beside the machine's theoretical FMA peak; returns
+/// the portable kernels' peak.
 fn report_peak(out: &Output, threads: usize, before: [f64; 2], after: [f64; 2]) -> f64 {
-    let [split, whole] = [0, 1].map(|i| before[i].max(after[i]));
-    let peak = split.max(whole);
-    let [best_before, best_after] = [before, after].map(|[s, w]| s.max(w));
+    let [portable, gemm_crate] = [0, 1].map(|i| before[i].max(after[i]));
+    let fma = bench::FmaPeak::of(threads);
+    let isa = Isa::detected();
+    let of_fma = fma.as_ref().map(|f| 100.0 * portable / f.gflop_per_s);
     out.emit(
-        serde_json::json!({"kind": "matmul_peak", "n": 2048, "threads": threads, "gflop_per_s": peak,
-            "split_gflop_per_s": split, "gemm_threads_gflop_per_s": whole,
-            "before_gflop_per_s": best_before, "after_gflop_per_s": best_after}),
+        serde_json::json!({"kind": "matmul_peak", "n": 2048, "threads": threads,
+            "kernel_isa": isa.name(), "gflop_per_s": portable,
+            "gemm_crate_gflop_per_s": gemm_crate,
+            "before_gflop_per_s": before[0], "after_gflop_per_s": after[0],
+            "fma_peak": fma, "percent_of_fma_peak": of_fma}),
         format!(
             "matmul 2048×2048×2048, {threads} threads, best of 10 before and after training: \
-             {peak:.1} GFLOP/s, the peak for \"% peak\" (split between threads {split:.1}, \
-             gemm's own threading {whole:.1}; before {best_before:.1}, after {best_after:.1})\n"
+             portable kernels ({isa}) {portable:.1} GFLOP/s, the reference for \"% peak\" \
+             (before {:.1}, after {:.1}); the gemm crate (candle's matmul) {gemm_crate:.1}\n\
+             theoretical FMA peak: {}{}\n",
+            before[0],
+            after[0],
+            fma.as_ref()
+                .map_or("unknown (no clock in /proc/cpuinfo)".into(), |f| f
+                    .derivation()),
+            of_fma.map_or(String::new(), |p| format!(
+                "; the portable kernels reach {p:.0}% of it"
+            )),
         ),
     );
-    peak
+    portable
 }
 
 /// Prints the training measurements (with their share of the peak) and GRAPES's overhead.
@@ -149,6 +166,10 @@ fn report_training(
         let mut json = serde_json::to_value(m)?;
         json["kind"] = "train".into();
         json["percent_of_peak"] = (100.0 * m.gflop_per_s / peak).into();
+        json["kernel_isa"] = Isa::detected().name().into();
+        if let Some(fma) = bench::FmaPeak::of(m.threads) {
+            json["percent_of_fma_peak"] = (100.0 * m.gflop_per_s / fma.gflop_per_s).into();
+        }
         out.emit(
             json,
             format!(
@@ -246,4 +267,28 @@ fn peak_rss(out: &Output, threads: usize) -> Result<()> {
         format!("peak RSS of {CONFIG} (seed 1234, both methods): {rss:.0} MB"),
     );
     Ok(())
+}
+
+/// `clbench platform`: this machine and build as a run on the portable path records them.
+pub(crate) fn platform_command(args: PlatformArgs) -> Result<ExitCode> {
+    let p = Platform::current(KernelPath::Portable, "cpu", 1);
+    if args.short {
+        println!(
+            "{} · kernels {} · clbench {} ({}) · {} · {}",
+            p.cpu, p.kernel_isa, p.clbench_version, p.git_commit, p.target, p.rustc
+        );
+    } else {
+        let mut value = serde_json::to_value(&p)?;
+        if let Some(o) = value.as_object_mut() {
+            o.remove("kernel_path");
+            o.remove("device");
+            o.remove("threads");
+            o.insert(
+                "kernels_available".into(),
+                Isa::available().iter().map(|i| i.name()).collect(),
+            );
+        }
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    }
+    Ok(ExitCode::SUCCESS)
 }

@@ -10,9 +10,8 @@
 use std::ops::Range;
 
 use candle_core::{Result, Tensor};
-use gemm::Parallelism;
 
-use super::kernels::{mm, parallelism};
+use super::kernels::{mm, threads};
 use super::{Engine, Part};
 use crate::models::loss::{output_error, Targets};
 use crate::models::{Activation, Layer, Network};
@@ -141,7 +140,7 @@ impl FusedMlp {
         debug_assert!(targets
             .rows(self.heads[head].out)
             .is_none_or(|r| r == batch));
-        let par = parallelism();
+        let par = threads();
         let out_layer = self.heads[head];
         forward(
             &self.hidden,
@@ -313,7 +312,7 @@ fn forward(
     acts: &mut [Vec<f32>],
     out: &mut Vec<f32>,
 ) {
-    let par = parallelism();
+    let par = threads();
     for (l, &layer) in hidden.iter().enumerate() {
         let (before, rest) = acts.split_at_mut(l);
         let input: &[f32] = if l == 0 { x } else { &before[l - 1] };
@@ -322,8 +321,10 @@ fn forward(
         linear(batch, layer, input, params, act, par);
         match activation {
             Activation::Relu => act.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Tanh => act.iter_mut().for_each(|v| *v = v.tanh()),
-            Activation::Sigmoid => act.iter_mut().for_each(|v| *v = 1.0 / (1.0 + (-*v).exp())),
+            Activation::Tanh => act.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
+            Activation::Sigmoid => act
+                .iter_mut()
+                .for_each(|v| *v = 1.0 / (1.0 + libm::expf(-*v))),
         }
     }
     let last: &[f32] = acts.last().map_or(x, Vec::as_slice);
@@ -339,7 +340,7 @@ fn layer_grads(
     layer: LayerRef,
     d: &[f32],
     input: &[f32],
-    par: Parallelism,
+    par: usize,
 ) {
     // gW [out, in] (+)= dᵀ [out, batch] · input [batch, in]
     mm(
@@ -380,7 +381,7 @@ fn linear(
     input: &[f32],
     params: &[Vec<f32>],
     dst: &mut [f32],
-    par: Parallelism,
+    par: usize,
 ) {
     mm(
         batch,

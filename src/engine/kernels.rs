@@ -1,14 +1,35 @@
-//! The matrix products of the fused step, `gemm` underneath, and how a product is split
-//! between the threads of the current rayon pool.
+//! The matrix products of the fused step: portable, deterministic kernels chosen at run time,
+//! and how a product is split between the threads of the current rayon pool.
+//!
+//! # The summation rule (why every machine gets the same bits)
+//!
+//! Every element of a product is one chain of fused multiply-adds over the depth, in order:
+//!
+//! ```text
+//! c[i][j] ← fma(a[i][k−1], b[k−1][j], … fma(a[i][1], b[1][j], fma(a[i][0], b[0][j], c₀)) …)
+//! ```
+//!
+//! with `c₀ = 0`, or the old `c[i][j]` when the product accumulates. A fused multiply-add is
+//! rounded once, by IEEE 754, on every machine, so the chain has one result. The kernels below
+//! vectorize *across* output elements (each SIMD lane holds a different `c[i][j]`), never
+//! across the depth, and the depth blocking stores and reloads the running chain exactly
+//! (`f32` in, `f32` out). The AVX-512, AVX2 + FMA and scalar (`f32::mul_add`) kernels, every
+//! cache blocking, every tile shape and every split between threads therefore give the same
+//! bits. The tests hold every kernel this machine can run to the scalar one, bit for bit.
+//!
+//! The binary is built for plain x86-64 (or any other target); the SIMD kernels are compiled
+//! with `#[target_feature]` and picked once at run time ([`Isa::detected`]), so one binary runs
+//! on any machine of its architecture.
 //!
 //! Threads are a value, not a global: each job builds its own pool ([`thread_pool`]) once and
 //! runs its training on it ([`run_on`]); every product here reads that pool's size with
-//! [`rayon::current_num_threads`]. Results do not depend on it (see [`mm`]).
+//! [`rayon::current_num_threads`].
 
+use std::cell::RefCell;
+use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
-
-use gemm::Parallelism;
+use std::sync::OnceLock;
 
 /// A rayon pool of `threads` threads (at least 1) for one job.
 pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, rayon::ThreadPoolBuildError> {
@@ -27,32 +48,87 @@ pub fn run_on<R: Send>(pool: &rayon::ThreadPool, work: impl FnOnce() -> R + Send
     pool.install(|| span.in_scope(work))
 }
 
-/// The threads of the current rayon pool (the job's pool, see [`run_on`]), as gemm's
-/// parallelism.
-pub fn parallelism() -> Parallelism {
-    match rayon::current_num_threads() {
-        0 | 1 => Parallelism::None,
-        n => Parallelism::Rayon(n),
+/// The threads of the current rayon pool (the job's pool, see [`run_on`]).
+pub fn threads() -> usize {
+    rayon::current_num_threads().max(1)
+}
+
+/// The instruction set a product kernel uses. All of them give the same bits (see the module
+/// documentation); they differ in speed only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    /// AVX-512F: 8 × 32 register tiles.
+    Avx512,
+    /// AVX2 with FMA: 6 × 16 register tiles.
+    Avx2Fma,
+    /// Portable Rust, `f32::mul_add`: 4 × 8 tiles.
+    Scalar,
+}
+
+impl Isa {
+    /// The fastest kernel this CPU runs, detected once.
+    pub fn detected() -> Isa {
+        static DETECTED: OnceLock<Isa> = OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    return Isa::Avx512;
+                }
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
+                    return Isa::Avx2Fma;
+                }
+            }
+            Isa::Scalar
+        })
+    }
+
+    /// Every kernel this CPU can run, fastest first.
+    pub fn available() -> Vec<Isa> {
+        let all = [Isa::Avx512, Isa::Avx2Fma, Isa::Scalar];
+        let best = all.iter().position(|&i| i == Isa::detected()).unwrap_or(2);
+        all[best..].to_vec()
+    }
+
+    /// The name stored in run records and printed by `clbench bench`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Avx512 => "avx512f",
+            Isa::Avx2Fma => "avx2+fma",
+            Isa::Scalar => "scalar",
+        }
+    }
+
+    /// `f32` lanes of one vector register of this kernel.
+    pub fn lanes(self) -> usize {
+        match self {
+            Isa::Avx512 => 16,
+            Isa::Avx2Fma => 8,
+            Isa::Scalar => 1,
+        }
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 /// Products with fewer multiply-adds than this are not split between threads.
 const SPLIT_MIN_WORK: usize = 1 << 21;
-/// Smallest share of the split dimension per thread. At least 128 keeps every share off gemm's
-/// small-matrix path (m ≤ 64 and n ≤ 64), whose depth blocking differs, so a split product is
-/// bit-identical to the whole one.
-const SPLIT_MIN_SHARE: usize = 128;
+/// Smallest share of the split dimension per thread.
+const SPLIT_MIN_SHARE: usize = 64;
 
 /// `c [m, n] = a [m, k] · b [k, n]` (`c += …` with `accumulate`), all row-major; `a_t` means
-/// `a` is stored as `[k, m]`, `b_t` that `b` is stored as `[n, k]`.
+/// `a` is stored as `[k, m]`, `b_t` that `b` is stored as `[n, k]`. Summed by the rule of the
+/// module documentation, with the kernel of [`Isa::detected`].
 ///
 /// With several threads, a large product is cut along the longer of `m` and `n` into one
-/// contiguous share per thread, each computed by single-threaded gemm: one fork and join per
-/// product instead of gemm's synchronization at every packing and depth block (measured on 2
-/// threads, paired rounds: +21% samples/s on 784-256-256-10 at batch 64, +4% on
-/// 784-1000-1000-10 at batch 128). Every element is summed in the same order as by
-/// the whole product (the depth blocking depends on `k` only), so results do not depend on the
-/// thread count.
+/// contiguous share per thread: one fork and join per product. Each element is the same chain
+/// whichever share computes it, so results do not depend on the thread count.
 #[allow(clippy::too_many_arguments)]
 pub fn mm(
     m: usize,
@@ -64,67 +140,139 @@ pub fn mm(
     b: &[f32],
     b_t: bool,
     accumulate: bool,
-    par: Parallelism,
+    threads: usize,
 ) {
+    mm_with(
+        Isa::detected(),
+        m,
+        n,
+        k,
+        c,
+        a,
+        a_t,
+        b,
+        b_t,
+        accumulate,
+        threads,
+    );
+}
+
+/// [`mm`] with a given kernel; panics if this CPU cannot run it (see [`Isa::available`]).
+#[allow(clippy::too_many_arguments)]
+pub fn mm_with(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    c: &mut [f32],
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    accumulate: bool,
+    threads: usize,
+) {
+    assert!(
+        Isa::available().contains(&isa),
+        "this CPU cannot run the {isa} kernel"
+    );
     let product = Product::new(m, n, k, c, a, a_t, b, b_t, accumulate);
-    let threads = match par {
-        Parallelism::None => 1,
-        Parallelism::Rayon(t) => t.max(1),
-    };
     let split_rows = m >= n;
     let len = m.max(n);
-    let shares = threads.min(len / SPLIT_MIN_SHARE);
+    let shares = threads.max(1).min(len / SPLIT_MIN_SHARE);
     if shares < 2 || m.saturating_mul(n).saturating_mul(k) < SPLIT_MIN_WORK {
-        // SAFETY: `Product::new` checked that the whole product lies inside the three slices.
-        unsafe { product.run(0..len, split_rows, par) };
+        // SAFETY: `Product::new` checked that the whole product lies inside the three slices;
+        // `isa` runs on this CPU (asserted above).
+        unsafe { product.run(isa, 0..len, split_rows) };
         return;
     }
-    // Share boundaries on multiples of 16 (whole register tiles).
+    // Share boundaries on multiples of 32 (whole register tiles).
     let bound = |i: usize| {
         if i == shares {
             len
         } else {
-            (len * i / shares) / 16 * 16
+            (len * i / shares) / 32 * 32
         }
     };
     use rayon::prelude::*;
     (0..shares).into_par_iter().for_each(|i| {
         // SAFETY: the shares are disjoint ranges of rows (or columns) of `c`, inside the slices
-        // (checked by `Product::new`); `a` and `b` are only read.
-        unsafe { product.run(bound(i)..bound(i + 1), split_rows, Parallelism::None) };
+        // (checked by `Product::new`); `a` and `b` are only read; `isa` runs on this CPU.
+        unsafe { product.run(isa, bound(i)..bound(i + 1), split_rows) };
     });
 }
 
-/// `c [m, n] = a [m, k] · b [k, n]`, row-major, threaded by gemm itself (no split): the
-/// benchmark's second peak measurement.
-pub fn mm_gemm_threads(
+/// `c [m, n] = a [m, k] · b [k, n]`, row-major, by the `gemm` crate (candle's CPU matmul) with
+/// its own threading: the benchmark's reference for the kernels above. Its summation order
+/// depends on the CPU (see the module documentation); training never uses it.
+pub fn mm_gemm_crate(
     m: usize,
     n: usize,
     k: usize,
     c: &mut [f32],
     a: &[f32],
     b: &[f32],
-    par: Parallelism,
+    threads: usize,
 ) {
-    let product = Product::new(m, n, k, c, a, false, b, false, false);
-    // SAFETY: `Product::new` checked that the whole product lies inside the three slices.
-    unsafe { product.run(0..m, true, par) };
+    assert!(c.len() >= m * n && a.len() >= m * k && b.len() >= k * n);
+    let par = match threads {
+        0 | 1 => gemm::Parallelism::None,
+        t => gemm::Parallelism::Rayon(t),
+    };
+    // SAFETY: the three slices hold the whole product (asserted above); strides are row-major.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c.as_mut_ptr(),
+            1,
+            n as isize,
+            false,
+            a.as_ptr(),
+            1,
+            k as isize,
+            b.as_ptr(),
+            1,
+            n as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
 }
 
-/// `gemm` entry of a product fixed by [`mm`]'s layouts: pointers and strides, shared by the
-/// threads computing its shares. It borrows the three slices for its whole life (`'a`), so it
-/// cannot outlive them, and it is not `Copy`: threads share it by reference.
+/// One operand of a product: element `(r, c)` at `ptr + r·rs + c·cs`.
+#[derive(Clone, Copy)]
+struct Operand {
+    ptr: *const f32,
+    rs: usize,
+    cs: usize,
+}
+
+impl Operand {
+    /// The operand starting at element `(r, c)`.
+    unsafe fn at(self, r: usize, c: usize) -> Operand {
+        Operand {
+            ptr: self.ptr.add(r * self.rs + c * self.cs),
+            ..self
+        }
+    }
+}
+
+/// A product fixed by [`mm`]'s layouts: pointers and strides, shared by the threads computing
+/// its shares. It borrows the three slices for its whole life (`'a`), so it cannot outlive
+/// them, and it is not `Copy`: threads share it by reference.
 struct Product<'a> {
     m: usize,
     n: usize,
     k: usize,
     c: *mut f32,
-    a: *const f32,
-    a_rs: isize,
-    a_cs: isize,
-    b: *const f32,
-    b_rs: isize,
-    b_cs: isize,
+    a: Operand,
+    b: Operand,
     accumulate: bool,
     _borrows: PhantomData<(&'a mut [f32], &'a [f32])>,
 }
@@ -153,27 +301,23 @@ impl<'a> Product<'a> {
             c.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
             "matrix sizes"
         );
-        let (a_rs, a_cs) = if a_t {
-            (1, m as isize)
-        } else {
-            (k as isize, 1)
-        };
-        let (b_rs, b_cs) = if b_t {
-            (1, k as isize)
-        } else {
-            (n as isize, 1)
-        };
+        let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
+        let (b_rs, b_cs) = if b_t { (1, k) } else { (n, 1) };
         Product {
             m,
             n,
             k,
             c: c.as_mut_ptr(),
-            a: a.as_ptr(),
-            a_rs,
-            a_cs,
-            b: b.as_ptr(),
-            b_rs,
-            b_cs,
+            a: Operand {
+                ptr: a.as_ptr(),
+                rs: a_rs,
+                cs: a_cs,
+            },
+            b: Operand {
+                ptr: b.as_ptr(),
+                rs: b_rs,
+                cs: b_cs,
+            },
             accumulate,
             _borrows: PhantomData,
         }
@@ -183,52 +327,338 @@ impl<'a> Product<'a> {
     ///
     /// # Safety
     /// `range` must lie within `m` (rows) or `n` (columns), the pointers must be valid for the
-    /// whole product, and no other thread may touch the same part of `c`.
-    unsafe fn run(&self, range: Range<usize>, split_rows: bool, par: Parallelism) {
+    /// whole product, no other thread may touch the same part of `c`, and the CPU must run
+    /// `isa`.
+    unsafe fn run(&self, isa: Isa, range: Range<usize>, split_rows: bool) {
         debug_assert!(
             range.start <= range.end && range.end <= if split_rows { self.m } else { self.n },
             "share {range:?} outside the product ({} × {}, split_rows {split_rows})",
             self.m,
             self.n
         );
-        let (m, n, c, a, b) = if split_rows {
-            (
-                range.len(),
-                self.n,
-                self.c.add(range.start * self.n),
-                self.a.offset(range.start as isize * self.a_rs),
-                self.b,
-            )
+        let block = if split_rows {
+            Block {
+                m: range.len(),
+                n: self.n,
+                k: self.k,
+                c: self.c.add(range.start * self.n),
+                c_rs: self.n,
+                a: self.a.at(range.start, 0),
+                b: self.b,
+                accumulate: self.accumulate,
+            }
         } else {
-            (
-                self.m,
-                range.len(),
-                self.c.add(range.start),
-                self.a,
-                self.b.offset(range.start as isize * self.b_cs),
-            )
+            Block {
+                m: self.m,
+                n: range.len(),
+                k: self.k,
+                c: self.c.add(range.start),
+                c_rs: self.n,
+                a: self.a,
+                b: self.b.at(0, range.start),
+                accumulate: self.accumulate,
+            }
         };
-        gemm::gemm(
-            m,
-            n,
-            self.k,
-            c,
-            1,
-            self.n as isize,
-            self.accumulate,
-            a,
-            self.a_cs,
-            self.a_rs,
-            b,
-            self.b_cs,
-            self.b_rs,
-            if self.accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            par,
-        );
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => block.compute::<x86::Avx512>(),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => block.compute::<x86::Avx2>(),
+            _ => block.compute::<Scalar>(),
+        }
+    }
+}
+
+/// Depth of one packed block: the chain of every element is stored and reloaded between
+/// blocks (exactly), so this changes speed only.
+const KC: usize = 256;
+/// Rows of `a` packed at once (the packed block stays in L2).
+const MC: usize = 128;
+/// Columns of `b` packed at once.
+const NC: usize = 1024;
+
+/// A register-tile kernel: `MR × NR` chains advanced `kc` steps.
+trait MicroKernel {
+    const MR: usize;
+    const NR: usize;
+
+    /// `c[i][j] = fma chain over p < kc of a[p][i] · b[p][j]`, starting from `c` (`load`) or
+    /// from zero. `a` holds `kc × MR` values (packed, step-major), `b` `kc × NR`; `c` is an
+    /// `MR × NR` tile with row stride `c_rs`.
+    ///
+    /// # Safety
+    /// The pointers must be valid for those extents and the CPU must run the kernel.
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, c_rs: usize, load: bool);
+}
+
+/// The portable kernel: `f32::mul_add` is one rounding on every target.
+struct Scalar;
+
+impl MicroKernel for Scalar {
+    const MR: usize = 4;
+    const NR: usize = 8;
+
+    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, c_rs: usize, load: bool) {
+        let mut acc = [[0f32; 8]; 4];
+        if load {
+            for (i, row) in acc.iter_mut().enumerate() {
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = *c.add(i * c_rs + j);
+                }
+            }
+        }
+        for p in 0..kc {
+            let a = std::slice::from_raw_parts(a.add(p * 4), 4);
+            let b = std::slice::from_raw_parts(b.add(p * 8), 8);
+            for (row, &ai) in acc.iter_mut().zip(a) {
+                for (v, &bj) in row.iter_mut().zip(b) {
+                    *v = ai.mul_add(bj, *v);
+                }
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                *c.add(i * c_rs + j) = *v;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::MicroKernel;
+
+    /// AVX-512F, 8 × 32: 16 accumulators, two vectors of `b` and eight broadcasts per step.
+    pub(super) struct Avx512;
+
+    impl MicroKernel for Avx512 {
+        const MR: usize = 8;
+        const NR: usize = 32;
+
+        unsafe fn tile(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            c_rs: usize,
+            load: bool,
+        ) {
+            tile_avx512(kc, a, b, c, c_rs, load)
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile_avx512(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        c_rs: usize,
+        load: bool,
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
+        if load {
+            for (i, row) in acc.iter_mut().enumerate() {
+                row[0] = _mm512_loadu_ps(c.add(i * c_rs));
+                row[1] = _mm512_loadu_ps(c.add(i * c_rs + 16));
+            }
+        }
+        for p in 0..kc {
+            let b0 = _mm512_loadu_ps(b.add(p * 32));
+            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
+            let ap = a.add(p * 8);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm512_set1_ps(*ap.add(i));
+                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            _mm512_storeu_ps(c.add(i * c_rs), row[0]);
+            _mm512_storeu_ps(c.add(i * c_rs + 16), row[1]);
+        }
+    }
+
+    /// AVX2 + FMA, 6 × 16: 12 accumulators, two vectors of `b` and six broadcasts per step.
+    pub(super) struct Avx2;
+
+    impl MicroKernel for Avx2 {
+        const MR: usize = 6;
+        const NR: usize = 16;
+
+        unsafe fn tile(
+            kc: usize,
+            a: *const f32,
+            b: *const f32,
+            c: *mut f32,
+            c_rs: usize,
+            load: bool,
+        ) {
+            tile_avx2(kc, a, b, c, c_rs, load)
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn tile_avx2(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        c: *mut f32,
+        c_rs: usize,
+        load: bool,
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
+        if load {
+            for (i, row) in acc.iter_mut().enumerate() {
+                row[0] = _mm256_loadu_ps(c.add(i * c_rs));
+                row[1] = _mm256_loadu_ps(c.add(i * c_rs + 8));
+            }
+        }
+        for p in 0..kc {
+            let b0 = _mm256_loadu_ps(b.add(p * 16));
+            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
+            let ap = a.add(p * 6);
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = _mm256_broadcast_ss(&*ap.add(i));
+                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
+                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
+            }
+        }
+        for (i, row) in acc.iter().enumerate() {
+            _mm256_storeu_ps(c.add(i * c_rs), row[0]);
+            _mm256_storeu_ps(c.add(i * c_rs + 8), row[1]);
+        }
+    }
+}
+
+thread_local! {
+    /// Packing buffers of this thread, kept between products: (`a` block, `b` block).
+    static PACKS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// One thread's part of a product: `c [m, n] (+)= a [m, k] · b [k, n]`, `c` with row stride
+/// `c_rs`.
+struct Block {
+    m: usize,
+    n: usize,
+    k: usize,
+    c: *mut f32,
+    c_rs: usize,
+    a: Operand,
+    b: Operand,
+    accumulate: bool,
+}
+
+impl Block {
+    /// Packs `b` in blocks of `KC × NC` and `a` in blocks of `MC × KC`, and runs the kernel
+    /// on every tile; edge tiles go through a zero-padded copy.
+    ///
+    /// # Safety
+    /// As [`Product::run`].
+    unsafe fn compute<K: MicroKernel>(&self) {
+        let (m, n, k) = (self.m, self.n, self.k);
+        if m == 0 || n == 0 {
+            return;
+        }
+        if k == 0 {
+            if !self.accumulate {
+                for i in 0..m {
+                    std::ptr::write_bytes(self.c.add(i * self.c_rs), 0, n);
+                }
+            }
+            return;
+        }
+        PACKS.with_borrow_mut(|(pack_a, pack_b)| {
+            let mut edge = vec![0f32; K::MR * K::NR];
+            for jc in (0..n).step_by(NC) {
+                let nc = NC.min(n - jc);
+                let panels_b = nc.div_ceil(K::NR);
+                for pc in (0..k).step_by(KC) {
+                    let kc = KC.min(k - pc);
+                    pack(pack_b, self.b.at(pc, jc), kc, nc, K::NR, true);
+                    let load = self.accumulate || pc > 0;
+                    for ic in (0..m).step_by(MC) {
+                        let mc = MC.min(m - ic);
+                        pack(pack_a, self.a.at(ic, pc), kc, mc, K::MR, false);
+                        for jp in 0..panels_b {
+                            let jr = jp * K::NR;
+                            let nr = K::NR.min(nc - jr);
+                            let bp = pack_b.as_ptr().add(jp * kc * K::NR);
+                            for ir in (0..mc).step_by(K::MR) {
+                                let mr = K::MR.min(mc - ir);
+                                let ap = pack_a.as_ptr().add((ir / K::MR) * kc * K::MR);
+                                let c = self.c.add((ic + ir) * self.c_rs + jc + jr);
+                                if mr == K::MR && nr == K::NR {
+                                    K::tile(kc, ap, bp, c, self.c_rs, load);
+                                } else {
+                                    edge.fill(0.0);
+                                    if load {
+                                        for i in 0..mr {
+                                            for j in 0..nr {
+                                                edge[i * K::NR + j] = *c.add(i * self.c_rs + j);
+                                            }
+                                        }
+                                    }
+                                    K::tile(kc, ap, bp, edge.as_mut_ptr(), K::NR, true);
+                                    for i in 0..mr {
+                                        for j in 0..nr {
+                                            *c.add(i * self.c_rs + j) = edge[i * K::NR + j];
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+}
+
+/// Packs `depth × width` values of `src` into panels of `lanes` along the width, each panel
+/// step-major (`panel[p·lanes + l]`), zero-padded to whole panels. `src` is seen as
+/// `[depth, width]` when `depth_rows` (the `b` side), else as `[width, depth]` (the `a` side).
+///
+/// # Safety
+/// `src` must be valid for the whole `depth × width` block.
+unsafe fn pack(
+    dst: &mut Vec<f32>,
+    src: Operand,
+    depth: usize,
+    width: usize,
+    lanes: usize,
+    depth_rows: bool,
+) {
+    let panels = width.div_ceil(lanes);
+    dst.clear();
+    dst.resize(panels * depth * lanes, 0.0);
+    // Element (p, w): step p of width position w.
+    let (step, along) = if depth_rows {
+        (src.rs, src.cs)
+    } else {
+        (src.cs, src.rs)
+    };
+    for (panel, out) in dst.chunks_exact_mut(depth * lanes).enumerate() {
+        let w0 = panel * lanes;
+        let w = lanes.min(width - w0);
+        if along == 1 {
+            // Contiguous along the width: copy rows of the panel.
+            for (p, row) in out.chunks_exact_mut(lanes).enumerate() {
+                let s = std::slice::from_raw_parts(src.ptr.add(p * step + w0), w);
+                row[..w].copy_from_slice(s);
+            }
+        } else {
+            // Contiguous (or strided) along the depth: read each width position's run of
+            // steps and scatter it into the panel.
+            for l in 0..w {
+                let base = src.ptr.add((w0 + l) * along);
+                for p in 0..depth {
+                    out[p * lanes + l] = *base.add(p * step);
+                }
+            }
+        }
     }
 }
 
@@ -243,93 +673,106 @@ mod tests {
             .collect()
     }
 
-    /// Every product the fused step makes at the 784-1000-1000-10 / batch-128 and
-    /// 784-256-256-10 / batch-64 shapes (forward, error passed down, weight gradient), with and
-    /// without accumulation: split between threads, it equals the single-threaded whole
-    /// product bit for bit.
-    /// Under Miri (which checks the pointer arithmetic and the borrows of [`Product`], and is
-    /// about a million times slower), one product just large enough to be split and one that
-    /// is not.
-    #[cfg(miri)]
-    const SHAPES: &[(usize, usize, usize, bool, bool)] =
-        &[(256, 128, 64, false, true), (5, 7, 3, true, false)];
-    #[cfg(miri)]
-    const THREADS: &[usize] = &[2];
-    #[cfg(not(miri))]
-    const THREADS: &[usize] = &[2, 3, 4];
+    /// The rule itself, written as plainly as possible.
+    #[allow(clippy::too_many_arguments)]
+    fn reference(
+        m: usize,
+        n: usize,
+        k: usize,
+        c: &mut [f32],
+        a: &[f32],
+        a_t: bool,
+        b: &[f32],
+        b_t: bool,
+        accumulate: bool,
+    ) {
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = if accumulate { c[i * n + j] } else { 0.0 };
+                for p in 0..k {
+                    let x = if a_t { a[p * m + i] } else { a[i * k + p] };
+                    let y = if b_t { b[j * k + p] } else { b[p * n + j] };
+                    acc = x.mul_add(y, acc);
+                }
+                c[i * n + j] = acc;
+            }
+        }
+    }
 
+    #[cfg(miri)]
+    const SHAPES: &[(usize, usize, usize, bool, bool)] = &[
+        (130, 40, 9, false, true),
+        (5, 7, 3, true, false),
+        (9, 33, 0, false, false),
+    ];
+    #[cfg(not(miri))]
+    const SHAPES: &[(usize, usize, usize, bool, bool)] = &[
+        (128, 1000, 784, false, true),
+        (128, 10, 1000, false, true),
+        (128, 1000, 10, false, false),
+        (1000, 784, 128, true, false),
+        (64, 256, 784, false, true),
+        (256, 784, 64, true, false),
+        (300, 200, 517, true, true),
+        (1, 1, 1, false, false),
+        (7, 3, 0, false, false),
+        (13, 37, 300, false, false),
+    ];
+    #[cfg(miri)]
+    const THREADS: &[usize] = &[1, 2];
+    #[cfg(not(miri))]
+    const THREADS: &[usize] = &[1, 2, 3, 4];
+
+    /// Every kernel this CPU runs, every thread count, with and without accumulation, at the
+    /// shapes of the fused step and at odd ones: the same bits as the plain chain of
+    /// fused multiply-adds.
     #[test]
-    fn split_products_equal_the_whole_product_bit_for_bit() {
-        #[cfg(miri)]
-        let shapes = SHAPES;
-        #[cfg(not(miri))]
-        let shapes: &[(usize, usize, usize, bool, bool)] = &[
-            (128, 1000, 784, false, true),
-            (128, 1000, 1000, false, true),
-            (128, 10, 1000, false, true),
-            (128, 1000, 1000, false, false),
-            (1000, 1000, 128, true, false),
-            (1000, 784, 128, true, false),
-            (64, 256, 784, false, true),
-            (256, 784, 64, true, false),
-            (2048, 2048, 2048, false, false),
-            (300, 200, 500, true, true),
-        ];
-        for &(m, n, k, a_t, b_t) in shapes {
+    fn every_kernel_and_split_gives_the_bits_of_the_plain_chain() {
+        let pool = |t| thread_pool(t).unwrap();
+        for &(m, n, k, a_t, b_t) in SHAPES {
             let a = values(m * k, 1);
             let b = values(k * n, 2);
             for accumulate in [false, true] {
                 let start = values(m * n, 3);
-                let mut whole = start.clone();
-                mm(
-                    m,
-                    n,
-                    k,
-                    &mut whole,
-                    &a,
-                    a_t,
-                    &b,
-                    b_t,
-                    accumulate,
-                    Parallelism::None,
-                );
-                for &threads in THREADS {
-                    let mut split = start.clone();
-                    mm(
-                        m,
-                        n,
-                        k,
-                        &mut split,
-                        &a,
-                        a_t,
-                        &b,
-                        b_t,
-                        accumulate,
-                        Parallelism::Rayon(threads),
-                    );
-                    let same = whole
-                        .iter()
-                        .zip(&split)
-                        .all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(
-                        same,
-                        "{m}×{k}·{k}×{n} (a_t {a_t}, b_t {b_t}, accumulate {accumulate}, {threads} threads)"
-                    );
-                }
-                // And the whole product against a plain f64 triple loop.
-                let at = |i: usize, p: usize| if a_t { a[p * m + i] } else { a[i * k + p] };
-                let bt = |p: usize, j: usize| if b_t { b[j * k + p] } else { b[p * n + j] };
-                for &(i, j) in &[(0, 0), (m - 1, n - 1), (m / 2, n / 3)] {
-                    let mut sum: f64 = (0..k).map(|p| at(i, p) as f64 * bt(p, j) as f64).sum();
-                    if accumulate {
-                        sum += start[i * n + j] as f64;
+                let mut want = start.clone();
+                reference(m, n, k, &mut want, &a, a_t, &b, b_t, accumulate);
+                for isa in Isa::available() {
+                    for &threads in THREADS {
+                        let mut got = start.clone();
+                        run_on(&pool(threads), || {
+                            mm_with(
+                                isa, m, n, k, &mut got, &a, a_t, &b, b_t, accumulate, threads,
+                            )
+                        });
+                        let same = want
+                            .iter()
+                            .zip(&got)
+                            .all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same,
+                            "{m}×{k}·{k}×{n} (a_t {a_t}, b_t {b_t}, accumulate {accumulate}, \
+                             {isa}, {threads} threads)"
+                        );
                     }
-                    let got = whole[i * n + j] as f64;
-                    assert!(
-                        (got - sum).abs() <= 1e-3 * (1.0 + sum.abs()),
-                        "{got} vs {sum}"
-                    );
                 }
+            }
+        }
+    }
+
+    /// The chain is a real product: against an `f64` triple loop.
+    #[test]
+    fn products_are_products() {
+        let (m, n, k) = (37, 45, 300);
+        let a = values(m * k, 4);
+        let b = values(k * n, 5);
+        let mut c = vec![0.0; m * n];
+        mm(m, n, k, &mut c, &a, false, &b, false, false, 1);
+        for i in 0..m {
+            for j in 0..n {
+                let sum: f64 = (0..k)
+                    .map(|p| a[i * k + p] as f64 * b[p * n + j] as f64)
+                    .sum();
+                assert!((c[i * n + j] as f64 - sum).abs() <= 1e-4 * (1.0 + sum.abs()));
             }
         }
     }

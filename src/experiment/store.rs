@@ -175,6 +175,67 @@ pub fn check_configurations<'a>(
     Ok(())
 }
 
+/// The file beside a run's record that says where it ran ([`crate::platform::Platform`]).
+pub const PLATFORM_FILE: &str = "platform.json";
+
+/// The file beside a run's record that holds its wall times and throughput.
+pub const TIMING_FILE: &str = "timing.json";
+
+/// `timing.json`: per task, the wall time of the training steps and the throughput. They
+/// depend on the machine and its load, so they are kept out of `record.json`, whose bits
+/// depend only on the config (on the portable path).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimingFile {
+    tasks: Vec<TaskTiming>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TaskTiming {
+    task: usize,
+    train_seconds: f64,
+    samples_per_s: f64,
+}
+
+impl TimingFile {
+    fn of(record: &RunRecord) -> TimingFile {
+        TimingFile {
+            tasks: record
+                .tasks
+                .iter()
+                .map(|t| TaskTiming {
+                    task: t.task,
+                    train_seconds: t.train_seconds,
+                    samples_per_s: t.samples_per_s,
+                })
+                .collect(),
+        }
+    }
+
+    /// Puts the timings into the record's task statistics; they must describe the same tasks.
+    fn apply(self, record: &mut RunRecord) -> Result<(), String> {
+        if self.tasks.len() != record.tasks.len()
+            || self
+                .tasks
+                .iter()
+                .zip(&record.tasks)
+                .any(|(a, b)| a.task != b.task)
+        {
+            return Err(format!(
+                "times {} tasks, record.json trained {}",
+                self.tasks.len(),
+                record.tasks.len()
+            ));
+        }
+        for (t, r) in self.tasks.into_iter().zip(&mut record.tasks) {
+            r.train_seconds = t.train_seconds;
+            r.samples_per_s = t.samples_per_s;
+        }
+        Ok(())
+    }
+}
+
 /// What the completion marker holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CompleteMarker {
@@ -317,6 +378,18 @@ impl RunStore {
         write_atomic(&tmp.join("run.yaml"), yaml.as_bytes())?;
         let json = serde_json::to_vec_pretty(record).expect("a record always serializes");
         write_atomic(&tmp.join("record.json"), &json)?;
+        // What depends on the machine goes beside the record, never into it.
+        let timing = TimingFile::of(record);
+        write_atomic(
+            &tmp.join(TIMING_FILE),
+            &serde_json::to_vec_pretty(&timing).expect("timing always serializes"),
+        )?;
+        if let Some(platform) = &record.platform {
+            write_atomic(
+                &tmp.join(PLATFORM_FILE),
+                &serde_json::to_vec_pretty(platform).expect("a platform always serializes"),
+            )?;
+        }
         write_atomic(&tmp.join("accuracy.csv"), accuracy_csv(record).as_bytes())?;
         let summary = RunSummary::of(&id, spec, record);
         write_atomic(
@@ -423,8 +496,28 @@ fn read_run(dir: &Path) -> Result<Option<StoredRun>, StoreError> {
     };
     let spec: RunSpec =
         serde_yaml::from_str(&read("run.yaml")?).map_err(|e| corrupt("run.yaml", e.to_string()))?;
-    let record: RunRecord = serde_json::from_str(&read("record.json")?)
+    let mut record: RunRecord = serde_json::from_str(&read("record.json")?)
         .map_err(|e| corrupt("record.json", e.to_string()))?;
+    // Optional files: stores written before they existed lack them.
+    let optional = |name: &str| -> Result<Option<String>, StoreError> {
+        let p = dir.join(name);
+        match fs::read_to_string(&p) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::Io { path: p, source: e }),
+        }
+    };
+    if let Some(text) = optional(PLATFORM_FILE)? {
+        record.platform =
+            Some(serde_json::from_str(&text).map_err(|e| corrupt(PLATFORM_FILE, e.to_string()))?);
+    }
+    if let Some(text) = optional(TIMING_FILE)? {
+        let timing: TimingFile =
+            serde_json::from_str(&text).map_err(|e| corrupt(TIMING_FILE, e.to_string()))?;
+        timing
+            .apply(&mut record)
+            .map_err(|m| corrupt(TIMING_FILE, m))?;
+    }
     let marker: CompleteMarker = serde_json::from_str(&read(COMPLETE_MARKER)?)
         .map_err(|e| corrupt(COMPLETE_MARKER, e.to_string()))?;
     let id = dir

@@ -1,5 +1,5 @@
 //! One summary per run: identity, outcome, every metric and throughput. It is written as the
-//! run's `metrics.json` and is what the report's metrics frame is built from, so a run's status
+//! run's `metrics.json` (without the throughput, which depends on the machine) and is what the report's metrics frame is built from, so a run's status
 //! and metrics are derived from its record in exactly one place.
 
 use std::collections::BTreeMap;
@@ -49,9 +49,12 @@ pub struct RunSummary {
     pub diverged_step: Option<usize>,
     /// What FWT is measured against (`random-init`: an independently initialized model).
     pub fwt_baseline: String,
-    /// Total wall time of the training steps, seconds.
+    /// Total wall time of the training steps, seconds. Machine-dependent, so not written to
+    /// `metrics.json` (it comes from the run's `timing.json`).
+    #[serde(skip_serializing, default)]
     pub train_seconds: f64,
-    /// Training examples per second over the whole run.
+    /// Training examples per second over the whole run (kept out of `metrics.json` likewise).
+    #[serde(skip_serializing, default)]
     pub samples_per_s: f64,
     /// Trainable parameters of the model.
     pub parameters: usize,

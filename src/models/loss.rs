@@ -55,7 +55,7 @@ pub fn output_error(
             let loss = -(z[t] - max - log_sum) as f64;
             for (j, v) in z.iter_mut().enumerate() {
                 let p = if range.contains(&j) {
-                    (*v - max - log_sum).exp()
+                    libm::expf(*v - max - log_sum)
                 } else {
                     0.0
                 };
@@ -72,7 +72,7 @@ pub fn output_error(
                 if range.contains(&j) {
                     let logp = *v * inv_t - max - log_sum;
                     loss -= (q[j] * logp) as f64;
-                    *v = temperature * (logp.exp() - q[j]) * scale;
+                    *v = temperature * (libm::expf(logp) - q[j]) * scale;
                 } else {
                     *v = 0.0;
                 }
@@ -94,11 +94,27 @@ pub fn output_error(
     }
 }
 
+/// Scores one row of logits `z` against class `target` within `range`: its cross-entropy
+/// `−log softmax(z_range)[target]` and the predicted class, the first argmax of `z` in
+/// `range` (a NaN never wins; a row of NaNs predicts `range.start`). Computed with the
+/// pure-Rust `libm`, the same bits on every platform.
+pub fn score_row(z: &[f32], range: &Range<usize>, target: usize) -> (f64, usize) {
+    let (max, log_sum) = log_sum_exp(&z[range.clone()], 1.0);
+    let loss = -(z[target] - max - log_sum) as f64;
+    let mut best = range.start;
+    for j in range.clone() {
+        if z[j] > z[best] || (z[best].is_nan() && !z[j].is_nan()) {
+            best = j;
+        }
+    }
+    (loss, best)
+}
+
 /// `(max, log Σ exp(s·z − max))` of `s·z` over a row.
 fn log_sum_exp(z: &[f32], s: f32) -> (f32, f32) {
     let max = z.iter().map(|v| v * s).fold(f32::NEG_INFINITY, f32::max);
-    let sum: f32 = z.iter().map(|v| (v * s - max).exp()).sum();
-    (max, sum.ln())
+    let sum: f32 = z.iter().map(|v| libm::expf(v * s - max)).sum();
+    (max, libm::logf(sum))
 }
 
 /// Softmax of each row of `logits` (`[rows, k]`) over `range` at temperature `temperature`,
@@ -108,7 +124,7 @@ pub fn softmax_rows(logits: &[f32], k: usize, range: &Range<usize>, temperature:
     for (z, p) in logits.chunks_exact(k).zip(out.chunks_exact_mut(k)) {
         let (max, log_sum) = log_sum_exp(&z[range.clone()], 1.0 / temperature);
         for j in range.clone() {
-            p[j] = (z[j] / temperature - max - log_sum).exp();
+            p[j] = libm::expf(z[j] / temperature - max - log_sum);
         }
     }
     out

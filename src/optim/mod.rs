@@ -302,8 +302,8 @@ impl Rule {
                 b1: b1 as f32,
                 b2: b2 as f32,
                 eps: eps as f32,
-                c1: (1.0 - b1.powi(steps)) as f32,
-                c2: (1.0 - b2.powi(steps)) as f32,
+                c1: (1.0 - libm::pow(b1, f64::from(steps))) as f32,
+                c2: (1.0 - libm::pow(b2, f64::from(steps))) as f32,
                 decoupled,
             },
             OptimizerSettings::RmsProp {

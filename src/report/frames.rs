@@ -67,8 +67,9 @@ pub fn accuracy_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
     ])
 }
 
-/// One row per run: identity, status, every metric (null where undefined or diverged),
-/// training time and throughput — the runs' [`RunSummary`]s as a frame.
+/// One row per run: identity, status and every metric (null where undefined or diverged) —
+/// the runs' [`RunSummary`]s as a frame. Nothing in it depends on the machine; training time
+/// and throughput are in [`timing_frame`].
 pub fn metrics_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
     let summaries: Vec<RunSummary> = sorted(runs).into_iter().map(StoredRun::summary).collect();
     let column = |f: &dyn Fn(&RunSummary) -> Option<f64>| -> Vec<Option<f64>> {
@@ -114,20 +115,6 @@ pub fn metrics_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
             column(&|s| s.metric(metric.name)),
         ));
     }
-    cols.push(Column::new(
-        "train_seconds".into(),
-        summaries
-            .iter()
-            .map(|s| s.train_seconds)
-            .collect::<Vec<_>>(),
-    ));
-    cols.push(Column::new(
-        "samples_per_s".into(),
-        summaries
-            .iter()
-            .map(|s| s.samples_per_s)
-            .collect::<Vec<_>>(),
-    ));
     let as_u32 = |v: Option<usize>| v.map(|v| v as u32);
     cols.push(Column::new(
         "diverged_task".into(),
@@ -146,17 +133,71 @@ pub fn metrics_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
     DataFrame::new_infer_height(cols)
 }
 
-/// Every column summarized over seeds: the metrics, then throughput.
-pub fn summary_columns() -> impl Iterator<Item = &'static MetricColumn> {
-    METRICS.iter().chain(THROUGHPUT.iter())
+/// One row per run: identity, training time and throughput ([`THROUGHPUT`]), and where it ran
+/// (CPU, kernel instruction set and path, device, threads, commit; empty for runs stored
+/// before platforms were recorded). Everything here depends on the machine, so the report
+/// writes it to its own files (`tables/timing.*`), apart from the results.
+pub fn timing_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
+    let runs = sorted(runs);
+    let text = |name: &str, f: &dyn Fn(&StoredRun) -> Option<String>| {
+        Column::new(name.into(), runs.iter().map(|r| f(r)).collect::<Vec<_>>())
+    };
+    let platform = |f: fn(&crate::platform::Platform) -> String| {
+        move |r: &StoredRun| r.record.platform.as_ref().map(f)
+    };
+    let summaries: Vec<RunSummary> = runs.iter().map(|r| r.summary()).collect();
+    DataFrame::new_infer_height(vec![
+        text("run_id", &|r| Some(r.id.clone())),
+        text("stream", &|r| Some(r.spec.stream_name.clone())),
+        text("method", &|r| Some(r.spec.method.name.clone())),
+        Column::new(
+            "seed".into(),
+            runs.iter().map(|r| r.spec.seed).collect::<Vec<_>>(),
+        ),
+        Column::new(
+            THROUGHPUT[0].name.into(),
+            summaries
+                .iter()
+                .map(|s| s.train_seconds)
+                .collect::<Vec<_>>(),
+        ),
+        Column::new(
+            THROUGHPUT[1].name.into(),
+            summaries
+                .iter()
+                .map(|s| s.samples_per_s)
+                .collect::<Vec<_>>(),
+        ),
+        text("cpu", &platform(|p| p.cpu.clone())),
+        text("kernel_isa", &platform(|p| p.kernel_isa.clone())),
+        text(
+            "kernel_path",
+            &platform(|p| {
+                serde_json::to_value(p.kernel_path)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default()
+            }),
+        ),
+        text("device", &platform(|p| p.device.clone())),
+        Column::new(
+            "threads".into(),
+            runs.iter()
+                .map(|r| r.record.platform.as_ref().map(|p| p.threads as u32))
+                .collect::<Vec<_>>(),
+        ),
+        text("git_commit", &platform(|p| p.git_commit.clone())),
+    ])
 }
 
-/// The columns shown in the console summary: the headline metrics, then samples per second.
+/// Every column summarized over seeds: the metrics.
+pub fn summary_columns() -> impl Iterator<Item = &'static MetricColumn> {
+    METRICS.iter()
+}
+
+/// The columns shown in the console summary: the headline metrics.
 pub fn console_columns() -> impl Iterator<Item = &'static MetricColumn> {
-    METRICS
-        .iter()
-        .filter(|c| c.headline)
-        .chain(THROUGHPUT.iter().filter(|c| c.name == "samples_per_s"))
+    METRICS.iter().filter(|c| c.headline)
 }
 
 /// The runs of one (stream, method) in a metrics frame.

@@ -15,7 +15,7 @@ use polars::prelude::*;
 pub use export::{write_all_formats, write_frame, ExportError, FrameFormat};
 pub use frames::{
     accuracy_frame, average_accuracy_frame, comparison_frame, console_columns, curves_frame,
-    metrics_frame, summary_frame,
+    metrics_frame, summary_frame, timing_frame,
 };
 pub use tables::{Spread, TableOptions};
 
@@ -104,6 +104,7 @@ pub fn build_report(
                 .unwrap_or_else(|| dir.to_path_buf()),
         });
     }
+    warnings.extend(platform_warnings(&runs));
     let accuracy = accuracy_frame(&runs)?;
     let metrics = metrics_frame(&runs)?;
     let summary = summary_frame(&metrics)?;
@@ -127,6 +128,14 @@ pub fn build_report(
                 .map(|f| tables_dir.join(format!("{name}.{}", f.extension()))),
         );
     }
+    // Machine-dependent: its own files, apart from the results (see the README's
+    // Reproducibility section).
+    write_all_formats(&timing_frame(&runs)?, &tables_dir, "timing")?;
+    files.extend(
+        FrameFormat::ALL
+            .iter()
+            .map(|f| tables_dir.join(format!("timing.{}", f.extension()))),
+    );
     write_frame(&metrics, &dir.join("metrics.csv"), FrameFormat::Csv)?;
     files.push(dir.join("metrics.csv"));
     let markdown = tables::markdown(&summary, &comparison, opts)?;
@@ -174,6 +183,33 @@ pub fn build_report(
         markdown,
         files,
     })
+}
+
+/// One warning per (stream, method) group whose platform-dependent runs (candle's kernels,
+/// see [`crate::platform`]) ran on more than one platform: their numbers may differ by
+/// platform alone. Portable runs never warn; runs without a recorded platform are not judged.
+fn platform_warnings(runs: &[crate::experiment::StoredRun]) -> Vec<String> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut groups: BTreeMap<(&str, &str), BTreeSet<String>> = BTreeMap::new();
+    for run in runs {
+        if let Some(f) = run.record.platform.as_ref().and_then(|p| p.fingerprint()) {
+            groups
+                .entry((&run.spec.stream_name, &run.spec.method.name))
+                .or_default()
+                .insert(f);
+        }
+    }
+    groups
+        .into_iter()
+        .filter(|(_, platforms)| platforms.len() > 1)
+        .map(|((stream, method), platforms)| {
+            format!(
+                "{stream} / {method}: runs on candle's platform-dependent kernels come from {}                  platforms ({}); their numbers can differ by platform alone",
+                platforms.len(),
+                platforms.into_iter().collect::<Vec<_>>().join("; ")
+            )
+        })
+        .collect()
 }
 
 /// A plain-text table of the summary frame: one row per (stream, method), `mean ± sd` per metric.

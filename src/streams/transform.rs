@@ -96,7 +96,8 @@ impl Transform {
 /// Taps falling outside the image get weight 0 (their index is clamped to a valid pixel).
 fn rotation_table(degrees: f64) -> Vec<[(u16, f32); 4]> {
     let theta = degrees.to_radians();
-    let (sin, cos) = theta.sin_cos();
+    // The pure-Rust `libm`: the same table on every platform.
+    let (sin, cos) = libm::sincos(theta);
     let c = (IMAGE_SIDE as f64 - 1.0) / 2.0;
     let n = IMAGE_SIDE as i64;
     let mut table = Vec::with_capacity(IMAGE_PIXELS);

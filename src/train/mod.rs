@@ -4,6 +4,7 @@
 pub mod eval;
 mod trainer;
 
+use crate::platform::Platform;
 use candle_core::Device;
 use serde::{Deserialize, Serialize};
 
@@ -80,9 +81,12 @@ pub struct TaskTraining {
     pub steps: usize,
     /// Training examples processed.
     pub samples: usize,
-    /// Wall time of the training steps (evaluation excluded), seconds.
+    /// Wall time of the training steps (evaluation excluded), seconds. Machine-dependent: the
+    /// run store keeps it in `timing.json`, not in `record.json` (read from either).
+    #[serde(skip_serializing, default)]
     pub train_seconds: f64,
-    /// Training examples per second.
+    /// Training examples per second (stored like `train_seconds`).
+    #[serde(skip_serializing, default)]
     pub samples_per_s: f64,
     /// Mean training loss over the task's steps; `None` when no step finished (a run that
     /// diverged at its first step).
@@ -135,6 +139,10 @@ pub struct RunRecord {
     pub curves: Vec<CurvePoint>,
     /// Trainable parameters of the model.
     pub parameters: usize,
+    /// Where the run ran; the run store keeps it in `platform.json` (`None` for runs stored
+    /// before it was recorded).
+    #[serde(skip)]
+    pub platform: Option<Platform>,
 }
 
 /// Reads a matrix whose non-finite values JSON wrote as `null` back, as NaN.

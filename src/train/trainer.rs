@@ -16,6 +16,7 @@ use crate::models::loss::Targets;
 use crate::models::{ModelSpec, Network};
 use crate::optim::grapes::FactorStatsAccumulator;
 use crate::optim::{GrapesMode, Optimizer};
+use crate::platform::{KernelPath, Platform};
 use crate::rng::SeedRng;
 use crate::strategy::{Context, StepData, Strategy};
 use crate::streams::{BatchOrder, Example, MixedBatch, MixedOrder, TaskStream};
@@ -111,7 +112,6 @@ pub(super) struct Trainer<'a> {
     method: &'a Method,
     settings: &'a TrainSettings,
     seed: u64,
-    device: &'a Device,
     observer: &'a dyn Observer,
     /// The network evaluations read (its `Var`s get the engine's parameters before each).
     net: Network,
@@ -151,8 +151,14 @@ impl<'a> Trainer<'a> {
         // Before any training, every task is scored in the output space it will be learned in.
         let untrained = stream.at_stage(0);
         let eval_batch = settings.eval_batch_size;
-        let baseline = evaluate(&baseline_net, &untrained, &all_tasks, eval_batch, device)?;
-        let initial = evaluate(&net, &untrained, &all_tasks, eval_batch, device)?;
+        let mut engine = engine_for(&net, settings.backward, device)?;
+        let baseline = evaluate(
+            engine_for(&baseline_net, settings.backward, device)?.as_mut(),
+            &untrained,
+            &all_tasks,
+            eval_batch,
+        )?;
+        let initial = evaluate(engine.as_mut(), &untrained, &all_tasks, eval_batch)?;
         let record = RunRecord {
             status: RunStatus::Completed,
             accuracy: vec![initial.accuracy],
@@ -161,15 +167,23 @@ impl<'a> Trainer<'a> {
             tasks: Vec::new(),
             curves: Vec::new(),
             parameters: net.num_parameters(),
+            platform: Some(Platform::current(
+                if settings.backward.is_fused(&net, device) {
+                    KernelPath::Portable
+                } else {
+                    KernelPath::Candle
+                },
+                &device_name(device),
+                crate::engine::kernels::threads(),
+            )),
         };
         Ok(Trainer {
             stream,
             method,
             settings,
             seed,
-            device,
             observer,
-            engine: engine_for(&net, settings.backward, device)?,
+            engine,
             optimizer: method.optimizer.build(),
             strategy: method.strategy.build(settings.batch_size),
             net,
@@ -300,14 +314,12 @@ impl<'a> Trainer<'a> {
         t: usize,
         step: usize,
     ) -> candle_core::Result<()> {
-        self.engine.sync(&self.net)?;
         let seen: Vec<usize> = (0..=t).collect();
         let e = evaluate(
-            &self.net,
+            self.engine.as_mut(),
             stage,
             &seen,
             self.settings.eval_batch_size,
-            self.device,
         )?;
         self.record
             .curves
@@ -361,11 +373,10 @@ impl<'a> Trainer<'a> {
     ) -> candle_core::Result<()> {
         let all_tasks: Vec<usize> = (0..stage.len()).collect();
         let e = evaluate(
-            &self.net,
+            self.engine.as_mut(),
             stage,
             &all_tasks,
             self.settings.eval_batch_size,
-            self.device,
         )?;
         tracing::debug!(task = t + 1, accuracy = ?e.accuracy, "evaluated");
         if self.settings.eval_every.is_some() {
@@ -406,5 +417,14 @@ fn context<'b>(
         engine: engine.as_mut(),
         grapes,
         seed,
+    }
+}
+
+/// `cpu`, `cuda:N` or `metal:N`.
+fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".into(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
 }

@@ -116,8 +116,32 @@ fn run_writes_the_store_and_metrics_and_skips_complete_runs() {
             "accuracy.csv",
             "metrics.json",
             "complete.json",
+            "platform.json",
+            "timing.json",
         ] {
             assert!(r.join(f).is_file(), "{} lacks {f}", r.display());
+        }
+        // What depends on the machine stays out of the record and the metrics.
+        for f in ["record.json", "metrics.json"] {
+            let text = std::fs::read_to_string(r.join(f)).unwrap();
+            assert!(
+                !text.contains("seconds") && !text.contains("samples_per_s"),
+                "{f}: {text}"
+            );
+        }
+        let platform: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(r.join("platform.json")).unwrap())
+                .unwrap();
+        assert_eq!(platform["kernel_path"], "portable");
+        assert_eq!(
+            platform["kernel_isa"],
+            clbench::engine::kernels::Isa::detected().name()
+        );
+        for key in ["cpu", "git_commit", "rustc", "target", "clbench_version"] {
+            assert!(
+                platform[key].as_str().is_some_and(|v| !v.is_empty()),
+                "{key}"
+            );
         }
         let acc = std::fs::read_to_string(r.join("accuracy.csv")).unwrap();
         assert_eq!(
@@ -137,12 +161,29 @@ fn run_writes_the_store_and_metrics_and_skips_complete_runs() {
         "fwt",
         "forgetting",
         "learning_accuracy",
-        "train_seconds",
-        "samples_per_s",
     ] {
         assert!(header.split(',').any(|c| c == col), "{header}");
     }
+    assert!(!header.contains("seconds") && !header.contains("samples_per_s"));
     assert_eq!(metrics.lines().count(), 5);
+    // Timing and platform have their own table.
+    let timing = std::fs::read_to_string(out.join("tables/timing.csv")).unwrap();
+    let header = timing.lines().next().unwrap();
+    for col in [
+        "run_id",
+        "train_seconds",
+        "samples_per_s",
+        "cpu",
+        "kernel_isa",
+        "kernel_path",
+    ] {
+        assert!(header.split(',').any(|c| c == col), "{header}");
+    }
+    assert_eq!(timing.lines().count(), 5);
+    assert!(
+        timing.lines().skip(1).all(|l| l.contains(",portable,")),
+        "{timing}"
+    );
     // Running again trains nothing.
     let o = clbench_in(&args, &repo());
     assert!(o.status.success());

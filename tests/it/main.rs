@@ -6,6 +6,7 @@ mod cli;
 mod data;
 mod experiment;
 mod fused;
+mod golden;
 mod grapes;
 mod integrity;
 mod report;

@@ -51,6 +51,7 @@ fn record(quality: f64, status: RunStatus) -> RunRecord {
             .collect(),
         curves: vec![],
         parameters: 100,
+        platform: None,
     }
 }
 
