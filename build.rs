@@ -1,5 +1,6 @@
 //! Records what built the binary, for the platform every run record carries
-//! (`src/platform.rs`): the git commit, the rustc version and the target triple.
+//! (`src/platform.rs`): the git commit (`-dirty` when the sources differ from it), the rustc
+//! version and the target triple.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -18,10 +19,28 @@ fn main() {
     println!("cargo:rustc-env=CLBENCH_RUSTC_VERSION={version}");
     let target = std::env::var("TARGET").unwrap_or_else(|_| "unknown".into());
     println!("cargo:rustc-env=CLBENCH_TARGET={target}");
+    // The commit, `-dirty` when the sources that make the binary differ from it.
+    let sources = ["src", "Cargo.toml", "Cargo.lock", "build.rs"];
     let commit = output(Command::new("git").args(["rev-parse", "--short=12", "HEAD"]))
+        .map(|c| {
+            let status = output(
+                Command::new("git")
+                    .args(["status", "--porcelain", "--untracked-files=no", "--"])
+                    .args(sources),
+            );
+            if status.is_some() {
+                format!("{c}-dirty")
+            } else {
+                c
+            }
+        })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=CLBENCH_GIT_COMMIT={commit}");
-    // Rebuild when HEAD moves (a commit or a checkout), not on every file change.
+    // Rerun when the sources change or HEAD moves (a commit, a checkout), not when results or
+    // other files of the repository change.
+    for source in sources {
+        println!("cargo:rerun-if-changed={source}");
+    }
     for path in ["HEAD", "refs/heads", "packed-refs"] {
         if let Some(p) = output(Command::new("git").args(["rev-parse", "--git-path", path])) {
             let p = PathBuf::from(p);
@@ -30,5 +49,4 @@ fn main() {
             }
         }
     }
-    println!("cargo:rerun-if-changed=build.rs");
 }

@@ -26,7 +26,8 @@ pub enum KernelPath {
 pub struct Platform {
     /// clbench's version.
     pub clbench_version: String,
-    /// The git commit it was built from (`unknown` outside a git checkout).
+    /// The git commit it was built from, `-dirty` when its sources differed from it
+    /// (`unknown` outside a git checkout).
     pub git_commit: String,
     /// The compiler that built it.
     pub rustc: String,

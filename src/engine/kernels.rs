@@ -481,6 +481,55 @@ mod x86 {
         }
     }
 
+    /// `out[p·lanes + l] = src[l·along + p]` for `l < rows`, `p < steps` (both multiples of 8),
+    /// in 8 × 8 blocks through AVX registers.
+    #[target_feature(enable = "avx")]
+    pub(super) unsafe fn transpose_8x8_blocks(
+        out: *mut f32,
+        lanes: usize,
+        src: *const f32,
+        along: usize,
+        rows: usize,
+        steps: usize,
+    ) {
+        for l0 in (0..rows).step_by(8) {
+            for p0 in (0..steps).step_by(8) {
+                let r = |i: usize| _mm256_loadu_ps(src.add((l0 + i) * along + p0));
+                let (r0, r1, r2, r3, r4, r5, r6, r7) =
+                    (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
+                let t0 = _mm256_unpacklo_ps(r0, r1);
+                let t1 = _mm256_unpackhi_ps(r0, r1);
+                let t2 = _mm256_unpacklo_ps(r2, r3);
+                let t3 = _mm256_unpackhi_ps(r2, r3);
+                let t4 = _mm256_unpacklo_ps(r4, r5);
+                let t5 = _mm256_unpackhi_ps(r4, r5);
+                let t6 = _mm256_unpacklo_ps(r6, r7);
+                let t7 = _mm256_unpackhi_ps(r6, r7);
+                let s0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+                let s1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+                let s2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+                let s3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+                let s4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+                let s5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+                let s6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+                let s7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+                let columns = [
+                    _mm256_permute2f128_ps::<0x20>(s0, s4),
+                    _mm256_permute2f128_ps::<0x20>(s1, s5),
+                    _mm256_permute2f128_ps::<0x20>(s2, s6),
+                    _mm256_permute2f128_ps::<0x20>(s3, s7),
+                    _mm256_permute2f128_ps::<0x31>(s0, s4),
+                    _mm256_permute2f128_ps::<0x31>(s1, s5),
+                    _mm256_permute2f128_ps::<0x31>(s2, s6),
+                    _mm256_permute2f128_ps::<0x31>(s3, s7),
+                ];
+                for (i, c) in columns.into_iter().enumerate() {
+                    _mm256_storeu_ps(out.add((p0 + i) * lanes + l0), c);
+                }
+            }
+        }
+    }
+
     /// AVX2 + FMA, 6 × 16: 12 accumulators, two vectors of `b` and six broadcasts per step.
     pub(super) struct Avx2;
 
@@ -650,16 +699,50 @@ unsafe fn pack(
                 row[..w].copy_from_slice(s);
             }
         } else {
-            // Contiguous (or strided) along the depth: read each width position's run of
-            // steps and scatter it into the panel.
+            // Contiguous (or strided) along the depth: a transposition. Whole 8 × 8 blocks go
+            // through AVX registers where the CPU has them (data movement only: the bits of
+            // the product do not depend on it); the rest is copied one value at a time.
+            let base = src.ptr.add(w0 * along);
+            let done = transpose_blocks(out, lanes, base, along, step, w, depth);
             for l in 0..w {
-                let base = src.ptr.add((w0 + l) * along);
-                for p in 0..depth {
-                    out[p * lanes + l] = *base.add(p * step);
+                let first = if l < done.0 { done.1 } else { 0 };
+                for p in first..depth {
+                    out[p * lanes + l] = *base.add(l * along + p * step);
                 }
             }
         }
     }
+}
+
+/// Transposes whole 8 × 8 blocks of `src` (width position `l` at `l·along`, step `p` at
+/// `p·step`, contiguous along the steps) into `out[p·lanes + l]`, with AVX where the kernels use
+/// it. Returns `(rows, steps)`: the blocks cover width positions `< rows` and steps `< steps`
+/// (`(0, 0)` when nothing was done).
+///
+/// # Safety
+/// `src` must be valid for `w` width positions of `depth` steps.
+unsafe fn transpose_blocks(
+    out: &mut [f32],
+    lanes: usize,
+    src: *const f32,
+    along: usize,
+    step: usize,
+    w: usize,
+    depth: usize,
+) -> (usize, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if step == 1 && lanes % 8 == 0 && Isa::detected() != Isa::Scalar {
+            let (rows, steps) = (w / 8 * 8, depth / 8 * 8);
+            assert!(out.len() >= depth * lanes);
+            // SAFETY: AVX is present (both SIMD kernels imply it); the blocks lie inside `src`
+            // (caller) and `out` (asserted above).
+            x86::transpose_8x8_blocks(out.as_mut_ptr(), lanes, src, along, rows, steps);
+            return (rows, steps);
+        }
+    }
+    let _ = (out, lanes, src, along, step, w, depth);
+    (0, 0)
 }
 
 #[cfg(test)]

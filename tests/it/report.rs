@@ -5,6 +5,7 @@ use std::process::Command;
 
 use clbench::error::InputError;
 use clbench::experiment::{RunSpec, RunStore};
+use clbench::platform::{KernelPath, Platform};
 use clbench::report::{build_report, Spread, TableOptions};
 use clbench::train::{RunRecord, RunStatus, TaskTraining};
 
@@ -385,4 +386,74 @@ fn learning_curves_are_exported_and_drawn_when_recorded() {
         .path()
         .join("figures/toy-learning-curves.png")
         .exists());
+}
+
+/// A platform for the tests below.
+fn platform(path: KernelPath, cpu: &str) -> Platform {
+    Platform {
+        cpu: cpu.into(),
+        ..Platform::current(path, "cpu", 1)
+    }
+}
+
+#[test]
+fn report_warns_when_candle_runs_of_one_group_come_from_different_platforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::new(dir.path());
+    for seed in 0..2u64 {
+        // Candle runs of `sgd` on two CPUs; portable runs of `sgd+grapes` on two CPUs.
+        let cpu = format!("CPU {seed}");
+        let mut r = record(0.01, RunStatus::Completed);
+        r.platform = Some(platform(KernelPath::Candle, &cpu));
+        store.write(&spec("sgd", seed), &r).unwrap();
+        let mut r = record(0.02, RunStatus::Completed);
+        r.platform = Some(platform(KernelPath::Portable, &cpu));
+        store.write(&spec("sgd+grapes", seed), &r).unwrap();
+    }
+    let report = build_report(&[dir.path().to_path_buf()], dir.path(), &options()).unwrap();
+    let warned: Vec<&String> = report
+        .warnings
+        .iter()
+        .filter(|w| w.contains("platform"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{:?}", report.warnings);
+    assert!(
+        warned[0].starts_with("toy / sgd:")
+            && warned[0].contains("CPU 0")
+            && warned[0].contains("CPU 1"),
+        "{}",
+        warned[0]
+    );
+    // The platforms and timings are in their own table, not in the results.
+    let timing = std::fs::read_to_string(dir.path().join("tables/timing.csv")).unwrap();
+    assert!(
+        timing.contains(",CPU 0,") && timing.contains(",candle,") && timing.contains(",portable,")
+    );
+    let metrics = std::fs::read_to_string(dir.path().join("metrics.csv")).unwrap();
+    assert!(!metrics.contains("CPU") && !metrics.contains("samples_per_s"));
+}
+
+#[test]
+fn timing_is_stored_beside_the_record_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::new(dir.path());
+    let path = store
+        .write(&spec("sgd", 0), &record(0.0, RunStatus::Completed))
+        .unwrap();
+    let record_json = std::fs::read_to_string(path.join("record.json")).unwrap();
+    assert!(!record_json.contains("train_seconds"), "{record_json}");
+    let (runs, warnings) = store.load().unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+    assert_eq!(runs[0].record.tasks[2].train_seconds, 0.5);
+    assert_eq!(runs[0].record.tasks[2].samples_per_s, 160.0);
+    // A timing file that times other tasks than the record trained: the run is skipped, and
+    // the warning names the file.
+    std::fs::write(
+        path.join("timing.json"),
+        r#"{"tasks": [{"task": 1, "train_seconds": 1.0, "samples_per_s": 2.0}]}"#,
+    )
+    .unwrap();
+    let (runs, warnings) = store.load().unwrap();
+    assert!(runs.is_empty());
+    assert!(warnings[0].contains("timing.json"), "{warnings:?}");
 }
