@@ -732,7 +732,7 @@ unsafe fn transpose_blocks(
 ) -> (usize, usize) {
     #[cfg(target_arch = "x86_64")]
     {
-        if step == 1 && lanes % 8 == 0 && Isa::detected() != Isa::Scalar {
+        if step == 1 && lanes.is_multiple_of(8) && Isa::detected() != Isa::Scalar {
             let (rows, steps) = (w / 8 * 8, depth / 8 * 8);
             assert!(out.len() >= depth * lanes);
             // SAFETY: AVX is present (both SIMD kernels imply it); the blocks lie inside `src`
