@@ -1,11 +1,13 @@
 //! The fused CPU training step of an MLP: forward, backward, GRAPES and the optimizer update on
-//! reusable `f32` buffers, with the matrix products done by `gemm` (the kernels candle itself
-//! uses) and every elementwise step fused into one pass. Every buffer is allocated at the first
-//! step and reused. It computes exactly what [`crate::models::mlp::backward`] computes; the tests hold
-//! the two (and candle's autograd) to the same gradients.
+//! reusable `f32` buffers, with the matrix products done by the portable kernels of
+//! [`super::kernels`] (the same bits on every machine) and every elementwise step fused into
+//! one pass; `tanh`, `exp` and `ln` come from the pure-Rust `libm`. Every buffer is allocated at
+//! the first step and reused. It computes what [`crate::models::mlp::backward`] computes; the
+//! tests hold the two (and candle's autograd) to the same gradients.
 //!
-//! The parameters live here while a task trains; [`FusedMlp::write_back`] copies them into the
-//! network's candle `Var`s before every evaluation.
+//! The parameters live here while a task trains, and evaluation reads them here
+//! ([`Engine::logits`]); [`FusedMlp::write_back`] copies them into the network's candle `Var`s
+//! after every task.
 
 use std::ops::Range;
 

@@ -63,8 +63,11 @@ pub struct Report {
     pub comparison: DataFrame,
     /// The Markdown table.
     pub markdown: String,
-    /// Files written.
+    /// Result files written: tables and figures that depend only on the stored records.
     pub files: Vec<PathBuf>,
+    /// Machine-dependent files written (`tables/timing.*`: wall times, throughput, platforms),
+    /// not part of the results: `clbench report --check` does not compare them.
+    pub timing_files: Vec<PathBuf>,
 }
 
 /// The default baseline: the first method of the experiment recorded in the store, if known.
@@ -131,11 +134,10 @@ pub fn build_report(
     // Machine-dependent: its own files, apart from the results (see the README's
     // Reproducibility section).
     write_all_formats(&timing_frame(&runs)?, &tables_dir, "timing")?;
-    files.extend(
-        FrameFormat::ALL
-            .iter()
-            .map(|f| tables_dir.join(format!("timing.{}", f.extension()))),
-    );
+    let timing_files = FrameFormat::ALL
+        .iter()
+        .map(|f| tables_dir.join(format!("timing.{}", f.extension())))
+        .collect();
     write_frame(&metrics, &dir.join("metrics.csv"), FrameFormat::Csv)?;
     files.push(dir.join("metrics.csv"));
     let markdown = tables::markdown(&summary, &comparison, opts)?;
@@ -182,6 +184,7 @@ pub fn build_report(
         comparison,
         markdown,
         files,
+        timing_files,
     })
 }
 

@@ -113,7 +113,8 @@ pub(super) struct Trainer<'a> {
     settings: &'a TrainSettings,
     seed: u64,
     observer: &'a dyn Observer,
-    /// The network evaluations read (its `Var`s get the engine's parameters before each).
+    /// The network (its `Var`s get the engine's parameters after every task; evaluation reads
+    /// the engine).
     net: Network,
     /// Owns the parameters while tasks train.
     engine: Box<dyn Engine>,
