@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Runs the unit tests of the fused step's unsafe code (src/engine/kernels.rs: `Product`, the raw
-# pointers handed to gemm and the shares that threads write) under Miri, which checks every
-# pointer offset, borrow and data race of those tests.
+# Runs the unit tests of the fused step's unsafe code (src/engine/kernels.rs: `Product`, the
+# packing of operands into panels, the register tiles and the shares that threads write) under
+# Miri, which checks every pointer offset, borrow and data race of those tests.
 #
-# kernels.rs depends only on gemm, rayon and tracing, so a small harness crate under
-# target/miri-kernels compiles that one file instead of building candle and polars under Miri.
-# It builds for the baseline x86-64 target (no target-cpu=native: Miri runs gemm's portable
-# kernels). Needs the nightly toolchain with the miri component:
+# kernels.rs depends only on gemm (the benchmark's reference product), rayon and tracing, so a
+# small harness crate under target/miri-kernels compiles that one file instead of building
+# candle and polars under Miri. It builds for the baseline x86-64 target, where Miri detects no
+# AVX: the scalar tile kernel runs, through the same packing and edge code as the SIMD ones.
+# Needs the nightly toolchain with the miri component:
 #   rustup toolchain install nightly --component miri rust-src
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -162,12 +162,15 @@ fn report_training(
             "model", "batch", "method", "threads", "samples/s", "FLOP/sample", "GFLOP/s", "% peak"
         );
     }
+    let fma = by_config
+        .first()
+        .and_then(|m| bench::FmaPeak::of(m.threads));
     for m in by_config {
         let mut json = serde_json::to_value(m)?;
         json["kind"] = "train".into();
         json["percent_of_peak"] = (100.0 * m.gflop_per_s / peak).into();
         json["kernel_isa"] = Isa::detected().name().into();
-        if let Some(fma) = bench::FmaPeak::of(m.threads) {
+        if let Some(fma) = fma.as_ref().filter(|f| f.cores == m.threads) {
             json["percent_of_fma_peak"] = (100.0 * m.gflop_per_s / fma.gflop_per_s).into();
         }
         out.emit(
