@@ -23,7 +23,7 @@ fi
 bin="${CLBENCH_BIN:-}"
 if [ -z "$bin" ]; then
   cargo build -q
-  bin="$root/target/debug/clbench"
+  bin="${CARGO_TARGET_DIR:-$root/target}/debug/clbench"
 fi
 
 qemu=(qemu-x86_64 -cpu max)
