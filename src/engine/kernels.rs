@@ -430,56 +430,75 @@ mod x86 {
 
     use super::MicroKernel;
 
-    /// AVX-512F, 8 × 32: 16 accumulators, two vectors of `b` and eight broadcasts per step.
-    pub(super) struct Avx512;
+    /// A register-tile kernel of `$mr` rows × two vectors: `$mr × 2` accumulators, two vectors
+    /// of `b` and `$mr` broadcasts of `a` per step, each accumulator advanced by one fused
+    /// multiply-add per step (the summation rule of the module documentation).
+    macro_rules! tile_kernel {
+        ($(#[$doc:meta])* $name:ident, $tile:ident, $feature:literal, $mr:literal, $lanes:literal,
+         $zero:ident, $load:ident, $store:ident, $splat:ident, $fma:ident) => {
+            $(#[$doc])*
+            pub(super) struct $name;
 
-    impl MicroKernel for Avx512 {
-        const MR: usize = 8;
-        const NR: usize = 32;
+            impl MicroKernel for $name {
+                const MR: usize = $mr;
+                const NR: usize = 2 * $lanes;
 
-        unsafe fn tile(
-            kc: usize,
-            a: *const f32,
-            b: *const f32,
-            c: *mut f32,
-            c_rs: usize,
-            load: bool,
-        ) {
-            tile_avx512(kc, a, b, c, c_rs, load)
-        }
+                unsafe fn tile(
+                    kc: usize,
+                    a: *const f32,
+                    b: *const f32,
+                    c: *mut f32,
+                    c_rs: usize,
+                    load: bool,
+                ) {
+                    $tile(kc, a, b, c, c_rs, load)
+                }
+            }
+
+            #[target_feature(enable = $feature)]
+            unsafe fn $tile(
+                kc: usize,
+                a: *const f32,
+                b: *const f32,
+                c: *mut f32,
+                c_rs: usize,
+                load: bool,
+            ) {
+                let mut acc = [[$zero(); 2]; $mr];
+                if load {
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        row[0] = $load(c.add(i * c_rs));
+                        row[1] = $load(c.add(i * c_rs + $lanes));
+                    }
+                }
+                for p in 0..kc {
+                    let b0 = $load(b.add(p * 2 * $lanes));
+                    let b1 = $load(b.add(p * 2 * $lanes + $lanes));
+                    let ap = a.add(p * $mr);
+                    for (i, row) in acc.iter_mut().enumerate() {
+                        let ai = $splat(*ap.add(i));
+                        row[0] = $fma(ai, b0, row[0]);
+                        row[1] = $fma(ai, b1, row[1]);
+                    }
+                }
+                for (i, row) in acc.iter().enumerate() {
+                    $store(c.add(i * c_rs), row[0]);
+                    $store(c.add(i * c_rs + $lanes), row[1]);
+                }
+            }
+        };
     }
 
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile_avx512(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        c_rs: usize,
-        load: bool,
-    ) {
-        let mut acc = [[_mm512_setzero_ps(); 2]; 8];
-        if load {
-            for (i, row) in acc.iter_mut().enumerate() {
-                row[0] = _mm512_loadu_ps(c.add(i * c_rs));
-                row[1] = _mm512_loadu_ps(c.add(i * c_rs + 16));
-            }
-        }
-        for p in 0..kc {
-            let b0 = _mm512_loadu_ps(b.add(p * 32));
-            let b1 = _mm512_loadu_ps(b.add(p * 32 + 16));
-            let ap = a.add(p * 8);
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm512_set1_ps(*ap.add(i));
-                row[0] = _mm512_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm512_fmadd_ps(ai, b1, row[1]);
-            }
-        }
-        for (i, row) in acc.iter().enumerate() {
-            _mm512_storeu_ps(c.add(i * c_rs), row[0]);
-            _mm512_storeu_ps(c.add(i * c_rs + 16), row[1]);
-        }
-    }
+    tile_kernel!(
+        /// AVX-512F, 8 × 32: 16 accumulators.
+        Avx512, tile_avx512, "avx512f", 8, 16,
+        _mm512_setzero_ps, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps, _mm512_fmadd_ps
+    );
+    tile_kernel!(
+        /// AVX2 + FMA, 6 × 16: 12 accumulators.
+        Avx2, tile_avx2, "avx2,fma", 6, 8,
+        _mm256_setzero_ps, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_set1_ps, _mm256_fmadd_ps
+    );
 
     /// `out[p·lanes + l] = src[l·along + p]` for `l < rows`, `p < steps` (both multiples of 8),
     /// in 8 × 8 blocks through AVX registers.
@@ -527,57 +546,6 @@ mod x86 {
                     _mm256_storeu_ps(out.add((p0 + i) * lanes + l0), c);
                 }
             }
-        }
-    }
-
-    /// AVX2 + FMA, 6 × 16: 12 accumulators, two vectors of `b` and six broadcasts per step.
-    pub(super) struct Avx2;
-
-    impl MicroKernel for Avx2 {
-        const MR: usize = 6;
-        const NR: usize = 16;
-
-        unsafe fn tile(
-            kc: usize,
-            a: *const f32,
-            b: *const f32,
-            c: *mut f32,
-            c_rs: usize,
-            load: bool,
-        ) {
-            tile_avx2(kc, a, b, c, c_rs, load)
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn tile_avx2(
-        kc: usize,
-        a: *const f32,
-        b: *const f32,
-        c: *mut f32,
-        c_rs: usize,
-        load: bool,
-    ) {
-        let mut acc = [[_mm256_setzero_ps(); 2]; 6];
-        if load {
-            for (i, row) in acc.iter_mut().enumerate() {
-                row[0] = _mm256_loadu_ps(c.add(i * c_rs));
-                row[1] = _mm256_loadu_ps(c.add(i * c_rs + 8));
-            }
-        }
-        for p in 0..kc {
-            let b0 = _mm256_loadu_ps(b.add(p * 16));
-            let b1 = _mm256_loadu_ps(b.add(p * 16 + 8));
-            let ap = a.add(p * 6);
-            for (i, row) in acc.iter_mut().enumerate() {
-                let ai = _mm256_broadcast_ss(&*ap.add(i));
-                row[0] = _mm256_fmadd_ps(ai, b0, row[0]);
-                row[1] = _mm256_fmadd_ps(ai, b1, row[1]);
-            }
-        }
-        for (i, row) in acc.iter().enumerate() {
-            _mm256_storeu_ps(c.add(i * c_rs), row[0]);
-            _mm256_storeu_ps(c.add(i * c_rs + 8), row[1]);
         }
     }
 }
