@@ -87,9 +87,20 @@ impl Isa {
 
     /// Every kernel this CPU can run, fastest first.
     pub fn available() -> Vec<Isa> {
-        let all = [Isa::Avx512, Isa::Avx2Fma, Isa::Scalar];
-        let best = all.iter().position(|&i| i == Isa::detected()).unwrap_or(2);
-        all[best..].to_vec()
+        [Isa::Avx512, Isa::Avx2Fma, Isa::Scalar]
+            .into_iter()
+            .filter(|i| i.runs_here())
+            .collect()
+    }
+
+    /// Whether this CPU runs the kernel (every CPU with AVX-512F also has AVX2 and FMA).
+    pub fn runs_here(self) -> bool {
+        let rank = |i: Isa| match i {
+            Isa::Scalar => 0,
+            Isa::Avx2Fma => 1,
+            Isa::Avx512 => 2,
+        };
+        rank(self) <= rank(Isa::detected())
     }
 
     /// The name stored in run records and printed by `clbench bench`.
@@ -172,10 +183,7 @@ pub fn mm_with(
     accumulate: bool,
     threads: usize,
 ) {
-    assert!(
-        Isa::available().contains(&isa),
-        "this CPU cannot run the {isa} kernel"
-    );
+    assert!(isa.runs_here(), "this CPU cannot run the {isa} kernel");
     let product = Product::new(m, n, k, c, a, a_t, b, b_t, accumulate);
     let split_rows = m >= n;
     let len = m.max(n);
