@@ -172,6 +172,11 @@ pub(crate) struct BenchArgs {
     /// Skip the peak-RSS measurement (it trains one seed of configs/paper-forgetting.yaml).
     #[arg(long)]
     pub(crate) skip_rss: bool,
+    /// Measure these product kernels instead of the fastest this CPU runs: avx512f, avx2+fma
+    /// or scalar (they give the same bits; e.g. avx2+fma on an AVX-512 machine shows what an
+    /// AVX2 machine of the same clock would do).
+    #[arg(long)]
+    pub(crate) kernels: Option<String>,
 }
 
 #[derive(Debug, Args)]

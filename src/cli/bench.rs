@@ -41,6 +41,9 @@ impl Output {
 /// memory.
 pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
     let settings = BenchSettings::new(&args)?;
+    if let Some(isa) = settings.kernels {
+        Isa::choose(isa).map_err(anyhow::Error::msg)?;
+    }
     let out = Output {
         json: settings.json,
     };

@@ -110,6 +110,8 @@ pub(crate) struct BenchSettings {
     pub(crate) threads: usize,
     /// Skip the peak-RSS measurement.
     pub(crate) skip_rss: bool,
+    /// The product kernels to measure (`None`: the fastest this CPU runs).
+    pub(crate) kernels: Option<clbench::engine::kernels::Isa>,
 }
 
 impl BenchSettings {
@@ -125,11 +127,24 @@ impl BenchSettings {
             Some(t) => threads_flag(t)?,
             None => cores(),
         };
+        let kernels = match &args.kernels {
+            None => None,
+            Some(name) => match clbench::engine::kernels::Isa::from_name(name) {
+                Some(isa) if isa.runs_here() => Some(isa),
+                Some(isa) => return usage(format!("--kernels {isa}: this CPU cannot run them")),
+                None => {
+                    return usage(format!(
+                        "--kernels {name}: expected avx512f, avx2+fma or scalar"
+                    ))
+                }
+            },
+        };
         Ok(BenchSettings {
             json: args.json,
             duration: Duration::from_secs_f64(args.seconds),
             threads,
             skip_rss: args.skip_rss,
+            kernels,
         })
     }
 }

@@ -66,8 +66,40 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The fastest kernel this CPU runs, detected once.
+    /// The kernel every product uses: the fastest this CPU runs ([`Isa::best`]), unless
+    /// [`Isa::choose`] picked another before the first product.
     pub fn detected() -> Isa {
+        *CHOSEN.get_or_init(Isa::best)
+    }
+
+    /// Makes every product of this process use `isa` (to measure a slower kernel: its bits are
+    /// the same). Fails when this CPU cannot run it, or when products already use another.
+    pub fn choose(isa: Isa) -> Result<(), String> {
+        if !isa.runs_here() {
+            return Err(format!(
+                "this CPU cannot run the {isa} kernels (it runs: {})",
+                Isa::available()
+                    .iter()
+                    .map(|i| i.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        match *CHOSEN.get_or_init(|| isa) {
+            chosen if chosen == isa => Ok(()),
+            chosen => Err(format!("the products already use the {chosen} kernels")),
+        }
+    }
+
+    /// The kernel named `name` (`avx512f`, `avx2+fma`, `scalar`).
+    pub fn from_name(name: &str) -> Option<Isa> {
+        [Isa::Avx512, Isa::Avx2Fma, Isa::Scalar]
+            .into_iter()
+            .find(|i| i.name() == name)
+    }
+
+    /// The fastest kernel this CPU runs, detected once.
+    pub fn best() -> Isa {
         static DETECTED: OnceLock<Isa> = OnceLock::new();
         *DETECTED.get_or_init(|| {
             #[cfg(target_arch = "x86_64")]
@@ -100,7 +132,7 @@ impl Isa {
             Isa::Avx2Fma => 1,
             Isa::Avx512 => 2,
         };
-        rank(self) <= rank(Isa::detected())
+        rank(self) <= rank(Isa::best())
     }
 
     /// The name stored in run records and printed by `clbench bench`.
@@ -127,6 +159,9 @@ impl fmt::Display for Isa {
         f.write_str(self.name())
     }
 }
+
+/// The kernel of this process's products (see [`Isa::detected`]).
+static CHOSEN: OnceLock<Isa> = OnceLock::new();
 
 /// Products with fewer multiply-adds than this are not split between threads.
 const SPLIT_MIN_WORK: usize = 1 << 21;

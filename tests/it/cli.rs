@@ -257,3 +257,29 @@ fn a_bad_config_names_file_and_key() {
         );
     }
 }
+
+#[test]
+fn platform_names_the_kernels_and_bench_refuses_kernels_it_cannot_run() {
+    let o = clbench_in(&["platform"], &repo());
+    assert!(o.status.success(), "{}", text(&o));
+    let p: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let isa = clbench::engine::kernels::Isa::detected();
+    assert_eq!(p["kernel_isa"], isa.name());
+    assert_eq!(p["kernels_available"][0], isa.name());
+    assert_eq!(
+        p["kernels_available"].as_array().unwrap().last().unwrap(),
+        "scalar"
+    );
+    let o = clbench_in(&["bench", "--kernels", "sse9"], &repo());
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--kernels sse9: expected avx512f, avx2+fma or scalar"));
+    if !clbench::engine::kernels::Isa::Avx512.runs_here() {
+        let o = clbench_in(&["bench", "--kernels", "avx512f"], &repo());
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains("this CPU cannot run them"),
+            "{}",
+            text(&o)
+        );
+    }
+}
