@@ -15,15 +15,16 @@
 //! across the depth, and the depth blocking stores and reloads the running chain exactly
 //! (`f32` in, `f32` out). The AVX-512, AVX2 + FMA and scalar (`f32::mul_add`) kernels, every
 //! cache blocking, every tile shape and every split between threads therefore give the same
-//! bits. The tests hold every kernel this machine can run to the scalar one, bit for bit.
+//! bits. The tests hold every kernel this machine can run, split between 1 to 4 threads, to a
+//! plain triple loop of `f32::mul_add`, bit for bit.
 //!
 //! The binary is built for plain x86-64 (or any other target); the SIMD kernels are compiled
 //! with `#[target_feature]` and picked once at run time ([`Isa::detected`]), so one binary runs
 //! on any machine of its architecture.
 //!
 //! Threads are a value, not a global: each job builds its own pool ([`thread_pool`]) once and
-//! runs its training on it ([`run_on`]); every product here reads that pool's size with
-//! [`rayon::current_num_threads`].
+//! runs its training on it ([`run_on`]); the fused step passes that pool's size ([`threads`])
+//! to every product.
 
 use std::cell::RefCell;
 use std::fmt;
