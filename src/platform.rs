@@ -21,6 +21,16 @@ pub enum KernelPath {
     Candle,
 }
 
+impl KernelPath {
+    /// `portable` or `candle`, as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KernelPath::Portable => "portable",
+            KernelPath::Candle => "candle",
+        }
+    }
+}
+
 /// The machine, build and kernels of one run.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Platform {

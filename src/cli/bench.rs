@@ -49,14 +49,16 @@ pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
     };
     let pool = thread_pool(settings.threads)?;
     let duration = settings.duration;
+    // The theoretical FMA peak, once (its clock is measured).
+    let fma = bench::FmaPeak::of(settings.threads);
     let (by_config, overheads, peak) = run_on(&pool, || -> Result<_> {
         let before = measure_peak(duration);
         let (by_config, overheads) = training_rounds(duration)?;
         let after = measure_peak(duration);
-        let peak = report_peak(&out, settings.threads, before, after);
+        let peak = report_peak(&out, settings.threads, before, after, fma.as_ref());
         Ok((by_config, overheads, peak))
     })?;
-    report_training(&out, &by_config, &overheads, peak)?;
+    report_training(&out, &by_config, &overheads, peak, fma.as_ref())?;
     run_on(&pool, || evaluation(&out, settings.threads, duration))?;
     parallel_scaling(&out, duration)?;
     if !settings.skip_rss {
@@ -123,11 +125,16 @@ fn training_rounds(duration: Duration) -> Result<(Vec<TrainMeasurement>, Vec<f64
 /// Prints the peak measured before and after training (the portable kernels, which training
 /// uses, and the `gemm` crate for reference) beside the machine's theoretical FMA peak; returns
 /// the portable kernels' peak.
-fn report_peak(out: &Output, threads: usize, before: [f64; 2], after: [f64; 2]) -> f64 {
+fn report_peak(
+    out: &Output,
+    threads: usize,
+    before: [f64; 2],
+    after: [f64; 2],
+    fma: Option<&bench::FmaPeak>,
+) -> f64 {
     let [portable, gemm_crate] = [0, 1].map(|i| before[i].max(after[i]));
-    let fma = bench::FmaPeak::of(threads);
     let isa = Isa::detected();
-    let of_fma = fma.as_ref().map(|f| 100.0 * portable / f.gflop_per_s);
+    let of_fma = fma.map(|f| 100.0 * portable / f.gflop_per_s);
     out.emit(
         serde_json::json!({"kind": "matmul_peak", "n": 2048, "threads": threads,
             "kernel_isa": isa.name(), "gflop_per_s": portable,
@@ -141,9 +148,8 @@ fn report_peak(out: &Output, threads: usize, before: [f64; 2], after: [f64; 2]) 
              theoretical FMA peak: {}{}\n",
             before[0],
             after[0],
-            fma.as_ref()
-                .map_or("unknown (no clock in /proc/cpuinfo)".into(), |f| f
-                    .derivation()),
+            fma.map_or("unknown (no clock in /proc/cpuinfo)".into(), |f| f
+                .derivation()),
             of_fma.map_or(String::new(), |p| format!(
                 "; the portable kernels reach {p:.0}% of it"
             )),
@@ -158,6 +164,7 @@ fn report_training(
     by_config: &[TrainMeasurement],
     overheads: &[f64],
     peak: f64,
+    fma: Option<&bench::FmaPeak>,
 ) -> Result<()> {
     if !out.json {
         println!(
@@ -165,15 +172,12 @@ fn report_training(
             "model", "batch", "method", "threads", "samples/s", "FLOP/sample", "GFLOP/s", "% peak"
         );
     }
-    let fma = by_config
-        .first()
-        .and_then(|m| bench::FmaPeak::of(m.threads));
     for m in by_config {
         let mut json = serde_json::to_value(m)?;
         json["kind"] = "train".into();
         json["percent_of_peak"] = (100.0 * m.gflop_per_s / peak).into();
         json["kernel_isa"] = Isa::detected().name().into();
-        if let Some(fma) = fma.as_ref().filter(|f| f.cores == m.threads) {
+        if let Some(fma) = fma.filter(|f| f.cores == m.threads) {
             json["percent_of_fma_peak"] = (100.0 * m.gflop_per_s / fma.gflop_per_s).into();
         }
         out.emit(

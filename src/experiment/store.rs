@@ -254,6 +254,9 @@ pub struct StoredRun {
     pub spec: RunSpec,
     /// What it recorded.
     pub record: RunRecord,
+    /// Whether its wall times are known: its `timing.json` was read, or its `record.json` held
+    /// them (stores written before `timing.json` existed). Committed runs carry no timing.
+    pub timed: bool,
 }
 
 impl StoredRun {
@@ -511,20 +514,29 @@ fn read_run(dir: &Path) -> Result<Option<StoredRun>, StoreError> {
         record.platform =
             Some(serde_json::from_str(&text).map_err(|e| corrupt(PLATFORM_FILE, e.to_string()))?);
     }
-    if let Some(text) = optional(TIMING_FILE)? {
-        let timing: TimingFile =
-            serde_json::from_str(&text).map_err(|e| corrupt(TIMING_FILE, e.to_string()))?;
-        timing
-            .apply(&mut record)
-            .map_err(|m| corrupt(TIMING_FILE, m))?;
-    }
+    let timed = match optional(TIMING_FILE)? {
+        Some(text) => {
+            let timing: TimingFile =
+                serde_json::from_str(&text).map_err(|e| corrupt(TIMING_FILE, e.to_string()))?;
+            timing
+                .apply(&mut record)
+                .map_err(|m| corrupt(TIMING_FILE, m))?;
+            true
+        }
+        None => record.tasks.iter().any(|t| t.train_seconds > 0.0),
+    };
     let marker: CompleteMarker = serde_json::from_str(&read(COMPLETE_MARKER)?)
         .map_err(|e| corrupt(COMPLETE_MARKER, e.to_string()))?;
     let id = dir
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let run = StoredRun { id, spec, record };
+    let run = StoredRun {
+        id,
+        spec,
+        record,
+        timed,
+    };
     check_run(&run, &marker.run_id).map_err(|(file, message)| corrupt(file, message))?;
     if read("accuracy.csv")? != accuracy_csv(&run.record) {
         return Err(corrupt("accuracy.csv", DISAGREES.into()));

@@ -5,7 +5,7 @@
 use polars::prelude::*;
 
 use super::stats;
-use crate::experiment::{matrix_of, RunSummary, StoredRun};
+use crate::experiment::{matrix_of, throughput, RunSummary, StoredRun};
 use crate::metrics::{Column as MetricColumn, METRICS, THROUGHPUT};
 
 fn sorted(runs: &[StoredRun]) -> Vec<&StoredRun> {
@@ -133,10 +133,11 @@ pub fn metrics_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
     DataFrame::new_infer_height(cols)
 }
 
-/// One row per run: identity, training time and throughput ([`THROUGHPUT`]), and where it ran
-/// (CPU, kernel instruction set and path, device, threads, commit; empty for runs stored
-/// before platforms were recorded). Everything here depends on the machine, so the report
-/// writes it to its own files (`tables/timing.*`), apart from the results.
+/// One row per run: identity, training time and throughput ([`THROUGHPUT`]; null for runs
+/// stored without their timing, as committed results are), and where it ran (CPU, kernel
+/// instruction set and path, device, threads, commit; null for runs stored before platforms
+/// were recorded). Everything here depends on the machine, so the report writes it to its own
+/// files (`tables/timing.*`), apart from the results.
 pub fn timing_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
     let runs = sorted(runs);
     let text = |name: &str, f: &dyn Fn(&StoredRun) -> Option<String>| {
@@ -145,7 +146,16 @@ pub fn timing_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
     let platform = |f: fn(&crate::platform::Platform) -> String| {
         move |r: &StoredRun| r.record.platform.as_ref().map(f)
     };
-    let summaries: Vec<RunSummary> = runs.iter().map(|r| r.summary()).collect();
+    let timing: Vec<Option<(f64, f64)>> = runs
+        .iter()
+        .map(|r| r.timed.then(|| throughput(&r.record)))
+        .collect();
+    let [seconds, per_s] = [0, 1].map(|k| {
+        timing
+            .iter()
+            .map(|t| t.map(|(s, p)| if k == 0 { s } else { p }))
+            .collect::<Vec<_>>()
+    });
     DataFrame::new_infer_height(vec![
         text("run_id", &|r| Some(r.id.clone())),
         text("stream", &|r| Some(r.spec.stream_name.clone())),
@@ -154,31 +164,11 @@ pub fn timing_frame(runs: &[StoredRun]) -> PolarsResult<DataFrame> {
             "seed".into(),
             runs.iter().map(|r| r.spec.seed).collect::<Vec<_>>(),
         ),
-        Column::new(
-            THROUGHPUT[0].name.into(),
-            summaries
-                .iter()
-                .map(|s| s.train_seconds)
-                .collect::<Vec<_>>(),
-        ),
-        Column::new(
-            THROUGHPUT[1].name.into(),
-            summaries
-                .iter()
-                .map(|s| s.samples_per_s)
-                .collect::<Vec<_>>(),
-        ),
+        Column::new(THROUGHPUT[0].name.into(), seconds),
+        Column::new(THROUGHPUT[1].name.into(), per_s),
         text("cpu", &platform(|p| p.cpu.clone())),
         text("kernel_isa", &platform(|p| p.kernel_isa.clone())),
-        text(
-            "kernel_path",
-            &platform(|p| {
-                serde_json::to_value(p.kernel_path)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default()
-            }),
-        ),
+        text("kernel_path", &platform(|p| p.kernel_path.as_str().into())),
         text("device", &platform(|p| p.device.clone())),
         Column::new(
             "threads".into(),
