@@ -6,6 +6,7 @@
 use std::ops::Range;
 
 use candle_core::{Device, Result, Tensor, D};
+use serde::{Deserialize, Serialize};
 
 use super::{cross_entropy, logit_mask, one_hot};
 
@@ -15,16 +16,61 @@ use super::{cross_entropy, logit_mask, one_hot};
 pub enum Targets<'a> {
     /// Class indices into the head: `−log softmax(z)[t]`.
     Hard(&'a [u32]),
-    /// Probability rows `[batch, head outputs]` (zero outside the range):
-    /// `−T² Σ_j q_j log softmax(z/T)_j`, Hinton et al.'s distillation loss.
+    /// Probability rows `[batch, head outputs]` (zero outside the range): the distillation
+    /// loss `−s Σ_j q_j log softmax(z/T)_j` with `s` = 1 or T² ([`DistillScale`]); its
+    /// gradient with respect to the logits is `(s/T)(softmax(z/T) − q)`.
     Soft {
         /// Target probabilities, row-major.
         probs: &'a [f32],
         /// Temperature T > 0.
         temperature: f32,
+        /// The factor s in front of the cross-entropy.
+        scale: DistillScale,
     },
     /// `Σ_j z_j²`, the squared L2 norm of the logits (Aljundi et al.'s MAS importance).
     SquaredNorm,
+}
+
+/// The factor in front of the distillation cross-entropy at temperature T.
+///
+/// Hinton et al. (2015) multiply the soft-target loss by T² so that its gradient keeps the
+/// same magnitude as T changes (`T(softmax(z/T) − q)`); van de Ven, Tuytelaars & Tolias's
+/// reference implementation of LwF does not (`loss_fn_kd(…, norm=False)` in
+/// `models/utils/loss_functions.py`: gradient `(1/T)(softmax(z/T) − q)`, T² times weaker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DistillScale {
+    /// `−Σ_j q_j log softmax(z/T)_j` (the reference implementation's).
+    #[default]
+    None,
+    /// `−T² Σ_j q_j log softmax(z/T)_j` (Hinton et al.'s).
+    TSquared,
+}
+
+impl DistillScale {
+    /// The factor s at temperature `t`.
+    pub fn factor(self, t: f32) -> f32 {
+        match self {
+            DistillScale::None => 1.0,
+            DistillScale::TSquared => t * t,
+        }
+    }
+
+    /// `s/T`, the factor of the gradient `(s/T)(softmax(z/T) − q)`.
+    fn gradient_factor(self, t: f32) -> f32 {
+        match self {
+            DistillScale::None => 1.0 / t,
+            DistillScale::TSquared => t,
+        }
+    }
+
+    /// The name as written in a config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DistillScale::None => "none",
+            DistillScale::TSquared => "t-squared",
+        }
+    }
 }
 
 impl Targets<'_> {
@@ -63,21 +109,26 @@ pub fn output_error(
             }
             loss
         }
-        Targets::Soft { probs, temperature } => {
+        Targets::Soft {
+            probs,
+            temperature,
+            scale: s,
+        } => {
             let q = &probs[row * k..(row + 1) * k];
             let inv_t = 1.0 / temperature;
+            let g = s.gradient_factor(temperature);
             let (max, log_sum) = log_sum_exp(&z[range.clone()], inv_t);
             let mut loss = 0.0f64;
             for (j, v) in z.iter_mut().enumerate() {
                 if range.contains(&j) {
                     let logp = *v * inv_t - max - log_sum;
                     loss -= (q[j] * logp) as f64;
-                    *v = temperature * (libm::expf(logp) - q[j]) * scale;
+                    *v = g * (libm::expf(logp) - q[j]) * scale;
                 } else {
                     *v = 0.0;
                 }
             }
-            loss * (temperature * temperature) as f64
+            loss * s.factor(temperature) as f64
         }
         Targets::SquaredNorm => {
             let mut loss = 0.0f64;
@@ -144,7 +195,11 @@ pub fn loss_tensor(
             let onehot = one_hot(t, k, device)?;
             Ok(cross_entropy(logits, &onehot, mask.as_ref())?.0)
         }
-        Targets::Soft { probs, temperature } => {
+        Targets::Soft {
+            probs,
+            temperature,
+            scale: s,
+        } => {
             let q = Tensor::from_slice(probs, (batch, k), device)?;
             let mut z = (logits / temperature as f64)?;
             if let Some(m) = &mask {
@@ -156,8 +211,8 @@ pub fn loss_tensor(
                 Some(r) => logp.broadcast_mul(&range_indicator(r, k, device)?)?,
                 None => logp,
             };
-            let t2 = (temperature * temperature) as f64;
-            logp.mul(&q)?.sum_all()? * (-t2 / batch as f64)
+            let factor = s.factor(temperature) as f64;
+            logp.mul(&q)?.sum_all()? * (-factor / batch as f64)
         }
         Targets::SquaredNorm => {
             let z = match range {

@@ -1,6 +1,22 @@
 //! Learning without forgetting (Li & Hoiem 2017): while training task k, the current inputs are
 //! also scored against the soft outputs a snapshot of the model (taken before task k) gives
 //! them on the earlier tasks' outputs, with the distillation loss at temperature T.
+//!
+//! As in van de Ven, Tuytelaars & Tolias's reference implementation
+//! (GMvandeVen/continual-learning, `train/train_task_based.py` and `models/classifier.py`):
+//!
+//! - the loss on a step of task k is `L_current + Σ_{j<k} L_j` (`weight: per-task`, the
+//!   reference's `lwf_weighting`), with `L_j` the distillation term of earlier task j; in a
+//!   class-incremental stream the earlier tasks share one softmax and form one term;
+//! - `L_j = −Σ_c q_c log softmax(z/T)_c`, averaged over the batch, without Hinton et al.'s T²
+//!   (`scale: none`; `t-squared` multiplies it by T²);
+//! - the teacher's softmax q spans the outputs task j was scored on *before* task k, the
+//!   student's those it is scored on *while* task k trains. They differ only in a
+//!   class-incremental stream with the softmax over the classes seen so far: the teacher's
+//!   spans the earlier classes, the student's also the current ones (q = 0 there, so the
+//!   distillation also pulls the current classes' logits down, as the reference's zero padding
+//!   of the targets does). Over the whole 10-way head (`class_output: all`) both span all
+//!   outputs.
 
 use std::ops::Range;
 
@@ -8,64 +24,77 @@ use candle_core::Result;
 
 use super::{Context, LossWeight, StepData, Strategy};
 use crate::engine::Part;
-use crate::models::loss::{softmax_rows, Targets};
-use crate::streams::Scenario;
+use crate::models::loss::{softmax_rows, DistillScale, Targets};
+use crate::streams::{Scenario, TaskStream};
 
 /// The LwF strategy.
 pub struct Lwf {
     temperature: f32,
+    scale: DistillScale,
     weight: LossWeight,
     /// The parameters before the current task.
     previous: Vec<Vec<f32>>,
-    /// The (head, outputs) the earlier tasks were scored on.
-    targets: Vec<(usize, Range<usize>)>,
+    /// The distillation terms of the current task and their weights.
+    terms: Vec<(DistillationTerm, f32)>,
 }
 
 impl Lwf {
-    /// LwF at temperature `temperature`.
-    pub fn new(temperature: f32, weight: LossWeight) -> Self {
+    /// LwF at temperature `temperature`, its loss scaled by `scale` and weighted by `weight`.
+    pub fn new(temperature: f32, scale: DistillScale, weight: LossWeight) -> Self {
         Lwf {
             temperature,
+            scale,
             weight,
             previous: Vec::new(),
-            targets: Vec::new(),
+            terms: Vec::new(),
         }
     }
 }
 
-/// The outputs tasks `0..task` were scored on: each masked task-incremental task's own range,
-/// and on a shared head the span of the earlier tasks' targets (class-incremental: the classes
-/// seen before `task`, whether or not the stream restricts its softmax to the classes seen so
-/// far; domain-incremental: the whole head). One entry per distinct (head, range).
-pub fn earlier_outputs(
-    stream: &crate::streams::TaskStream,
-    task: usize,
-) -> Vec<(usize, Range<usize>)> {
-    let mut out: Vec<(usize, Range<usize>)> = Vec::new();
-    let mut spans: Vec<(usize, u32, u32)> = Vec::new();
-    let task_masks = stream.spec.scenario == Scenario::TaskIncremental;
-    for t in &stream.tasks[..task] {
-        match &t.output_range {
-            Some(r) if task_masks => out.push((t.head, r.clone())),
-            _ => {
-                let (lo, hi) = t.target_span();
-                match spans.iter_mut().find(|s| s.0 == t.head) {
-                    Some(s) => {
-                        s.1 = s.1.min(lo);
-                        s.2 = s.2.max(hi);
-                    }
-                    None => spans.push((t.head, lo, hi)),
-                }
-            }
+/// One distillation term: on head `head`, the teacher's softmax over `teacher`, the student's
+/// over `student` (a superset of `teacher`), standing for `tasks` earlier tasks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistillationTerm {
+    /// The output head.
+    pub head: usize,
+    /// The outputs the previous model's softmax (the soft targets) spans.
+    pub teacher: Range<usize>,
+    /// The outputs the current model's softmax spans.
+    pub student: Range<usize>,
+    /// How many earlier tasks the term stands for (its weight under `per-task`).
+    pub tasks: usize,
+}
+
+/// The distillation terms of training the 0-based task `task` of `stream`: one per distinct
+/// (head, teacher outputs, student outputs) of the earlier tasks, where task j's teacher
+/// outputs are those it was scored on before task `task` (`stream.at_stage(task − 1)`) and its
+/// student outputs those it is scored on at stage `task`. A class-incremental stream's earlier
+/// tasks share one softmax: they form one term, standing for one task.
+pub fn distillation_terms(stream: &TaskStream, task: usize) -> Vec<DistillationTerm> {
+    if task == 0 {
+        return Vec::new();
+    }
+    let before = stream.at_stage(task - 1);
+    let now = stream.at_stage(task);
+    let class_il = stream.spec.scenario == Scenario::ClassIncremental;
+    let mut out: Vec<DistillationTerm> = Vec::new();
+    for j in 0..task {
+        let (b, n) = (&before.tasks[j], &now.tasks[j]);
+        let whole = 0..stream.outputs.head_size(n.head);
+        let term = DistillationTerm {
+            head: n.head,
+            teacher: b.output_range.clone().unwrap_or(whole.clone()),
+            student: n.output_range.clone().unwrap_or(whole),
+            tasks: 1,
+        };
+        match out.iter_mut().find(|t| {
+            (t.head, &t.teacher, &t.student) == (term.head, &term.teacher, &term.student)
+        }) {
+            Some(t) if !class_il => t.tasks += 1,
+            Some(_) => {}
+            None => out.push(term),
         }
     }
-    out.extend(
-        spans
-            .into_iter()
-            .map(|(h, lo, hi)| (h, lo as usize..hi as usize + 1)),
-    );
-    out.sort_by_key(|(h, r)| (*h, r.start, r.end));
-    out.dedup();
     out
 }
 
@@ -77,36 +106,41 @@ impl Strategy for Lwf {
     fn before_task(&mut self, ctx: &mut Context, task: usize) -> Result<()> {
         if task > 0 {
             self.previous = ctx.engine.params().to_vec();
-            self.targets = earlier_outputs(ctx.stream, task);
+            let terms = distillation_terms(ctx.stream, task);
+            let counts: Vec<usize> = terms.iter().map(|t| t.tasks).collect();
+            let weights = self.weight.term_weights(task, &counts);
+            self.terms = terms.into_iter().zip(weights).collect();
         }
         Ok(())
     }
 
     fn extend_gradients(&mut self, ctx: &mut Context, task: usize, step: &StepData) -> Result<()> {
-        let (_, w) = self.weight.weights(task);
-        if task == 0 || w == 0.0 || self.targets.is_empty() {
+        if task == 0 {
             return Ok(());
         }
         let n = step.batch.len() as f32;
-        let per_target = w / self.targets.len() as f32;
         for g in step.batch.groups() {
             let share = g.batch.len() as f32 / n;
-            for (head, range) in &self.targets {
-                let k = ctx.stream.outputs.head_size(*head);
+            for (term, w) in &self.terms {
+                if *w == 0.0 {
+                    continue;
+                }
+                let k = ctx.stream.outputs.head_size(term.head);
                 let z = ctx
                     .engine
-                    .logits(Some(&self.previous), &g.batch.pixels, *head)?;
-                let q = softmax_rows(&z, k, range, self.temperature);
+                    .logits(Some(&self.previous), &g.batch.pixels, term.head)?;
+                let q = softmax_rows(&z, k, &term.teacher, self.temperature);
                 ctx.engine.accumulate(
                     &Part {
                         pixels: &g.batch.pixels,
                         targets: Targets::Soft {
                             probs: &q,
                             temperature: self.temperature,
+                            scale: self.scale,
                         },
-                        head: *head,
-                        range: Some(range.clone()),
-                        weight: per_target * share,
+                        head: term.head,
+                        range: Some(term.student.clone()),
+                        weight: w * share,
                     },
                     ctx.grapes,
                 )?;

@@ -34,6 +34,7 @@ use candle_core::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::engine::Engine;
+use crate::models::loss::DistillScale;
 use crate::optim::GrapesMode;
 use crate::streams::{Example, MixedBatch, TaskStream};
 use crate::validate::{at_least_one, fraction, non_negative, positive, Checked, KeyError};
@@ -44,7 +45,9 @@ use crate::validate::{at_least_one, fraction, non_negative, positive, Checked, K
 #[serde(untagged)]
 pub enum LossWeight {
     /// `balanced`: `(1/k) L_current + (1 − 1/k) L_earlier` while training task k, as in
-    /// van de Ven, Tuytelaars & Tolias (2022).
+    /// van de Ven, Tuytelaars & Tolias (2022) for replay; `per-task`:
+    /// `L_current + Σ_{j<k} L_j`, every earlier task's term at weight 1, as their reference
+    /// implementation weighs LwF.
     Named(WeightName),
     /// A number α: `L_current + α L_earlier` (α = 0 is plain fine-tuning).
     Fixed(f64),
@@ -54,8 +57,10 @@ pub enum LossWeight {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum WeightName {
-    /// See [`LossWeight::Named`].
+    /// `balanced`, see [`LossWeight::Named`].
     Balanced,
+    /// `per-task`, see [`LossWeight::Named`].
+    PerTask,
 }
 
 impl Default for LossWeight {
@@ -73,8 +78,25 @@ impl LossWeight {
                 let k = (task + 1) as f32;
                 (1.0 / k, 1.0 - 1.0 / k)
             }
+            LossWeight::Named(WeightName::PerTask) => (1.0, task as f32),
             LossWeight::Fixed(a) => (1.0, a as f32),
         }
+    }
+
+    /// The weights of the earlier tasks' terms while training `task`, when term i stands for
+    /// `counts[i]` earlier tasks (`Σ counts` = the earlier tasks): `balanced` and a number
+    /// share the earlier weight in proportion to the counts; `per-task` gives each term its
+    /// count.
+    pub fn term_weights(self, task: usize, counts: &[usize]) -> Vec<f32> {
+        let (_, w) = self.weights(task);
+        let total: usize = counts.iter().sum();
+        counts
+            .iter()
+            .map(|&c| match self {
+                LossWeight::Named(WeightName::PerTask) => c as f32,
+                _ => w * c as f32 / total.max(1) as f32,
+            })
+            .collect()
     }
 }
 
@@ -225,8 +247,12 @@ pub enum StrategyConfig {
         /// Distillation temperature T (> 0, default 2).
         #[serde(default = "two")]
         temperature: f64,
-        /// `balanced` (default) or a number α.
+        /// Factor of the distillation loss: `none` (default, the reference implementation's)
+        /// or `t-squared` (Hinton et al.'s).
         #[serde(default)]
+        scale: DistillScale,
+        /// `per-task` (default, the reference implementation's), `balanced` or a number α.
+        #[serde(default = "per_task")]
         weight: LossWeight,
     },
 }
@@ -236,6 +262,9 @@ fn one() -> f64 {
 }
 fn two() -> f64 {
     2.0
+}
+fn per_task() -> LossWeight {
+    LossWeight::Named(WeightName::PerTask)
 }
 fn si_xi() -> f64 {
     0.1
@@ -255,6 +284,7 @@ pub const STRATEGY_KEYS: &[&str] = &[
     "per",
     "weight",
     "temperature",
+    "scale",
 ];
 
 /// A validated strategy (see [`StrategyConfig::check`]).
@@ -342,6 +372,7 @@ impl StrategyConfig {
             StrategyConfig::Lwf {
                 temperature,
                 weight: w,
+                ..
             } => {
                 positive("temperature", *temperature)?;
                 weight(w)?;
@@ -402,8 +433,9 @@ impl StrategySettings {
             )),
             StrategyConfig::Lwf {
                 temperature,
+                scale,
                 weight,
-            } => Box::new(lwf::Lwf::new(temperature as f32, weight)),
+            } => Box::new(lwf::Lwf::new(temperature as f32, scale, weight)),
         }
     }
 }

@@ -2,16 +2,18 @@
 //! the engines against each other, and real training on split MNIST.
 
 use std::path::Path;
+use std::ops::Range;
 
 use clbench::data::IMAGE_PIXELS;
 use clbench::engine::{Engine, FusedMlp, Part, TensorEngine};
-use clbench::models::loss::Targets;
+use clbench::models::loss::{DistillScale, Targets};
 use clbench::models::{ModelConfig, ModelKind, ModelSpec, Network};
 use clbench::optim::GrapesMode;
 use clbench::rng::SeedRng;
 use clbench::strategy::memory::{project, Memory};
 use clbench::strategy::penalty::{estimate, Importance, Penalized};
-use clbench::strategy::{BudgetUnit, Context, FisherKind, Strategy};
+use clbench::strategy::lwf::{distillation_terms, DistillationTerm};
+use clbench::strategy::{BudgetUnit, Context, FisherKind, LossWeight, Strategy};
 use clbench::streams::{StreamSpec, TaskStream};
 use clbench::train::{
     train_sequence, BackwardPath, Method, RunRecord, RunStatus, Silent, TrainSettings,
@@ -368,6 +370,15 @@ fn fused_and_tensor_engines_agree_on_every_objective() {
                 Targets::Soft {
                     probs: &probs,
                     temperature: 2.0,
+                    scale: DistillScale::None,
+                },
+            ),
+            (
+                "soft, T²",
+                Targets::Soft {
+                    probs: &probs,
+                    temperature: 2.0,
+                    scale: DistillScale::TSquared,
                 },
             ),
             ("norm", Targets::SquaredNorm),
@@ -480,18 +491,25 @@ fn class_incremental_seen_so_far_trains_each_task_over_the_classes_met_so_far() 
     assert_ne!(rs.loss[1][0], ra.loss[1][0]);
     // Task 2, not yet learned, is scored over the classes up to its own, i.e. all four here.
     assert_eq!(rs.loss[0][1], ra.loss[0][1]);
-    // LwF distils over the classes seen before the task, whatever the softmax of the stage.
-    for s in [&seen, &all] {
-        assert_eq!(
-            clbench::strategy::lwf::earlier_outputs(&s.at_stage(1), 1),
-            vec![(0, 0..2)]
-        );
+    // LwF's teacher spans what the earlier task was scored on before the current one, the
+    // student what it is scored on now: with the softmax over the classes seen so far, the
+    // earlier classes against the classes seen so far (the reference pads the targets with
+    // zeros); over all outputs, all outputs for both; task-incremental masks, the task's own.
+    let term = |teacher, student| DistillationTerm {
+        head: 0,
+        teacher,
+        student,
+        tasks: 1,
+    };
+    for view in [seen.at_stage(1), std::borrow::Cow::Borrowed(&seen)] {
+        assert_eq!(distillation_terms(&view, 1), vec![term(0..2, 0..4)]);
     }
-    // The view keeps the per-task mask of task-incremental streams.
+    assert_eq!(distillation_terms(&all, 1), vec![term(0..4, 0..4)]);
     assert_eq!(
-        clbench::strategy::lwf::earlier_outputs(&masked.at_stage(1), 1),
-        vec![(0, 0..2)]
+        distillation_terms(&masked.at_stage(1), 1),
+        vec![term(0..2, 0..2)]
     );
+    assert!(distillation_terms(&seen, 0).is_empty());
 }
 
 #[test]
@@ -589,4 +607,133 @@ fn strategy_blocks_are_validated_with_the_key_named() {
         assert!(e.contains(expected), "{strategy}: {e}");
         assert!(e.contains("x.yaml"), "{strategy}: the file is named: {e}");
     }
+}
+
+/// The reference's `loss_fn_kd(scores, target_scores, T, norm=False)` in f64, by hand: the
+/// teacher's softmax at T over `teacher`, zero-padded to the student's outputs `student`, the
+/// cross-entropy with the student's log-softmax at T, summed over classes, mean over rows.
+fn reference_kd(student_z: &[f32], teacher_z: &[f32], k: usize, t: f64, teacher: &Range<usize>, student: &Range<usize>) -> f64 {
+    let softmax = |z: &[f32], r: &Range<usize>| -> Vec<f64> {
+        let e: Vec<f64> = r.clone().map(|c| (z[c] as f64 / t).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        e.iter().map(|v| v / sum).collect()
+    };
+    let rows = student_z.len() / k;
+    let mut total = 0.0;
+    for b in 0..rows {
+        let zs = &student_z[b * k..(b + 1) * k];
+        let zt = &teacher_z[b * k..(b + 1) * k];
+        let q = softmax(zt, teacher);
+        let p = softmax(zs, student);
+        for (i, c) in teacher.clone().enumerate() {
+            total -= q[i] * p[c - student.start].ln();
+        }
+    }
+    total / rows as f64
+}
+
+#[test]
+fn lwf_distillation_is_the_reference_objective_checked_by_hand_and_finite_differences() {
+    let s = stream("split-mnist-class-il.yaml", 0);
+    let mut cfg = ModelConfig::mlp(&[6]);
+    cfg.activation = clbench::models::Activation::Tanh;
+    let spec = cfg.check().unwrap();
+    let net = Network::new(&spec, &s.outputs, &mut SeedRng::derive(5, "init", 0), &DEV).unwrap();
+    let teacher_net = Network::new(&spec, &s.outputs, &mut SeedRng::derive(6, "init", 0), &DEV).unwrap();
+    let mut batch = clbench::streams::Batch::default();
+    s.train_batch(2, &s.tasks[2].train[..5], &mut batch);
+    let k = 10;
+    // Class-incremental, task 3 over the classes seen so far: the teacher over 0..4, the
+    // student over 0..6.
+    let (teacher, student) = (0..4, 0..6);
+    let t = 2.0f32;
+    let mut teacher_engine = FusedMlp::from_network(&teacher_net).unwrap();
+    let zt = teacher_engine.logits(None, &batch.pixels, 0).unwrap();
+    let q = clbench::models::loss::softmax_rows(&zt, k, &teacher, t);
+    for fused in [true, false] {
+        let mut engine: Box<dyn Engine> = if fused {
+            Box::new(FusedMlp::from_network(&net).unwrap())
+        } else {
+            Box::new(TensorEngine::new(&net, BackwardPath::Autograd, &DEV).unwrap())
+        };
+        let mut grads = Vec::new();
+        for scale in [DistillScale::None, DistillScale::TSquared] {
+            engine.zero_grad();
+            let loss = engine
+                .accumulate(
+                    &Part {
+                        pixels: &batch.pixels,
+                        targets: Targets::Soft { probs: &q, temperature: t, scale },
+                        head: 0,
+                        range: Some(student.clone()),
+                        weight: 1.0,
+                    },
+                    GrapesMode::Off,
+                )
+                .unwrap() as f64;
+            let zs = engine.logits(None, &batch.pixels, 0).unwrap();
+            let by_hand = reference_kd(&zs, &zt, k, t as f64, &teacher, &student) * scale.factor(t) as f64;
+            assert!((loss - by_hand).abs() < 1e-5 * by_hand, "{scale:?}: {loss} vs {by_hand}");
+            grads.push(engine.grads_mut().0.to_vec());
+        }
+        // No T²: the gradient is the reference objective's, by central differences on the
+        // largest gradient entries of every parameter tensor.
+        let params = engine.params().to_vec();
+        for (i, g) in grads[0].iter().enumerate() {
+            let mut order: Vec<usize> = (0..g.len()).collect();
+            order.sort_by(|&a, &b| g[b].abs().total_cmp(&g[a].abs()));
+            for &j in &order[..3] {
+                let eps = 1e-2f32;
+                let mut at = |d: f32| {
+                    let mut p = params.clone();
+                    p[i][j] += d;
+                    let z = engine.logits(Some(&p), &batch.pixels, 0).unwrap();
+                    reference_kd(&z, &zt, k, t as f64, &teacher, &student)
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
+                assert!(
+                    (g[j] as f64 - numeric).abs() < 0.02 * numeric.abs() + 1e-5,
+                    "fused {fused}: parameter {i}[{j}]: {} vs {numeric}", g[j]
+                );
+            }
+            // T² multiplies it by T² = 4.
+            for (a, b) in g.iter().zip(&grads[1][i]) {
+                assert!((b - 4.0 * a).abs() <= 1e-5 * b.abs().max(1e-3), "{a} {b}");
+            }
+        }
+    }
+}
+
+#[test]
+fn lwf_terms_and_weights_follow_the_reference() {
+    let domain = stream("split-mnist-domain-il.yaml", 0);
+    let task = stream("split-mnist-task-il.yaml", 0);
+    let class = stream("split-mnist-class-il.yaml", 0);
+    // Domain-incremental: the earlier tasks share the head and its softmax: one term standing
+    // for all of them, weighted (k − 1) under `per-task` (the reference multiplies the
+    // distillation loss by the number of earlier contexts), (1 − 1/k) under `balanced`.
+    let terms = distillation_terms(&domain, 3);
+    assert_eq!(terms, vec![DistillationTerm { head: 0, teacher: 0..2, student: 0..2, tasks: 3 }]);
+    let counts: Vec<usize> = terms.iter().map(|t| t.tasks).collect();
+    let per_task: LossWeight = serde_yaml::from_str("per-task").unwrap();
+    let balanced: LossWeight = serde_yaml::from_str("balanced").unwrap();
+    assert_eq!(per_task.weights(3), (1.0, 3.0));
+    assert_eq!(per_task.term_weights(3, &counts), vec![3.0]);
+    assert_eq!(balanced.term_weights(3, &counts), vec![0.75]);
+    // Task-incremental: one term per earlier task, each at weight 1 (per-task) or sharing 3/4.
+    let terms = distillation_terms(&task, 3);
+    assert_eq!(terms.len(), 3);
+    assert!(terms.iter().all(|t| t.tasks == 1 && t.teacher == t.student));
+    assert_eq!(per_task.term_weights(3, &[1, 1, 1]), vec![1.0; 3]);
+    assert_eq!(balanced.term_weights(3, &[1, 1, 1]), vec![0.25; 3]);
+    // Class-incremental over all outputs: one softmax, one term standing for one task, so
+    // `L_current + L_distill` as in the reference (no multiplication for class-IL).
+    assert_eq!(
+        distillation_terms(&class, 3),
+        vec![DistillationTerm { head: 0, teacher: 0..10, student: 0..10, tasks: 1 }]
+    );
+    // The strategy block's defaults are the reference's.
+    let m = method("{name: adam, lr: 0.001}", Some("{name: lwf}"));
+    let yaml = serde_yaml::to_string(m.strategy.config()).unwrap();
+    assert!(yaml.contains("scale: none") && yaml.contains("weight: per-task") && yaml.contains("temperature: 2"), "{yaml}");
 }
