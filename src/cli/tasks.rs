@@ -43,6 +43,12 @@ pub(crate) fn describe_command(file: &Path, seed: u64) -> Result<ExitCode> {
             " (scaled to [0, 1])"
         }
     );
+    if let Some(f) = stream.spec.validation {
+        println!(
+            "validation: {:.0}% of every class's training images held out and scored as `test`; the test set is not used",
+            f * 100.0
+        );
+    }
     for line in stream.describe() {
         println!("{line}");
     }

@@ -102,6 +102,56 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// The dataset for choosing hyperparameters: of every class, a fraction `fraction` of the
+    /// training images (rounded, at least one and at most all but one of a class with two or more) becomes the test split and
+    /// the rest the training split; the real test split is dropped. Which images are held out
+    /// is fixed (a shuffle under the constant seed 0, independent of any run's seed), so every
+    /// seed and method of a search is scored on the same held-out images. Images keep their
+    /// order within each part.
+    pub fn validation_split(&self, fraction: f64) -> Dataset {
+        let mut rng = crate::rng::SeedRng::derive(0, "validation-split", 0);
+        let mut order: Vec<usize> = (0..self.train.len()).collect();
+        rng.shuffle(&mut order);
+        let mut per_class = [0usize; 256];
+        for &l in &self.train.labels {
+            per_class[l as usize] += 1;
+        }
+        let quota = per_class.map(|n| match n {
+            0 | 1 => 0,
+            _ => ((n as f64 * fraction).round() as usize).clamp(1, n - 1),
+        });
+        let mut held = [0usize; 256];
+        let mut is_held = vec![false; self.train.len()];
+        for i in order {
+            let l = self.train.labels[i] as usize;
+            if held[l] < quota[l] {
+                held[l] += 1;
+                is_held[i] = true;
+            }
+        }
+        let part = |keep: bool| {
+            let mut split = Split {
+                images: Vec::new(),
+                labels: Vec::new(),
+            };
+            for (i, &h) in is_held.iter().enumerate() {
+                if h == keep {
+                    split.images.extend_from_slice(
+                        &self.train.images[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS],
+                    );
+                    split.labels.push(self.train.labels[i]);
+                }
+            }
+            split
+        };
+        Dataset {
+            name: self.name.clone(),
+            dir: self.dir.clone(),
+            train: part(false),
+            test: part(true),
+        }
+    }
+
     /// The sorted distinct labels of the training split.
     pub fn classes(&self) -> Vec<u8> {
         let mut seen = [false; 256];

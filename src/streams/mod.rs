@@ -175,6 +175,10 @@ impl TaskStream {
     ) -> Result<TaskStream, StreamError> {
         let spec = &file.spec;
         let seed = spec.seed.unwrap_or(seed);
+        let dataset = match spec.validation {
+            Some(fraction) => Arc::new(dataset.validation_split(fraction)),
+            None => dataset,
+        };
         let defs = task_definitions(file, seed, &dataset)?;
         let outputs = output_layout(spec, &defs);
         let tasks = assign_targets(spec, &outputs, defs, &dataset);

@@ -118,6 +118,11 @@ pub struct StreamSpec {
     /// Rotated: the angles in degrees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub angles: Option<Angles>,
+    /// Hold out this fraction (in (0, 1)) of every class's training images as the evaluation
+    /// set, and never touch the test set: the stream for choosing hyperparameters
+    /// ([`crate::data::Dataset::validation_split`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation: Option<f64>,
 }
 
 /// A stream spec together with the file it came from (for error messages and provenance).
@@ -250,6 +255,14 @@ impl StreamSpec {
                 "only applies to the class-incremental scenario".into(),
             ));
         }
+        if let Some(f) = self.validation {
+            if !(f > 0.0 && f < 1.0) {
+                return Err(invalid(
+                    "validation",
+                    format!("expected a fraction of the training set in (0, 1), got {f}"),
+                ));
+            }
+        }
         Ok(())
     }
 
@@ -377,4 +390,5 @@ pub const STREAM_KEYS: &[&str] = &[
     "shuffle_classes",
     "angles",
     "normalize",
+    "validation",
 ];

@@ -474,8 +474,13 @@ fn slurm_script_runs_the_array_in_shards() {
 #[test]
 fn every_shipped_config_validates() {
     let mut n = 0;
-    for entry in std::fs::read_dir(repo().join("configs")).unwrap() {
-        let path = entry.unwrap().path();
+    let mut paths = Vec::new();
+    for dir in ["configs", "configs/tuning"] {
+        for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
+            paths.push(entry.unwrap().path());
+        }
+    }
+    for path in paths {
         if path.extension().is_some_and(|e| e == "yaml") {
             let exp = Experiment::load(&path).unwrap_or_else(|e| panic!("{e}"));
             assert!(!plan(&exp, None).is_empty(), "{}", path.display());

@@ -361,3 +361,50 @@ fn a_missing_dataset_is_reported_with_where_it_was_looked_for() {
         .to_string()
         .starts_with("tasks/x.yaml: dataset `fashion-mnist` not found"));
 }
+
+#[test]
+fn a_validation_stream_holds_out_training_images_and_never_reads_the_test_set() {
+    let full = stream("split-mnist-domain-il.yaml", 3);
+    let val = stream("split-mnist-domain-il-validation.yaml", 3);
+    let (train, held) = (&val.dataset.train, &val.dataset.test);
+    // 10% of every class, taken from the training split only.
+    assert_eq!(train.len() + held.len(), full.dataset.train.len());
+    for class in 0..10u8 {
+        let n = full.dataset.train.labels.iter().filter(|&&l| l == class).count();
+        let h = held.labels.iter().filter(|&&l| l == class).count();
+        assert_eq!(h, (n as f64 * 0.1).round() as usize, "class {class}");
+    }
+    // Every held-out image is a training image, none is a test image.
+    let key = |s: &clbench::data::Split, i: usize| s.images[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS].to_vec();
+    let train_images: std::collections::HashSet<Vec<u8>> =
+        (0..full.dataset.train.len()).map(|i| key(&full.dataset.train, i)).collect();
+    let test_images: std::collections::HashSet<Vec<u8>> =
+        (0..full.dataset.test.len()).map(|i| key(&full.dataset.test, i)).collect();
+    let held_set: std::collections::HashSet<Vec<u8>> = (0..held.len()).map(|i| key(held, i)).collect();
+    assert!((0..held.len()).all(|i| train_images.contains(&key(held, i))));
+    assert!((0..held.len()).filter(|&i| test_images.contains(&key(held, i))).count() < 10,
+        "MNIST has a handful of duplicate images across its splits, no more");
+    // No held-out image is trained on.
+    assert!((0..train.len()).filter(|&i| held_set.contains(&key(train, i))).count() < 10);
+    // The same images are held out whatever the run's seed.
+    let other = stream("split-mnist-domain-il-validation.yaml", 4);
+    assert_eq!(other.dataset.test.labels, held.labels);
+    assert_eq!(other.dataset.test.images, held.images);
+    // The tasks are the same tasks, scored on the held-out images of their classes.
+    assert_eq!(val.tasks[2].classes, full.tasks[2].classes);
+    assert_eq!(
+        val.tasks.iter().map(|t| t.test.len()).sum::<usize>(),
+        held.len()
+    );
+}
+
+#[test]
+fn a_validation_fraction_outside_zero_one_is_refused_with_the_key_named() {
+    for bad in ["0", "1", "1.5", "-0.1"] {
+        let text = format!(
+            "dataset: mnist\nkind: split\nscenario: domain-incremental\nvalidation: {bad}\n"
+        );
+        let e = StreamSpec::from_yaml(&text, Path::new("v.yaml")).unwrap_err().to_string();
+        assert!(e.contains("validation") && e.contains("(0, 1)") && e.contains("v.yaml"), "{e}");
+    }
+}
