@@ -4,6 +4,7 @@
 
 pub mod export;
 pub mod frames;
+pub mod grapes_effect;
 pub mod plots;
 pub mod stats;
 pub mod tables;
@@ -114,6 +115,7 @@ pub fn build_report(
     let comparison = comparison_frame(&metrics)?;
     let curves = average_accuracy_frame(&runs)?;
     let learning = curves_frame(&runs)?;
+    let grapes_effect = grapes_effect::grapes_effect_frame(&runs, &metrics)?;
     let tables_dir = dir.join("tables");
     let mut files = Vec::new();
     for (name, df) in [
@@ -123,6 +125,7 @@ pub fn build_report(
         ("comparison", &comparison),
         ("average_accuracy", &curves),
         ("learning_curves", &learning),
+        ("grapes_effect", &grapes_effect),
     ] {
         write_all_formats(df, &tables_dir, name)?;
         files.extend(
@@ -149,6 +152,27 @@ pub fn build_report(
     ] {
         write_atomic(&path, text.as_bytes())?;
         files.push(path);
+    }
+    // What GRAPES does to each method, when the runs hold methods with and without it.
+    if grapes_effect.height() > 0 {
+        for (path, text) in [
+            (
+                tables_dir.join("grapes_effect.md"),
+                grapes_effect::markdown(&grapes_effect, opts)?,
+            ),
+            (
+                tables_dir.join("grapes_effect.tex"),
+                grapes_effect::latex(&grapes_effect, opts)?,
+            ),
+        ] {
+            write_atomic(&path, text.as_bytes())?;
+            files.push(path);
+        }
+        files.extend(plots::write_grapes_effect(
+            &dir.join("figures"),
+            &grapes_effect,
+            opts.alpha,
+        )?);
     }
     let streams: Vec<String> = {
         let mut s: Vec<String> = summary

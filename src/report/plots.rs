@@ -815,3 +815,166 @@ pub fn write_learning_curves(
         b,
     )
 }
+
+/// The GRAPES figure: a forest plot per (stream, metric of
+/// [`super::grapes_effect::EFFECT_METRICS`]), rows = the streams, columns = the metrics: per
+/// method pair, the mean paired difference with − without GRAPES (points) and its 95% CI
+/// (bars), in percentage points, with the zero line. Green: the t-test says GRAPES helps at
+/// `alpha`; red: hurts; grey: no detectable effect. Writes nothing without pairs.
+pub fn write_grapes_effect(
+    dir: &Path,
+    frame: &DataFrame,
+    alpha: f64,
+) -> Result<Vec<PathBuf>, ExportError> {
+    if frame.height() == 0 {
+        return Ok(Vec::new());
+    }
+    std::fs::create_dir_all(dir).map_err(|source| crate::experiment::store::StoreError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let streams: Vec<String> = {
+        let mut s: Vec<String> = frame
+            .column("stream")
+            .and_then(|c| Ok(c.str()?.iter().flatten().map(str::to_string).collect()))
+            .map_err(|e| ExportError::Encode {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        s.dedup();
+        s
+    };
+    // The most pairs of one stream (rows of its panels).
+    let methods = frame
+        .column("metric")
+        .and_then(|c| Ok(c.str()?.iter().filter(|m| *m == Some("acc")).count()))
+        .unwrap_or(0)
+        .div_ceil(streams.len().max(1));
+    let (a, b) = both!(|root| grapes_effect(root, frame, &streams, alpha));
+    render(
+        &dir.join("grapes-effect"),
+        (
+            1600,
+            40 + streams.len() as u32 * (120 + 26 * methods.max(3) as u32),
+        ),
+        a,
+        b,
+    )
+}
+
+fn grapes_effect<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    frame: &DataFrame,
+    streams: &[String],
+    alpha: f64,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    use super::grapes_effect::EFFECT_METRICS;
+    let st = frame.column("stream")?.str()?.clone();
+    let base = frame.column("method")?.str()?.clone();
+    let metric = frame.column("metric")?.str()?.clone();
+    let n = frame.column("n")?.u32()?.clone();
+    let diff = frame.column("diff_mean")?.f64()?.clone();
+    let low = frame.column("diff_ci95_low")?.f64()?.clone();
+    let high = frame.column("diff_ci95_high")?.f64()?.clone();
+    let p = frame.column("p_t")?.f64()?.clone();
+    let root = root.titled(
+        "GRAPES on every method: with − without, paired by seed (mean and 95% CI, percentage points)",
+        ("sans-serif", 22).into_font(),
+    )?;
+    let rows = root.split_evenly((streams.len(), EFFECT_METRICS.len()));
+    for (r, s) in streams.iter().enumerate() {
+        for (c, name) in EFFECT_METRICS.iter().enumerate() {
+            let column = MetricColumn::named(name).expect("a known metric");
+            let idx: Vec<usize> = (0..frame.height())
+                .filter(|&i| st.get(i) == Some(s.as_str()) && metric.get(i) == Some(*name))
+                .collect();
+            let names: Vec<String> = idx
+                .iter()
+                .map(|&i| base.get(i).unwrap_or("").to_string())
+                .collect();
+            let pts: Vec<(f64, Option<(f64, f64)>)> = idx
+                .iter()
+                .map(|&i| {
+                    (
+                        100.0 * diff.get(i).unwrap_or(0.0),
+                        low.get(i).zip(high.get(i)).map(|(l, h)| (100.0 * l, 100.0 * h)),
+                    )
+                })
+                .collect();
+            let lo = pts
+                .iter()
+                .map(|(m, ci)| ci.map_or(*m, |c| c.0))
+                .fold(0.0f64, f64::min);
+            let hi = pts
+                .iter()
+                .map(|(m, ci)| ci.map_or(*m, |c| c.1))
+                .fold(0.0f64, f64::max);
+            let pad = ((hi - lo) * 0.08).max(0.2);
+            let k = names.len().max(1);
+            let panel = &rows[r * EFFECT_METRICS.len() + c];
+            let caption = format!("{s} — Δ {}", column.axis);
+            let mut chart = ChartBuilder::on(panel)
+                .caption(caption, ("sans-serif", 15))
+                .margin(8)
+                .x_label_area_size(30)
+                .y_label_area_size(if c == 0 { 120 } else { 10 })
+                .build_cartesian_2d((lo - pad)..(hi + pad), -0.5f64..k as f64 - 0.5)?;
+            let names_ref = names.clone();
+            let first = c == 0;
+            chart
+                .configure_mesh()
+                .disable_y_mesh()
+                .y_labels(k)
+                .y_label_formatter(&move |y| {
+                    let i = y.round();
+                    if first && (y - i).abs() < 0.01 && i >= 0.0 {
+                        // Top to bottom in the frame's order.
+                        names_ref
+                            .get(names_ref.len().saturating_sub(1 + i as usize))
+                            .cloned()
+                            .unwrap_or_default()
+                    } else {
+                        String::new()
+                    }
+                })
+                .x_label_formatter(&tick)
+                .label_style(("sans-serif", 13))
+                .light_line_style(WHITE.mix(0.0))
+                .draw()?;
+            chart.draw_series(LineSeries::new(
+                vec![(0.0, -0.5), (0.0, k as f64 - 0.5)],
+                BLACK.stroke_width(1),
+            ))?;
+            for (j, (&i, (m, ci))) in idx.iter().zip(&pts).enumerate() {
+                let y = (k - 1 - j) as f64;
+                let verdict = super::grapes_effect::verdict(
+                    column,
+                    n.get(i).unwrap_or(0),
+                    diff.get(i),
+                    p.get(i),
+                    alpha,
+                );
+                let col = match verdict.as_str() {
+                    "helps" => RGBColor(44, 160, 44),
+                    "hurts" => RGBColor(214, 39, 40),
+                    _ => RGBColor(110, 110, 110),
+                };
+                if let Some((l, h)) = ci {
+                    chart.draw_series(std::iter::once(ErrorBar::new_horizontal(
+                        y,
+                        *l,
+                        *m,
+                        *h,
+                        col.stroke_width(2),
+                        8,
+                    )))?;
+                }
+                chart.draw_series(std::iter::once(Circle::new((*m, y), 5, col.filled())))?;
+            }
+        }
+    }
+    Ok(())
+}

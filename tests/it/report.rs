@@ -457,3 +457,76 @@ fn timing_is_stored_beside_the_record_and_read_back() {
     assert!(runs.is_empty());
     assert!(warnings[0].contains("timing.json"), "{warnings:?}");
 }
+
+/// `spec` with the optimizer written out (`{name: sgd, lr: 0.1, grapes: …}`).
+fn spec_with(method: &str, optimizer: &str, seed: u64) -> RunSpec {
+    let mut s = spec(method, seed);
+    s.method.optimizer = serde_yaml::from_str(optimizer).unwrap();
+    s
+}
+
+#[test]
+fn grapes_effect_pairs_runs_by_configuration_and_tests_the_paired_differences() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RunStore::new(dir.path());
+    // `a` and `a+grapes` differ only in GRAPES; `b+grapes` has another learning rate than
+    // `b`, so it is no pair of it, whatever its name says.
+    let gains = [0.02, 0.03, 0.025, 0.04, 0.035];
+    for seed in 0..5u64 {
+        let g = gains[seed as usize];
+        for (method, optimizer, quality) in [
+            ("a", "{name: sgd, lr: 0.1}", 0.0),
+            ("a+grapes", "{name: sgd, lr: 0.1, grapes: propagating}", g),
+            ("b", "{name: sgd, lr: 0.2}", 0.0),
+            ("b+grapes", "{name: sgd, lr: 0.3, grapes: propagating}", 0.05),
+        ] {
+            let s = spec_with(method, optimizer, seed);
+            store
+                .write(&s, &record(quality + seed as f64 * 0.001, RunStatus::Completed))
+                .unwrap();
+        }
+    }
+    let out = dir.path().join("report");
+    let report = build_report(&[dir.path().to_path_buf()], &out, &options()).unwrap();
+    use polars::prelude::SerReader;
+    let frame = polars::prelude::CsvReadOptions::default()
+        .try_into_reader_with_file_path(Some(out.join("tables/grapes_effect.csv")))
+        .unwrap()
+        .finish()
+        .unwrap();
+    let col = |c: &str| frame.column(c).unwrap().clone();
+    let methods: Vec<String> = col("method_grapes")
+        .str()
+        .unwrap()
+        .iter()
+        .flatten()
+        .map(str::to_string)
+        .collect();
+    assert!(methods.iter().all(|m| m == "a+grapes"), "{methods:?}");
+    // ACC = mean of the last row: (0.6 + q + 0.8 + q + 0.93) / 3, so ΔACC = 2g/3 per seed.
+    let metric = col("metric");
+    let acc = (0..frame.height())
+        .find(|&i| metric.str().unwrap().get(i) == Some("acc"))
+        .unwrap();
+    let diffs: Vec<f64> = gains.iter().map(|g| 2.0 * g / 3.0).collect();
+    let mean = diffs.iter().sum::<f64>() / 5.0;
+    let get = |c: &str| col(c).f64().unwrap().get(acc).unwrap();
+    assert!((get("diff_mean") - mean).abs() < 1e-9);
+    let sd = (diffs.iter().map(|d| (d - mean).powi(2)).sum::<f64>() / 4.0).sqrt();
+    // t(0.975, 4) = 2.776445.
+    let half = 2.776445 * sd / 5f64.sqrt();
+    assert!((get("diff_ci95_high") - (mean + half)).abs() < 1e-6);
+    assert!(get("p_t") < 0.01, "a consistent gain is significant");
+    // Exact signed-rank: all 5 differences positive → p = 2/32.
+    assert!((get("p_wilcoxon") - 0.0625).abs() < 1e-12);
+    assert_eq!(col("better").i64().unwrap().get(acc), Some(5));
+    let md = std::fs::read_to_string(out.join("tables/grapes_effect.md")).unwrap();
+    assert!(md.contains("| a+grapes vs a | ACC | 5 |") && md.contains("helps"), "{md}");
+    // Forgetting is lower with GRAPES here: also "helps" (lower is better).
+    let forgetting_row = md.lines().find(|l| l.contains("| Forgetting |")).unwrap();
+    assert!(forgetting_row.contains("helps"), "{forgetting_row}");
+    assert!(report
+        .files
+        .iter()
+        .any(|f| f.ends_with("figures/grapes-effect.png")));
+}
