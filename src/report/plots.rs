@@ -881,8 +881,8 @@ where
     let high = frame.column("diff_ci95_high")?.f64()?.clone();
     let p = frame.column("p_t")?.f64()?.clone();
     let root = root.titled(
-        "GRAPES on every method: with − without, paired by seed (mean and 95% CI, percentage points)",
-        ("sans-serif", 22).into_font(),
+        &format!("GRAPES on every method: with − without, paired by seed (mean, 95% CI; points) — green: helps, red: hurts, grey: no detectable effect (paired t, α = {alpha})"),
+        ("sans-serif", 19).into_font(),
     )?;
     let rows = root.split_evenly((streams.len(), EFFECT_METRICS.len()));
     for (r, s) in streams.iter().enumerate() {
