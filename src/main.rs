@@ -31,7 +31,7 @@ fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => cli::experiment::run_command(args, progress),
         Command::Report(args) => cli::report::report_command(args),
         Command::Validate(args) => cli::experiment::validate_command(args),
-        Command::Slurm(args) => cli::experiment::slurm_command(args),
+        Command::Slurm(args) => cli::slurm::slurm_command(args),
         Command::Bench(args) => cli::bench::bench_command(args),
         Command::Metrics(args) => cli::report::metrics_command(args),
         Command::Platform(args) => cli::bench::platform_command(args),

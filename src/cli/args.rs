@@ -201,7 +201,37 @@ pub(crate) struct SlurmArgs {
     /// Slurm partition.
     #[arg(long)]
     pub(crate) partition: Option<String>,
-    /// Results directory [default: results/<experiment name>].
+    /// Slurm account to charge.
+    #[arg(long)]
+    pub(crate) account: Option<String>,
+    /// Slurm quality of service.
+    #[arg(long)]
+    pub(crate) qos: Option<String>,
+    /// Memory per array task (Slurm's --mem, e.g. 8G).
+    #[arg(long)]
+    pub(crate) mem: Option<String>,
+    /// Generic resources per array task (e.g. gpu:1 for a CUDA build with --device cuda).
+    #[arg(long)]
+    pub(crate) gres: Option<String>,
+    /// Extra sbatch option, written as its own #SBATCH line (repeatable; e.g. --sbatch=--mail-type=END).
+    #[arg(long = "sbatch", value_name = "OPTION", allow_hyphen_values = true)]
+    pub(crate) sbatch: Vec<String>,
+    /// Shell line run before clbench in every array task (repeatable; e.g. "module load rust").
+    #[arg(long = "setup", value_name = "LINE")]
+    pub(crate) setup: Vec<String>,
+    /// The clbench executable as the compute nodes see it [default: clbench, from PATH].
+    #[arg(long = "bin", value_name = "PATH")]
+    pub(crate) bin: Option<String>,
+    /// Extra arguments of every `clbench run` (e.g. "--device cuda"), split on whitespace.
+    #[arg(long = "run-args", value_name = "ARGS", allow_hyphen_values = true)]
+    pub(crate) run_args: Option<String>,
+    /// Give every array task its own results directory, <out>/shard-<task>, instead of one
+    /// shared store (for file systems without working advisory locks); merge them afterwards
+    /// with `clbench report <out>/shard-* --out <out>`.
+    #[arg(long)]
+    pub(crate) separate_outs: bool,
+    /// Results directory [default: results/<experiment name>]. Its slurm/ folder (the array's
+    /// logs) is created now: Slurm opens the log files before the script runs.
     #[arg(long)]
     pub(crate) out: Option<PathBuf>,
     /// Write the script here instead of standard output.

@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::args::{RunArgs, SlurmArgs, ValidateArgs};
+use super::args::{RunArgs, ValidateArgs};
 use super::report::write_report;
-use super::settings::{check_slurm_args, RunSettings, UsageError};
+use super::settings::{RunSettings, UsageError};
 use clbench::experiment::store::ExperimentRecord;
 use clbench::experiment::{self, check_configurations, Experiment, PlannedRun, RunStore};
 
@@ -84,7 +84,9 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
     // Missing or damaged data is the user's to fix (exit 2), before anything trains; the
     // loaded data is cached for the runs.
     check_data(&runs, true)?;
-    store.write_experiment(&ExperimentRecord::of(&exp, &runs))?;
+    // The whole experiment's methods, whatever share of its runs this writer trains: the
+    // first is the report's default baseline, and every shard must record the same one.
+    store.write_experiment(&ExperimentRecord::of(&exp, &experiment::plan(&exp, None)))?;
     tracing::info!(experiment = %exp.name, runs = runs.len(), jobs = settings.jobs, threads = settings.threads, out = %out.display(), "starting");
     let executed = train_runs(&runs, &settings, &out, progress)?;
     if store.load()?.0.is_empty() {
@@ -251,105 +253,4 @@ pub(crate) fn validate_command(args: ValidateArgs) -> Result<ExitCode> {
     }
     println!("  {} runs in total", runs.len());
     Ok(ExitCode::SUCCESS)
-}
-
-/// `clbench slurm`: an sbatch array script that runs the experiment in shards.
-pub(crate) fn slurm_command(args: SlurmArgs) -> Result<ExitCode> {
-    check_slurm_args(&args)?;
-    let exp = Experiment::load(&args.config)?;
-    let runs = experiment::plan(&exp, None).len();
-    let shards = args.shards.unwrap_or(runs).clamp(1, runs.max(1));
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| PathBuf::from("results").join(&exp.name));
-    let config = args.config.display().to_string();
-    let out_text = out.display().to_string();
-    let slurm_out = format!("{out_text}/slurm");
-    let mut script = String::from("#!/bin/bash\n");
-    let mut sbatch = |option: &str, value: &str| -> Result<()> {
-        script.push_str(&format!(
-            "#SBATCH --{option}={}\n",
-            sbatch_value(option, value)?
-        ));
-        Ok(())
-    };
-    sbatch("job-name", &format!("clbench-{}", exp.name))?;
-    sbatch("array", &format!("0-{}", shards - 1))?;
-    sbatch("cpus-per-task", &args.cpus_per_task.to_string())?;
-    sbatch("time", &args.time)?;
-    if let Some(p) = &args.partition {
-        sbatch("partition", p)?;
-    }
-    sbatch("output", &format!("{slurm_out}/%A_%a.out"))?;
-    script.push_str(&format!(
-        "# {runs} runs of {} in {shards} shards; each array task runs its share (--shard defaults to\n\
-         # SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT) and skips runs already complete, so the array can be\n\
-         # resubmitted after a failure. Afterwards: clbench report {}\n",
-        config.escape_debug(),
-        out_text.escape_debug()
-    ));
-    script.push_str("set -euo pipefail\n");
-    script.push_str(&format!("mkdir -p -- {}\n", shell_quote(&slurm_out)));
-    script.push_str(&format!(
-        "srun clbench run {} --out {} --threads \"$SLURM_CPUS_PER_TASK\" -q\n",
-        shell_quote(&config),
-        shell_quote(&out_text)
-    ));
-    match &args.script {
-        Some(path) => {
-            clbench::experiment::store::write_atomic(path, script.as_bytes())?;
-            eprintln!(
-                "wrote {} ({runs} runs in {shards} array tasks); submit with: sbatch {}",
-                path.display(),
-                path.display()
-            );
-        }
-        None => print!("{script}"),
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
-/// `value` as a word of the shell: in single quotes, each `'` written as `'\''`, so that nothing
-/// in it (spaces, `$`, backquotes) is interpreted when the job starts.
-fn shell_quote(value: &str) -> String {
-    format!("'{}'", value.replace('\'', r"'\''"))
-}
-
-/// A value of an `#SBATCH` line: sbatch reads these lines itself, without a shell, so a value
-/// with a space is double-quoted, and one that cannot be written there (a quote, a backslash, a
-/// control character) is refused.
-fn sbatch_value(option: &str, value: &str) -> Result<String> {
-    if value
-        .chars()
-        .any(|c| c.is_control() || c == '"' || c == '\\')
-    {
-        return Err(UsageError(format!(
-            "the {option} `{}` cannot be written in an #SBATCH line (quote, backslash or control character)",
-            value.escape_debug()
-        ))
-        .into());
-    }
-    Ok(if value.contains(char::is_whitespace) {
-        format!("\"{value}\"")
-    } else {
-        value.to_string()
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_words_are_quoted() {
-        assert_eq!(shell_quote("r/$(id)"), "'r/$(id)'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-        assert_eq!(
-            sbatch_value("output", "a b/%A.out").unwrap(),
-            "\"a b/%A.out\""
-        );
-        assert!(sbatch_value("output", "a\"b").is_err());
-        assert!(sbatch_value("output", "a\nb").is_err());
-    }
 }

@@ -8,6 +8,7 @@ pub(crate) mod data;
 pub(crate) mod experiment;
 pub(crate) mod report;
 pub(crate) mod settings;
+pub(crate) mod slurm;
 pub(crate) mod tasks;
 
 /// The exit code of a failed command: 2 when the error is in the user's input (a flag, a

@@ -441,6 +441,7 @@ fn shards_run_apart_merge_in_the_report() {
 fn slurm_script_runs_the_array_in_shards() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = write(dir.path(), "s.yaml", BASE);
+    let out = dir.path().join("res ults");
     let o = clbench(&[
         "slurm",
         cfg.to_str().unwrap(),
@@ -450,25 +451,82 @@ fn slurm_script_runs_the_array_in_shards() {
         "01:30:00",
         "--partition",
         "cpu",
+        "--account",
+        "lab-x",
+        "--qos",
+        "long",
+        "--mem",
+        "8G",
+        "--gres",
+        "gpu:1",
+        "--sbatch=--mail-type=END",
+        "--setup",
+        "module load rust/1.95",
+        "--bin",
+        "/opt/cl bench/clbench",
+        "--run-args",
+        "--device cuda",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(s.starts_with("#!/bin/bash"));
+    for line in [
+        "#SBATCH --array=0-2",
+        "#SBATCH --partition=cpu",
+        "#SBATCH --time=01:30:00",
+        "#SBATCH --account=lab-x",
+        "#SBATCH --qos=long",
+        "#SBATCH --mem=8G",
+        "#SBATCH --gres=gpu:1",
+        "#SBATCH --mail-type=END",
+        "module load rust/1.95",
+    ] {
+        assert!(s.lines().any(|l| l == line), "{line}: {s}");
+    }
+    // The job runs where the script was written; paths are quoted for the shell; the log
+    // folder exists before submission (Slurm opens the logs before the script runs).
+    let cwd = std::env::current_dir().unwrap();
+    assert!(s.contains(&format!("#SBATCH --chdir={}", cwd.display())), "{s}");
     assert!(
-        s.contains("#SBATCH --array=0-2")
-            && s.contains("#SBATCH --partition=cpu")
-            && s.contains("#SBATCH --time=01:30:00")
-    );
-    assert!(
-        s.contains("clbench run") && s.contains("--out 'results/base'"),
+        s.contains(&format!(
+            "srun '/opt/cl bench/clbench' run '{}' --out '{}' --threads \"$SLURM_CPUS_PER_TASK\" -q '--device' 'cuda'",
+            cfg.display(),
+            out.display()
+        )),
         "{s}"
     );
-    assert_eq!(
-        clbench(&["slurm", cfg.to_str().unwrap(), "--time", "soon"])
-            .status
-            .code(),
-        Some(2)
+    assert!(s.contains(&format!("#SBATCH --output=\"{}/slurm/%A_%a.out\"", out.display())), "{s}");
+    assert!(out.join("slurm").is_dir());
+    // Every #SBATCH line comes before the first command (sbatch stops reading them there).
+    let first_command = s.lines().position(|l| l == "set -euo pipefail").unwrap();
+    assert!(s.lines().skip(first_command).all(|l| !l.starts_with("#SBATCH")));
+    // One store per task.
+    let o = clbench(&[
+        "slurm",
+        cfg.to_str().unwrap(),
+        "--separate-outs",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let s = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        s.contains(&format!("--out '{}'/shard-\"$SLURM_ARRAY_TASK_ID\"", out.display()))
+            && s.contains(&format!("report '{}'/shard-* --out '{}'", out.display(), out.display())),
+        "{s}"
     );
+    for bad in [
+        vec!["--time", "soon"],
+        vec!["--sbatch", "mail-type=END"],
+        vec!["--setup", "a\nb"],
+        vec!["--account", "a\"b"],
+    ] {
+        let mut args = vec!["slurm", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        args.extend(bad.iter().copied());
+        let o = clbench(&args);
+        assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", text(&o));
+    }
 }
 
 #[test]

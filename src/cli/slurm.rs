@@ -1,0 +1,195 @@
+//! `clbench slurm`: an sbatch array script that runs an experiment in shards on a Slurm cluster.
+//!
+//! Every array task runs `clbench run` on the same config; `--shard` defaults to Slurm's
+//! `SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT`, so each task trains its share of the runs, and
+//! the run store's claims and atomic writes let the tasks share one results directory (or, with
+//! `--separate-outs`, one each, merged by `clbench report`). A task that fails or is cancelled
+//! leaves no run that looks complete; resubmitting the script trains exactly what is missing.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clbench::experiment::{self, Experiment};
+
+use super::args::SlurmArgs;
+use super::settings::{check_slurm_args, UsageError};
+
+/// `clbench slurm`.
+pub(crate) fn slurm_command(args: SlurmArgs) -> Result<ExitCode> {
+    check_slurm_args(&args)?;
+    let exp = Experiment::load(&args.config)?;
+    let runs = experiment::plan(&exp, None).len();
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("results").join(&exp.name));
+    let cwd = std::env::current_dir().context("reading the current directory")?;
+    let script = array_script(&args, &exp.name, runs, &out, &cwd)?;
+    // Slurm opens each task's log before the script runs: the folder must exist already.
+    let logs = out.join("slurm");
+    std::fs::create_dir_all(&logs)
+        .with_context(|| format!("creating the array's log folder {}", logs.display()))?;
+    let shards = shard_count(&args, runs);
+    match &args.script {
+        Some(path) => {
+            clbench::experiment::store::write_atomic(path, script.as_bytes())?;
+            eprintln!(
+                "wrote {} ({runs} runs in {shards} array tasks; logs in {}); submit with: sbatch {}",
+                path.display(),
+                logs.display(),
+                path.display()
+            );
+        }
+        None => print!("{script}"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn shard_count(args: &SlurmArgs, runs: usize) -> usize {
+    args.shards.unwrap_or(runs).clamp(1, runs.max(1))
+}
+
+/// The script's text for the experiment `name` of `runs` runs, results in `out`, submitted from
+/// `cwd` (the job's working directory: relative paths in the script are relative to it).
+pub(crate) fn array_script(
+    args: &SlurmArgs,
+    name: &str,
+    runs: usize,
+    out: &Path,
+    cwd: &Path,
+) -> Result<String> {
+    let shards = shard_count(args, runs);
+    let config = args.config.display().to_string();
+    let out_text = out.display().to_string();
+    let bin = args.bin.clone().unwrap_or_else(|| "clbench".into());
+    let report = if args.separate_outs {
+        format!(
+            "{bin} report {}/shard-* --out {}",
+            shell_quote(&out_text),
+            shell_quote(&out_text)
+        )
+    } else {
+        format!("{bin} report {}", shell_quote(&out_text))
+    };
+    let mut s = String::from("#!/bin/bash\n");
+    s.push_str(&format!(
+        "# {runs} runs of {} in {shards} array tasks, written by `clbench slurm` ({} {}).\n\
+         # Submit with `sbatch <this file>`. Each task trains its share of the runs (clbench run\n\
+         # --shard defaults to SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT) and skips runs already\n\
+         # complete: after a failed or cancelled task, submit the same script again. Afterwards:\n\
+         #   {report}\n",
+        one_line(&config),
+        env!("CARGO_PKG_NAME"),
+        env!("CARGO_PKG_VERSION"),
+    ));
+    let mut sbatch = |option: &str, value: &str| -> Result<()> {
+        s.push_str(&format!("#SBATCH --{option}={}\n", sbatch_value(option, value)?));
+        Ok(())
+    };
+    sbatch("job-name", &format!("clbench-{name}"))?;
+    sbatch("array", &format!("0-{}", shards - 1))?;
+    sbatch("cpus-per-task", &args.cpus_per_task.to_string())?;
+    sbatch("time", &args.time)?;
+    for (option, value) in [
+        ("partition", &args.partition),
+        ("account", &args.account),
+        ("qos", &args.qos),
+        ("mem", &args.mem),
+        ("gres", &args.gres),
+    ] {
+        if let Some(v) = value {
+            sbatch(option, v)?;
+        }
+    }
+    sbatch("chdir", &cwd.display().to_string())?;
+    sbatch("output", &format!("{out_text}/slurm/%A_%a.out"))?;
+    for extra in &args.sbatch {
+        if !extra.starts_with('-') || extra.chars().any(char::is_control) {
+            return Err(UsageError(format!(
+                "--sbatch `{}`: expected one sbatch option such as --mail-type=END",
+                extra.escape_debug()
+            ))
+            .into());
+        }
+        s.push_str(&format!("#SBATCH {extra}\n"));
+    }
+    s.push_str("\nset -euo pipefail\n");
+    for line in &args.setup {
+        if line.chars().any(char::is_control) {
+            return Err(UsageError(format!(
+                "--setup `{}`: expected one line of shell",
+                line.escape_debug()
+            ))
+            .into());
+        }
+        s.push_str(line);
+        s.push('\n');
+    }
+    let target = if args.separate_outs {
+        format!("{}/shard-\"$SLURM_ARRAY_TASK_ID\"", shell_quote(&out_text))
+    } else {
+        shell_quote(&out_text)
+    };
+    let extra: String = args
+        .run_args
+        .iter()
+        .flat_map(|a| a.split_whitespace())
+        .map(|w| format!(" {}", shell_quote(w)))
+        .collect();
+    s.push_str(&format!(
+        "srun {} run {} --out {target} --threads \"$SLURM_CPUS_PER_TASK\" -q{extra}\n",
+        shell_quote(&bin),
+        shell_quote(&config),
+    ));
+    Ok(s)
+}
+
+/// `text` for a comment line: control characters escaped.
+fn one_line(text: &str) -> String {
+    text.escape_debug().to_string()
+}
+
+/// `value` as a word of the shell: in single quotes, each `'` written as `'\''`, so that nothing
+/// in it (spaces, `$`, backquotes) is interpreted when the job starts.
+pub(crate) fn shell_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', r"'\''"))
+}
+
+/// A value of an `#SBATCH` line: sbatch reads these lines itself, without a shell, so a value
+/// with a space is double-quoted, and one that cannot be written there (a quote, a backslash, a
+/// control character) is refused.
+fn sbatch_value(option: &str, value: &str) -> Result<String> {
+    if value
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
+        return Err(UsageError(format!(
+            "the {option} `{}` cannot be written in an #SBATCH line (quote, backslash or control character)",
+            value.escape_debug()
+        ))
+        .into());
+    }
+    Ok(if value.contains(char::is_whitespace) {
+        format!("\"{value}\"")
+    } else {
+        value.to_string()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shell_words_are_quoted() {
+        assert_eq!(shell_quote("r/$(id)"), "'r/$(id)'");
+        assert_eq!(shell_quote("it's"), r"'it'\''s'");
+        assert_eq!(
+            sbatch_value("output", "a b/%A.out").unwrap(),
+            "\"a b/%A.out\""
+        );
+        assert!(sbatch_value("output", "a\"b").is_err());
+        assert!(sbatch_value("output", "a\nb").is_err());
+    }
+}
