@@ -1,0 +1,152 @@
+#!/usr/bin/env python3
+"""Prints the Markdown tables of results/baselines-vs-published.md from the committed report
+tables (results/<config>/tables/summary.csv), so that every number in that document is one of
+the committed tables' numbers. Standard library only.
+
+    python3 scripts/baselines-tables.py            # split MNIST, all four scenarios
+    python3 scripts/baselines-tables.py permuted   # permuted MNIST, 10 tasks
+    python3 scripts/baselines-tables.py grapes     # GRAPES on every baseline (ACC, forgetting)
+
+The last reads results/grapes-on-baselines/tables/grapes_effect.csv, the merged report of the
+four split-MNIST directories (`clbench report results/split-mnist-* --out
+results/grapes-on-baselines`), and gives each cell the verdict `clbench report` writes in
+tables/grapes_effect.md: "helps"/"hurts" when the paired t-test over at least 3 seeds has
+p < 0.05 (by the metric's direction), otherwise no detectable effect.
+"""
+import csv
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent / "results"
+METHODS = [
+    ("finetune", 'fine-tuning ("None")'),
+    ("joint", "joint (upper bound)"),
+    ("ewc", "EWC"),
+    ("online-ewc", "online EWC"),
+    ("si", "SI"),
+    ("lwf", "LwF"),
+    ("mas", "MAS (in neither paper)"),
+    ("replay", "replay (ER)"),
+    ("agem", "A-GEM"),
+]
+# Published split-MNIST ACC (mean ± SEM over 20 seeds): (b) the 2019 preprint's Task-IL,
+# Domain-IL and Class-IL columns, (a) the 2022 paper's Class-IL column (see the document).
+PUBLISHED = {
+    "finetune": ("85.15 ± 1.00", "57.33 ± 1.66", "19.89 ± 0.02", "19.90 ± 0.02"),
+    "joint": ("–", "–", "98.17 ± 0.04", "–"),
+    "ewc": ("85.48 ‡", "57.80 ‡", "20.64 ± 0.52", "19.90 ‡"),
+    "online-ewc": ("85.22 ‡", "57.60 ‡", "–", "19.90 ‡"),
+    "si": ("99.14 ± 0.11", "63.77 ± 1.18", "21.20 ± 0.57", "20.04 ± 0.08"),
+    "lwf": ("99.60 ± 0.03", "71.02 ± 1.26", "21.89 ± 0.32", "24.17 ± 0.51"),
+    "mas": ("–", "–", "–", "–"),
+    "replay": ("–", "–", "88.79 ± 0.20", "–"),
+    "agem": ("–", "–", "65.10 ± 3.64", "–"),
+}
+SPLIT = [
+    "split-mnist-task-il",
+    "split-mnist-domain-il",
+    "split-mnist-class-il",
+    "split-mnist-class-il-seen-so-far",
+]
+
+
+def summary(name):
+    path = ROOT / name / "tables" / "summary.csv"
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        return {row["method"]: row for row in csv.DictReader(f)}
+
+
+def cell(rows, method, metric="acc"):
+    row = rows.get(method)
+    if row is None or not row[f"{metric}_mean"]:
+        return "–"
+    mean = 100 * float(row[f"{metric}_mean"])
+    n = int(row["n"])
+    sd = row[f"{metric}_sd"]
+    text = f"{mean:.2f} ± {100 * float(sd):.2f}" if sd else f"{mean:.2f}"
+    return f"{text} ({n})"
+
+
+def split_tables():
+    s = {name: summary(name) for name in SPLIT}
+    print("| method | Task-IL ours | Task-IL (b) | Domain-IL ours | Domain-IL (b) "
+          "| Class-IL ours, all | Class-IL ours, seen so far | Class-IL (a) 2022 | Class-IL (b) |")
+    print("|:--|--:|--:|--:|--:|--:|--:|--:|--:|")
+    for method, label in METHODS:
+        p = PUBLISHED[method]
+        print(f"| {label} | {cell(s[SPLIT[0]], method)} | {p[0]} | {cell(s[SPLIT[1]], method)} "
+              f"| {p[1]} | {cell(s[SPLIT[2]], method)} | {cell(s[SPLIT[3]], method)} "
+              f"| {p[2]} | {p[3]} |")
+    print()
+    print("| method + GRAPES | Task-IL | Domain-IL | Class-IL, all | Class-IL, seen so far |")
+    print("|:--|--:|--:|--:|--:|")
+    for method, label in METHODS:
+        label = label.split(" (")[0]
+        cells = " | ".join(cell(s[name], method + "+grapes") for name in SPLIT)
+        print(f"| {label} + GRAPES | {cells} |")
+
+
+def permuted_table():
+    s = summary("permuted-mnist-10-baselines")
+    print("| method | ACC | BWT | forgetting | learning acc. | + GRAPES: ACC | BWT | forgetting "
+          "| learning acc. |")
+    print("|:--|--:|--:|--:|--:|--:|--:|--:|--:|")
+    metrics = ["acc", "bwt", "forgetting", "learning_accuracy"]
+    for method, label in METHODS:
+        plain = " | ".join(cell(s, method, m) for m in metrics)
+        grapes = " | ".join(cell(s, method + "+grapes", m) for m in metrics)
+        print(f"| {label} | {plain} | {grapes} |")
+
+
+def verdict(row, lower_is_better):
+    n = int(row["n"])
+    if n < 3 or not row["p_t"]:
+        return "n < 3"
+    d, p = float(row["diff_mean"]), float(row["p_t"])
+    good = d < 0 if lower_is_better else d > 0
+    if p < 0.05 and good:
+        return "**helps**"
+    if p < 0.05 and d != 0:
+        return "**hurts**"
+    return "no effect detected"
+
+
+def grapes_table():
+    path = ROOT / "grapes-on-baselines" / "tables" / "grapes_effect.csv"
+    with path.open() as f:
+        rows = list(csv.DictReader(f))
+    labels = {"split-mnist-task-il": "Task-IL", "split-mnist-domain-il": "Domain-IL",
+              "split-mnist-class-il": "Class-IL, all",
+              "split-mnist-class-il-seen-so-far": "Class-IL, seen so far"}
+    for metric, title, lower in [("acc", "ACC", False), ("forgetting", "forgetting", True)]:
+        print(f"Δ{title} (with − without GRAPES, percentage points, mean [95% CI] over the "
+              "seeds both completed), paired t-test p, verdict:")
+        print()
+        print("| baseline | " + " | ".join(labels.values()) + " |")
+        print("|:--|" + "--:|" * len(labels))
+        for method, label in METHODS:
+            cells = []
+            for stream in labels:
+                r = next((r for r in rows if r["stream"] == stream and r["method"] == method
+                          and r["metric"] == metric), None)
+                if r is None or not r["diff_mean"]:
+                    cells.append("–")
+                    continue
+                d = 100 * float(r["diff_mean"])
+                ci = (f" [{100 * float(r['diff_ci95_low']):+.2f}, {100 * float(r['diff_ci95_high']):+.2f}]"
+                      if r["diff_ci95_low"] else "")
+                p = f", p {float(r['p_t']):.3f}" if r["p_t"] else ""
+                cells.append(f"{d:+.2f}{ci} ({r['n']}{p}) {verdict(r, lower)}")
+            print(f"| {label.split(' (')[0]} | " + " | ".join(cells) + " |")
+        print()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] == ["permuted"]:
+        permuted_table()
+    elif sys.argv[1:] == ["grapes"]:
+        grapes_table()
+    else:
+        split_tables()
