@@ -10,6 +10,13 @@ mod cli;
 use cli::args::{Cli, Command, TasksCommand, Verbosity};
 
 fn main() -> ExitCode {
+    // Output piped into a program that stops reading (`clbench tasks describe … | head`) ends
+    // the process quietly, as for any Unix tool, instead of a panic on the failed print.
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     init_logging(&cli.verbosity);
     match dispatch(cli) {
