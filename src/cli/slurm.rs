@@ -84,7 +84,10 @@ pub(crate) fn array_script(
         env!("CARGO_PKG_VERSION"),
     ));
     let mut sbatch = |option: &str, value: &str| -> Result<()> {
-        s.push_str(&format!("#SBATCH --{option}={}\n", sbatch_value(option, value)?));
+        s.push_str(&format!(
+            "#SBATCH --{option}={}\n",
+            sbatch_value(option, value)?
+        ));
         Ok(())
     };
     sbatch("job-name", &format!("clbench-{name}"))?;

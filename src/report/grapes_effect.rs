@@ -161,10 +161,20 @@ pub const EFFECT_METRICS: [&str; 4] = ["acc", "bwt", "forgetting", "learning_acc
 /// The plain-language verdict on one metric: `helps` or `hurts` when the paired t-test over
 /// at least 3 seeds rejects "no difference" at `alpha` (by the metric's direction), otherwise
 /// `no detectable effect at n seeds`; `—` without the seeds to test.
-pub fn verdict(column: &MetricColumn, n: u32, diff: Option<f64>, p_t: Option<f64>, alpha: f64) -> String {
+pub fn verdict(
+    column: &MetricColumn,
+    n: u32,
+    diff: Option<f64>,
+    p_t: Option<f64>,
+    alpha: f64,
+) -> String {
     match (diff, p_t) {
         (Some(d), Some(p)) if n >= 3 => {
-            let good = if column.higher_is_better() { d > 0.0 } else { d < 0.0 };
+            let good = if column.higher_is_better() {
+                d > 0.0
+            } else {
+                d < 0.0
+            };
             if p < alpha && good {
                 "helps".into()
             } else if p < alpha && d != 0.0 {

@@ -900,7 +900,9 @@ where
                 .map(|&i| {
                     (
                         100.0 * diff.get(i).unwrap_or(0.0),
-                        low.get(i).zip(high.get(i)).map(|(l, h)| (100.0 * l, 100.0 * h)),
+                        low.get(i)
+                            .zip(high.get(i))
+                            .map(|(l, h)| (100.0 * l, 100.0 * h)),
                     )
                 })
                 .collect();

@@ -87,9 +87,10 @@ pub fn distillation_terms(stream: &TaskStream, task: usize) -> Vec<DistillationT
             student: n.output_range.clone().unwrap_or(whole),
             tasks: 1,
         };
-        match out.iter_mut().find(|t| {
-            (t.head, &t.teacher, &t.student) == (term.head, &term.teacher, &term.student)
-        }) {
+        match out
+            .iter_mut()
+            .find(|t| (t.head, &t.teacher, &t.student) == (term.head, &term.teacher, &term.student))
+        {
             Some(t) if !class_il => t.tasks += 1,
             Some(_) => {}
             None => out.push(term),

@@ -488,7 +488,10 @@ fn slurm_script_runs_the_array_in_shards() {
     // The job runs where the script was written; paths are quoted for the shell; the log
     // folder exists before submission (Slurm opens the logs before the script runs).
     let cwd = std::env::current_dir().unwrap();
-    assert!(s.contains(&format!("#SBATCH --chdir={}", cwd.display())), "{s}");
+    assert!(
+        s.contains(&format!("#SBATCH --chdir={}", cwd.display())),
+        "{s}"
+    );
     assert!(
         s.contains(&format!(
             "srun '/opt/cl bench/clbench' run '{}' --out '{}' --threads \"$SLURM_CPUS_PER_TASK\" -q '--device' 'cuda'",
@@ -497,11 +500,20 @@ fn slurm_script_runs_the_array_in_shards() {
         )),
         "{s}"
     );
-    assert!(s.contains(&format!("#SBATCH --output=\"{}/slurm/%A_%a.out\"", out.display())), "{s}");
+    assert!(
+        s.contains(&format!(
+            "#SBATCH --output=\"{}/slurm/%A_%a.out\"",
+            out.display()
+        )),
+        "{s}"
+    );
     assert!(out.join("slurm").is_dir());
     // Every #SBATCH line comes before the first command (sbatch stops reading them there).
     let first_command = s.lines().position(|l| l == "set -euo pipefail").unwrap();
-    assert!(s.lines().skip(first_command).all(|l| !l.starts_with("#SBATCH")));
+    assert!(s
+        .lines()
+        .skip(first_command)
+        .all(|l| !l.starts_with("#SBATCH")));
     // One store per task.
     let o = clbench(&[
         "slurm",
@@ -512,8 +524,14 @@ fn slurm_script_runs_the_array_in_shards() {
     ]);
     let s = String::from_utf8_lossy(&o.stdout);
     assert!(
-        s.contains(&format!("--out '{}'/shard-\"$SLURM_ARRAY_TASK_ID\"", out.display()))
-            && s.contains(&format!("report '{}'/shard-* --out '{}'", out.display(), out.display())),
+        s.contains(&format!(
+            "--out '{}'/shard-\"$SLURM_ARRAY_TASK_ID\"",
+            out.display()
+        )) && s.contains(&format!(
+            "report '{}'/shard-* --out '{}'",
+            out.display(),
+            out.display()
+        )),
         "{s}"
     );
     for bad in [
@@ -522,7 +540,12 @@ fn slurm_script_runs_the_array_in_shards() {
         vec!["--setup", "a\nb"],
         vec!["--account", "a\"b"],
     ] {
-        let mut args = vec!["slurm", cfg.to_str().unwrap(), "--out", out.to_str().unwrap()];
+        let mut args = vec![
+            "slurm",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
         args.extend(bad.iter().copied());
         let o = clbench(&args);
         assert_eq!(o.status.code(), Some(2), "{bad:?}: {}", text(&o));

@@ -478,11 +478,18 @@ fn grapes_effect_pairs_runs_by_configuration_and_tests_the_paired_differences() 
             ("a", "{name: sgd, lr: 0.1}", 0.0),
             ("a+grapes", "{name: sgd, lr: 0.1, grapes: propagating}", g),
             ("b", "{name: sgd, lr: 0.2}", 0.0),
-            ("b+grapes", "{name: sgd, lr: 0.3, grapes: propagating}", 0.05),
+            (
+                "b+grapes",
+                "{name: sgd, lr: 0.3, grapes: propagating}",
+                0.05,
+            ),
         ] {
             let s = spec_with(method, optimizer, seed);
             store
-                .write(&s, &record(quality + seed as f64 * 0.001, RunStatus::Completed))
+                .write(
+                    &s,
+                    &record(quality + seed as f64 * 0.001, RunStatus::Completed),
+                )
                 .unwrap();
         }
     }
@@ -521,7 +528,10 @@ fn grapes_effect_pairs_runs_by_configuration_and_tests_the_paired_differences() 
     assert!((get("p_wilcoxon") - 0.0625).abs() < 1e-12);
     assert_eq!(col("better").i64().unwrap().get(acc), Some(5));
     let md = std::fs::read_to_string(out.join("tables/grapes_effect.md")).unwrap();
-    assert!(md.contains("| a+grapes vs a | ACC | 5 |") && md.contains("helps"), "{md}");
+    assert!(
+        md.contains("| a+grapes vs a | ACC | 5 |") && md.contains("helps"),
+        "{md}"
+    );
     // Forgetting is lower with GRAPES here: also "helps" (lower is better).
     let forgetting_row = md.lines().find(|l| l.contains("| Forgetting |")).unwrap();
     assert!(forgetting_row.contains("helps"), "{forgetting_row}");

@@ -1,8 +1,8 @@
 //! Continual-learning strategies: each one's defining property, strength 0 == fine-tuning,
 //! the engines against each other, and real training on split MNIST.
 
-use std::path::Path;
 use std::ops::Range;
+use std::path::Path;
 
 use clbench::data::IMAGE_PIXELS;
 use clbench::engine::{Engine, FusedMlp, Part, TensorEngine};
@@ -10,9 +10,9 @@ use clbench::models::loss::{DistillScale, Targets};
 use clbench::models::{ModelConfig, ModelKind, ModelSpec, Network};
 use clbench::optim::GrapesMode;
 use clbench::rng::SeedRng;
+use clbench::strategy::lwf::{distillation_terms, DistillationTerm};
 use clbench::strategy::memory::{project, Memory};
 use clbench::strategy::penalty::{estimate, Importance, Penalized};
-use clbench::strategy::lwf::{distillation_terms, DistillationTerm};
 use clbench::strategy::{BudgetUnit, Context, FisherKind, LossWeight, Strategy};
 use clbench::streams::{StreamSpec, TaskStream};
 use clbench::train::{
@@ -612,7 +612,14 @@ fn strategy_blocks_are_validated_with_the_key_named() {
 /// The reference's `loss_fn_kd(scores, target_scores, T, norm=False)` in f64, by hand: the
 /// teacher's softmax at T over `teacher`, zero-padded to the student's outputs `student`, the
 /// cross-entropy with the student's log-softmax at T, summed over classes, mean over rows.
-fn reference_kd(student_z: &[f32], teacher_z: &[f32], k: usize, t: f64, teacher: &Range<usize>, student: &Range<usize>) -> f64 {
+fn reference_kd(
+    student_z: &[f32],
+    teacher_z: &[f32],
+    k: usize,
+    t: f64,
+    teacher: &Range<usize>,
+    student: &Range<usize>,
+) -> f64 {
     let softmax = |z: &[f32], r: &Range<usize>| -> Vec<f64> {
         let e: Vec<f64> = r.clone().map(|c| (z[c] as f64 / t).exp()).collect();
         let sum: f64 = e.iter().sum();
@@ -639,7 +646,8 @@ fn lwf_distillation_is_the_reference_objective_checked_by_hand_and_finite_differ
     cfg.activation = clbench::models::Activation::Tanh;
     let spec = cfg.check().unwrap();
     let net = Network::new(&spec, &s.outputs, &mut SeedRng::derive(5, "init", 0), &DEV).unwrap();
-    let teacher_net = Network::new(&spec, &s.outputs, &mut SeedRng::derive(6, "init", 0), &DEV).unwrap();
+    let teacher_net =
+        Network::new(&spec, &s.outputs, &mut SeedRng::derive(6, "init", 0), &DEV).unwrap();
     let mut batch = clbench::streams::Batch::default();
     s.train_batch(2, &s.tasks[2].train[..5], &mut batch);
     let k = 10;
@@ -663,7 +671,11 @@ fn lwf_distillation_is_the_reference_objective_checked_by_hand_and_finite_differ
                 .accumulate(
                     &Part {
                         pixels: &batch.pixels,
-                        targets: Targets::Soft { probs: &q, temperature: t, scale },
+                        targets: Targets::Soft {
+                            probs: &q,
+                            temperature: t,
+                            scale,
+                        },
                         head: 0,
                         range: Some(student.clone()),
                         weight: 1.0,
@@ -672,8 +684,12 @@ fn lwf_distillation_is_the_reference_objective_checked_by_hand_and_finite_differ
                 )
                 .unwrap() as f64;
             let zs = engine.logits(None, &batch.pixels, 0).unwrap();
-            let by_hand = reference_kd(&zs, &zt, k, t as f64, &teacher, &student) * scale.factor(t) as f64;
-            assert!((loss - by_hand).abs() < 1e-5 * by_hand, "{scale:?}: {loss} vs {by_hand}");
+            let by_hand =
+                reference_kd(&zs, &zt, k, t as f64, &teacher, &student) * scale.factor(t) as f64;
+            assert!(
+                (loss - by_hand).abs() < 1e-5 * by_hand,
+                "{scale:?}: {loss} vs {by_hand}"
+            );
             grads.push(engine.grads_mut().0.to_vec());
         }
         // No T²: the gradient is the reference objective's, by central differences on the
@@ -693,7 +709,8 @@ fn lwf_distillation_is_the_reference_objective_checked_by_hand_and_finite_differ
                 let numeric = (at(eps) - at(-eps)) / (2.0 * eps as f64);
                 assert!(
                     (g[j] as f64 - numeric).abs() < 0.02 * numeric.abs() + 1e-5,
-                    "fused {fused}: parameter {i}[{j}]: {} vs {numeric}", g[j]
+                    "fused {fused}: parameter {i}[{j}]: {} vs {numeric}",
+                    g[j]
                 );
             }
             // T² multiplies it by T² = 4.
@@ -713,7 +730,15 @@ fn lwf_terms_and_weights_follow_the_reference() {
     // for all of them, weighted (k − 1) under `per-task` (the reference multiplies the
     // distillation loss by the number of earlier contexts), (1 − 1/k) under `balanced`.
     let terms = distillation_terms(&domain, 3);
-    assert_eq!(terms, vec![DistillationTerm { head: 0, teacher: 0..2, student: 0..2, tasks: 3 }]);
+    assert_eq!(
+        terms,
+        vec![DistillationTerm {
+            head: 0,
+            teacher: 0..2,
+            student: 0..2,
+            tasks: 3
+        }]
+    );
     let counts: Vec<usize> = terms.iter().map(|t| t.tasks).collect();
     let per_task: LossWeight = serde_yaml::from_str("per-task").unwrap();
     let balanced: LossWeight = serde_yaml::from_str("balanced").unwrap();
@@ -730,10 +755,20 @@ fn lwf_terms_and_weights_follow_the_reference() {
     // `L_current + L_distill` as in the reference (no multiplication for class-IL).
     assert_eq!(
         distillation_terms(&class, 3),
-        vec![DistillationTerm { head: 0, teacher: 0..10, student: 0..10, tasks: 1 }]
+        vec![DistillationTerm {
+            head: 0,
+            teacher: 0..10,
+            student: 0..10,
+            tasks: 1
+        }]
     );
     // The strategy block's defaults are the reference's.
     let m = method("{name: adam, lr: 0.001}", Some("{name: lwf}"));
     let yaml = serde_yaml::to_string(m.strategy.config()).unwrap();
-    assert!(yaml.contains("scale: none") && yaml.contains("weight: per-task") && yaml.contains("temperature: 2"), "{yaml}");
+    assert!(
+        yaml.contains("scale: none")
+            && yaml.contains("weight: per-task")
+            && yaml.contains("temperature: 2"),
+        "{yaml}"
+    );
 }

@@ -370,22 +370,43 @@ fn a_validation_stream_holds_out_training_images_and_never_reads_the_test_set() 
     // 10% of every class, taken from the training split only.
     assert_eq!(train.len() + held.len(), full.dataset.train.len());
     for class in 0..10u8 {
-        let n = full.dataset.train.labels.iter().filter(|&&l| l == class).count();
+        let n = full
+            .dataset
+            .train
+            .labels
+            .iter()
+            .filter(|&&l| l == class)
+            .count();
         let h = held.labels.iter().filter(|&&l| l == class).count();
         assert_eq!(h, (n as f64 * 0.1).round() as usize, "class {class}");
     }
     // Every held-out image is a training image, none is a test image.
-    let key = |s: &clbench::data::Split, i: usize| s.images[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS].to_vec();
-    let train_images: std::collections::HashSet<Vec<u8>> =
-        (0..full.dataset.train.len()).map(|i| key(&full.dataset.train, i)).collect();
-    let test_images: std::collections::HashSet<Vec<u8>> =
-        (0..full.dataset.test.len()).map(|i| key(&full.dataset.test, i)).collect();
-    let held_set: std::collections::HashSet<Vec<u8>> = (0..held.len()).map(|i| key(held, i)).collect();
+    let key = |s: &clbench::data::Split, i: usize| {
+        s.images[i * IMAGE_PIXELS..(i + 1) * IMAGE_PIXELS].to_vec()
+    };
+    let train_images: std::collections::HashSet<Vec<u8>> = (0..full.dataset.train.len())
+        .map(|i| key(&full.dataset.train, i))
+        .collect();
+    let test_images: std::collections::HashSet<Vec<u8>> = (0..full.dataset.test.len())
+        .map(|i| key(&full.dataset.test, i))
+        .collect();
+    let held_set: std::collections::HashSet<Vec<u8>> =
+        (0..held.len()).map(|i| key(held, i)).collect();
     assert!((0..held.len()).all(|i| train_images.contains(&key(held, i))));
-    assert!((0..held.len()).filter(|&i| test_images.contains(&key(held, i))).count() < 10,
-        "MNIST has a handful of duplicate images across its splits, no more");
+    assert!(
+        (0..held.len())
+            .filter(|&i| test_images.contains(&key(held, i)))
+            .count()
+            < 10,
+        "MNIST has a handful of duplicate images across its splits, no more"
+    );
     // No held-out image is trained on.
-    assert!((0..train.len()).filter(|&i| held_set.contains(&key(train, i))).count() < 10);
+    assert!(
+        (0..train.len())
+            .filter(|&i| held_set.contains(&key(train, i)))
+            .count()
+            < 10
+    );
     // The same images are held out whatever the run's seed.
     let other = stream("split-mnist-domain-il-validation.yaml", 4);
     assert_eq!(other.dataset.test.labels, held.labels);
@@ -404,7 +425,12 @@ fn a_validation_fraction_outside_zero_one_is_refused_with_the_key_named() {
         let text = format!(
             "dataset: mnist\nkind: split\nscenario: domain-incremental\nvalidation: {bad}\n"
         );
-        let e = StreamSpec::from_yaml(&text, Path::new("v.yaml")).unwrap_err().to_string();
-        assert!(e.contains("validation") && e.contains("(0, 1)") && e.contains("v.yaml"), "{e}");
+        let e = StreamSpec::from_yaml(&text, Path::new("v.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("validation") && e.contains("(0, 1)") && e.contains("v.yaml"),
+            "{e}"
+        );
     }
 }
