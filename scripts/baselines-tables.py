@@ -53,6 +53,7 @@ SPLIT = [
 def summary(name):
     path = ROOT / name / "tables" / "summary.csv"
     if not path.exists():
+        print(f"baselines-tables: {path} missing; its cells are shown as –", file=sys.stderr)
         return {}
     with path.open() as f:
         return {row["method"]: row for row in csv.DictReader(f)}

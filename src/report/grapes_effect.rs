@@ -15,9 +15,12 @@ use super::tables::{escape, TableOptions};
 use crate::experiment::StoredRun;
 use crate::metrics::{Column as MetricColumn, METRICS};
 
-/// (stream, method without GRAPES, method with GRAPES, GRAPES variant) of every pair found in
-/// `runs`, sorted.
-pub fn grapes_pairs(runs: &[StoredRun]) -> Vec<(String, String, String, String)> {
+/// (stream, method without GRAPES, method with GRAPES, GRAPES variant).
+pub type GrapesPair = (String, String, String, String);
+
+/// Every GRAPES pair found in `runs`, sorted, and one warning per configuration whose methods
+/// with GRAPES cannot be paired because several methods without GRAPES share it.
+pub fn grapes_pairs(runs: &[StoredRun]) -> (Vec<GrapesPair>, Vec<String>) {
     // Per (stream, configuration without name and GRAPES): the methods and their variants.
     let mut by_key: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
     for r in runs {
@@ -37,6 +40,7 @@ pub fn grapes_pairs(runs: &[StoredRun]) -> Vec<(String, String, String, String)>
             .insert(r.spec.method.name.clone(), variant);
     }
     let mut pairs = Vec::new();
+    let mut warnings = Vec::new();
     for ((stream, _), methods) in by_key {
         let without: Vec<&String> = methods
             .iter()
@@ -45,6 +49,18 @@ pub fn grapes_pairs(runs: &[StoredRun]) -> Vec<(String, String, String, String)>
             .collect();
         // Two names for one configuration without GRAPES would make the pairing ambiguous.
         let [base] = without.as_slice() else {
+            let with: Vec<&String> = methods
+                .iter()
+                .filter(|(_, v)| v.as_str() != "off")
+                .map(|(m, _)| m)
+                .collect();
+            if without.len() > 1 && !with.is_empty() {
+                warnings.push(format!(
+                    "{stream}: GRAPES effect of {} not computed: the same configuration without GRAPES runs under several names ({})",
+                    with.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", "),
+                    without.iter().map(|m| m.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
             continue;
         };
         for (m, v) in &methods {
@@ -54,7 +70,7 @@ pub fn grapes_pairs(runs: &[StoredRun]) -> Vec<(String, String, String, String)>
         }
     }
     pairs.sort();
-    pairs
+    (pairs, warnings)
 }
 
 /// One row per (GRAPES pair, compared metric), over the seeds both methods completed with a
@@ -62,7 +78,7 @@ pub fn grapes_pairs(runs: &[StoredRun]) -> Vec<(String, String, String, String)>
 /// diff_mean (with − without), diff_ci95_low, diff_ci95_high (Student's t, n − 1 df), p_t
 /// (paired t-test), p_wilcoxon (signed-rank, exact for n ≤ 50 without ties), better, ties,
 /// worse` (seeds on which GRAPES is better / equal / worse by the metric's direction).
-pub fn grapes_effect_frame(runs: &[StoredRun], metrics: &DataFrame) -> PolarsResult<DataFrame> {
+pub fn grapes_effect_frame(pairs: &[GrapesPair], metrics: &DataFrame) -> PolarsResult<DataFrame> {
     let stream = metrics.column("stream")?.str()?.clone();
     let method = metrics.column("method")?.str()?.clone();
     let seed = metrics.column("seed")?.u64()?.clone();
@@ -78,7 +94,7 @@ pub fn grapes_effect_frame(runs: &[StoredRun], metrics: &DataFrame) -> PolarsRes
             .collect()
     };
     let mut cols = EffectColumns::default();
-    for (s, base, with, variant) in grapes_pairs(runs) {
+    for (s, base, with, variant) in pairs.iter().cloned() {
         let (a, b) = (rows_of(&s, &base), rows_of(&s, &with));
         for column in METRICS.iter().filter(|c| c.compared) {
             let values = metrics.column(column.name)?.f64()?.clone();

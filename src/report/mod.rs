@@ -115,7 +115,9 @@ pub fn build_report(
     let comparison = comparison_frame(&metrics)?;
     let curves = average_accuracy_frame(&runs)?;
     let learning = curves_frame(&runs)?;
-    let grapes_effect = grapes_effect::grapes_effect_frame(&runs, &metrics)?;
+    let (pairs, unpaired) = grapes_effect::grapes_pairs(&runs);
+    warnings.extend(unpaired);
+    let grapes_effect = grapes_effect::grapes_effect_frame(&pairs, &metrics)?;
     let tables_dir = dir.join("tables");
     let mut files = Vec::new();
     for (name, df) in [
