@@ -1,5 +1,5 @@
 //! Throughput measurements for `clbench bench`: training and evaluation samples per second of
-//! the reference MLPs, the machine's matrix-product peak, and parallel scaling.
+//! the reference MLPs and CNNs, the machine's matrix-product peak, and parallel scaling.
 //!
 //! Everything here measures the same code paths that `clbench run` uses (the engine of
 //! [`crate::engine`] and the optimizers of [`crate::optim`]); only the data is random
@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::data::IMAGE_PIXELS;
 use crate::engine::{engine_for, kernels, BackwardPath, Part};
 use crate::models::loss::Targets;
-use crate::models::{ModelSpec, Network};
+use crate::models::{ModelConfig, ModelKind, ModelSpec, Network};
 use crate::optim::{GrapesMode, OptimizerSettings};
 use crate::rng::SeedRng;
 use crate::streams::OutputLayout;
@@ -22,11 +22,11 @@ use crate::streams::OutputLayout;
 /// One training-throughput measurement.
 #[derive(Debug, Clone, Serialize)]
 pub struct TrainMeasurement {
-    /// `784-256-256-10` style.
+    /// [`BenchModel::name`]: `784-256-256-10`, `cnn-8-16-128`.
     pub model: String,
     /// Batch size.
     pub batch: usize,
-    /// `sgd+momentum` or `sgd+momentum+grapes`.
+    /// `sgd` or `sgd+grapes` (SGD with momentum, ± propagating GRAPES).
     pub method: String,
     /// CPU threads of the matrix products.
     pub threads: usize,
@@ -38,12 +38,64 @@ pub struct TrainMeasurement {
     pub gflop_per_s: f64,
 }
 
+/// A model that `clbench bench` measures, with its name and training FLOP per sample.
+#[derive(Debug, Clone)]
+pub struct BenchModel {
+    /// `784-256-256-10` for an MLP, `cnn-8-16-128` for a CNN (channels, then hidden widths).
+    pub name: String,
+    /// The model.
+    pub spec: ModelSpec,
+    /// Training FLOP per sample ([`mlp_training_flop`], [`cnn_training_flop`]).
+    pub flop_per_sample: f64,
+}
+
+impl BenchModel {
+    /// An MLP with these hidden widths (ReLU, biases, 10 outputs).
+    pub fn mlp(hidden: &[usize]) -> BenchModel {
+        BenchModel {
+            name: model_name(hidden),
+            spec: ModelSpec::mlp(hidden),
+            flop_per_sample: mlp_training_flop(hidden),
+        }
+    }
+
+    /// The CNN `clbench` ships with these channels, 5×5 kernels and one hidden layer of
+    /// `hidden` units (ReLU, biases, 10 outputs).
+    pub fn cnn(channels: [usize; 2], hidden: usize) -> BenchModel {
+        let cfg = ModelConfig {
+            kind: ModelKind::Cnn,
+            hidden: Some(vec![hidden]),
+            channels: Some(channels),
+            kernel: Some(5),
+            ..ModelConfig::mlp(&[hidden])
+        };
+        let spec = cfg
+            .check()
+            .unwrap_or_else(|e| panic!("BenchModel::cnn({channels:?}, {hidden}): {e}"));
+        BenchModel {
+            name: format!("cnn-{}-{}-{hidden}", channels[0], channels[1]),
+            flop_per_sample: cnn_training_flop(&spec),
+            spec,
+        }
+    }
+}
+
 /// The model's name, `784-h1-...-10`.
 pub fn model_name(hidden: &[usize]) -> String {
     let mut parts = vec![IMAGE_PIXELS.to_string()];
     parts.extend(hidden.iter().map(usize::to_string));
     parts.push("10".into());
     parts.join("-")
+}
+
+/// Training FLOP of layers with these forward multiply-adds per sample, input layer first:
+/// 2 per multiply-add forward, the same again for every weight gradient, and again for the error
+/// passed down (not needed below the first layer).
+fn training_flop(layers: &[f64]) -> f64 {
+    let forward: f64 = layers.iter().map(|m| 2.0 * m).sum();
+    let weight_grads = forward;
+    let input_grads = forward - 2.0 * layers[0];
+    forward + weight_grads + input_grads
 }
 
 /// FLOP per training sample of an MLP: 2·(in·out) per layer forward, the same again for every
@@ -53,10 +105,31 @@ pub fn mlp_training_flop(hidden: &[usize]) -> f64 {
     widths.extend_from_slice(hidden);
     widths.push(10);
     let layers: Vec<f64> = widths.windows(2).map(|w| (w[0] * w[1]) as f64).collect();
-    let forward: f64 = layers.iter().map(|m| 2.0 * m).sum();
-    let weight_grads = forward;
-    let input_grads = forward - 2.0 * layers[0];
-    forward + weight_grads + input_grads
+    training_flop(&layers)
+}
+
+/// FLOP per training sample of a CNN, counted as [`mlp_training_flop`] counts an MLP's: a
+/// convolution's multiply-adds are `c_out · c_in · k² · s²` (`s` the side of its output), a
+/// linear layer's `in · out`; pooling and activations are not counted.
+pub fn cnn_training_flop(spec: &ModelSpec) -> f64 {
+    let mut layers = Vec::new();
+    let mut width = IMAGE_PIXELS;
+    if let Some(conv) = spec.conv() {
+        let (mut side, mut c_in) = (crate::data::IMAGE_SIDE, 1);
+        for c_out in conv.channels {
+            let s = side - conv.kernel + 1;
+            layers.push((c_out * c_in * conv.kernel * conv.kernel * s * s) as f64);
+            side = s / 2;
+            c_in = c_out;
+        }
+        width = c_in * side * side;
+    }
+    for &h in spec.hidden() {
+        layers.push((width * h) as f64);
+        width = h;
+    }
+    layers.push((width * 10) as f64);
+    training_flop(&layers)
 }
 
 /// `count` batches of random MNIST-shaped pixels and labels, the same every time.
@@ -73,11 +146,12 @@ fn random_batches(batch: usize, count: usize) -> Result<Vec<(Vec<f32>, Vec<u32>)
         .collect())
 }
 
-/// Trains an MLP with SGD (lr 0.01, momentum 0.9), ± propagating GRAPES, on random data: `warmup`
-/// steps, then as many steps as fit in `duration`, through the engine `clbench run` uses (the
-/// fused step on CPU). Runs on the current rayon pool (see [`crate::engine::kernels::run_on`]).
+/// Trains `model` with SGD (lr 0.01, momentum 0.9), ± propagating GRAPES, on random data:
+/// `warmup` steps, then as many steps as fit in `duration`, through the engine `clbench run`
+/// uses (the fused step on CPU). Runs on the current rayon pool (see
+/// [`crate::engine::kernels::run_on`]).
 pub fn train_throughput(
-    hidden: &[usize],
+    model: &BenchModel,
     batch: usize,
     grapes: GrapesMode,
     warmup: usize,
@@ -85,7 +159,7 @@ pub fn train_throughput(
     device: &Device,
 ) -> Result<TrainMeasurement> {
     let net = Network::new(
-        &ModelSpec::mlp(hidden),
+        &model.spec,
         &OutputLayout::Shared { outputs: 10 },
         &mut SeedRng::derive(0, "init", 0),
         device,
@@ -119,9 +193,9 @@ pub fn train_throughput(
     }
     let elapsed = started.elapsed().as_secs_f64();
     let samples_per_s = (steps * batch) as f64 / elapsed;
-    let flop = mlp_training_flop(hidden);
+    let flop = model.flop_per_sample;
     Ok(TrainMeasurement {
-        model: model_name(hidden),
+        model: model.name.clone(),
         batch,
         method: if grapes.is_on() {
             "sgd+grapes".into()
@@ -135,15 +209,15 @@ pub fn train_throughput(
     })
 }
 
-/// Forward-only samples per second of an MLP at batch `batch`, as evaluation computes them.
+/// Forward-only samples per second of `model` at batch `batch`, as evaluation computes them.
 pub fn eval_throughput(
-    hidden: &[usize],
+    model: &BenchModel,
     batch: usize,
     duration: Duration,
     device: &Device,
 ) -> Result<f64> {
     let net = Network::new(
-        &ModelSpec::mlp(hidden),
+        &model.spec,
         &OutputLayout::Shared { outputs: 10 },
         &mut SeedRng::derive(0, "init", 0),
         device,

@@ -172,11 +172,27 @@ pub(crate) struct BenchArgs {
     /// Skip the peak-RSS measurement (it trains one seed of configs/paper-forgetting.yaml).
     #[arg(long)]
     pub(crate) skip_rss: bool,
+    /// Which models' training and evaluation to measure: the MLPs (784-256-256-10 at batch 64,
+    /// 784-1000-1000-10 at batch 128), the CNNs (cnn-8-16-128 and cnn-16-32-128 at batch 128),
+    /// or both.
+    #[arg(long, value_enum, default_value = "all")]
+    pub(crate) models: BenchModelsArg,
     /// Measure these product kernels instead of the fastest this CPU runs: avx512f, avx2+fma
     /// or scalar (they give the same bits; e.g. avx2+fma on an AVX-512 machine shows what an
     /// AVX2 machine of the same clock would do).
     #[arg(long)]
     pub(crate) kernels: Option<String>,
+}
+
+/// The models `clbench bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum BenchModelsArg {
+    /// The two MLPs.
+    Mlp,
+    /// The two CNNs.
+    Cnn,
+    /// All four.
+    All,
 }
 
 #[derive(Debug, Args)]

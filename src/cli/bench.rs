@@ -7,19 +7,31 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use clbench::bench::{self, TrainMeasurement};
+use clbench::bench::{self, BenchModel, TrainMeasurement};
 use clbench::engine::kernels::{run_on, thread_pool, Isa};
 use clbench::optim::GrapesMode;
 use clbench::platform::{KernelPath, Platform};
 
-use super::args::{BenchArgs, PlatformArgs};
+use super::args::{BenchArgs, BenchModelsArg, PlatformArgs};
 use super::settings::BenchSettings;
 
 /// Rounds per method; each method's median round is reported.
 const ROUNDS: u32 = 9;
 
-/// The training shapes measured: hidden widths and batch size.
-const SHAPES: [(&[usize], usize); 2] = [(&[256, 256], 64), (&[1000, 1000], 128)];
+/// The models measured, each with its training batch size: the reference MLPs and the CNN at
+/// both of its channel settings.
+fn models(which: BenchModelsArg) -> Vec<(BenchModel, usize)> {
+    let mut models = Vec::new();
+    if which != BenchModelsArg::Cnn {
+        models.push((BenchModel::mlp(&[256, 256]), 64));
+        models.push((BenchModel::mlp(&[1000, 1000]), 128));
+    }
+    if which != BenchModelsArg::Mlp {
+        models.push((BenchModel::cnn([8, 16], 128), 128));
+        models.push((BenchModel::cnn([16, 32], 128), 128));
+    }
+    models
+}
 
 /// Prints each measurement as a JSON line or as text.
 struct Output {
@@ -53,13 +65,15 @@ pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
     let fma = bench::FmaPeak::of(settings.threads);
     let (by_config, overheads, peak) = run_on(&pool, || -> Result<_> {
         let before = measure_peak(duration);
-        let (by_config, overheads) = training_rounds(duration)?;
+        let (by_config, overheads) = training_rounds(settings.models, duration)?;
         let after = measure_peak(duration);
         let peak = report_peak(&out, settings.threads, before, after, fma.as_ref());
         Ok((by_config, overheads, peak))
     })?;
     report_training(&out, &by_config, &overheads, peak, fma.as_ref())?;
-    run_on(&pool, || evaluation(&out, settings.threads, duration))?;
+    run_on(&pool, || {
+        evaluation(&out, settings.models, settings.threads, duration)
+    })?;
     parallel_scaling(&out, duration)?;
     if !settings.skip_rss {
         peak_rss(&out, settings.threads)?;
@@ -86,11 +100,14 @@ fn measure_peak(duration: Duration) -> [f64; 2] {
 /// hit both alike; GRAPES's cost is the median of the paired rounds' ratios, which cancels
 /// drifts slower than a round. Returns the medians (method pairs in order) and the overheads
 /// in percent, one per shape.
-fn training_rounds(duration: Duration) -> Result<(Vec<TrainMeasurement>, Vec<f64>)> {
+fn training_rounds(
+    which: BenchModelsArg,
+    duration: Duration,
+) -> Result<(Vec<TrainMeasurement>, Vec<f64>)> {
     let device = candle_core::Device::Cpu;
     let mut by_config = Vec::new();
     let mut overheads = Vec::new();
-    for (hidden, batch) in SHAPES {
+    for (model, batch) in models(which) {
         let mut rounds: [Vec<TrainMeasurement>; 2] = [Vec::new(), Vec::new()];
         for _ in 0..ROUNDS {
             for (k, grapes) in [GrapesMode::Off, GrapesMode::Propagating]
@@ -98,7 +115,7 @@ fn training_rounds(duration: Duration) -> Result<(Vec<TrainMeasurement>, Vec<f64
                 .enumerate()
             {
                 rounds[k].push(bench::train_throughput(
-                    hidden,
+                    &model,
                     batch,
                     grapes,
                     20,
@@ -208,16 +225,21 @@ fn report_training(
 }
 
 /// Forward-only throughput at batch 1000 (evaluation).
-fn evaluation(out: &Output, threads: usize, duration: Duration) -> Result<()> {
+fn evaluation(
+    out: &Output,
+    which: BenchModelsArg,
+    threads: usize,
+    duration: Duration,
+) -> Result<()> {
     let device = candle_core::Device::Cpu;
-    for (hidden, _) in SHAPES {
+    for (model, _) in models(which) {
         let batch = 1000;
-        let sps = bench::eval_throughput(hidden, batch, duration, &device)?;
+        let sps = bench::eval_throughput(&model, batch, duration, &device)?;
         out.emit(
-            serde_json::json!({"kind": "eval", "model": bench::model_name(hidden), "batch": batch, "threads": threads, "samples_per_s": sps}),
+            serde_json::json!({"kind": "eval", "model": model.name, "batch": batch, "threads": threads, "samples_per_s": sps}),
             format!(
                 "evaluation {} at batch {batch}: {sps:.0} samples/s",
-                bench::model_name(hidden)
+                model.name
             ),
         );
     }
@@ -230,7 +252,7 @@ fn parallel_scaling(out: &Output, duration: Duration) -> Result<()> {
         let pool = thread_pool(1)?;
         let m = run_on(&pool, || {
             bench::train_throughput(
-                &[256, 256],
+                &BenchModel::mlp(&[256, 256]),
                 64,
                 GrapesMode::Off,
                 20,

@@ -110,6 +110,8 @@ pub(crate) struct BenchSettings {
     pub(crate) threads: usize,
     /// Skip the peak-RSS measurement.
     pub(crate) skip_rss: bool,
+    /// Which models to measure.
+    pub(crate) models: super::args::BenchModelsArg,
     /// The product kernels to measure (`None`: the fastest this CPU runs).
     pub(crate) kernels: Option<clbench::engine::kernels::Isa>,
 }
@@ -144,6 +146,7 @@ impl BenchSettings {
             duration: Duration::from_secs_f64(args.seconds),
             threads,
             skip_rss: args.skip_rss,
+            models: args.models,
             kernels,
         })
     }

@@ -20,161 +20,153 @@ use crate::models::{Activation, Layer, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
 
 #[derive(Debug, Clone, Copy)]
-struct LayerRef {
-    weight: usize,
-    bias: Option<usize>,
-    out: usize,
-    inp: usize,
+pub(super) struct LayerRef {
+    pub(super) weight: usize,
+    pub(super) bias: Option<usize>,
+    pub(super) out: usize,
+    pub(super) inp: usize,
 }
 
-/// An MLP's parameters, gradients and workspaces as host buffers.
+impl LayerRef {
+    /// Where `layer`'s parameters are and its sizes (`[out, in]` weights).
+    pub(super) fn of(net: &Network, layer: &Layer) -> Result<LayerRef> {
+        let (out, inp) = net.params[layer.weight].as_tensor().dims2()?;
+        Ok(LayerRef {
+            weight: layer.weight,
+            bias: layer.bias,
+            out,
+            inp,
+        })
+    }
+}
+
+/// The network's parameters as host buffers, in the order of [`Network::params`].
+pub(super) fn host_params(net: &Network) -> Result<Vec<Vec<f32>>> {
+    net.params
+        .iter()
+        .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+        .collect()
+}
+
+/// Copies host parameters into the network's `Var`s.
+pub(super) fn write_params(params: &[Vec<f32>], net: &Network) -> Result<()> {
+    for (var, p) in net.params.iter().zip(params) {
+        var.set(&Tensor::from_slice(p, var.shape(), var.device())?)?;
+    }
+    Ok(())
+}
+
+/// The fully connected layers of a model (hidden layers and output heads) with their
+/// workspaces: the whole of an MLP, the tail of a CNN. Parameters, gradients and GRAPES factors
+/// belong to the engine that owns it and are passed in.
 #[derive(Debug, Clone)]
-pub struct FusedMlp {
+pub(super) struct Dense {
     activation: Activation,
     hidden: Vec<LayerRef>,
     heads: Vec<LayerRef>,
-    /// Parameters in the order of [`Network::params`].
-    params: Vec<Vec<f32>>,
-    /// Gradients of the last step, same order; valid where `touched`.
-    grads: Vec<Vec<f32>>,
-    touched: Vec<bool>,
     /// Output of every hidden layer, `[batch, width]`.
     acts: Vec<Vec<f32>>,
     /// Error of every hidden layer, `[batch, width]`.
     deltas: Vec<Vec<f32>>,
     /// Logits, then the output error.
     out: Vec<f32>,
-    /// GRAPES factors of every hidden layer (valid after a step with GRAPES on).
-    factors: Vec<Vec<f32>>,
     /// Local GRAPES: the modulated copy of a layer's error.
     scratch: Vec<f32>,
 }
 
-impl FusedMlp {
-    /// Copies a network's parameters. Fails for networks with convolutions.
-    pub fn from_network(net: &Network) -> Result<FusedMlp> {
-        if !net.is_mlp() {
-            candle_core::bail!("the fused path only supports MLPs");
-        }
-        let layer = |l: &Layer| -> Result<LayerRef> {
-            let (out, inp) = net.params[l.weight].as_tensor().dims2()?;
-            Ok(LayerRef {
-                weight: l.weight,
-                bias: l.bias,
-                out,
-                inp,
-            })
+impl Dense {
+    /// The fully connected layers `hidden` and `heads` of `net`.
+    pub(super) fn new(net: &Network, hidden: &[Layer], heads: &[Layer]) -> Result<Dense> {
+        let refs = |layers: &[Layer]| {
+            layers
+                .iter()
+                .map(|l| LayerRef::of(net, l))
+                .collect::<Result<Vec<_>>>()
         };
-        let hidden = net.hidden.iter().map(layer).collect::<Result<Vec<_>>>()?;
-        let heads = net.heads.iter().map(layer).collect::<Result<Vec<_>>>()?;
-        let params = net
-            .params
-            .iter()
-            .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
-            .collect::<Result<Vec<_>>>()?;
-        let grads = params.iter().map(|p| vec![0.0; p.len()]).collect();
-        Ok(FusedMlp {
+        let hidden = refs(hidden)?;
+        Ok(Dense {
             activation: net.activation,
-            factors: hidden.iter().map(|l| vec![1.0; l.out]).collect(),
             acts: vec![Vec::new(); hidden.len()],
             deltas: vec![Vec::new(); hidden.len()],
-            touched: vec![false; params.len()],
             hidden,
-            heads,
-            params,
-            grads,
+            heads: refs(heads)?,
             out: Vec::new(),
             scratch: Vec::new(),
         })
     }
 
-    /// Copies the parameters into the network's `Var`s.
-    pub fn write_back(&self, net: &Network) -> Result<()> {
-        for (var, p) in net.params.iter().zip(&self.params) {
-            var.set(&Tensor::from_slice(p, var.shape(), var.device())?)?;
-        }
-        Ok(())
-    }
-
-    /// The gradients of the last step (`None` for parameters it did not reach).
-    pub fn gradients(&self) -> Vec<Option<&[f32]>> {
-        self.grads
-            .iter()
-            .zip(&self.touched)
-            .map(|(g, &t)| t.then_some(g.as_slice()))
-            .collect()
-    }
-
-    /// Loss and gradients of one batch: `x` is `[batch, 784]` row-major, `targets` are output
-    /// indices of head `head`; `mask` restricts the softmax to a range of outputs (masked
-    /// task-incremental). Returns the mean cross-entropy; gradients replace the previous ones.
-    /// A non-finite loss skips the backward pass.
-    pub fn step(
-        &mut self,
-        x: &[f32],
-        targets: &[u32],
-        head: usize,
-        mask: Option<Range<usize>>,
-        mode: GrapesMode,
-    ) -> f32 {
-        self.zero_grad();
-        self.accumulate_batch(x, &Targets::Hard(targets), head, mask, mode, 1.0)
-    }
-
-    fn input_width(&self) -> usize {
+    /// Width of the input of the first layer.
+    pub(super) fn input_width(&self) -> usize {
         self.hidden.first().unwrap_or(&self.heads[0]).inp
     }
 
-    /// Adds `weight × ∇` of the batch's mean loss against `targets` to the gradients (parameters
-    /// not touched since [`Engine::zero_grad`] are overwritten) and returns the mean loss. `x` is
-    /// `[batch, 784]` row-major; `mask` restricts the loss to a range of the head's outputs.
-    /// A non-finite loss leaves the gradients as they were.
-    fn accumulate_batch(
-        &mut self,
-        x: &[f32],
-        targets: &Targets,
-        head: usize,
-        mask: Option<Range<usize>>,
-        mode: GrapesMode,
-        weight: f32,
-    ) -> f32 {
+    /// Widths of the hidden layers (the lengths of their GRAPES factor vectors).
+    pub(super) fn hidden_layers(&self) -> &[LayerRef] {
+        &self.hidden
+    }
+
+    /// Logits `[batch, head outputs]` of `x` (`[batch, input_width]`), every hidden layer's
+    /// output kept for the backward pass.
+    pub(super) fn forward(&mut self, params: &[Vec<f32>], x: &[f32], head: usize) -> &[f32] {
         let batch = x.len() / self.input_width();
-        debug_assert!(targets
-            .rows(self.heads[head].out)
-            .is_none_or(|r| r == batch));
-        let par = threads();
-        let out_layer = self.heads[head];
         forward(
             &self.hidden,
-            out_layer,
+            self.heads[head],
             self.activation,
-            &self.params,
+            params,
             x,
             batch,
             &mut self.acts,
             &mut self.out,
         );
-        // The output error scale · ∂loss/∂logits replaces the logits.
-        let k = out_layer.out;
+        &self.out
+    }
+
+    /// Replaces the logits of the last [`Dense::forward`] with `weight / batch × ∂loss/∂logits`
+    /// and returns the mean loss (`mask` restricts the softmax to a range of the head).
+    pub(super) fn output_error(
+        &mut self,
+        targets: &Targets,
+        head: usize,
+        mask: Option<Range<usize>>,
+        weight: f32,
+    ) -> f32 {
+        let k = self.heads[head].out;
+        let batch = self.out.len() / k;
+        debug_assert!(targets.rows(k).is_none_or(|r| r == batch));
         let range = mask.unwrap_or(0..k);
         let scale = weight / batch as f32;
         let mut loss = 0.0f64;
         for (r, row) in self.out.chunks_exact_mut(k).enumerate() {
             loss += output_error(row, targets, r, &range, scale);
         }
-        let loss = (loss / batch as f64) as f32;
-        if !loss.is_finite() {
-            return loss;
-        }
-        if mode.is_on() {
-            for (f, layer) in self.factors.iter_mut().zip(&self.hidden) {
-                grapes::modulation_factors_into(&self.params[layer.weight], layer.out, f);
-            }
-        }
+        (loss / batch as f64) as f32
+    }
+
+    /// Backward pass from the output error of [`Dense::output_error`]: adds every layer's
+    /// weight and bias gradients (head `head` and the hidden layers) and, with `input_delta`,
+    /// writes the error of the input `[batch, input_width]` (as passed down: modulated by
+    /// propagating GRAPES, not by local GRAPES). `factors` are the hidden layers' GRAPES
+    /// factors, read when `mode` is on.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn backward(
+        &mut self,
+        params: &[Vec<f32>],
+        grads: &mut [Vec<f32>],
+        touched: &mut [bool],
+        x: &[f32],
+        head: usize,
+        mode: GrapesMode,
+        factors: &[Vec<f32>],
+        input_delta: Option<&mut Vec<f32>>,
+    ) {
+        let par = threads();
+        let out_layer = self.heads[head];
+        let batch = self.out.len() / out_layer.out;
         // Output layer: never modulated.
         layer_grads(
-            &mut self.grads,
-            &mut self.touched,
+            grads,
+            touched,
             batch,
             out_layer,
             &self.out,
@@ -206,7 +198,7 @@ impl FusedMlp {
                     d,
                     upstream,
                     false,
-                    &self.params[above.weight],
+                    &params[above.weight],
                     false,
                     false,
                     par,
@@ -222,28 +214,136 @@ impl FusedMlp {
                 Activation::Sigmoid => d.iter_mut().zip(h).for_each(|(d, &h)| *d *= h * (1.0 - h)),
             }
             if mode == GrapesMode::Propagating {
-                grapes::modulate_in_place(d, &self.factors[l]);
+                grapes::modulate_in_place(d, &factors[l]);
             }
             let input: &[f32] = if l == 0 { x } else { &self.acts[l - 1] };
             // Local GRAPES scales this layer's own weight and bias gradients only: its error
             // rows are scaled in a copy, while `deltas[l]` (passed down) stays unmodulated.
             let error: &[f32] = if mode == GrapesMode::Local {
                 self.scratch.clone_from(&self.deltas[l]);
-                grapes::modulate_in_place(&mut self.scratch, &self.factors[l]);
+                grapes::modulate_in_place(&mut self.scratch, &factors[l]);
                 &self.scratch
             } else {
                 &self.deltas[l]
             };
-            layer_grads(
-                &mut self.grads,
-                &mut self.touched,
+            layer_grads(grads, touched, batch, layer, error, input, par);
+        }
+        if let Some(dst) = input_delta {
+            let (first, upstream) = match self.hidden.first() {
+                Some(&first) => (first, &self.deltas[0]),
+                None => (out_layer, &self.out),
+            };
+            dst.resize(batch * first.inp, 0.0);
+            // upstream [batch, first.out] · W_first [first.out, in]
+            mm(
                 batch,
-                layer,
-                error,
-                input,
+                first.inp,
+                first.out,
+                dst,
+                upstream,
+                false,
+                &params[first.weight],
+                false,
+                false,
                 par,
             );
         }
+    }
+}
+
+/// An MLP's parameters, gradients and workspaces as host buffers.
+#[derive(Debug, Clone)]
+pub struct FusedMlp {
+    dense: Dense,
+    /// Parameters in the order of [`Network::params`].
+    params: Vec<Vec<f32>>,
+    /// Gradients of the last step, same order; valid where `touched`.
+    grads: Vec<Vec<f32>>,
+    touched: Vec<bool>,
+    /// GRAPES factors of every hidden layer (valid after a step with GRAPES on).
+    factors: Vec<Vec<f32>>,
+}
+
+impl FusedMlp {
+    /// Copies a network's parameters. Fails for networks with convolutions.
+    pub fn from_network(net: &Network) -> Result<FusedMlp> {
+        if !net.is_mlp() {
+            candle_core::bail!("the fused MLP step only supports MLPs (see FusedCnn)");
+        }
+        let dense = Dense::new(net, &net.hidden, &net.heads)?;
+        let params = host_params(net)?;
+        Ok(FusedMlp {
+            factors: dense.hidden.iter().map(|l| vec![1.0; l.out]).collect(),
+            dense,
+            grads: params.iter().map(|p| vec![0.0; p.len()]).collect(),
+            touched: vec![false; params.len()],
+            params,
+        })
+    }
+
+    /// Copies the parameters into the network's `Var`s.
+    pub fn write_back(&self, net: &Network) -> Result<()> {
+        write_params(&self.params, net)
+    }
+
+    /// The gradients of the last step (`None` for parameters it did not reach).
+    pub fn gradients(&self) -> Vec<Option<&[f32]>> {
+        self.grads
+            .iter()
+            .zip(&self.touched)
+            .map(|(g, &t)| t.then_some(g.as_slice()))
+            .collect()
+    }
+
+    /// Loss and gradients of one batch: `x` is `[batch, 784]` row-major, `targets` are output
+    /// indices of head `head`; `mask` restricts the softmax to a range of outputs (masked
+    /// task-incremental). Returns the mean cross-entropy; gradients replace the previous ones.
+    /// A non-finite loss skips the backward pass.
+    pub fn step(
+        &mut self,
+        x: &[f32],
+        targets: &[u32],
+        head: usize,
+        mask: Option<Range<usize>>,
+        mode: GrapesMode,
+    ) -> f32 {
+        self.zero_grad();
+        self.accumulate_batch(x, &Targets::Hard(targets), head, mask, mode, 1.0)
+    }
+
+    /// Adds `weight × ∇` of the batch's mean loss against `targets` to the gradients (parameters
+    /// not touched since [`Engine::zero_grad`] are overwritten) and returns the mean loss. `x` is
+    /// `[batch, 784]` row-major; `mask` restricts the loss to a range of the head's outputs.
+    /// A non-finite loss leaves the gradients as they were.
+    fn accumulate_batch(
+        &mut self,
+        x: &[f32],
+        targets: &Targets,
+        head: usize,
+        mask: Option<Range<usize>>,
+        mode: GrapesMode,
+        weight: f32,
+    ) -> f32 {
+        self.dense.forward(&self.params, x, head);
+        let loss = self.dense.output_error(targets, head, mask, weight);
+        if !loss.is_finite() {
+            return loss;
+        }
+        if mode.is_on() {
+            for (f, layer) in self.factors.iter_mut().zip(&self.dense.hidden) {
+                grapes::modulation_factors_into(&self.params[layer.weight], layer.out, f);
+            }
+        }
+        self.dense.backward(
+            &self.params,
+            &mut self.grads,
+            &mut self.touched,
+            x,
+            head,
+            mode,
+            &self.factors,
+            None,
+        );
         loss
     }
 }
@@ -278,19 +378,8 @@ impl Engine for FusedMlp {
     }
 
     fn logits(&mut self, params: Option<&[Vec<f32>]>, x: &[f32], head: usize) -> Result<Vec<f32>> {
-        let batch = x.len() / self.input_width();
         let params = params.unwrap_or(&self.params);
-        forward(
-            &self.hidden,
-            self.heads[head],
-            self.activation,
-            params,
-            x,
-            batch,
-            &mut self.acts,
-            &mut self.out,
-        );
-        Ok(self.out.clone())
+        Ok(self.dense.forward(params, x, head).to_vec())
     }
 
     fn factors(&self) -> &[Vec<f32>] {

@@ -678,6 +678,24 @@ impl Block {
     }
 }
 
+/// `dst.copy_from_slice(src)` for short rows (a packed panel's 8 to 32 values, an im2col row):
+/// eight values at a time by register moves, where a library `memmove` call per row cost more
+/// than the copy.
+#[inline(always)]
+pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
+    assert_eq!(dst.len(), src.len());
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (d, s) in (&mut d).zip(&mut s) {
+        let v: &[f32; 8] = s.try_into().expect("chunks of 8");
+        let d: &mut [f32; 8] = d.try_into().expect("chunks of 8");
+        *d = *v;
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
+    }
+}
+
 /// Packs `depth × width` values of `src` into panels of `lanes` along the width, each panel
 /// step-major (`panel[p·lanes + l]`), zero-padded to whole panels. `src` is seen as
 /// `[depth, width]` when `depth_rows` (the `b` side), else as `[width, depth]` (the `a` side).
@@ -708,7 +726,7 @@ unsafe fn pack(
             // Contiguous along the width: copy rows of the panel.
             for (p, row) in out.chunks_exact_mut(lanes).enumerate() {
                 let s = std::slice::from_raw_parts(src.ptr.add(p * step + w0), w);
-                row[..w].copy_from_slice(s);
+                copy_short(&mut row[..w], s);
             }
         } else {
             // Contiguous (or strided) along the depth: a transposition. Whole 8 × 8 blocks go

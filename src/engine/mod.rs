@@ -5,7 +5,9 @@
 //! It sits beneath [`crate::train`] and [`crate::strategy`] and depends only on
 //! [`crate::models`] and [`crate::optim`]:
 //!
-//! - [`FusedMlp`] ([`fused`]): the fused CPU step of an MLP, the default;
+//! - [`FusedMlp`] ([`fused`]): the fused CPU step of an MLP, the default for MLPs on CPU;
+//! - [`FusedCnn`] ([`conv`]): the fused CPU step of the CNN (its fully connected layers are
+//!   [`fused`]'s), the default for CNNs on CPU;
 //! - [`TensorEngine`] ([`tensor`]): candle tensors — the explicit MLP backward or autograd, any
 //!   model, any device;
 //! - [`kernels`]: the matrix products of the fused step and how they are split between the
@@ -14,6 +16,7 @@
 //! Strategies only see the [`Engine`] trait, so each is written once. [`BackwardPath`] names
 //! which engine and backward pass a run uses.
 
+pub mod conv;
 pub mod fused;
 pub mod kernels;
 pub mod tensor;
@@ -27,6 +30,7 @@ use crate::models::loss::Targets;
 use crate::models::Network;
 use crate::optim::{GrapesMode, Optimizer};
 
+pub use conv::FusedCnn;
 pub use fused::FusedMlp;
 pub use tensor::TensorEngine;
 
@@ -34,31 +38,33 @@ pub use tensor::TensorEngine;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum BackwardPath {
-    /// MLPs: the fused step on CPU, the explicit backward elsewhere; other models: autograd.
+    /// The fused step on CPU; elsewhere the explicit backward for MLPs, autograd for CNNs.
     #[default]
     Auto,
     /// Always candle's autograd (the reference path).
     Autograd,
     /// The explicit MLP backward on candle tensors (fails for CNNs).
     Explicit,
-    /// The fused, allocation-free MLP step on CPU ([`fused`]).
+    /// The fused, allocation-free step on CPU ([`fused`] for MLPs, [`conv`] for CNNs); off the
+    /// CPU, as `auto`.
     Fused,
 }
 
 impl BackwardPath {
-    /// The concrete path for `net`, ignoring the device (`Fused` and `Explicit` compute the same
-    /// gradients; tensor-level callers get `Explicit` for both).
+    /// The tensor-level path for `net` (what runs where the fused step does not): `Fused` and
+    /// `Explicit` compute the same gradients for an MLP, so both give `Explicit` there; a CNN
+    /// gets autograd.
     pub fn resolve(self, net: &Network) -> BackwardPath {
         match self {
             BackwardPath::Auto | BackwardPath::Fused if net.is_mlp() => BackwardPath::Explicit,
-            BackwardPath::Auto => BackwardPath::Autograd,
+            BackwardPath::Auto | BackwardPath::Fused => BackwardPath::Autograd,
             other => other,
         }
     }
 
     /// Whether training on `device` uses the fused step.
-    pub fn is_fused(self, net: &Network, device: &Device) -> bool {
-        net.is_mlp() && device.is_cpu() && matches!(self, BackwardPath::Auto | BackwardPath::Fused)
+    pub fn is_fused(self, device: &Device) -> bool {
+        device.is_cpu() && matches!(self, BackwardPath::Auto | BackwardPath::Fused)
     }
 }
 
@@ -82,8 +88,12 @@ fn step_touched(
 /// The engine a run on `device` trains `net` with: the fused step when `path` allows it there,
 /// else candle tensors.
 pub fn engine_for(net: &Network, path: BackwardPath, device: &Device) -> Result<Box<dyn Engine>> {
-    Ok(if path.is_fused(net, device) {
-        Box::new(FusedMlp::from_network(net)?)
+    Ok(if path.is_fused(device) {
+        if net.is_mlp() {
+            Box::new(FusedMlp::from_network(net)?)
+        } else {
+            Box::new(FusedCnn::from_network(net)?)
+        }
     } else {
         Box::new(TensorEngine::new(net, path.resolve(net), device)?)
     })

@@ -10,6 +10,7 @@
 pub mod init;
 pub mod loss;
 pub mod mlp;
+pub mod pool;
 
 use candle_core::{DType, Device, Result, Tensor, Var, D};
 use serde::{Deserialize, Serialize};
@@ -550,7 +551,7 @@ impl Network {
                 h = grapes::scale_gradient(&h, &f[i])?;
             }
             if layer.kind == LayerKind::Conv {
-                h = h.max_pool2d(2)?;
+                h = pool::max_pool_2x2(&h)?;
             }
         }
         if h.rank() > 2 {

@@ -94,8 +94,8 @@ pub fn grapes_effect_frame(pairs: &[GrapesPair], metrics: &DataFrame) -> PolarsR
             .collect()
     };
     let mut cols = EffectColumns::default();
-    for (s, base, with, variant) in pairs.iter().cloned() {
-        let (a, b) = (rows_of(&s, &base), rows_of(&s, &with));
+    for (s, base, with, variant) in pairs.iter() {
+        let (a, b) = (rows_of(s, base), rows_of(s, with));
         for column in METRICS.iter().filter(|c| c.compared) {
             let values = metrics.column(column.name)?.f64()?.clone();
             let (without_v, with_v): (Vec<f64>, Vec<f64>) = a

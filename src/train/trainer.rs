@@ -169,7 +169,7 @@ impl<'a> Trainer<'a> {
             curves: Vec::new(),
             parameters: net.num_parameters(),
             platform: Some(Platform::current(
-                if settings.backward.is_fused(&net, device) {
+                if settings.backward.is_fused(device) {
                     KernelPath::Portable
                 } else {
                     KernelPath::Candle

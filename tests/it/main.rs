@@ -6,6 +6,7 @@ mod cli;
 mod data;
 mod experiment;
 mod fused;
+mod fused_cnn;
 mod golden;
 mod grapes;
 mod integrity;
