@@ -1,25 +1,38 @@
 //! Golden files: the same config and seed give the same bits on every machine.
 //!
 //! `tests/golden/golden.yaml` (three tasks of split MNIST, a tanh MLP with biases, SGD and Adam
-//! ± GRAPES, EWC, replay, LwF) is run by the binary, and its report's accuracy table (every
+//! ± GRAPES, EWC, replay, LwF) and `tests/golden/cnn.yaml` (the same tasks, a small CNN, SGD ±
+//! both GRAPES variants, EWC) are run by the binary, and each report's accuracy table (every
 //! run's accuracy and test loss after every task, written with shortest round-trip floats) is
-//! compared byte for byte with the committed `tests/golden/accuracy.csv`. The fused path's
-//! kernels are portable (see `src/engine/kernels.rs`), so this holds on AVX-512, AVX2 and
-//! scalar machines alike; CI also runs it under QEMU emulating a CPU without AVX-512.
+//! compared byte for byte with the committed `tests/golden/accuracy.csv` and
+//! `tests/golden/cnn-accuracy.csv`. The fused steps' kernels are portable (see
+//! `src/engine/kernels.rs`), so this holds on AVX-512, AVX2 and scalar machines alike; CI also
+//! runs both under QEMU emulating a CPU without AVX-512.
 //!
-//! A change meant to change results regenerates the file:
+//! A change meant to change results regenerates the files:
 //! `CLBENCH_BLESS=1 cargo test --test it golden`, and says why in its commit.
 
 use crate::common::{clbench, repo, text};
 
 #[test]
 fn the_golden_scenario_gives_the_committed_bits() {
+    golden("golden.yaml", "accuracy.csv");
+}
+
+#[test]
+fn the_cnn_golden_scenario_gives_the_committed_bits() {
+    golden("cnn.yaml", "cnn-accuracy.csv");
+}
+
+/// Runs `tests/golden/<config>` and compares its accuracy table with `tests/golden/<table>`.
+fn golden(config: &str, table: &str) {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("golden");
     let dir_arg = dir.to_str().unwrap();
+    let config = format!("tests/golden/{config}");
     let o = clbench(&[
         "run",
-        "tests/golden/golden.yaml",
+        &config,
         "--out",
         dir_arg,
         "--threads",
@@ -28,7 +41,7 @@ fn the_golden_scenario_gives_the_committed_bits() {
     ]);
     assert!(o.status.success(), "{}", text(&o));
     let got = std::fs::read_to_string(dir.join("tables/accuracy.csv")).unwrap();
-    let golden = repo().join("tests/golden/accuracy.csv");
+    let golden = repo().join("tests/golden").join(table);
     if std::env::var_os("CLBENCH_BLESS").is_some() {
         std::fs::write(&golden, &got).unwrap();
         return;
@@ -46,7 +59,7 @@ fn the_golden_scenario_gives_the_committed_bits() {
             .position(|(g, w)| g != w)
             .unwrap_or(got.lines().count().min(want.lines().count()));
         panic!(
-            "the golden scenario's accuracy table differs from {} at line {} \
+            "{config}: the accuracy table differs from {} at line {} \
              (this machine: {}; kernels: {}):\n  got:  {}\n  want: {}",
             golden.display(),
             first + 1,
