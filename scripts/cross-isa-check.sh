@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Same config, same seed, same bits on another CPU: runs the golden scenario
-# (tests/golden/golden.yaml) under QEMU user-mode emulation of a CPU without AVX-512
-# (`qemu-x86_64 -cpu max`: AVX2 + FMA, no AVX-512), so the portable kernels take their AVX2
-# path, and compares its accuracy table byte for byte with the committed
-# tests/golden/accuracy.csv (which `cargo test` compares with the native run).
+# Same config, same seed, same bits on another CPU: runs the golden scenarios
+# (tests/golden/golden.yaml, an MLP, and tests/golden/cnn.yaml, a CNN) under QEMU user-mode
+# emulation of a CPU without AVX-512 (`qemu-x86_64 -cpu max`: AVX2 + FMA, no AVX-512), so the
+# portable kernels take their AVX2 path, and compares their accuracy tables byte for byte with
+# the committed tests/golden/accuracy.csv and tests/golden/cnn-accuracy.csv (which `cargo test`
+# compares with the native runs).
 #
 # Installs Debian's qemu-user when missing. Uses $CLBENCH_BIN when set, else the dev build
 # (target/debug/clbench, built if needed). x86-64 hosts only.
@@ -37,14 +38,18 @@ esac
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-start=$(date +%s)
-"${qemu[@]}" "$bin" run tests/golden/golden.yaml --out "$out/golden" --threads 2 --quiet
-secs=$(( $(date +%s) - start ))
-if cmp -s "$out/golden/tables/accuracy.csv" tests/golden/accuracy.csv; then
-  runs=$(ls "$out/golden/runs" | wc -l)
-  echo "cross-isa check: $runs runs under QEMU (avx2+fma kernels, ${secs} s) byte-identical to tests/golden/accuracy.csv"
-else
-  echo "cross-isa check: the emulated CPU's accuracy table differs from tests/golden/accuracy.csv:"
-  diff "$out/golden/tables/accuracy.csv" tests/golden/accuracy.csv | head -20
-  exit 1
-fi
+for pair in golden.yaml:accuracy.csv cnn.yaml:cnn-accuracy.csv; do
+  config="tests/golden/${pair%%:*}"
+  table="tests/golden/${pair##*:}"
+  start=$(date +%s)
+  "${qemu[@]}" "$bin" run "$config" --out "$out/${pair%%:*}" --threads 2 --quiet
+  secs=$(( $(date +%s) - start ))
+  if cmp -s "$out/${pair%%:*}/tables/accuracy.csv" "$table"; then
+    runs=$(ls "$out/${pair%%:*}/runs" | wc -l)
+    echo "cross-isa check: $config, $runs runs under QEMU (avx2+fma kernels, ${secs} s) byte-identical to $table"
+  else
+    echo "cross-isa check: $config: the emulated CPU's accuracy table differs from $table:"
+    diff "$out/${pair%%:*}/tables/accuracy.csv" "$table" | head -20
+    exit 1
+  fi
+done

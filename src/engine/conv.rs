@@ -3,22 +3,31 @@
 //! product done by the portable kernels of [`super::kernels`] (the same bits on every machine,
 //! for any number of threads).
 //!
+//! # Chunks of samples
+//!
+//! The convolutional stages run on chunks of [`CHUNK`] samples, one chunk per task on the
+//! threads of the current rayon pool; each chunk keeps its own activations, argmaxes and
+//! workspaces (allocated at the first step, then reused), small enough to stay in a core's
+//! cache, and its products run on its thread. The fully connected layers then run on the whole
+//! batch (their products split between threads as the MLP's do).
+//!
 //! # Layout and products
 //!
-//! A stage's input is channel-major, `[c_in, batch, side, side]` (the pixels `[batch, 28, 28]`
-//! are that with one channel). Its convolution is one product over an im2col matrix `cols`
-//! `[c_in·k·k, batch·s·s]` (row `(c, ky, kx)`, column `(b, y, x)`, value
+//! A chunk's input to a stage is channel-major, `[c_in, rows, side, side]` (the pixels
+//! `[rows, 28, 28]` are that with one channel). Its convolution is one product over an im2col
+//! matrix `cols` `[c_in·k·k, rows·s·s]` (row `(c, ky, kx)`, column `(b, y, x)`, value
 //! `input[c, b, y + ky, x + kx]`, with `s = side − k + 1`):
 //!
 //! ```text
-//! forward         Y   [c_out, batch·s·s] = W [c_out, c_in·k·k] · cols
-//! weight grad     ∇W  [c_out, c_in·k·k]  = δ [c_out, batch·s·s] · colsᵀ
-//! input grad      ∇cols                  = Wᵀ · δ, then summed back onto the input (col2im)
+//! forward         Y   [c_out, rows·s·s] = W [c_out, c_in·k·k] · cols
+//! weight grad     ∇W  [c_out, c_in·k·k] = δ [c_out, rows·s·s] · colsᵀ   (one per chunk)
+//! input grad      ∇cols                 = Wᵀ · δ, then summed back onto the input (col2im)
 //! ```
 //!
-//! so the batch and the positions are the long side of every product, where the kernels split
-//! between threads. The bias is added after the product and its gradient is each channel's sum
-//! of `δ` in order. The max-pool keeps each window's argmax ([`crate::models::pool`], the rule
+//! The bias is added after the product; its gradient is each channel's sum of `δ` in order.
+//! A stage's weight and bias gradients are the sums of the chunks' ones, added in chunk order;
+//! the chunks are fixed by the batch, not by the threads, so every number is the same for any
+//! thread count. The max-pool keeps each window's argmax ([`crate::models::pool`], the rule
 //! autograd uses too) and the backward pass writes each pooled gradient there. The last
 //! stage's output is flattened per sample in candle's order (channel, row, column) for the
 //! fully connected layers, and their input error is unflattened the same way.
@@ -27,8 +36,8 @@
 //!
 //! A convolution's factors are per output channel, from the sums of `|W|` over each channel's
 //! `c_in·k·k` weights ([`grapes::modulation_factors_into`]). Propagating GRAPES multiplies
-//! channel `c`'s error rows by `M_c` before they are used and passed down; local GRAPES scales
-//! a copy used for the layer's own gradients only — as in the MLP, and as autograd's
+//! channel `c`'s error by `M_c` before it is used and passed down; local GRAPES scales a copy
+//! used for the layer's own gradients only — as in the MLP, and as autograd's
 //! [`grapes::scale_gradient`] on each stage's activation output computes.
 
 use std::ops::Range;
@@ -37,7 +46,7 @@ use candle_core::Result;
 use rayon::prelude::*;
 
 use super::fused::{host_params, write_params, Dense};
-use super::kernels::{copy_short, mm, threads};
+use super::kernels::{copy_short, mm};
 use super::{Engine, Part};
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 use crate::models::loss::Targets;
@@ -45,13 +54,16 @@ use crate::models::pool::{pool_plane, pooled_side};
 use crate::models::{Activation, LayerKind, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
 
-/// Rows evaluated at once by [`Engine::logits`] (bounds the im2col buffers: about 7 MB for the
-/// first stage).
-const EVAL_CHUNK: usize = 256;
+/// Samples per chunk of the convolutional stages: fixed (the weight gradients are summed chunk
+/// by chunk, so this, not the threads, fixes their bits). Eight 28×28 images make an im2col
+/// matrix of the first stage of 0.5 MB.
+pub const CHUNK: usize = 8;
 
-/// One `conv → activation → max-pool` stage: where its parameters are, its sizes, and its
-/// workspaces for the current batch.
-#[derive(Debug, Clone)]
+/// Rows evaluated at once by [`Engine::logits`].
+const EVAL_ROWS: usize = 256;
+
+/// One `conv → activation → max-pool` stage: where its parameters are and its sizes.
+#[derive(Debug, Clone, Copy)]
 struct Stage {
     weight: usize,
     bias: Option<usize>,
@@ -64,16 +76,38 @@ struct Stage {
     side_conv: usize,
     /// Side of the pooled planes.
     side_pool: usize,
-    /// im2col of the input, `[c_in·k·k, batch·side_conv²]`.
-    cols: Vec<f32>,
-    /// Activation output, `[c_out, batch, side_conv²]`.
+}
+
+/// One stage's state for the samples of one chunk.
+#[derive(Debug, Clone, Default)]
+struct StageWork {
+    /// Activation output, `[c_out, rows, side_conv²]`.
     act: Vec<f32>,
-    /// Pooled output, `[c_out, batch, side_pool²]`.
+    /// Pooled output, `[c_out, rows, side_pool²]`.
     pooled: Vec<f32>,
     /// For each pooled value, the index of its input inside its `side_conv²` plane.
     argmax: Vec<u32>,
-    /// Error of the convolution's output (before the activation), same layout as `act`.
+    /// Error of `pooled`.
+    pooled_delta: Vec<f32>,
+    /// This chunk's weight gradient.
+    grad_w: Vec<f32>,
+    /// This chunk's bias gradient.
+    grad_b: Vec<f32>,
+}
+
+/// Everything one chunk of samples needs: each stage's state and the workspaces its thread
+/// uses.
+#[derive(Debug, Clone, Default)]
+struct ChunkWork {
+    stages: Vec<StageWork>,
+    /// im2col of a stage's input.
+    cols: Vec<f32>,
+    /// Error of a stage's convolution output (before the activation).
     delta: Vec<f32>,
+    /// Local GRAPES: the modulated copy of `delta`.
+    scratch: Vec<f32>,
+    /// Error of `cols`.
+    dcols: Vec<f32>,
 }
 
 impl Stage {
@@ -81,157 +115,142 @@ impl Stage {
         self.c_in * self.k * self.k
     }
 
-    /// Forward pass of `batch` samples of `input` (`[c_in, batch, side_in²]`) with `params`:
-    /// `cols`, `act`, `pooled` and `argmax`.
-    fn forward(&mut self, params: &[Vec<f32>], input: &[f32], batch: usize, act: Activation) {
-        let par = threads();
+    /// Forward pass of the `rows` samples of `input` (`[c_in, rows, side_in²]`): `work`'s
+    /// activations, pooled values and argmaxes.
+    fn forward(
+        &self,
+        params: &[Vec<f32>],
+        input: &[f32],
+        rows: usize,
+        act: Activation,
+        cols: &mut Vec<f32>,
+        work: &mut StageWork,
+    ) {
         let (sc, sp) = (self.side_conv, self.side_pool);
-        let n = batch * sc * sc;
-        im2col(
-            input,
-            self.c_in,
-            batch,
-            self.side_in,
-            self.k,
-            &mut self.cols,
-        );
-        self.act.resize(self.c_out * n, 0.0);
+        let n = rows * sc * sc;
+        im2col(input, self.c_in, rows, self.side_in, self.k, cols);
+        work.act.resize(self.c_out * n, 0.0);
         mm(
             self.c_out,
             n,
             self.depth(),
-            &mut self.act,
+            &mut work.act,
             &params[self.weight],
             false,
-            &self.cols,
+            cols,
             false,
             false,
-            par,
+            1,
         );
-        self.pooled.resize(self.c_out * batch * sp * sp, 0.0);
-        self.argmax.resize(self.c_out * batch * sp * sp, 0);
-        let bias = self.bias.map(|b| params[b].as_slice());
-        // One channel per task: bias, activation and pooling of its `batch` planes.
-        self.act
-            .par_chunks_mut(n)
-            .zip(self.pooled.par_chunks_mut(batch * sp * sp))
-            .zip(self.argmax.par_chunks_mut(batch * sp * sp))
-            .enumerate()
-            .for_each(|(c, ((row, pooled), argmax))| {
-                if let Some(b) = bias {
-                    row.iter_mut().for_each(|v| *v += b[c]);
-                }
-                activate(act, row);
-                for ((plane, out), arg) in row
-                    .chunks_exact(sc * sc)
-                    .zip(pooled.chunks_exact_mut(sp * sp))
-                    .zip(argmax.chunks_exact_mut(sp * sp))
-                {
-                    pool_plane(plane, sc, out, arg);
-                }
-            });
+        if let Some(b) = self.bias {
+            for (row, &b) in work.act.chunks_exact_mut(n).zip(&params[b]) {
+                row.iter_mut().for_each(|v| *v += b);
+            }
+        }
+        activate(act, &mut work.act);
+        let planes = self.c_out * rows;
+        work.pooled.resize(planes * sp * sp, 0.0);
+        work.argmax.resize(planes * sp * sp, 0);
+        for ((plane, out), arg) in work
+            .act
+            .chunks_exact(sc * sc)
+            .zip(work.pooled.chunks_exact_mut(sp * sp))
+            .zip(work.argmax.chunks_exact_mut(sp * sp))
+        {
+            pool_plane(plane, sc, out, arg);
+        }
     }
 
-    /// Backward pass from the error of the pooled output (`pooled_delta`, layout of `pooled`):
-    /// adds the weight and bias gradients and, with `input_delta`, writes the error of the
-    /// stage's input (`[c_in, batch, side_in²]`). `factors` are the stage's GRAPES factors.
+    /// Backward pass of one chunk from `work.pooled_delta`: this chunk's weight and bias
+    /// gradients into `work.grad_w` and `work.grad_b`, and, with `input_delta`, the error of the
+    /// stage's input (`[c_in, rows, side_in²]`). `input` is the stage's input, `factors` its
+    /// GRAPES factors.
     #[allow(clippy::too_many_arguments)]
     fn backward(
-        &mut self,
+        &self,
         params: &[Vec<f32>],
-        grads: &mut [Vec<f32>],
-        touched: &mut [bool],
-        pooled_delta: &[f32],
+        input: &[f32],
+        rows: usize,
         act: Activation,
         mode: GrapesMode,
         factors: &[f32],
-        scratch: &mut Vec<f32>,
-        input_delta: Option<(&mut Vec<f32>, &mut Vec<f32>)>,
+        ws: &mut ChunkWork,
+        s: usize,
+        input_delta: Option<&mut Vec<f32>>,
     ) {
-        let par = threads();
         let (sc, sp) = (self.side_conv, self.side_pool);
         let depth = self.depth();
-        let n = self.act.len() / self.c_out;
-        let batch = n / (sc * sc);
-        self.delta.resize(self.act.len(), 0.0);
-        // One channel per task: each pooled error to its window's argmax (every other
-        // position gets none), times the activation's derivative, times the channel's factor
-        // under propagating GRAPES.
-        self.delta
-            .par_chunks_mut(n)
-            .zip(self.act.par_chunks(n))
-            .zip(pooled_delta.par_chunks(batch * sp * sp))
-            .zip(self.argmax.par_chunks(batch * sp * sp))
-            .enumerate()
-            .for_each(|(c, (((d, h), pd), arg))| {
-                d.fill(0.0);
-                for ((plane, pd), arg) in d
-                    .chunks_exact_mut(sc * sc)
-                    .zip(pd.chunks_exact(sp * sp))
-                    .zip(arg.chunks_exact(sp * sp))
-                {
-                    for (&v, &i) in pd.iter().zip(arg) {
-                        plane[i as usize] = v;
-                    }
-                }
-                derive(act, d, h);
-                if mode == GrapesMode::Propagating {
-                    let m = factors[c];
-                    d.iter_mut().for_each(|v| *v *= m);
-                }
-            });
+        let n = rows * sc * sc;
+        let work = &mut ws.stages[s];
+        // Each pooled error to its window's argmax (every other position gets none), times
+        // the activation's derivative, times the channel's factor under propagating GRAPES.
+        let d = &mut ws.delta;
+        d.clear();
+        d.resize(self.c_out * n, 0.0);
+        for ((plane, pd), arg) in d
+            .chunks_exact_mut(sc * sc)
+            .zip(work.pooled_delta.chunks_exact(sp * sp))
+            .zip(work.argmax.chunks_exact(sp * sp))
+        {
+            for (&v, &i) in pd.iter().zip(arg) {
+                plane[i as usize] = v;
+            }
+        }
+        derive(act, d, &work.act);
+        if mode == GrapesMode::Propagating {
+            modulate_rows(d, n, factors);
+        }
         let error: &[f32] = if mode == GrapesMode::Local {
-            scratch.resize(self.delta.len(), 0.0);
-            scratch
-                .par_chunks_mut(n)
-                .zip(self.delta.par_chunks(n))
-                .zip(factors.par_iter())
-                .for_each(|((s, d), &m)| s.iter_mut().zip(d).for_each(|(s, d)| *s = d * m));
-            &scratch[..]
+            ws.scratch.clone_from(d);
+            modulate_rows(&mut ws.scratch, n, factors);
+            &ws.scratch
         } else {
-            &self.delta
+            d
         };
-        // ∇W [c_out, depth] (+)= δ [c_out, n] · colsᵀ (cols stored [depth, n]).
+        im2col(input, self.c_in, rows, self.side_in, self.k, &mut ws.cols);
+        // ∇W [c_out, depth] = δ [c_out, n] · colsᵀ (cols stored [depth, n]).
+        work.grad_w.resize(self.c_out * depth, 0.0);
         mm(
             self.c_out,
             depth,
             n,
-            &mut grads[self.weight],
+            &mut work.grad_w,
             error,
             false,
-            &self.cols,
+            &ws.cols,
             true,
-            touched[self.weight],
-            par,
+            false,
+            1,
         );
-        touched[self.weight] = true;
-        if let Some(b) = self.bias {
-            let gb = &mut grads[b];
-            if !touched[b] {
-                gb.fill(0.0);
-            }
-            gb.par_iter_mut()
-                .zip(error.par_chunks(n))
-                .for_each(|(g, row)| *g += row.iter().sum::<f32>());
-            touched[b] = true;
+        if self.bias.is_some() {
+            work.grad_b.clear();
+            work.grad_b
+                .extend(error.chunks_exact(n).map(|row| row.iter().sum::<f32>()));
         }
-        if let Some((dst, dcols)) = input_delta {
+        if let Some(dst) = input_delta {
             // ∇cols [depth, n] = Wᵀ (W stored [c_out, depth]) · δ [c_out, n].
-            dcols.resize(depth * n, 0.0);
+            ws.dcols.resize(depth * n, 0.0);
             mm(
                 depth,
                 n,
                 self.c_out,
-                dcols,
+                &mut ws.dcols,
                 &params[self.weight],
                 true,
-                &self.delta,
+                &ws.delta,
                 false,
                 false,
-                par,
+                1,
             );
-            col2im(dcols, self.c_in, batch, self.side_in, self.k, dst);
+            col2im(&ws.dcols, self.c_in, rows, self.side_in, self.k, dst);
         }
+    }
+}
+
+/// Multiplies row `c` (length `n`) of a `[channels, n]` error by `factors[c]`.
+fn modulate_rows(d: &mut [f32], n: usize, factors: &[f32]) {
+    for (row, &m) in d.chunks_exact_mut(n).zip(factors) {
+        row.iter_mut().for_each(|v| *v *= m);
     }
 }
 
@@ -259,7 +278,7 @@ fn derive(act: Activation, d: &mut [f32], h: &[f32]) {
 }
 
 /// `cols[(c, ky, kx), (b, y, x)] = input[c, b, y + ky, x + kx]` for a `[channels, batch, side,
-/// side]` input and `k × k` windows; rows are filled in parallel.
+/// side]` input and `k × k` windows.
 fn im2col(
     input: &[f32],
     channels: usize,
@@ -271,7 +290,7 @@ fn im2col(
     let s = side - k + 1;
     let n = batch * s * s;
     cols.resize(channels * k * k * n, 0.0);
-    cols.par_chunks_mut(n).enumerate().for_each(|(r, row)| {
+    for (r, row) in cols.chunks_exact_mut(n).enumerate() {
         let (c, ky, kx) = (r / (k * k), r / k % k, r % k);
         for b in 0..batch {
             let plane = &input[(c * batch + b) * side * side..][..side * side];
@@ -280,11 +299,11 @@ fn im2col(
                 copy_short(&mut row[(b * s + y) * s..][..s], src);
             }
         }
-    });
+    }
 }
 
 /// The adjoint of [`im2col`]: `input[c, b, y + ky, x + kx] = Σ cols[(c, ky, kx), (b, y, x)]`,
-/// summed over `(ky, kx)` in row-major order; channels in parallel.
+/// summed over `(ky, kx)` in row-major order.
 fn col2im(
     cols: &[f32],
     channels: usize,
@@ -295,25 +314,25 @@ fn col2im(
 ) {
     let s = side - k + 1;
     let n = batch * s * s;
+    input.clear();
     input.resize(channels * batch * side * side, 0.0);
-    input
-        .par_chunks_mut(batch * side * side)
-        .zip(cols.par_chunks(k * k * n))
-        .for_each(|(channel, rows)| {
-            channel.fill(0.0);
-            for (r, row) in rows.chunks_exact(n).enumerate() {
-                let (ky, kx) = (r / k, r % k);
-                for b in 0..batch {
-                    let plane = &mut channel[b * side * side..][..side * side];
-                    for y in 0..s {
-                        let dst = &mut plane[(y + ky) * side + kx..][..s];
-                        for (d, v) in dst.iter_mut().zip(&row[(b * s + y) * s..][..s]) {
-                            *d += v;
-                        }
+    for (channel, rows) in input
+        .chunks_exact_mut(batch * side * side)
+        .zip(cols.chunks_exact(k * k * n))
+    {
+        for (r, row) in rows.chunks_exact(n).enumerate() {
+            let (ky, kx) = (r / k, r % k);
+            for b in 0..batch {
+                let plane = &mut channel[b * side * side..][..side * side];
+                for y in 0..s {
+                    let dst = &mut plane[(y + ky) * side + kx..][..s];
+                    for (d, v) in dst.iter_mut().zip(&row[(b * s + y) * s..][..s]) {
+                        *d += v;
                     }
                 }
             }
-        });
+        }
+    }
 }
 
 /// A CNN's parameters, gradients and workspaces as host buffers.
@@ -330,18 +349,12 @@ pub struct FusedCnn {
     /// GRAPES factors of every hidden layer, the convolutions first (valid after a step with
     /// GRAPES on).
     factors: Vec<Vec<f32>>,
+    /// One per chunk of the largest batch so far.
+    chunks: Vec<ChunkWork>,
     /// The last stage's output flattened per sample, `[batch, c·s·s]`: the dense input.
     features: Vec<f32>,
     /// The error of `features`.
     feature_delta: Vec<f32>,
-    /// The error of each stage's pooled output, layout of [`Stage::pooled`].
-    pooled_deltas: Vec<Vec<f32>>,
-    /// Error of an im2col matrix.
-    dcols: Vec<f32>,
-    /// Local GRAPES: the modulated copy of a stage's error.
-    scratch: Vec<f32>,
-    /// Logits of an evaluation, chunk after chunk.
-    logits: Vec<f32>,
 }
 
 impl FusedCnn {
@@ -383,11 +396,6 @@ impl FusedCnn {
                 side_in: side,
                 side_conv,
                 side_pool,
-                cols: Vec::new(),
-                act: Vec::new(),
-                pooled: Vec::new(),
-                argmax: Vec::new(),
-                delta: Vec::new(),
             });
             side = side_pool;
             channels = c_out;
@@ -408,18 +416,15 @@ impl FusedCnn {
             .collect();
         Ok(FusedCnn {
             activation: net.activation,
-            pooled_deltas: vec![Vec::new(); stages.len()],
             stages,
             dense,
             grads: params.iter().map(|p| vec![0.0; p.len()]).collect(),
             touched: vec![false; params.len()],
             params,
             factors,
+            chunks: Vec::new(),
             features: Vec::new(),
             feature_delta: Vec::new(),
-            dcols: Vec::new(),
-            scratch: Vec::new(),
-            logits: Vec::new(),
         })
     }
 
@@ -437,25 +442,50 @@ impl FusedCnn {
             .collect()
     }
 
-    /// The convolutions and the flattening of `x` (`[batch, 784]`) into `features`, with
-    /// `params`.
+    /// Width of the flattened output of the last stage (the dense input).
+    fn feature_width(&self) -> usize {
+        let last = self.stages.last().expect("at least one stage");
+        last.c_out * last.side_pool * last.side_pool
+    }
+
+    /// The convolutional stages of `x` (`[batch, 784]`) with `params`, chunk by chunk in
+    /// parallel, and their output flattened into `features`.
     fn features(&mut self, params: &[Vec<f32>], x: &[f32]) {
         let batch = x.len() / IMAGE_PIXELS;
-        for s in 0..self.stages.len() {
-            let (before, rest) = self.stages.split_at_mut(s);
-            let input: &[f32] = before.last().map_or(x, |p| &p.pooled);
-            rest[0].forward(params, input, batch, self.activation);
+        let chunks = batch.div_ceil(CHUNK);
+        if self.chunks.len() < chunks {
+            let stages = vec![StageWork::default(); self.stages.len()];
+            self.chunks.resize(
+                chunks,
+                ChunkWork {
+                    stages,
+                    ..ChunkWork::default()
+                },
+            );
         }
-        let last = self.stages.last().expect("at least one stage");
-        let plane = last.side_pool * last.side_pool;
-        let width = last.c_out * plane;
+        let width = self.feature_width();
         self.features.resize(batch * width, 0.0);
-        // [c, b, plane] → [b, c, plane]
-        for (c, channel) in last.pooled.chunks_exact(batch * plane).enumerate() {
-            for (b, src) in channel.chunks_exact(plane).enumerate() {
-                self.features[b * width + c * plane..][..plane].copy_from_slice(src);
-            }
-        }
+        let (stages, act) = (&self.stages, self.activation);
+        self.chunks[..chunks]
+            .par_iter_mut()
+            .zip(x.par_chunks(CHUNK * IMAGE_PIXELS))
+            .zip(self.features.par_chunks_mut(CHUNK * width))
+            .for_each(|((ws, x), features)| {
+                let rows = x.len() / IMAGE_PIXELS;
+                for (s, stage) in stages.iter().enumerate() {
+                    let (before, rest) = ws.stages.split_at_mut(s);
+                    let input: &[f32] = before.last().map_or(x, |p| &p.pooled);
+                    stage.forward(params, input, rows, act, &mut ws.cols, &mut rest[0]);
+                }
+                // [c, b, plane] → [b, c, plane]
+                let last = ws.stages.last().expect("at least one stage");
+                let plane = width / stages[stages.len() - 1].c_out;
+                for (c, channel) in last.pooled.chunks_exact(rows * plane).enumerate() {
+                    for (b, src) in channel.chunks_exact(plane).enumerate() {
+                        features[b * width + c * plane..][..plane].copy_from_slice(src);
+                    }
+                }
+            });
     }
 
     /// Adds `weight × ∇` of the batch's mean loss to the gradients and returns the mean loss;
@@ -499,31 +529,79 @@ impl FusedCnn {
             &self.factors[convs..],
             Some(&mut self.feature_delta),
         );
-        // [b, c, plane] → [c, b, plane]
-        let last = &self.stages[convs - 1];
-        let plane = last.side_pool * last.side_pool;
-        let width = last.c_out * plane;
-        let top = &mut self.pooled_deltas[convs - 1];
-        top.resize(batch * width, 0.0);
-        for (b, sample) in self.feature_delta.chunks_exact(width).enumerate() {
-            for (c, src) in sample.chunks_exact(plane).enumerate() {
-                top[(c * batch + b) * plane..][..plane].copy_from_slice(src);
+        // The convolutional stages, chunk by chunk in parallel.
+        let width = self.feature_width();
+        let (stages, act, params, factors) =
+            (&self.stages, self.activation, &self.params, &self.factors);
+        self.chunks[..batch.div_ceil(CHUNK)]
+            .par_iter_mut()
+            .zip(x.par_chunks(CHUNK * IMAGE_PIXELS))
+            .zip(self.feature_delta.par_chunks(CHUNK * width))
+            .for_each(|((ws, x), fd)| {
+                let rows = x.len() / IMAGE_PIXELS;
+                // [b, c, plane] → [c, b, plane]
+                let last = stages[convs - 1];
+                let plane = last.side_pool * last.side_pool;
+                let top = &mut ws.stages[convs - 1].pooled_delta;
+                top.resize(rows * width, 0.0);
+                for (b, sample) in fd.chunks_exact(width).enumerate() {
+                    for (c, src) in sample.chunks_exact(plane).enumerate() {
+                        top[(c * rows + b) * plane..][..plane].copy_from_slice(src);
+                    }
+                }
+                for (s, stage) in stages.iter().enumerate().rev() {
+                    // The stage's input, and where the error of that input goes.
+                    let (below, mut below_delta) = if s > 0 {
+                        let prev = &mut ws.stages[s - 1];
+                        (
+                            Some(std::mem::take(&mut prev.pooled)),
+                            Some(std::mem::take(&mut prev.pooled_delta)),
+                        )
+                    } else {
+                        (None, None)
+                    };
+                    let input: &[f32] = below.as_deref().unwrap_or(x);
+                    stage.backward(
+                        params,
+                        input,
+                        rows,
+                        act,
+                        mode,
+                        &factors[s],
+                        ws,
+                        s,
+                        below_delta.as_mut(),
+                    );
+                    if let (Some(pooled), Some(delta)) = (below, below_delta) {
+                        let prev = &mut ws.stages[s - 1];
+                        prev.pooled = pooled;
+                        prev.pooled_delta = delta;
+                    }
+                }
+            });
+        // Each stage's gradients: the chunks' ones summed in chunk order.
+        for (s, stage) in self.stages.iter().enumerate() {
+            let chunks = &self.chunks[..batch.div_ceil(CHUNK)];
+            let parts = [(stage.weight, true), (stage.bias.unwrap_or(0), false)];
+            for (index, is_weight) in parts {
+                if !is_weight && stage.bias.is_none() {
+                    continue;
+                }
+                let g = &mut self.grads[index];
+                for (i, chunk) in chunks.iter().enumerate() {
+                    let part = if is_weight {
+                        &chunk.stages[s].grad_w
+                    } else {
+                        &chunk.stages[s].grad_b
+                    };
+                    if i == 0 && !self.touched[index] {
+                        g.copy_from_slice(part);
+                    } else {
+                        g.iter_mut().zip(part).for_each(|(g, p)| *g += p);
+                    }
+                }
+                self.touched[index] = true;
             }
-        }
-        for s in (0..convs).rev() {
-            let (below, above) = self.pooled_deltas.split_at_mut(s);
-            let input_delta = below.last_mut().map(|d| (d, &mut self.dcols));
-            self.stages[s].backward(
-                &self.params,
-                &mut self.grads,
-                &mut self.touched,
-                &above[0],
-                self.activation,
-                mode,
-                &self.factors[s],
-                &mut self.scratch,
-                input_delta,
-            );
         }
         loss
     }
@@ -561,16 +639,13 @@ impl Engine for FusedCnn {
     fn logits(&mut self, params: Option<&[Vec<f32>]>, x: &[f32], head: usize) -> Result<Vec<f32>> {
         let own = std::mem::take(&mut self.params);
         let params = params.unwrap_or(&own);
-        let mut logits = std::mem::take(&mut self.logits);
-        logits.clear();
-        for chunk in x.chunks(EVAL_CHUNK * IMAGE_PIXELS) {
-            self.features(params, chunk);
+        let mut logits = Vec::new();
+        for rows in x.chunks(EVAL_ROWS * IMAGE_PIXELS) {
+            self.features(params, rows);
             logits.extend_from_slice(self.dense.forward(params, &self.features, head));
         }
         self.params = own;
-        let out = logits.clone();
-        self.logits = logits;
-        Ok(out)
+        Ok(logits)
     }
 
     fn factors(&self) -> &[Vec<f32>] {

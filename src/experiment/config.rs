@@ -77,7 +77,8 @@ pub struct TrainingConfig {
     /// Fresh optimizer state at the start of every task (default false).
     #[serde(default)]
     pub reset_optimizer: bool,
-    /// `auto` (default: explicit for MLPs), `autograd` or `explicit`.
+    /// `auto` (default: the fused CPU step of the MLP or CNN; off the CPU the explicit backward
+    /// for MLPs, autograd for CNNs), `fused`, `explicit` (MLPs) or `autograd`.
     #[serde(default)]
     pub backward: BackwardPath,
 }
