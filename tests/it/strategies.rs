@@ -5,7 +5,7 @@ use std::ops::Range;
 use std::path::Path;
 
 use clbench::data::IMAGE_PIXELS;
-use clbench::engine::{Engine, FusedMlp, Part, TensorEngine};
+use clbench::engine::{engine_for, Engine, FusedMlp, Part, TensorEngine};
 use clbench::models::loss::{DistillScale, Targets};
 use clbench::models::{ModelConfig, ModelKind, ModelSpec, Network};
 use clbench::optim::GrapesMode;
@@ -347,9 +347,23 @@ fn replay_memory_stays_within_budget_and_is_class_balanced() {
 
 #[test]
 fn fused_and_tensor_engines_agree_on_every_objective() {
+    let mut mlp = ModelConfig::mlp(&[20, 12]);
+    mlp.activation = clbench::models::Activation::Tanh;
+    let cnn = ModelConfig {
+        kind: ModelKind::Cnn,
+        hidden: Some(vec![12]),
+        channels: Some([3, 4]),
+        ..mlp.clone()
+    };
+    for cfg in [mlp, cnn] {
+        engines_agree_on_every_objective(&cfg);
+    }
+}
+
+/// The fused engine of `cfg`'s model (MLP or CNN) against autograd, on every kind of target,
+/// GRAPES off and on, two weighted parts accumulated.
+fn engines_agree_on_every_objective(cfg: &ModelConfig) {
     let s = stream("split-mnist-task-il.yaml", 0);
-    let mut cfg = ModelConfig::mlp(&[20, 12]);
-    cfg.activation = clbench::models::Activation::Tanh;
     let net = Network::new(
         &cfg.check().unwrap(),
         &s.outputs,
@@ -383,10 +397,10 @@ fn fused_and_tensor_engines_agree_on_every_objective() {
             ),
             ("norm", Targets::SquaredNorm),
         ] {
-            let mut fused = FusedMlp::from_network(&net).unwrap();
+            let mut fused = engine_for(&net, BackwardPath::Fused, &DEV).unwrap();
             let mut tensor = TensorEngine::new(&net, BackwardPath::Autograd, &DEV).unwrap();
             let mut losses = Vec::new();
-            for e in [&mut fused as &mut dyn Engine, &mut tensor] {
+            for e in [fused.as_mut(), &mut tensor as &mut dyn Engine] {
                 e.zero_grad();
                 // Two weighted parts accumulate into one gradient.
                 for (head, w) in [(1, 0.7f32), (1, 0.3)] {
@@ -422,7 +436,8 @@ fn fused_and_tensor_engines_agree_on_every_objective() {
                     .fold(0.0, f32::max);
                 assert!(
                     d <= 1e-4 * scale,
-                    "{what} {grapes:?}: parameter {i} differs by {d}"
+                    "{:?} {what} {grapes:?}: parameter {i} differs by {d}",
+                    cfg.kind
                 );
             }
         }
