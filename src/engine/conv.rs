@@ -6,9 +6,9 @@
 //! # Chunks of samples
 //!
 //! The convolutional stages run on chunks of [`CHUNK`] samples, one chunk per task on the
-//! threads of the current rayon pool; each chunk keeps its own activations, argmaxes and
-//! workspaces (allocated at the first step, then reused), small enough to stay in a core's
-//! cache, and its products run on its thread. The fully connected layers then run on the whole
+//! threads of the current rayon pool; each chunk keeps its own im2col matrices, activations,
+//! argmaxes and workspaces (allocated at the first step, then reused), about 1 MB per chunk
+//! at 8 and 16 channels, and its products run on its thread. The fully connected layers then run on the whole
 //! batch (their products split between threads as the MLP's do).
 //!
 //! # Layout and products
@@ -24,7 +24,8 @@
 //! input grad      ∇cols                 = Wᵀ · δ, then summed back onto the input (col2im)
 //! ```
 //!
-//! The bias is added after the product; its gradient is each channel's sum of `δ` in order.
+//! The forward pass keeps each chunk's im2col matrices for the weight gradients. The bias is
+//! added after the product; its gradient is each channel's sum of `δ` in order.
 //! A stage's weight and bias gradients are the sums of the chunks' ones, added in chunk order;
 //! the chunks are fixed by the batch, not by the threads, so every number is the same for any
 //! thread count. The max-pool keeps each window's argmax ([`crate::models::pool`], the rule
@@ -81,6 +82,9 @@ struct Stage {
 /// One stage's state for the samples of one chunk.
 #[derive(Debug, Clone, Default)]
 struct StageWork {
+    /// im2col of the stage's input, `[c_in·k·k, rows·side_conv²]`, kept for the weight
+    /// gradient.
+    cols: Vec<f32>,
     /// Activation output, `[c_out, rows, side_conv²]`.
     act: Vec<f32>,
     /// Pooled output, `[c_out, rows, side_pool²]`.
@@ -100,8 +104,6 @@ struct StageWork {
 #[derive(Debug, Clone, Default)]
 struct ChunkWork {
     stages: Vec<StageWork>,
-    /// im2col of a stage's input.
-    cols: Vec<f32>,
     /// Error of a stage's convolution output (before the activation).
     delta: Vec<f32>,
     /// Local GRAPES: the modulated copy of `delta`.
@@ -123,12 +125,11 @@ impl Stage {
         input: &[f32],
         rows: usize,
         act: Activation,
-        cols: &mut Vec<f32>,
         work: &mut StageWork,
     ) {
         let (sc, sp) = (self.side_conv, self.side_pool);
         let n = rows * sc * sc;
-        im2col(input, self.c_in, rows, self.side_in, self.k, cols);
+        im2col(input, self.c_in, rows, self.side_in, self.k, &mut work.cols);
         work.act.resize(self.c_out * n, 0.0);
         mm(
             self.c_out,
@@ -137,7 +138,7 @@ impl Stage {
             &mut work.act,
             &params[self.weight],
             false,
-            cols,
+            &work.cols,
             false,
             false,
             1,
@@ -161,15 +162,14 @@ impl Stage {
         }
     }
 
-    /// Backward pass of one chunk from `work.pooled_delta`: this chunk's weight and bias
-    /// gradients into `work.grad_w` and `work.grad_b`, and, with `input_delta`, the error of the
-    /// stage's input (`[c_in, rows, side_in²]`). `input` is the stage's input, `factors` its
-    /// GRAPES factors.
+    /// Backward pass of one chunk from the pooled error of `ws.stages[s]`: this chunk's weight
+    /// and bias gradients into its `grad_w` and `grad_b` (from the im2col matrix the forward
+    /// pass kept), and, with `input_delta`, the error of the stage's input
+    /// (`[c_in, rows, side_in²]`). `factors` are the stage's GRAPES factors.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
         params: &[Vec<f32>],
-        input: &[f32],
         rows: usize,
         act: Activation,
         mode: GrapesMode,
@@ -207,7 +207,6 @@ impl Stage {
         } else {
             d
         };
-        im2col(input, self.c_in, rows, self.side_in, self.k, &mut ws.cols);
         // ∇W [c_out, depth] = δ [c_out, n] · colsᵀ (cols stored [depth, n]).
         work.grad_w.resize(self.c_out * depth, 0.0);
         mm(
@@ -217,7 +216,7 @@ impl Stage {
             &mut work.grad_w,
             error,
             false,
-            &ws.cols,
+            &work.cols,
             true,
             false,
             1,
@@ -475,7 +474,7 @@ impl FusedCnn {
                 for (s, stage) in stages.iter().enumerate() {
                     let (before, rest) = ws.stages.split_at_mut(s);
                     let input: &[f32] = before.last().map_or(x, |p| &p.pooled);
-                    stage.forward(params, input, rows, act, &mut ws.cols, &mut rest[0]);
+                    stage.forward(params, input, rows, act, &mut rest[0]);
                 }
                 // [c, b, plane] → [b, c, plane]
                 let last = ws.stages.last().expect("at least one stage");
@@ -550,32 +549,13 @@ impl FusedCnn {
                     }
                 }
                 for (s, stage) in stages.iter().enumerate().rev() {
-                    // The stage's input, and where the error of that input goes.
-                    let (below, mut below_delta) = if s > 0 {
-                        let prev = &mut ws.stages[s - 1];
-                        (
-                            Some(std::mem::take(&mut prev.pooled)),
-                            Some(std::mem::take(&mut prev.pooled_delta)),
-                        )
-                    } else {
-                        (None, None)
-                    };
-                    let input: &[f32] = below.as_deref().unwrap_or(x);
-                    stage.backward(
-                        params,
-                        input,
-                        rows,
-                        act,
-                        mode,
-                        &factors[s],
-                        ws,
-                        s,
-                        below_delta.as_mut(),
-                    );
-                    if let (Some(pooled), Some(delta)) = (below, below_delta) {
-                        let prev = &mut ws.stages[s - 1];
-                        prev.pooled = pooled;
-                        prev.pooled_delta = delta;
+                    // Where the error of the stage's input goes (the stage below's pooled
+                    // output), taken out of `ws` while the stage uses the rest of it.
+                    let mut below =
+                        (s > 0).then(|| std::mem::take(&mut ws.stages[s - 1].pooled_delta));
+                    stage.backward(params, rows, act, mode, &factors[s], ws, s, below.as_mut());
+                    if let Some(delta) = below {
+                        ws.stages[s - 1].pooled_delta = delta;
                     }
                 }
             });
