@@ -375,3 +375,19 @@ pub fn children_peak_rss_mb() -> Option<f64> {
     let rc = unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
     (rc == 0).then(|| usage.ru_maxrss as f64 / 1024.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The FLOP counts `bench/torch_reference.py` also prints (its `flop_per_sample` and
+    /// `cnn_flop_per_sample`), so the two programs' GFLOP/s compare.
+    #[test]
+    fn flop_counts_match_the_pytorch_reference() {
+        assert_eq!(mlp_training_flop(&[256, 256]), 1_211_392.0);
+        assert_eq!(BenchModel::mlp(&[1000, 1000]).flop_per_sample, 9_196_000.0);
+        // conv1 8·1·25·24² + conv2 16·8·25·8² + 256·128 + 128·10 multiply-adds forward.
+        assert_eq!(BenchModel::cnn([8, 16], 128).flop_per_sample, 1_893_888.0);
+        assert_eq!(BenchModel::cnn([16, 32], 128).flop_per_sample, 6_237_696.0);
+    }
+}
