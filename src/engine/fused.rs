@@ -8,6 +8,9 @@
 //! The parameters live here while a task trains, and evaluation reads them here
 //! ([`Engine::logits`]); [`FusedMlp::write_back`] copies them into the network's candle `Var`s
 //! after every task.
+//!
+//! The fully connected layers are `Dense`, which the CNN's fused step ([`super::conv`]) uses
+//! for its layers after the convolutions, asking it for the error of its input as well.
 
 use std::ops::Range;
 
