@@ -560,20 +560,16 @@ impl FusedCnn {
                 }
             });
         // Each stage's gradients: the chunks' ones summed in chunk order.
+        let chunks = &self.chunks[..batch.div_ceil(CHUNK)];
+        let weight_part: fn(&StageWork) -> &[f32] = |w| &w.grad_w;
+        let bias_part: fn(&StageWork) -> &[f32] = |w| &w.grad_b;
         for (s, stage) in self.stages.iter().enumerate() {
-            let chunks = &self.chunks[..batch.div_ceil(CHUNK)];
-            let parts = [(stage.weight, true), (stage.bias.unwrap_or(0), false)];
-            for (index, is_weight) in parts {
-                if !is_weight && stage.bias.is_none() {
-                    continue;
-                }
+            let parts = std::iter::once((stage.weight, weight_part))
+                .chain(stage.bias.map(|b| (b, bias_part)));
+            for (index, part_of) in parts {
                 let g = &mut self.grads[index];
                 for (i, chunk) in chunks.iter().enumerate() {
-                    let part = if is_weight {
-                        &chunk.stages[s].grad_w
-                    } else {
-                        &chunk.stages[s].grad_b
-                    };
+                    let part = part_of(&chunk.stages[s]);
                     if i == 0 && !self.touched[index] {
                         g.copy_from_slice(part);
                     } else {
