@@ -46,7 +46,7 @@ use std::ops::Range;
 use candle_core::Result;
 use rayon::prelude::*;
 
-use super::fused::{host_params, write_params, Dense};
+use super::fused::{activate, derive, host_params, write_params, Dense};
 use super::kernels::{copy_short, mm};
 use super::{Engine, Part};
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
@@ -250,29 +250,6 @@ impl Stage {
 fn modulate_rows(d: &mut [f32], n: usize, factors: &[f32]) {
     for (row, &m) in d.chunks_exact_mut(n).zip(factors) {
         row.iter_mut().for_each(|v| *v *= m);
-    }
-}
-
-/// Applies the activation in place.
-fn activate(act: Activation, v: &mut [f32]) {
-    match act {
-        Activation::Relu => v.iter_mut().for_each(|v| *v = v.max(0.0)),
-        Activation::Tanh => v.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
-        Activation::Sigmoid => v
-            .iter_mut()
-            .for_each(|v| *v = 1.0 / (1.0 + libm::expf(-*v))),
-    }
-}
-
-/// Multiplies an error `d` by the activation's derivative, given the activation's output `h`.
-fn derive(act: Activation, d: &mut [f32], h: &[f32]) {
-    match act {
-        Activation::Relu => d
-            .iter_mut()
-            .zip(h)
-            .for_each(|(d, &h)| *d = if h > 0.0 { *d } else { 0.0 }),
-        Activation::Tanh => d.iter_mut().zip(h).for_each(|(d, &h)| *d *= 1.0 - h * h),
-        Activation::Sigmoid => d.iter_mut().zip(h).for_each(|(d, &h)| *d *= h * (1.0 - h)),
     }
 }
 

@@ -208,14 +208,7 @@ impl Dense {
                 );
             }
             let (h, d) = (&self.acts[l], &mut self.deltas[l]);
-            match self.activation {
-                Activation::Relu => d
-                    .iter_mut()
-                    .zip(h)
-                    .for_each(|(d, &h)| *d = if h > 0.0 { *d } else { 0.0 }),
-                Activation::Tanh => d.iter_mut().zip(h).for_each(|(d, &h)| *d *= 1.0 - h * h),
-                Activation::Sigmoid => d.iter_mut().zip(h).for_each(|(d, &h)| *d *= h * (1.0 - h)),
-            }
+            derive(self.activation, d, h);
             if mode == GrapesMode::Propagating {
                 grapes::modulate_in_place(d, &factors[l]);
             }
@@ -413,13 +406,7 @@ fn forward(
         let act = &mut rest[0];
         act.resize(batch * layer.out, 0.0);
         linear(batch, layer, input, params, act, par);
-        match activation {
-            Activation::Relu => act.iter_mut().for_each(|v| *v = v.max(0.0)),
-            Activation::Tanh => act.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
-            Activation::Sigmoid => act
-                .iter_mut()
-                .for_each(|v| *v = 1.0 / (1.0 + libm::expf(-*v))),
-        }
+        activate(activation, act);
     }
     let last: &[f32] = acts.last().map_or(x, Vec::as_slice);
     out.resize(batch * out_layer.out, 0.0);
@@ -496,5 +483,28 @@ fn linear(
                 *v += b;
             }
         }
+    }
+}
+
+/// Applies the activation in place.
+pub(super) fn activate(act: Activation, v: &mut [f32]) {
+    match act {
+        Activation::Relu => v.iter_mut().for_each(|v| *v = v.max(0.0)),
+        Activation::Tanh => v.iter_mut().for_each(|v| *v = libm::tanhf(*v)),
+        Activation::Sigmoid => v
+            .iter_mut()
+            .for_each(|v| *v = 1.0 / (1.0 + libm::expf(-*v))),
+    }
+}
+
+/// Multiplies an error `d` by the activation's derivative, given the activation's output `h`.
+pub(super) fn derive(act: Activation, d: &mut [f32], h: &[f32]) {
+    match act {
+        Activation::Relu => d
+            .iter_mut()
+            .zip(h)
+            .for_each(|(d, &h)| *d = if h > 0.0 { *d } else { 0.0 }),
+        Activation::Tanh => d.iter_mut().zip(h).for_each(|(d, &h)| *d *= 1.0 - h * h),
+        Activation::Sigmoid => d.iter_mut().zip(h).for_each(|(d, &h)| *d *= h * (1.0 - h)),
     }
 }
