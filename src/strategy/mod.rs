@@ -12,7 +12,7 @@
 //! | name | what it adds | module |
 //! |---|---|---|
 //! | `finetune` (default) | nothing: plain sequential training, the lower bound | here |
-//! | `joint` | trains on the union of tasks 1..k (`cumulative`) or of all tasks (`all`) | here |
+//! | `joint` | trains on the union of tasks 1..k (`cumulative`), of all tasks (`all`), or once on all tasks (`once`) | here |
 //! | `ewc`, `online-ewc` | `λ/2 Σ F (θ−θ*)²`, F the diagonal Fisher (Kirkpatrick 2017; Schwarz 2018) | [`penalty`] |
 //! | `si` | `c Σ Ω (θ−θ*)²`, Ω from the path integral (Zenke 2017) | [`penalty`] |
 //! | `mas` | `λ Σ Ω (θ−θ*)²`, Ω = E\|∂‖f(x)‖²/∂θ\| (Aljundi 2018) | [`penalty`] |
@@ -110,6 +110,12 @@ pub enum JointData {
     /// All tasks' data from the first phase on (multi-task training; the last row is the
     /// upper bound).
     All,
+    /// All tasks' data for one task's budget, in the first phase only; no training after it, so
+    /// every row of the accuracy matrix is that one model (BWT and forgetting 0, learning
+    /// accuracy = ACC). The joint bound as van de Ven et al.'s reference implementation trains
+    /// it (`--joint`: once, from scratch, on the data of all contexts, for the iterations of
+    /// one context).
+    Once,
 }
 
 /// Which diagonal Fisher information EWC estimates. Written `exact` (also accepted: `true`,
@@ -172,7 +178,7 @@ pub enum StrategyConfig {
     Finetune {},
     /// Training on several tasks' data at once.
     Joint {
-        /// `cumulative` (default) or `all`.
+        /// `cumulative` (default), `all` or `once`.
         #[serde(default)]
         data: JointData,
     },
@@ -472,6 +478,12 @@ pub trait Strategy: Send {
         task..task + 1
     }
 
+    /// Whether the 0-based task `task` gets its training budget; `false` skips its steps (and
+    /// its `before_task`/`after_task` hooks), and the model is evaluated as it stands.
+    fn trains(&self, _task: usize) -> bool {
+        true
+    }
+
     /// Weight of the current data's loss while training `task`.
     fn data_weight(&self, _task: usize) -> f32 {
         1.0
@@ -519,7 +531,11 @@ impl Strategy for Joint {
     fn training_tasks(&self, task: usize, tasks: usize) -> Range<usize> {
         match self.data {
             JointData::Cumulative => 0..task + 1,
-            JointData::All => 0..tasks,
+            JointData::All | JointData::Once => 0..tasks,
         }
+    }
+
+    fn trains(&self, task: usize) -> bool {
+        self.data != JointData::Once || task == 0
     }
 }

@@ -203,7 +203,8 @@ impl<'a> Trainer<'a> {
         stream.at_stage(t.max(sources.end - 1))
     }
 
-    /// Trains task `t` (0-based) for its budget on `stage` and records its training
+    /// Trains task `t` (0-based) for its budget on `stage` (none where the strategy says it
+    /// [does not train](crate::strategy::Strategy::trains) this task) and records its training
     /// statistics; returns where the loss stopped being finite, if it did.
     pub(super) fn train_task(
         &mut self,
@@ -215,13 +216,17 @@ impl<'a> Trainer<'a> {
         }
         let sources = self.strategy.training_tasks(t, stage.len());
         let mut order = Order::new(stage, t, sources, self.settings, self.seed);
+        let trains = self.strategy.trains(t);
         let steps = match self.settings.budget {
+            _ if !trains => 0,
             Budget::Epochs(e) => e * order.batches_per_epoch(),
             Budget::Iterations(n) => n,
         };
         let (grapes, seed) = (self.method.grapes, self.seed);
-        self.strategy
-            .before_task(&mut context(stage, &mut self.engine, grapes, seed), t)?;
+        if trains {
+            self.strategy
+                .before_task(&mut context(stage, &mut self.engine, grapes, seed), t)?;
+        }
         self.observer.task_started(t, steps);
         let mut progress = TaskProgress::default();
         let mut divergence = None;
@@ -249,7 +254,7 @@ impl<'a> Trainer<'a> {
             }
         }
         self.observer.task_finished(t);
-        if divergence.is_none() {
+        if trains && divergence.is_none() {
             self.strategy
                 .after_task(&mut context(stage, &mut self.engine, grapes, seed), t)?;
         }

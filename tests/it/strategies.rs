@@ -470,6 +470,47 @@ fn strategies_fight_class_incremental_forgetting_and_joint_is_the_upper_bound() 
     );
 }
 
+/// `joint` with `data: once`: one task's budget on all tasks' data in the first phase, nothing
+/// after, so every row of the matrix is the same model, scored on every class from the first
+/// row on (also with the softmax over the classes seen so far: all tasks are met at once).
+#[test]
+fn joint_once_trains_one_budget_on_all_tasks_and_then_stands_still() {
+    let model = ModelConfig::mlp(&[100]);
+    let st = settings(300, 64, BackwardPath::Auto);
+    let adam = "{name: adam, lr: 0.001}";
+    for file in [
+        "split-mnist-class-il.yaml",
+        "split-mnist-class-il-seen-so-far.yaml",
+    ] {
+        let s = stream(file, 0);
+        let r = run(
+            &s,
+            &model,
+            &method(adam, Some("{name: joint, data: once}")),
+            &st,
+        );
+        let steps: Vec<usize> = r.tasks.iter().map(|t| t.steps).collect();
+        assert_eq!(steps, [300, 0, 0, 0, 0], "{file}");
+        assert!(r.tasks[1..].iter().all(|t| t.mean_train_loss.is_none()));
+        for row in &r.accuracy[2..] {
+            assert_eq!(
+                row, &r.accuracy[1],
+                "{file}: the model changed after phase 1"
+            );
+        }
+        // One phase on all ten digits learns every task at once.
+        assert!(
+            r.accuracy[1].iter().all(|&a| a > 0.8),
+            "{file}: {:?}",
+            r.accuracy[1]
+        );
+        let m = clbench::metrics::AccuracyMatrix::new(r.accuracy.clone(), None).unwrap();
+        assert_eq!(m.bwt(), Some(0.0));
+        assert_eq!(m.forgetting(), Some(0.0));
+        assert_eq!(m.learning_accuracy(), m.acc());
+    }
+}
+
 fn inline_stream(text: &str) -> TaskStream {
     let spec = StreamSpec::from_yaml(text, Path::new("inline.yaml")).unwrap();
     let file = clbench::streams::StreamFile {
