@@ -46,9 +46,9 @@ use std::ops::Range;
 use candle_core::Result;
 use rayon::prelude::*;
 
-use super::fused::{activate, derive, host_params, write_params, Dense};
+use super::fused::{activate, derive, Dense};
 use super::kernels::{copy_short, mm};
-use super::{Engine, Part};
+use super::{Engine, HostParams, Part};
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 use crate::models::loss::Targets;
 use crate::models::pool::{pool_plane, pooled_side};
@@ -317,11 +317,7 @@ pub struct FusedCnn {
     activation: Activation,
     stages: Vec<Stage>,
     dense: Dense,
-    /// Parameters in the order of [`Network::params`].
-    params: Vec<Vec<f32>>,
-    /// Gradients of the last step, same order; valid where `touched`.
-    grads: Vec<Vec<f32>>,
-    touched: Vec<bool>,
+    host: HostParams,
     /// GRAPES factors of every hidden layer, the convolutions first (valid after a step with
     /// GRAPES on).
     factors: Vec<Vec<f32>>,
@@ -383,7 +379,6 @@ impl FusedCnn {
                 dense.input_width()
             );
         }
-        let params = host_params(net)?;
         let factors = stages
             .iter()
             .map(|s| s.c_out)
@@ -394,9 +389,7 @@ impl FusedCnn {
             activation: net.activation,
             stages,
             dense,
-            grads: params.iter().map(|p| vec![0.0; p.len()]).collect(),
-            touched: vec![false; params.len()],
-            params,
+            host: HostParams::of(net)?,
             factors,
             chunks: Vec::new(),
             features: Vec::new(),
@@ -406,16 +399,12 @@ impl FusedCnn {
 
     /// Copies the parameters into the network's `Var`s.
     pub fn write_back(&self, net: &Network) -> Result<()> {
-        write_params(&self.params, net)
+        self.host.write_back(net, None)
     }
 
     /// The gradients of the last accumulation (`None` for parameters it did not reach).
     pub fn gradients(&self) -> Vec<Option<&[f32]>> {
-        self.grads
-            .iter()
-            .zip(&self.touched)
-            .map(|(g, &t)| t.then_some(g.as_slice()))
-            .collect()
+        self.host.gradients()
     }
 
     /// Width of the flattened output of the last stage (the dense input).
@@ -476,10 +465,10 @@ impl FusedCnn {
         weight: f32,
     ) -> f32 {
         let batch = x.len() / IMAGE_PIXELS;
-        let params = std::mem::take(&mut self.params);
+        let params = std::mem::take(&mut self.host.params);
         self.features(&params, x);
-        self.params = params;
-        self.dense.forward(&self.params, &self.features, head);
+        self.host.params = params;
+        self.dense.forward(&self.host.params, &self.features, head);
         let loss = self.dense.output_error(targets, head, mask, weight);
         if !loss.is_finite() {
             return loss;
@@ -492,13 +481,13 @@ impl FusedCnn {
                 .map(|s| (s.weight, s.c_out))
                 .chain(self.dense.hidden_layers().iter().map(|l| (l.weight, l.out)));
             for (f, (w, out)) in self.factors.iter_mut().zip(widths) {
-                grapes::modulation_factors_into(&self.params[w], out, f);
+                grapes::modulation_factors_into(&self.host.params[w], out, f);
             }
         }
         self.dense.backward(
-            &self.params,
-            &mut self.grads,
-            &mut self.touched,
+            &self.host.params,
+            &mut self.host.grads,
+            &mut self.host.touched,
             &self.features,
             head,
             mode,
@@ -507,8 +496,12 @@ impl FusedCnn {
         );
         // The convolutional stages, chunk by chunk in parallel.
         let width = self.feature_width();
-        let (stages, act, params, factors) =
-            (&self.stages, self.activation, &self.params, &self.factors);
+        let (stages, act, params, factors) = (
+            &self.stages,
+            self.activation,
+            &self.host.params,
+            &self.factors,
+        );
         self.chunks[..batch.div_ceil(CHUNK)]
             .par_iter_mut()
             .zip(x.par_chunks(CHUNK * IMAGE_PIXELS))
@@ -544,16 +537,16 @@ impl FusedCnn {
             let parts = std::iter::once((stage.weight, weight_part))
                 .chain(stage.bias.map(|b| (b, bias_part)));
             for (index, part_of) in parts {
-                let g = &mut self.grads[index];
+                let g = &mut self.host.grads[index];
                 for (i, chunk) in chunks.iter().enumerate() {
                     let part = part_of(&chunk.stages[s]);
-                    if i == 0 && !self.touched[index] {
+                    if i == 0 && !self.host.touched[index] {
                         g.copy_from_slice(part);
                     } else {
                         g.iter_mut().zip(part).for_each(|(g, p)| *g += p);
                     }
                 }
-                self.touched[index] = true;
+                self.host.touched[index] = true;
             }
         }
         loss
@@ -562,11 +555,11 @@ impl FusedCnn {
 
 impl Engine for FusedCnn {
     fn params(&self) -> &[Vec<f32>] {
-        &self.params
+        &self.host.params
     }
 
     fn zero_grad(&mut self) {
-        self.touched.fill(false);
+        self.host.zero_grad();
     }
 
     fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
@@ -581,23 +574,23 @@ impl Engine for FusedCnn {
     }
 
     fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
-        (&self.params, &mut self.grads, &mut self.touched)
+        self.host.state_mut()
     }
 
     fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
-        super::step_touched(optimizer, &mut self.params, &self.grads, &self.touched);
+        self.host.step(optimizer);
         Ok(())
     }
 
     fn logits(&mut self, params: Option<&[Vec<f32>]>, x: &[f32], head: usize) -> Result<Vec<f32>> {
-        let own = std::mem::take(&mut self.params);
+        let own = std::mem::take(&mut self.host.params);
         let params = params.unwrap_or(&own);
         let mut logits = Vec::new();
         for rows in x.chunks(EVAL_ROWS * IMAGE_PIXELS) {
             self.features(params, rows);
             logits.extend_from_slice(self.dense.forward(params, &self.features, head));
         }
-        self.params = own;
+        self.host.params = own;
         Ok(logits)
     }
 

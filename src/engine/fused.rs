@@ -14,10 +14,10 @@
 
 use std::ops::Range;
 
-use candle_core::{Result, Tensor};
+use candle_core::Result;
 
 use super::kernels::{mm, threads};
-use super::{Engine, Part};
+use super::{Engine, HostParams, Part};
 use crate::models::loss::{output_error, Targets};
 use crate::models::{Activation, Layer, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
@@ -41,22 +41,6 @@ impl LayerRef {
             inp,
         })
     }
-}
-
-/// The network's parameters as host buffers, in the order of [`Network::params`].
-pub(super) fn host_params(net: &Network) -> Result<Vec<Vec<f32>>> {
-    net.params
-        .iter()
-        .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
-        .collect()
-}
-
-/// Copies host parameters into the network's `Var`s.
-pub(super) fn write_params(params: &[Vec<f32>], net: &Network) -> Result<()> {
-    for (var, p) in net.params.iter().zip(params) {
-        var.set(&Tensor::from_slice(p, var.shape(), var.device())?)?;
-    }
-    Ok(())
 }
 
 /// The fully connected layers of a model (hidden layers and output heads) with their
@@ -251,11 +235,7 @@ impl Dense {
 #[derive(Debug, Clone)]
 pub struct FusedMlp {
     dense: Dense,
-    /// Parameters in the order of [`Network::params`].
-    params: Vec<Vec<f32>>,
-    /// Gradients of the last step, same order; valid where `touched`.
-    grads: Vec<Vec<f32>>,
-    touched: Vec<bool>,
+    host: HostParams,
     /// GRAPES factors of every hidden layer (valid after a step with GRAPES on).
     factors: Vec<Vec<f32>>,
 }
@@ -267,28 +247,21 @@ impl FusedMlp {
             candle_core::bail!("the fused MLP step only supports MLPs (see FusedCnn)");
         }
         let dense = Dense::new(net, &net.hidden, &net.heads)?;
-        let params = host_params(net)?;
         Ok(FusedMlp {
             factors: dense.hidden.iter().map(|l| vec![1.0; l.out]).collect(),
             dense,
-            grads: params.iter().map(|p| vec![0.0; p.len()]).collect(),
-            touched: vec![false; params.len()],
-            params,
+            host: HostParams::of(net)?,
         })
     }
 
     /// Copies the parameters into the network's `Var`s.
     pub fn write_back(&self, net: &Network) -> Result<()> {
-        write_params(&self.params, net)
+        self.host.write_back(net, None)
     }
 
     /// The gradients of the last step (`None` for parameters it did not reach).
     pub fn gradients(&self) -> Vec<Option<&[f32]>> {
-        self.grads
-            .iter()
-            .zip(&self.touched)
-            .map(|(g, &t)| t.then_some(g.as_slice()))
-            .collect()
+        self.host.gradients()
     }
 
     /// Loss and gradients of one batch: `x` is `[batch, 784]` row-major, `targets` are output
@@ -320,20 +293,21 @@ impl FusedMlp {
         mode: GrapesMode,
         weight: f32,
     ) -> f32 {
-        self.dense.forward(&self.params, x, head);
+        let host = &mut self.host;
+        self.dense.forward(&host.params, x, head);
         let loss = self.dense.output_error(targets, head, mask, weight);
         if !loss.is_finite() {
             return loss;
         }
         if mode.is_on() {
             for (f, layer) in self.factors.iter_mut().zip(&self.dense.hidden) {
-                grapes::modulation_factors_into(&self.params[layer.weight], layer.out, f);
+                grapes::modulation_factors_into(&host.params[layer.weight], layer.out, f);
             }
         }
         self.dense.backward(
-            &self.params,
-            &mut self.grads,
-            &mut self.touched,
+            &host.params,
+            &mut host.grads,
+            &mut host.touched,
             x,
             head,
             mode,
@@ -346,11 +320,11 @@ impl FusedMlp {
 
 impl Engine for FusedMlp {
     fn params(&self) -> &[Vec<f32>] {
-        &self.params
+        &self.host.params
     }
 
     fn zero_grad(&mut self) {
-        self.touched.fill(false);
+        self.host.zero_grad();
     }
 
     fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
@@ -365,16 +339,16 @@ impl Engine for FusedMlp {
     }
 
     fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
-        (&self.params, &mut self.grads, &mut self.touched)
+        self.host.state_mut()
     }
 
     fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
-        super::step_touched(optimizer, &mut self.params, &self.grads, &self.touched);
+        self.host.step(optimizer);
         Ok(())
     }
 
     fn logits(&mut self, params: Option<&[Vec<f32>]>, x: &[f32], head: usize) -> Result<Vec<f32>> {
-        let params = params.unwrap_or(&self.params);
+        let params = params.unwrap_or(&self.host.params);
         Ok(self.dense.forward(params, x, head).to_vec())
     }
 

@@ -23,7 +23,7 @@ pub mod tensor;
 
 use std::ops::Range;
 
-use candle_core::{Device, Result};
+use candle_core::{Device, Result, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::models::loss::Targets;
@@ -68,21 +68,85 @@ impl BackwardPath {
     }
 }
 
-/// Applies `optimizer` to `params` with the gradients that `touched` flags (the other
-/// parameters have no gradient this step and are left alone, state included).
-fn step_touched(
-    optimizer: &mut (dyn Optimizer + Send),
-    params: &mut [Vec<f32>],
-    grads: &[Vec<f32>],
-    touched: &[bool],
-) {
-    let grads: Vec<Option<&[f32]>> = grads
-        .iter()
-        .zip(touched)
-        .map(|(g, &t)| t.then_some(g.as_slice()))
-        .collect();
-    let mut params: Vec<&mut [f32]> = params.iter_mut().map(Vec::as_mut_slice).collect();
-    optimizer.step_slices(&mut params, &grads);
+/// What every engine keeps on the host: the parameters in the order of [`Network::params`],
+/// the gradients of the current step in the same order, and which parameters the step has
+/// reached. A gradient is valid only where `touched`; [`Engine::zero_grad`] clears the flags,
+/// not the buffers, and the first contribution to an untouched parameter overwrites its buffer.
+#[derive(Debug, Clone)]
+pub(crate) struct HostParams {
+    pub(crate) params: Vec<Vec<f32>>,
+    pub(crate) grads: Vec<Vec<f32>>,
+    pub(crate) touched: Vec<bool>,
+}
+
+impl HostParams {
+    /// Copies `net`'s parameters; no gradient yet.
+    pub(crate) fn of(net: &Network) -> Result<HostParams> {
+        let params = net
+            .params
+            .iter()
+            .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
+            .collect::<Result<Vec<_>>>()?;
+        Ok(HostParams {
+            grads: params.iter().map(|p| vec![0.0; p.len()]).collect(),
+            touched: vec![false; params.len()],
+            params,
+        })
+    }
+
+    /// Copies the parameters into `net`'s `Var`s (those that `only` flags, or all).
+    pub(crate) fn write_back(&self, net: &Network, only: Option<&[bool]>) -> Result<()> {
+        for (i, (var, p)) in net.params.iter().zip(&self.params).enumerate() {
+            if only.is_none_or(|o| o[i]) {
+                var.set(&Tensor::from_slice(p, var.shape(), var.device())?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The gradients of the current step (`None` for parameters it did not reach).
+    pub(crate) fn gradients(&self) -> Vec<Option<&[f32]>> {
+        self.grads
+            .iter()
+            .zip(&self.touched)
+            .map(|(g, &t)| t.then_some(g.as_slice()))
+            .collect()
+    }
+
+    /// Starts a step: no parameter has a gradient.
+    pub(crate) fn zero_grad(&mut self) {
+        self.touched.fill(false);
+    }
+
+    /// Parameters, gradients and touched flags, for [`Engine::state_mut`].
+    pub(crate) fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
+        (&self.params, &mut self.grads, &mut self.touched)
+    }
+
+    /// Adds `weight × g` to parameter `i`'s gradient (overwriting it where the step had not
+    /// reached `i` yet).
+    pub(crate) fn add(&mut self, i: usize, weight: f32, g: &[f32]) {
+        let dst = &mut self.grads[i];
+        if self.touched[i] {
+            dst.iter_mut().zip(g).for_each(|(d, v)| *d += weight * v);
+        } else {
+            dst.iter_mut().zip(g).for_each(|(d, v)| *d = weight * v);
+            self.touched[i] = true;
+        }
+    }
+
+    /// Applies `optimizer` with the gradients that `touched` flags (the other parameters have
+    /// no gradient this step and are left alone, state included).
+    pub(crate) fn step(&mut self, optimizer: &mut (dyn Optimizer + Send)) {
+        let grads: Vec<Option<&[f32]>> = self
+            .grads
+            .iter()
+            .zip(&self.touched)
+            .map(|(g, &t)| t.then_some(g.as_slice()))
+            .collect();
+        let mut params: Vec<&mut [f32]> = self.params.iter_mut().map(Vec::as_mut_slice).collect();
+        optimizer.step_slices(&mut params, &grads);
+    }
 }
 
 /// The engine a run on `device` trains `net` with: the fused step when `path` allows it there,

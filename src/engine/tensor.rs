@@ -11,7 +11,7 @@ use crate::models::loss::{loss_tensor, Targets};
 use crate::models::{cross_entropy, logit_mask, mlp, one_hot, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
 
-use super::{BackwardPath, Engine, Part};
+use super::{BackwardPath, Engine, HostParams, Part};
 
 /// What a backward pass returns: the loss, one gradient per parameter (`None` for parameters
 /// the loss does not reach, such as other tasks' heads), and the GRAPES factors of the hidden
@@ -131,39 +131,30 @@ pub struct TensorEngine {
     net: Network,
     path: BackwardPath,
     device: Device,
-    params: Vec<Vec<f32>>,
-    grads: Vec<Vec<f32>>,
-    touched: Vec<bool>,
+    host: HostParams,
     factors: Vec<Vec<f32>>,
 }
 
 impl TensorEngine {
     /// An engine over `net`'s parameters (shared with `net`: updates are visible there).
     pub fn new(net: &Network, path: BackwardPath, device: &Device) -> Result<Self> {
-        let params = net
-            .params
-            .iter()
-            .map(|v| v.as_tensor().flatten_all()?.to_vec1::<f32>())
-            .collect::<Result<Vec<_>>>()?;
         Ok(TensorEngine {
             net: net.clone(),
             path,
             device: device.clone(),
-            grads: params.iter().map(|p| vec![0.0; p.len()]).collect(),
-            touched: vec![false; params.len()],
+            host: HostParams::of(net)?,
             factors: Vec::new(),
-            params,
         })
     }
 }
 
 impl Engine for TensorEngine {
     fn params(&self) -> &[Vec<f32>] {
-        &self.params
+        &self.host.params
     }
 
     fn zero_grad(&mut self) {
-        self.touched.fill(false);
+        self.host.zero_grad();
     }
 
     fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
@@ -185,18 +176,8 @@ impl Engine for TensorEngine {
         }
         for (i, g) in grads.iter().enumerate() {
             let Some(g) = g else { continue };
-            let g = g.flatten_all()?.to_vec1::<f32>()?;
-            let dst = &mut self.grads[i];
-            if self.touched[i] {
-                dst.iter_mut()
-                    .zip(&g)
-                    .for_each(|(d, v)| *d += part.weight * v);
-            } else {
-                dst.iter_mut()
-                    .zip(&g)
-                    .for_each(|(d, v)| *d = part.weight * v);
-                self.touched[i] = true;
-            }
+            self.host
+                .add(i, part.weight, &g.flatten_all()?.to_vec1::<f32>()?);
         }
         if let Some(f) = factors {
             self.factors = f
@@ -208,17 +189,12 @@ impl Engine for TensorEngine {
     }
 
     fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
-        (&self.params, &mut self.grads, &mut self.touched)
+        self.host.state_mut()
     }
 
     fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
-        super::step_touched(optimizer, &mut self.params, &self.grads, &self.touched);
-        for ((var, p), &t) in self.net.params.iter().zip(&self.params).zip(&self.touched) {
-            if t {
-                var.set(&Tensor::from_slice(p, var.shape(), &self.device)?)?;
-            }
-        }
-        Ok(())
+        self.host.step(optimizer);
+        self.host.write_back(&self.net, Some(&self.host.touched))
     }
 
     fn logits(
