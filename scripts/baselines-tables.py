@@ -138,6 +138,13 @@ def grapes_table():
                     cells.append("–")
                     continue
                 d = 100 * float(r["diff_mean"])
+                if d == 0 and r["diff_ci95_low"] and float(r["diff_ci95_low"]) == 0 \
+                        and float(r["diff_ci95_high"]) == 0:
+                    # Every seed's difference is exactly 0 (e.g. the forgetting of a model
+                    # that never trains after its first phase): nothing to test.
+                    cells.append(f"{100 * float(r['mean_with']):.2f} with and without, "
+                                 f"every seed ({r['n']})")
+                    continue
                 ci = (f" [{100 * float(r['diff_ci95_low']):+.2f}, {100 * float(r['diff_ci95_high']):+.2f}]"
                       if r["diff_ci95_low"] else "")
                 p = f", p {float(r['p_t']):.3f}" if r["p_t"] else ""
