@@ -138,6 +138,12 @@ pub(crate) struct RunArgs {
     /// Seeds to run instead of the config's, comma-separated (e.g. 0,1,2).
     #[arg(long, value_delimiter = ',')]
     pub(crate) seeds: Option<Vec<u64>>,
+    /// Train only these methods of the config, comma-separated names as in the config (e.g.
+    /// ewc,ewc+grapes); in a sweep a name selects every variant of that method, `name[tag]`
+    /// one variant. The store still records the whole experiment, and the report covers every
+    /// completed run.
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) methods: Option<Vec<String>>,
     /// CPU threads of each run [default: the cores, shared among the jobs].
     #[arg(long)]
     pub(crate) threads: Option<usize>,

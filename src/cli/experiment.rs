@@ -138,9 +138,13 @@ fn check_data(runs: &[PlannedRun], load: bool) -> Result<()> {
     Ok(())
 }
 
-/// The experiment's runs for `--seeds`, restricted to the shard when there is one.
+/// The experiment's runs for `--seeds` and `--methods`, restricted to the shard when there is
+/// one.
 fn planned_runs(exp: &Experiment, settings: &RunSettings) -> Result<Vec<PlannedRun>> {
-    let runs = experiment::plan(exp, settings.seeds.as_deref());
+    let mut runs = experiment::plan(exp, settings.seeds.as_deref());
+    if let Some(wanted) = &settings.methods {
+        runs = select_methods(runs, wanted, &exp.path)?;
+    }
     let Some((i, n)) = settings.shard else {
         return Ok(runs);
     };
@@ -154,6 +158,35 @@ fn planned_runs(exp: &Experiment, settings: &RunSettings) -> Result<Vec<PlannedR
     }
     tracing::info!("shard {i}/{n}: {} of {total} runs", share.len());
     Ok(share)
+}
+
+/// The runs of the methods named in `wanted`: a name matches a method's results name
+/// (`name[tag]` in a sweep) or, in a sweep, the name every variant shares. A name that matches
+/// nothing is an error that lists the config's methods.
+fn select_methods(
+    runs: Vec<PlannedRun>,
+    wanted: &[String],
+    config: &std::path::Path,
+) -> Result<Vec<PlannedRun>> {
+    let base = |name: &str| name.split('[').next().unwrap_or(name).to_string();
+    let matches = |w: &str, name: &str| w == name || w == base(name);
+    if let Some(unknown) = wanted
+        .iter()
+        .find(|w| !runs.iter().any(|r| matches(w, &r.method.name)))
+    {
+        let mut names: Vec<&str> = runs.iter().map(|r| r.method.name.as_str()).collect();
+        names.dedup();
+        return Err(UsageError(format!(
+            "--methods: {}: no method `{unknown}`; its methods are {}",
+            config.display(),
+            names.join(", ")
+        ))
+        .into());
+    }
+    Ok(runs
+        .into_iter()
+        .filter(|r| wanted.iter().any(|w| matches(w, &r.method.name)))
+        .collect())
 }
 
 /// `run --dry-run`: one line per planned run, complete or pending.

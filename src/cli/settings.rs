@@ -44,6 +44,8 @@ pub(crate) struct RunSettings {
     pub(crate) out: Option<PathBuf>,
     /// Seeds replacing the config's.
     pub(crate) seeds: Option<Vec<u64>>,
+    /// The methods to train (all when `None`), checked against the config once it is loaded.
+    pub(crate) methods: Option<Vec<String>>,
     /// Runs trained at once.
     pub(crate) jobs: usize,
     /// Threads of each run.
@@ -85,6 +87,18 @@ impl RunSettings {
                 return usage(format!("--seeds: seed {} is listed twice", d.1));
             }
         }
+        if let Some(methods) = &args.methods {
+            if let Some(m) = methods.iter().find(|m| m.trim().is_empty()) {
+                return usage(format!("--methods: expected method names, got {m:?}"));
+            }
+            if let Some(d) = methods
+                .iter()
+                .enumerate()
+                .find(|(i, m)| methods[..*i].contains(m))
+            {
+                return usage(format!("--methods: method {} is listed twice", d.1));
+            }
+        }
         check_table_args(&args.tables)?;
         Ok(RunSettings {
             device: device(&args.device)?,
@@ -92,6 +106,7 @@ impl RunSettings {
             config: args.config,
             out: args.out,
             seeds: args.seeds,
+            methods: args.methods,
             jobs,
             threads,
             dry_run: args.dry_run,

@@ -400,6 +400,63 @@ fn dry_run_and_validate_train_nothing() {
     );
 }
 
+/// `--methods` trains a subset of the config's methods; the store records the whole experiment
+/// (its first method stays the report's baseline), a later run of the rest completes it, and an
+/// unknown name is a usage error that lists the methods.
+#[test]
+fn methods_flag_trains_a_subset_and_the_rest_completes_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "m.yaml", BASE);
+    let out = dir.path().join("out");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            cfg.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "-q",
+        ];
+        args.extend_from_slice(extra);
+        clbench(&args)
+    };
+    let o = run(&["--methods", "sgd+grapes", "--seeds", "0,1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let runs = complete_runs(&out);
+    assert_eq!(runs.len(), 2, "{runs:?}");
+    assert!(
+        runs.iter().all(|r| r.starts_with("sgd+grapes-s")),
+        "{runs:?}"
+    );
+    let record = std::fs::read_to_string(out.join("experiment.yaml")).unwrap();
+    assert!(
+        record.contains("- sgd\n") && record.contains("- sgd+grapes"),
+        "{record}"
+    );
+    let o = run(&["--methods", "nope,sgd"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let t = text(&o);
+    assert!(
+        t.contains("no method `nope`") && t.contains("its methods are sgd, sgd+grapes"),
+        "{t}"
+    );
+    let o = run(&["--methods", "sgd,sgd"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        text(&o).contains("method sgd is listed twice"),
+        "{}",
+        text(&o)
+    );
+    // The rest of the experiment: the two stored runs are skipped, four are trained.
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("4 trained, 2 already complete"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(complete_runs(&out).len(), 6);
+}
+
 #[test]
 fn shards_run_apart_merge_in_the_report() {
     let dir = tempfile::tempdir().unwrap();
