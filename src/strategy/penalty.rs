@@ -212,6 +212,20 @@ pub fn estimate(
     Ok(total)
 }
 
+/// Logs (at debug level, `-v`) the sum and the largest value of a task's new importance
+/// estimate per parameter tensor, in the order of the network's parameters: what to compare
+/// with another implementation's estimate.
+fn log_importance(what: &str, task: usize, importance: &[Vec<f32>]) {
+    if !tracing::enabled!(tracing::Level::DEBUG) {
+        return;
+    }
+    for (param, v) in importance.iter().enumerate() {
+        let sum: f64 = v.iter().map(|&x| f64::from(x)).sum();
+        let max = v.iter().copied().fold(0.0f32, f32::max);
+        tracing::debug!(what, task = task + 1, param, sum, max, "importance");
+    }
+}
+
 /// Synaptic intelligence's running path integral within a task.
 #[derive(Debug, Clone, Default)]
 struct PathIntegral {
@@ -360,6 +374,7 @@ impl Strategy for Penalized {
             } => {
                 let (fisher, samples, gamma) = (*fisher, *samples, *gamma);
                 let f = estimate(ctx, task, Importance::Fisher(fisher), samples)?;
+                log_importance("fisher", task, &f);
                 match gamma {
                     None => self.penalty.add_term(&f, &anchor),
                     Some(g) => {
@@ -383,12 +398,14 @@ impl Strategy for Penalized {
                             .collect()
                     })
                     .collect();
+                log_importance("si", task, &importance);
                 self.accumulate_running(importance, 1.0);
                 self.penalty.set_term(&self.running, &anchor);
             }
             Kind::Mas { samples } => {
                 let samples = *samples;
                 let omega = estimate(ctx, task, Importance::OutputSensitivity, samples)?;
+                log_importance("mas", task, &omega);
                 self.accumulate_running(omega, 1.0);
                 self.penalty.set_term(&self.running, &anchor);
             }
