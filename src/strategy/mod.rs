@@ -12,7 +12,7 @@
 //! | name | what it adds | module |
 //! |---|---|---|
 //! | `finetune` (default) | nothing: plain sequential training, the lower bound | here |
-//! | `joint` | trains on the union of tasks 1..k (`cumulative`), of all tasks (`all`), or once on all tasks (`once`) | here |
+//! | `joint` | trains on the union of tasks 1..k (`cumulative`), of all tasks (`all`), or once on all tasks with every task's budget (`once`) | here |
 //! | `ewc`, `online-ewc` | `λ/2 Σ F (θ−θ*)²`, F the diagonal Fisher (Kirkpatrick 2017; Schwarz 2018) | [`penalty`] |
 //! | `si` | `c Σ Ω (θ−θ*)²`, Ω from the path integral (Zenke 2017) | [`penalty`] |
 //! | `mas` | `λ Σ Ω (θ−θ*)²`, Ω = E\|∂‖f(x)‖²/∂θ\| (Aljundi 2018) | [`penalty`] |
@@ -100,6 +100,20 @@ impl LossWeight {
     }
 }
 
+/// How much of the run's training budget (`training.iterations` or `training.epochs`) one
+/// task's phase gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PhaseBudget {
+    /// The configured budget: the iterations, or the epochs of the phase's data.
+    OneTask,
+    /// The budget of every task together: `tasks ×` the iterations, or the epochs of the
+    /// phase's data (every task's, so the same number of examples as the epochs of each task).
+    AllTasks,
+    /// No training: no steps and no `before_task`/`after_task` hooks; the model is evaluated
+    /// as it stands.
+    Skip,
+}
+
 /// Which data joint training uses while "training task k".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -110,11 +124,12 @@ pub enum JointData {
     /// All tasks' data from the first phase on (multi-task training; the last row is the
     /// upper bound).
     All,
-    /// All tasks' data for one task's budget, in the first phase only; no training after it, so
-    /// every row of the accuracy matrix is that one model (BWT and forgetting 0, learning
-    /// accuracy = ACC). The joint bound as van de Ven et al.'s reference implementation trains
-    /// it (`--joint`: once, from scratch, on the data of all contexts, for the iterations of
-    /// one context).
+    /// All tasks' data in the first phase only, for the budget of every task together
+    /// ([`PhaseBudget::AllTasks`]); no training after it, so every row of the accuracy matrix
+    /// is that one model (BWT and forgetting 0, learning accuracy = ACC). The joint bound as
+    /// van de Ven et al. train it for their comparisons (the reference implementation's
+    /// `compare.py`: `--joint`, once and from scratch on the data of all contexts, with
+    /// `iters = contexts × iters`).
     Once,
 }
 
@@ -478,10 +493,9 @@ pub trait Strategy: Send {
         task..task + 1
     }
 
-    /// Whether the 0-based task `task` gets its training budget; `false` skips its steps (and
-    /// its `before_task`/`after_task` hooks), and the model is evaluated as it stands.
-    fn trains(&self, _task: usize) -> bool {
-        true
+    /// How much training the phase of the 0-based task `task` (of `tasks`) gets.
+    fn phase_budget(&self, _task: usize, _tasks: usize) -> PhaseBudget {
+        PhaseBudget::OneTask
     }
 
     /// Weight of the current data's loss while training `task`.
@@ -535,7 +549,11 @@ impl Strategy for Joint {
         }
     }
 
-    fn trains(&self, task: usize) -> bool {
-        self.data != JointData::Once || task == 0
+    fn phase_budget(&self, task: usize, _tasks: usize) -> PhaseBudget {
+        match (self.data, task) {
+            (JointData::Once, 0) => PhaseBudget::AllTasks,
+            (JointData::Once, _) => PhaseBudget::Skip,
+            _ => PhaseBudget::OneTask,
+        }
     }
 }

@@ -18,7 +18,7 @@ use crate::optim::grapes::FactorStatsAccumulator;
 use crate::optim::{GrapesMode, Optimizer};
 use crate::platform::{KernelPath, Platform};
 use crate::rng::SeedRng;
-use crate::strategy::{Context, StepData, Strategy};
+use crate::strategy::{Context, PhaseBudget, StepData, Strategy};
 use crate::streams::{BatchOrder, Example, MixedBatch, MixedOrder, TaskStream};
 
 /// Where a task's batches come from.
@@ -203,9 +203,9 @@ impl<'a> Trainer<'a> {
         stream.at_stage(t.max(sources.end - 1))
     }
 
-    /// Trains task `t` (0-based) for its budget on `stage` (none where the strategy says it
-    /// [does not train](crate::strategy::Strategy::trains) this task) and records its training
-    /// statistics; returns where the loss stopped being finite, if it did.
+    /// Trains task `t` (0-based) on `stage` for the budget the strategy gives its phase
+    /// ([`Strategy::phase_budget`](crate::strategy::Strategy::phase_budget)) and records its
+    /// training statistics; returns where the loss stopped being finite, if it did.
     pub(super) fn train_task(
         &mut self,
         t: usize,
@@ -216,11 +216,15 @@ impl<'a> Trainer<'a> {
         }
         let sources = self.strategy.training_tasks(t, stage.len());
         let mut order = Order::new(stage, t, sources, self.settings, self.seed);
-        let trains = self.strategy.trains(t);
-        let steps = match self.settings.budget {
-            _ if !trains => 0,
-            Budget::Epochs(e) => e * order.batches_per_epoch(),
-            Budget::Iterations(n) => n,
+        let phase = self.strategy.phase_budget(t, stage.len());
+        let trains = phase != PhaseBudget::Skip;
+        let steps = match (phase, self.settings.budget) {
+            (PhaseBudget::Skip, _) => 0,
+            // Epochs are of the phase's data, which holds every task's when the phase trains
+            // on all of them.
+            (_, Budget::Epochs(e)) => e * order.batches_per_epoch(),
+            (PhaseBudget::OneTask, Budget::Iterations(n)) => n,
+            (PhaseBudget::AllTasks, Budget::Iterations(n)) => n * stage.len(),
         };
         let (grapes, seed) = (self.method.grapes, self.seed);
         if trains {
