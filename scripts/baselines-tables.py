@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent / "results"
 METHODS = [
     ("finetune", 'fine-tuning ("None")'),
     ("joint", "joint (upper bound)"),
-    ("joint-once", "joint, trained once (the reference's `--joint`)"),
+    ("joint-once", "joint, trained once (the reference's comparison bound)"),
     ("ewc", "EWC"),
     ("online-ewc", "online EWC"),
     ("si", "SI"),
