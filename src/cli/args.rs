@@ -153,6 +153,11 @@ pub(crate) struct RunArgs {
     /// Runs trained at the same time; threads per run default to cores / jobs.
     #[arg(long, default_value_t = 1)]
     pub(crate) jobs: usize,
+    /// Run the matrix products on these kernels instead of the fastest this CPU runs:
+    /// avx512f, avx2+fma or scalar. They give the same bits, only slower; e.g. avx2+fma on an
+    /// AVX-512 machine checks what an AVX2 machine would record.
+    #[arg(long)]
+    pub(crate) kernels: Option<String>,
     /// Run only share I of N (0 ≤ I < N) of the runs, sorted by id [default: Slurm's
     /// SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT when set].
     #[arg(long)]

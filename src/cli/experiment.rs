@@ -45,6 +45,9 @@ impl clbench::train::Observer for BarObserver {
 /// `clbench run`: load and plan the experiment, train what is missing, write the report.
 pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
     let settings = RunSettings::new(args)?;
+    if let Some(isa) = settings.kernels {
+        clbench::engine::kernels::Isa::choose(isa).map_err(anyhow::Error::msg)?;
+    }
     let exp = Experiment::load(&settings.config)?;
     let out = settings
         .out

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use candle_core::Device;
+use clbench::engine::kernels::Isa;
 
 use super::args::{BenchArgs, RunArgs, SlurmArgs, SpreadArg, TableArgs};
 use clbench::report::{Spread, TableOptions};
@@ -36,6 +37,24 @@ fn threads_flag(t: usize) -> Result<usize, UsageError> {
     }
 }
 
+/// `--kernels NAME`: kernels this CPU runs.
+fn kernels_flag(name: &str) -> Result<Isa, UsageError> {
+    match Isa::from_name(name) {
+        Some(isa) if isa.runs_here() => Ok(isa),
+        Some(isa) => usage(format!(
+            "--kernels {isa}: this CPU cannot run them (it runs: {})",
+            Isa::available()
+                .iter()
+                .map(|i| i.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        None => usage(format!(
+            "--kernels {name}: expected avx512f, avx2+fma or scalar"
+        )),
+    }
+}
+
 /// `clbench run`, checked.
 pub(crate) struct RunSettings {
     /// The experiment config.
@@ -50,6 +69,8 @@ pub(crate) struct RunSettings {
     pub(crate) jobs: usize,
     /// Threads of each run.
     pub(crate) threads: usize,
+    /// The product kernels (`None`: the fastest this CPU runs).
+    pub(crate) kernels: Option<Isa>,
     /// Where tensors live.
     pub(crate) device: Device,
     /// Share `I` of `N` of the runs.
@@ -109,6 +130,7 @@ impl RunSettings {
             methods: args.methods,
             jobs,
             threads,
+            kernels: args.kernels.as_deref().map(kernels_flag).transpose()?,
             dry_run: args.dry_run,
             tables: args.tables,
         })
@@ -128,7 +150,7 @@ pub(crate) struct BenchSettings {
     /// Which models to measure.
     pub(crate) models: super::args::BenchModelsArg,
     /// The product kernels to measure (`None`: the fastest this CPU runs).
-    pub(crate) kernels: Option<clbench::engine::kernels::Isa>,
+    pub(crate) kernels: Option<Isa>,
 }
 
 impl BenchSettings {
@@ -144,18 +166,7 @@ impl BenchSettings {
             Some(t) => threads_flag(t)?,
             None => cores(),
         };
-        let kernels = match &args.kernels {
-            None => None,
-            Some(name) => match clbench::engine::kernels::Isa::from_name(name) {
-                Some(isa) if isa.runs_here() => Some(isa),
-                Some(isa) => return usage(format!("--kernels {isa}: this CPU cannot run them")),
-                None => {
-                    return usage(format!(
-                        "--kernels {name}: expected avx512f, avx2+fma or scalar"
-                    ))
-                }
-            },
-        };
+        let kernels = args.kernels.as_deref().map(kernels_flag).transpose()?;
         Ok(BenchSettings {
             json: args.json,
             duration: Duration::from_secs_f64(args.seconds),

@@ -457,6 +457,31 @@ fn methods_flag_trains_a_subset_and_the_rest_completes_the_store() {
     assert_eq!(complete_runs(&out).len(), 6);
 }
 
+/// `--kernels` takes a kernel this CPU runs; anything else is a usage error that says what was
+/// expected, before anything is written.
+#[test]
+fn kernels_flag_rejects_unknown_kernels_before_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write(dir.path(), "m.yaml", BASE);
+    let out = dir.path().join("out");
+    let o = clbench(&[
+        "run",
+        cfg.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--kernels",
+        "avx1",
+        "-q",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("--kernels avx1: expected avx512f, avx2+fma or scalar"),
+        "{}",
+        text(&o)
+    );
+    assert!(!out.exists());
+}
+
 #[test]
 fn shards_run_apart_merge_in_the_report() {
     let dir = tempfile::tempdir().unwrap();
