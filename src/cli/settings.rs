@@ -43,11 +43,7 @@ fn kernels_flag(name: &str) -> Result<Isa, UsageError> {
         Some(isa) if isa.runs_here() => Ok(isa),
         Some(isa) => usage(format!(
             "--kernels {isa}: this CPU cannot run them (it runs: {})",
-            Isa::available()
-                .iter()
-                .map(|i| i.name())
-                .collect::<Vec<_>>()
-                .join(", ")
+            Isa::available_names()
         )),
         None => usage(format!(
             "--kernels {name}: expected avx512f, avx2+fma or scalar"

@@ -79,11 +79,7 @@ impl Isa {
         if !isa.runs_here() {
             return Err(format!(
                 "this CPU cannot run the {isa} kernels (it runs: {})",
-                Isa::available()
-                    .iter()
-                    .map(|i| i.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
+                Isa::available_names()
             ));
         }
         match *CHOSEN.get_or_init(|| isa) {
@@ -124,6 +120,15 @@ impl Isa {
             .into_iter()
             .filter(|i| i.runs_here())
             .collect()
+    }
+
+    /// The names of [`Isa::available`], comma-separated (for messages).
+    pub fn available_names() -> String {
+        Isa::available()
+            .iter()
+            .map(|i| i.name())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// Whether this CPU runs the kernel (every CPU with AVX-512F also has AVX2 and FMA).
