@@ -6,6 +6,7 @@ the committed tables' numbers. Standard library only.
     python3 scripts/baselines-tables.py            # split MNIST, all four scenarios
     python3 scripts/baselines-tables.py permuted   # permuted MNIST, 10 tasks
     python3 scripts/baselines-tables.py grapes     # GRAPES on every baseline (ACC, forgetting)
+    python3 scripts/baselines-tables.py grapes-permuted  # the same for permuted MNIST, 4 metrics
 
 The last reads results/grapes-on-baselines/tables/grapes_effect.csv, the merged report of the
 four split-MNIST directories (`clbench report results/split-mnist-* --out
@@ -116,10 +117,32 @@ def verdict(row, lower_is_better):
     return "no effect detected"
 
 
-def grapes_table():
-    path = ROOT / "grapes-on-baselines" / "tables" / "grapes_effect.csv"
+def grapes_rows(directory):
+    path = ROOT / directory / "tables" / "grapes_effect.csv"
     with path.open() as f:
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def grapes_cell(rows, stream, method, metric, lower_is_better):
+    """One paired difference: `Δ [95% CI] (n, p t-test) verdict`, in percentage points."""
+    r = next((r for r in rows if r["stream"] == stream and r["method"] == method
+              and r["metric"] == metric), None)
+    if r is None or not r["diff_mean"]:
+        return "–"
+    d = 100 * float(r["diff_mean"])
+    if d == 0 and r["diff_ci95_low"] and float(r["diff_ci95_low"]) == 0 \
+            and float(r["diff_ci95_high"]) == 0:
+        # Every seed's difference is exactly 0 (e.g. the forgetting of a model
+        # that never trains after its first phase): nothing to test.
+        return f"{100 * float(r['mean_with']):.2f} with and without, every seed ({r['n']})"
+    ci = (f" [{100 * float(r['diff_ci95_low']):+.2f}, {100 * float(r['diff_ci95_high']):+.2f}]"
+          if r["diff_ci95_low"] else "")
+    p = f", p {float(r['p_t']):.3f}" if r["p_t"] else ""
+    return f"{d:+.2f}{ci} ({r['n']}{p}) {verdict(r, lower_is_better)}"
+
+
+def grapes_table():
+    rows = grapes_rows("grapes-on-baselines")
     labels = {"split-mnist-task-il": "Task-IL", "split-mnist-domain-il": "Domain-IL",
               "split-mnist-class-il": "Class-IL, all",
               "split-mnist-class-il-seen-so-far": "Class-IL, seen so far"}
@@ -130,27 +153,21 @@ def grapes_table():
         print("| baseline | " + " | ".join(labels.values()) + " |")
         print("|:--|" + "--:|" * len(labels))
         for method, label in METHODS:
-            cells = []
-            for stream in labels:
-                r = next((r for r in rows if r["stream"] == stream and r["method"] == method
-                          and r["metric"] == metric), None)
-                if r is None or not r["diff_mean"]:
-                    cells.append("–")
-                    continue
-                d = 100 * float(r["diff_mean"])
-                if d == 0 and r["diff_ci95_low"] and float(r["diff_ci95_low"]) == 0 \
-                        and float(r["diff_ci95_high"]) == 0:
-                    # Every seed's difference is exactly 0 (e.g. the forgetting of a model
-                    # that never trains after its first phase): nothing to test.
-                    cells.append(f"{100 * float(r['mean_with']):.2f} with and without, "
-                                 f"every seed ({r['n']})")
-                    continue
-                ci = (f" [{100 * float(r['diff_ci95_low']):+.2f}, {100 * float(r['diff_ci95_high']):+.2f}]"
-                      if r["diff_ci95_low"] else "")
-                p = f", p {float(r['p_t']):.3f}" if r["p_t"] else ""
-                cells.append(f"{d:+.2f}{ci} ({r['n']}{p}) {verdict(r, lower)}")
+            cells = [grapes_cell(rows, stream, method, metric, lower) for stream in labels]
             print(f"| {label.split(' (')[0]} | " + " | ".join(cells) + " |")
         print()
+
+
+def grapes_permuted_table():
+    rows = grapes_rows("permuted-mnist-10-baselines")
+    metrics = [("acc", "ΔACC", False), ("bwt", "ΔBWT", False),
+               ("forgetting", "Δforgetting", True), ("learning_accuracy", "Δlearning acc.", False)]
+    print("| baseline | " + " | ".join(title for _, title, _ in metrics) + " |")
+    print("|:--|" + "--:|" * len(metrics))
+    for method, label in METHODS:
+        cells = [grapes_cell(rows, "permuted-mnist-10", method, metric, lower)
+                 for metric, _, lower in metrics]
+        print(f"| {label.split(' (')[0]} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
@@ -158,5 +175,7 @@ if __name__ == "__main__":
         permuted_table()
     elif sys.argv[1:] == ["grapes"]:
         grapes_table()
+    elif sys.argv[1:] == ["grapes-permuted"]:
+        grapes_permuted_table()
     else:
         split_tables()
