@@ -8,11 +8,13 @@ the committed tables' numbers. Standard library only.
     python3 scripts/baselines-tables.py grapes     # GRAPES on every baseline (ACC, forgetting)
     python3 scripts/baselines-tables.py grapes-permuted  # the same for permuted MNIST, 4 metrics
 
-The last reads results/grapes-on-baselines/tables/grapes_effect.csv, the merged report of the
+`grapes` reads results/grapes-on-baselines/tables/grapes_effect.csv, the merged report of the
 four split-MNIST directories (`clbench report results/split-mnist-* --out
 results/grapes-on-baselines`), and gives each cell the verdict `clbench report` writes in
 tables/grapes_effect.md: "helps"/"hurts" when the paired t-test over at least 3 seeds has
 p < 0.05 (by the metric's direction), otherwise no detectable effect.
+`grapes-permuted` reads results/permuted-mnist-10-baselines/tables/grapes_effect.csv the same
+way; a cell reads "n < 3" until three seeds of both methods have completed.
 """
 import csv
 import sys
