@@ -139,7 +139,10 @@ def grapes_cell(rows, stream, method, metric, lower_is_better):
         return f"{100 * float(r['mean_with']):.2f} with and without, every seed ({r['n']})"
     ci = (f" [{100 * float(r['diff_ci95_low']):+.2f}, {100 * float(r['diff_ci95_high']):+.2f}]"
           if r["diff_ci95_low"] else "")
-    p = f", p {float(r['p_t']):.3f}" if r["p_t"] else ""
+    p = ""
+    if r["p_t"]:
+        p_t = float(r["p_t"])
+        p = ", p < 0.001" if p_t < 0.001 else f", p {p_t:.3f}"
     return f"{d:+.2f}{ci} ({r['n']}{p}) {verdict(r, lower_is_better)}"
 
 
