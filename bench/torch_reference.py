@@ -138,7 +138,7 @@ def main():
     print(json.dumps({"kind": "matmul_peak", "framework": "pytorch", "n": 2048, "threads": args.threads, "gflop_per_s": peak}))
     models = []
     if args.models != "cnn":
-        for hidden, batch in (([256, 256], 64), ([1000, 1000], 128)):
+        for hidden, batch in (([256, 256], 64), ([256, 256], 10), ([1000, 1000], 128)):
             name = "-".join(map(str, [784, *hidden, 10]))
             models.append((name, batch, lambda g, h=hidden: MLP(h, g), flop_per_sample(hidden)))
     if args.models != "mlp":

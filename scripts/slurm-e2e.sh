@@ -8,7 +8,9 @@
 #      run's accuracy.csv and the whole report byte-identical to the local run's;
 #   2. one results directory per array task (--separate-outs), merged by `clbench report`;
 #   3. an array task cancelled mid-run (scancel), then the same script resubmitted: the store
-#      ends complete, nothing lost or duplicated, and again byte-identical.
+#      ends complete, nothing lost or duplicated, and again byte-identical;
+#   4. `#` in the working and output folders and a quote in the experiment's name, values that
+#      sbatch parses itself: kept whole.
 #
 # Uses $CLBENCH_BIN when set, else builds the release binary. Stops the daemons it started (by
 # their pids) on exit. Installs slurmctld, slurmd, slurm-client and munge with apt if missing
@@ -180,7 +182,7 @@ wait_array "$job" 900
 states=$(task_states "$job")
 [ "$(grep -c COMPLETED <<<"$states")" = 3 ] || fail "shared store: task states $states"
 check_store "$work/shared" "shared store"
-say "1/3 shared store: 3 array tasks completed, $runs of $runs runs present once, byte-identical"
+say "1/4 shared store: 3 array tasks completed, $runs of $runs runs present once, byte-identical"
 
 # --- 2. one store per array task, merged -----------------------------------------------------
 "$bin" slurm "$config" --shards 3 --cpus-per-task 1 --time 00:20:00 --bin "$bin" \
@@ -196,7 +198,7 @@ for id in $ids; do
 done
 "$bin" report "$work"/separate/shard-* --out "$work/merged" -q >/dev/null
 compare_reports "$work/merged" "separate stores merged"
-say "2/3 separate stores: $runs runs across 3 stores, each once, merged report identical"
+say "2/4 separate stores: $runs runs across 3 stores, each once, merged report identical"
 
 # --- 3. a task cancelled mid-run, then the script resubmitted --------------------------------
 "$bin" slurm "$config" --shards 2 --cpus-per-task 1 --time 00:20:00 --bin "$bin" \
@@ -218,6 +220,36 @@ say "cancelled task 1 mid-run: $line"
 job=$(submit "$work/cancel.sh")
 wait_array "$job" 900
 check_store "$work/cancel" "after resubmission"
-say "3/3 cancelled task resubmitted: store complete"
+say "3/4 cancelled task resubmitted: store complete"
 
-say "$runs of $runs runs present once, byte-identical to a local run (shared store, separate stores merged, cancelled task resubmitted)"
+# --- 4. values sbatch parses itself: `#` in the paths, a quote in the job name -----------------
+# sbatch reads #SBATCH lines without a shell: an unquoted `#` starts a comment and an unmatched
+# `'` stops it. A one-run experiment named `it's`, submitted from a folder `exp #1`, results into
+# `out #2`: the job must run there, under that name, and store its run there.
+odd="$work/exp #1"
+mkdir -p "$odd"
+cat >"$odd/odd.yaml" <<YAML
+name: "it's"
+stream: $repo/tasks/permuted-mnist-5.yaml
+model: {kind: mlp, hidden: [16]}
+methods:
+  - name: sgd
+    optimizer: {name: sgd, lr: 0.01}
+training: {batch_size: 16, iterations: 2}
+seeds: [0]
+YAML
+(cd "$odd" && "$bin" slurm odd.yaml --cpus-per-task 1 --time 00:05:00 --bin "$bin" \
+    --out "out #2" --script odd.sh 2>/dev/null)
+job=$(cd "$odd" && submit odd.sh)
+info=$(scontrol show job "$job" 2>/dev/null || true)
+grep -q "JobName=clbench-it's" <<<"$info" || fail "odd names: job name not kept: $info"
+grep -qF "WorkDir=$odd" <<<"$info" || fail "odd names: working directory cut short: $info"
+wait_array "$job" 300
+states=$(task_states "$job")
+grep -q "^0 COMPLETED" <<<"$states" || fail "odd names: task states $states"
+[ "$(find "$odd/out #2/runs" -name complete.json | wc -l)" = 1 ] ||
+    fail "odd names: no complete run under '$odd/out #2'"
+ls "$odd/out #2/slurm/"*.out >/dev/null || fail "odd names: no log under '$odd/out #2/slurm'"
+say "4/4 '#' in the working and output folders and a quote in the job name: kept by sbatch"
+
+say "$runs of $runs runs present once, byte-identical to a local run (shared store, separate stores merged, cancelled task resubmitted, odd names)"

@@ -47,6 +47,9 @@ pub struct BenchModel {
     pub spec: ModelSpec,
     /// Training FLOP per sample ([`mlp_training_flop`], [`cnn_training_flop`]).
     pub flop_per_sample: f64,
+    /// Forward-pass FLOP per sample (2 per multiply-add), the part of
+    /// [`BenchModel::flop_per_sample`] that a teacher's forward pass costs.
+    pub forward_flop_per_sample: f64,
 }
 
 impl BenchModel {
@@ -56,6 +59,7 @@ impl BenchModel {
             name: model_name(hidden),
             spec: ModelSpec::mlp(hidden),
             flop_per_sample: mlp_training_flop(hidden),
+            forward_flop_per_sample: forward_flop(&mlp_layers(hidden)),
         }
     }
 
@@ -75,6 +79,7 @@ impl BenchModel {
         BenchModel {
             name: format!("cnn-{}-{}-{hidden}", channels[0], channels[1]),
             flop_per_sample: cnn_training_flop(&spec),
+            forward_flop_per_sample: forward_flop(&cnn_layers(&spec)),
             spec,
         }
     }
@@ -92,26 +97,40 @@ pub fn model_name(hidden: &[usize]) -> String {
 /// 2 per multiply-add forward, the same again for every weight gradient, and again for the error
 /// passed down (not needed below the first layer).
 fn training_flop(layers: &[f64]) -> f64 {
-    let forward: f64 = layers.iter().map(|m| 2.0 * m).sum();
+    let forward = forward_flop(layers);
     let weight_grads = forward;
     let input_grads = forward - 2.0 * layers[0];
     forward + weight_grads + input_grads
 }
 
-/// FLOP per training sample of an MLP: 2·(in·out) per layer forward, the same again for every
-/// weight gradient, and again for the error passed down (not needed below the first layer).
-pub fn mlp_training_flop(hidden: &[usize]) -> f64 {
+/// Forward FLOP of layers with these multiply-adds per sample: 2 per multiply-add.
+fn forward_flop(layers: &[f64]) -> f64 {
+    layers.iter().map(|m| 2.0 * m).sum()
+}
+
+/// The multiply-adds per sample of an MLP's layers, input layer first.
+fn mlp_layers(hidden: &[usize]) -> Vec<f64> {
     let mut widths = vec![IMAGE_PIXELS];
     widths.extend_from_slice(hidden);
     widths.push(10);
-    let layers: Vec<f64> = widths.windows(2).map(|w| (w[0] * w[1]) as f64).collect();
-    training_flop(&layers)
+    widths.windows(2).map(|w| (w[0] * w[1]) as f64).collect()
+}
+
+/// FLOP per training sample of an MLP: 2·(in·out) per layer forward, the same again for every
+/// weight gradient, and again for the error passed down (not needed below the first layer).
+pub fn mlp_training_flop(hidden: &[usize]) -> f64 {
+    training_flop(&mlp_layers(hidden))
 }
 
 /// FLOP per training sample of a CNN, counted as [`mlp_training_flop`] counts an MLP's: a
 /// convolution's multiply-adds are `c_out · c_in · k² · s²` (`s` the side of its output), a
 /// linear layer's `in · out`; pooling and activations are not counted.
 pub fn cnn_training_flop(spec: &ModelSpec) -> f64 {
+    training_flop(&cnn_layers(spec))
+}
+
+/// The multiply-adds per sample of a CNN's layers (convolutions, then linear layers).
+fn cnn_layers(spec: &ModelSpec) -> Vec<f64> {
     let mut layers = Vec::new();
     let mut width = IMAGE_PIXELS;
     if let Some(conv) = spec.conv() {
@@ -129,7 +148,7 @@ pub fn cnn_training_flop(spec: &ModelSpec) -> f64 {
         width = h;
     }
     layers.push((width * 10) as f64);
-    training_flop(&layers)
+    layers
 }
 
 /// `count` batches of random MNIST-shaped pixels and labels, the same every time.
@@ -207,6 +226,104 @@ pub fn train_throughput(
         flop_per_sample: flop,
         gflop_per_s: samples_per_s * flop / 1e9,
     })
+}
+
+/// The strategies `clbench bench --strategies` measures, as a config's `strategy` block writes
+/// them: those of `configs/permuted-mnist-10-baselines.yaml` (the joint bound aside: its step
+/// is fine-tuning's), with importance estimates from 200 examples (they run between tasks and
+/// are not timed).
+pub const BENCH_STRATEGIES: [&str; 8] = [
+    "{name: finetune}",
+    "{name: ewc, lambda: 100, fisher: exact, samples: 200}",
+    "{name: online-ewc, lambda: 100, gamma: 1.0, fisher: exact, samples: 200}",
+    "{name: si, c: 10, xi: 0.1}",
+    "{name: mas, lambda: 0.01, samples: 200}",
+    "{name: replay, budget: 10, per: class}",
+    "{name: agem, budget: 10, per: class}",
+    "{name: lwf, temperature: 2.0}",
+];
+
+/// One strategy's cost per training step.
+#[derive(Debug, Clone, Serialize)]
+pub struct StrategyMeasurement {
+    /// [`BenchModel::name`].
+    pub model: String,
+    /// Batch size.
+    pub batch: usize,
+    /// The strategy's config name (`finetune`, `ewc`, …).
+    pub strategy: String,
+    /// CPU threads of the matrix products.
+    pub threads: usize,
+    /// Seconds per step (median round).
+    pub seconds_per_step: f64,
+    /// Seconds per step relative to fine-tuning's in the same round (median over rounds).
+    pub relative: f64,
+    /// The step's FLOP relative to fine-tuning's ([`flop_ratio`]).
+    pub flop_ratio: f64,
+}
+
+/// The FLOP of a training step of `strategy` (a config name) relative to fine-tuning's: 1 for
+/// the penalties (their elementwise work is not counted), 2 for replay and A-GEM (a second
+/// batch, from the memory, forward and backward), 1 + forward / training FLOP for LwF (the
+/// teacher's forward pass; the distillation's error joins the labels' in the student's one
+/// backward pass).
+pub fn flop_ratio(model: &BenchModel, strategy: &str) -> f64 {
+    match strategy {
+        "replay" | "agem" => 2.0,
+        "lwf" => 1.0 + model.forward_flop_per_sample / model.flop_per_sample,
+        _ => 1.0,
+    }
+}
+
+/// Permuted MNIST with two tasks (the shipped MNIST files), as `clbench bench --strategies`
+/// trains it.
+pub fn two_task_stream(
+) -> std::result::Result<crate::streams::TaskStream, crate::streams::StreamError> {
+    let path = std::path::PathBuf::from("<clbench bench --strategies>");
+    let spec = crate::streams::StreamSpec::from_yaml(
+        "name: permuted-mnist-2\ndataset: mnist\nkind: permuted\nscenario: domain-incremental\ntasks: 2\n",
+        &path,
+    )?;
+    crate::streams::TaskStream::build(&crate::streams::StreamFile { path, spec }, 0)
+}
+
+/// Seconds per training step of `strategy` (a config block, e.g. `{name: lwf}`) with Adam
+/// (lr 1e-4), measured on the second task of `stream` after `steps` steps of the first (so that
+/// its memory, anchors or teacher exist), `steps` steps of batch `batch`, seed 0, through the
+/// trainer `clbench run` uses. Only the steps are timed (the trainer's own per-task clock), not
+/// evaluation or importance estimates.
+pub fn strategy_step_seconds(
+    model: &BenchModel,
+    batch: usize,
+    strategy: &str,
+    steps: usize,
+    stream: &crate::streams::TaskStream,
+    device: &Device,
+) -> Result<f64> {
+    use crate::train::{train_sequence, Budget, Method, Silent, TrainSettings};
+    let checked = |e: crate::validate::KeyError| candle_core::Error::msg(e.to_string());
+    let block: crate::strategy::StrategyConfig =
+        serde_yaml::from_str(strategy).map_err(candle_core::Error::msg)?;
+    let method = Method {
+        name: block.name().to_string(),
+        optimizer: OptimizerSettings::adam(1e-4),
+        grapes: GrapesMode::Off,
+        strategy: block.check().map_err(checked)?,
+    };
+    let settings = TrainSettings {
+        batch_size: batch,
+        budget: Budget::Iterations(steps),
+        eval_batch_size: 1000,
+        eval_every: None,
+        reset_optimizer: false,
+        backward: BackwardPath::Auto,
+    };
+    let record = train_sequence(stream, &model.spec, &method, &settings, 0, device, &Silent)?;
+    let task = record
+        .tasks
+        .get(1)
+        .ok_or_else(|| candle_core::Error::msg(format!("{strategy}: the run diverged")))?;
+    Ok(task.train_seconds / task.steps.max(1) as f64)
 }
 
 /// Forward-only samples per second of `model` at batch `batch`, as evaluation computes them.

@@ -1,5 +1,6 @@
 //! The `clbench` command line: parse the flags, set up logging, dispatch to [`cli`].
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -22,7 +23,8 @@ fn main() -> ExitCode {
     match dispatch(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {}", cli::message(&err));
+            // A standard error that cannot be written leaves only the exit code to tell.
+            let _ = writeln!(std::io::stderr(), "error: {}", cli::message(&err));
             ExitCode::from(cli::exit_code(&err))
         }
     }

@@ -194,77 +194,126 @@ pub struct MatrixCsvError {
 
 /// Parses an accuracy matrix written by any framework: a header `after_task,task_1,...,task_T`
 /// and one row per `after_task` from 0 (initialization) to T, accuracies in `[0, 1]`.
+///
+/// The text is read by polars' CSV reader (RFC 4180: quoted fields and names, as R's
+/// `write.csv` writes them, `""` inside quotes, CRLF line ends). A leading index column, as
+/// pandas' `to_csv` and R's `write.csv` write by default (an empty name before `after_task`),
+/// is ignored. Errors name the line of the row at fault.
 pub fn parse_matrix_csv(
     text: &str,
     path: &std::path::Path,
 ) -> Result<AccuracyMatrix, MatrixCsvError> {
+    use polars::prelude::*;
     let text = crate::yaml::strip_bom(text);
     let fail = |line: Option<usize>, message: String| MatrixCsvError {
         path: path.to_path_buf(),
         line,
         message,
     };
-    let mut lines = text
-        .lines()
-        .enumerate()
-        .map(|(i, l)| (i + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty());
-    let (hline, header) = lines.next().ok_or_else(|| {
-        fail(
-            None,
-            "the file is empty; expected a header `after_task,task_1,...,task_T`".into(),
-        )
-    })?;
-    let names: Vec<&str> = header.split(',').map(str::trim).collect();
-    if names.first() != Some(&"after_task") || names.len() < 2 {
+    const EXPECTED: &str = "expected a header `after_task,task_1,...,task_T`";
+    let lines = record_lines(text);
+    let Some(&header_line) = lines.first() else {
+        return Err(fail(None, format!("the file is empty; {EXPECTED}")));
+    };
+    // Every field as text, so that a value that is not a number is reported as written.
+    let df = CsvReadOptions::default()
+        .with_has_header(true)
+        .with_infer_schema_length(Some(0))
+        .map_parse_options(|o| o.with_missing_is_null(true))
+        .into_reader_with_file_handle(std::io::Cursor::new(text.as_bytes().to_vec()))
+        .finish()
+        .map_err(|e| fail(None, format!("not a readable CSV file: {e}")))?;
+    let mut names: Vec<String> = df
+        .get_column_names()
+        .iter()
+        .map(|n| n.trim().to_string())
+        .collect();
+    let mut first = 0;
+    if names.len() > 1 && names[0] != "after_task" && names[1] == "after_task" {
+        // An index column (pandas' `Unnamed`, R's row names under an empty name).
+        first = 1;
+        names.remove(0);
+    }
+    if names.first().map(String::as_str) != Some("after_task") || names.len() < 2 {
         return Err(fail(
-            Some(hline),
-            format!("expected a header `after_task,task_1,...,task_T`, found `{header}`"),
+            Some(header_line),
+            format!(
+                "{EXPECTED}, found `{}`",
+                crate::validate::short_excerpt(&names.join(","))
+            ),
         ));
     }
     let t = names.len() - 1;
     for (j, name) in names[1..].iter().enumerate() {
         if *name != format!("task_{}", j + 1) {
             return Err(fail(
-                Some(hline),
-                format!("column {} is `{name}`, expected `task_{}`", j + 2, j + 1),
-            ));
-        }
-    }
-    let mut rows = Vec::with_capacity(t + 1);
-    for (line, text) in lines {
-        let fields: Vec<&str> = text.split(',').map(str::trim).collect();
-        if fields.len() != t + 1 {
-            return Err(fail(
-                Some(line),
+                Some(header_line),
                 format!(
-                    "{} values, expected {} (after_task and {t} tasks)",
-                    fields.len(),
-                    t + 1
+                    "column {} is `{}`, expected `task_{}`",
+                    j + 2 + first,
+                    crate::validate::short_excerpt(name),
+                    j + 1
                 ),
             ));
         }
+    }
+    let columns: Vec<StringChunked> = df
+        .columns()
+        .iter()
+        .skip(first)
+        .map(|c| c.as_materialized_series().str().cloned())
+        .collect::<PolarsResult<_>>()
+        .map_err(|e| fail(None, format!("reading the columns: {e}")))?;
+    let mut rows = Vec::with_capacity(t + 1);
+    let mut record = 0;
+    for i in 0..df.height() {
+        if columns
+            .iter()
+            .all(|c| c.get(i).is_none_or(|v| v.trim().is_empty()))
+        {
+            continue; // a blank line
+        }
+        record += 1;
+        let line = lines.get(record).copied();
+        let field = |c: usize| columns[c].get(i).map(str::trim);
         let expected_row = rows.len();
-        match fields[0].parse::<usize>() {
-            Ok(r) if r == expected_row => {}
+        match field(0).map(str::parse::<usize>) {
+            Some(Ok(r)) if r == expected_row => {}
             _ => {
                 return Err(fail(
-                    Some(line),
+                    line,
                     format!(
                         "after_task is `{}`, expected {expected_row} (rows in order from 0 to {t})",
-                        fields[0]
+                        crate::validate::short_excerpt(field(0).unwrap_or(""))
                     ),
                 ))
             }
         }
         let mut row = Vec::with_capacity(t);
-        for (j, f) in fields[1..].iter().enumerate() {
-            let v: f64 = f
-                .parse()
-                .map_err(|_| fail(Some(line), format!("task_{}: `{f}` is not a number", j + 1)))?;
+        for j in 0..t {
+            let Some(f) = field(j + 1) else {
+                return Err(fail(
+                    line,
+                    format!(
+                        "task_{}: no value ({} values expected: after_task and {t} tasks)",
+                        j + 1,
+                        t + 1
+                    ),
+                ));
+            };
+            let v: f64 = f.parse().map_err(|_| {
+                fail(
+                    line,
+                    format!(
+                        "task_{}: `{}` is not a number",
+                        j + 1,
+                        crate::validate::short_excerpt(f)
+                    ),
+                )
+            })?;
             if !(0.0..=1.0).contains(&v) {
                 return Err(fail(
-                    Some(line),
+                    line,
                     format!(
                         "task_{}: accuracy {v} is not in [0, 1] (give fractions, not percent)",
                         j + 1
@@ -286,6 +335,42 @@ pub fn parse_matrix_csv(
         ));
     }
     AccuracyMatrix::new(rows, None).map_err(|e| fail(None, e.to_string()))
+}
+
+/// The 1-based line on which each CSV record of `text` starts, blank lines skipped (a quoted
+/// field may span lines: newlines inside `"…"` do not start a record).
+fn record_lines(text: &str) -> Vec<usize> {
+    let mut starts = Vec::new();
+    let (mut line, mut quoted, mut at_start, mut blank) = (1usize, false, true, true);
+    for c in text.chars() {
+        if at_start {
+            starts.push(line);
+            at_start = false;
+            blank = true;
+        }
+        match c {
+            '"' => {
+                quoted = !quoted;
+                blank = false;
+            }
+            '\n' => {
+                line += 1;
+                if !quoted {
+                    at_start = true;
+                    if blank {
+                        starts.pop();
+                    }
+                }
+            }
+            '\r' => {}
+            c if !c.is_whitespace() => blank = false,
+            _ => {}
+        }
+    }
+    if !at_start && blank {
+        starts.pop();
+    }
+    starts
 }
 
 /// Whether larger or smaller values of a column are better.
@@ -640,6 +725,44 @@ mod tests {
             parse_matrix_csv("after_task,task_1,task_2\n0,0.1,0.1\n1,0.9,0.2\n", p).unwrap_err();
         assert!(e.to_string().contains("2 data rows, expected 3"));
         assert!(parse_matrix_csv("", p).is_err());
+    }
+
+    /// Matrices as R (`write.csv`, with and without row names), pandas (`to_csv`, with and
+    /// without its index) and polars (`write_csv`) write them, with CRLF and LF line ends.
+    #[test]
+    fn reads_matrices_written_by_r_pandas_and_polars() {
+        let p = std::path::Path::new("m.csv");
+        let files = [
+            // R: write.csv(m, row.names = FALSE)
+            "\"after_task\",\"task_1\",\"task_2\"\n0,0.1,0.1\n1,0.9,0.2\n2,0.7,0.95\n",
+            // R: write.csv(m) (row names), on Windows
+            "\"\",\"after_task\",\"task_1\",\"task_2\"\r\n\"1\",0,0.1,0.1\r\n\"2\",1,0.9,0.2\r\n\"3\",2,0.7,0.95\r\n",
+            // pandas: df.to_csv(index=False)
+            "after_task,task_1,task_2\n0,0.1,0.1\n1,0.9,0.2\n2,0.7,0.95\n",
+            // pandas: df.to_csv() (index)
+            ",after_task,task_1,task_2\n0,0,0.1,0.1\n1,1,0.9,0.2\n2,2,0.7,0.95\n",
+            // polars: df.write_csv(), no final newline
+            "after_task,task_1,task_2\n0,0.1,0.1\n1,0.9,0.2\n2,0.7,0.95",
+            // quoted values, a blank line
+            "\"after_task\",\"task_1\",\"task_2\"\n\"0\",\"0.1\",\"0.1\"\n\n1,0.9,0.2\n2,0.7,0.95\n",
+        ];
+        for text in files {
+            let m = parse_matrix_csv(text, p).unwrap_or_else(|e| panic!("{e}\n{text}"));
+            close(m.acc(), 0.825);
+        }
+        // Lines are still named, counted as written.
+        let e =
+            parse_matrix_csv("\"after_task\",\"task_1\"\r\n0,0.1\r\n\r\n1,x\r\n", p).unwrap_err();
+        assert_eq!(e.line, Some(4), "{e}");
+        assert!(e.to_string().contains("`x` is not a number"), "{e}");
+    }
+
+    #[test]
+    fn record_lines_skip_blank_lines_and_quoted_newlines() {
+        assert_eq!(record_lines("a\nb\n"), vec![1, 2]);
+        assert_eq!(record_lines("a\n\nb"), vec![1, 3]);
+        assert_eq!(record_lines("\"a\nb\",c\nd\n"), vec![1, 3]);
+        assert_eq!(record_lines("a\r\n  \r\nb\r\n"), vec![1, 3]);
     }
 
     #[test]

@@ -141,6 +141,62 @@ pub fn only_for(key: &str, set: bool, what: &str) -> Checked<()> {
     }
 }
 
+/// The longest name that may become part of a file or directory name.
+pub const MAX_NAME: usize = 100;
+
+/// The one rule for every name that becomes part of a path (experiment, stream, method, sweep
+/// tag, and the table and figure files named after them): 1 to [`MAX_NAME`] characters, no
+/// control characters, no `/` or `\\` (nothing can leave the folder it is written into), not
+/// starting with `.` (no `..`, no hidden files that readers skip), no leading or trailing space,
+/// and none of `also` (e.g. `[` and `]` in method names, which sweep tags use). `what` says what
+/// the name names, for the message ("a stream name").
+pub fn path_name(key: &str, what: &str, name: &str, also: &[char]) -> Checked<()> {
+    let bad = |why: &str| {
+        Err(KeyError::new(
+            key,
+            format!("`{}` cannot be {what}: {why}", short_excerpt(name)),
+        ))
+    };
+    if name.trim().is_empty() {
+        return bad("it is empty");
+    }
+    if name.chars().count() > MAX_NAME {
+        return bad(&format!("longer than {MAX_NAME} characters"));
+    }
+    if name.chars().any(char::is_control) {
+        return bad("it holds a control character (newline, tab, NUL, …)");
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| ['/', '\\'].contains(c) || also.contains(c))
+    {
+        return bad(&format!("it holds `{c}`"));
+    }
+    if name.starts_with('.') {
+        return bad("it starts with `.`");
+    }
+    if name != name.trim() {
+        return bad("it starts or ends with a space");
+    }
+    Ok(())
+}
+
+/// At most 60 characters of `text`, escaped for one line, with `…` where it was cut: how an
+/// error message quotes a value the user gave (which may be a whole file).
+pub fn short_excerpt(text: &str) -> String {
+    const MAX: usize = 60;
+    let mut out: String = text
+        .chars()
+        .take(MAX)
+        .collect::<String>()
+        .escape_debug()
+        .collect();
+    if text.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -188,5 +244,49 @@ mod tests {
             only_for("x", true, "`kind: cnn`").unwrap_err().message,
             "only applies to `kind: cnn`"
         );
+    }
+
+    #[test]
+    fn path_names_cannot_leave_their_folder() {
+        for bad in [
+            "", " ", "../../x", "a/b", "a\\b", ".hidden", "..", "a\nb", " a", "a\0",
+        ] {
+            assert!(
+                path_name("name", "a stream name", bad, &[]).is_err(),
+                "{bad:?}"
+            );
+        }
+        assert!(path_name("name", "a method name", "sgd[1]", &['[', ']']).is_err());
+        assert!(path_name("name", "a stream name", &"x".repeat(MAX_NAME + 1), &[]).is_err());
+        for good in [
+            "permuted-mnist-10",
+            "sgd+grapes",
+            "it's",
+            "a b",
+            "sgd[1]",
+            "x.y",
+        ] {
+            assert_eq!(
+                path_name("name", "a stream name", good, &[]),
+                Ok(()),
+                "{good:?}"
+            );
+        }
+        let e = path_name("name", "a stream name", "../../../escaped", &[]).unwrap_err();
+        assert_eq!(e.key, "name");
+        assert_eq!(
+            e.message,
+            "`../../../escaped` cannot be a stream name: it holds `/`"
+        );
+    }
+
+    #[test]
+    fn excerpts_are_short() {
+        assert_eq!(short_excerpt("abc"), "abc");
+        let long = "-----BEGIN PRIVATE KEY-----\n".repeat(50);
+        let e = short_excerpt(&long);
+        assert!(e.chars().count() <= 61 + 10, "{e}");
+        assert!(e.ends_with('…'));
+        assert!(!e.contains('\n'));
     }
 }

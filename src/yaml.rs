@@ -64,7 +64,7 @@ pub fn strip_bom(text: &str) -> &str {
 /// key of the same block (serde's "expected one of" list; `known_keys` when it gives none). A
 /// key that is valid only in another block is said to be so, rather than suggested.
 pub fn describe_error(err: &serde_yaml::Error, known_keys: &[&str]) -> String {
-    let message = err.to_string();
+    let message = shorten_quoted(&err.to_string());
     let Some(field) = unknown_field(&message) else {
         return message;
     };
@@ -84,6 +84,42 @@ pub fn describe_error(err: &serde_yaml::Error, known_keys: &[&str]) -> String {
         Some(suggestion) => format!("{message} (did you mean `{suggestion}`?)"),
         None => message,
     }
+}
+
+/// The longest quoted value an error message repeats whole.
+const MAX_QUOTED: usize = 60;
+
+/// `message` with every `"…"` literal longer than [`MAX_QUOTED`] characters cut short (`…`):
+/// serde quotes a value of the wrong type whole (`invalid type: string "…"`), and a file that
+/// is not YAML at all (a key, a binary) would be echoed into the terminal entire.
+fn shorten_quoted(message: &str) -> String {
+    let mut out = String::with_capacity(message.len().min(1024));
+    let mut chars = message.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c != '"' {
+            continue;
+        }
+        let (mut kept, mut escaped, mut closed) = (0usize, false, false);
+        for c in chars.by_ref() {
+            let end = !escaped && c == '"';
+            escaped = !escaped && c == '\\';
+            if end {
+                closed = true;
+                break;
+            }
+            if kept < MAX_QUOTED {
+                out.push(c);
+            } else if kept == MAX_QUOTED {
+                out.push('…');
+            }
+            kept += 1;
+        }
+        if closed {
+            out.push('"');
+        }
+    }
+    out
 }
 
 /// The keys of serde's "unknown field `x`, expected one of `a`, `b`" (also "expected `a` or

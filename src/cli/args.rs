@@ -183,9 +183,9 @@ pub(crate) struct BenchArgs {
     /// Skip the peak-RSS measurement (it trains one seed of configs/paper-forgetting.yaml).
     #[arg(long)]
     pub(crate) skip_rss: bool,
-    /// Which models' training and evaluation to measure: the MLPs (784-256-256-10 at batch 64,
-    /// 784-1000-1000-10 at batch 128), the CNNs (cnn-8-16-128 and cnn-16-32-128 at batch 128),
-    /// or both.
+    /// Which models' training and evaluation to measure: the MLPs (784-256-256-10 at batch 64
+    /// and at batch 10, the training-regime studies' batch; 784-1000-1000-10 at batch 128), the
+    /// CNNs (cnn-8-16-128 and cnn-16-32-128 at batch 128), or both.
     #[arg(long, value_enum, default_value = "all")]
     pub(crate) models: BenchModelsArg,
     /// Measure these product kernels instead of the fastest this CPU runs: avx512f, avx2+fma
@@ -193,6 +193,12 @@ pub(crate) struct BenchArgs {
     /// AVX2 machine of the same clock would do).
     #[arg(long)]
     pub(crate) kernels: Option<String>,
+    /// Measure the continual-learning strategies instead: each one's seconds per training step
+    /// (Adam, task 2 of a two-task permuted MNIST) relative to fine-tuning, beside its FLOP
+    /// ratio (penalties 1, replay and A-GEM 2, LwF 1 + forward/training FLOP), at
+    /// 784-1000-1000-10 batch 128 and 784-256-256-10 batch 64 (needs the MNIST files).
+    #[arg(long)]
+    pub(crate) strategies: bool,
 }
 
 /// The models `clbench bench` measures.
@@ -288,6 +294,13 @@ pub(crate) enum DataCommand {
         /// Seconds to wait for a connection to a mirror.
         #[arg(long, default_value_t = 20)]
         connect_timeout: u64,
+        /// Seconds without a byte from a mirror (no answer, or a stalled download) before it
+        /// is given up.
+        #[arg(long, default_value_t = clbench::data::fetch::FetchOptions::DEFAULT_READ_TIMEOUT_S)]
+        read_timeout: u64,
+        /// Seconds one file may take from one mirror in all.
+        #[arg(long, default_value_t = clbench::data::fetch::FetchOptions::DEFAULT_TOTAL_TIMEOUT_S)]
+        total_timeout: u64,
     },
 }
 

@@ -24,6 +24,7 @@ fn models(which: BenchModelsArg) -> Vec<(BenchModel, usize)> {
     let mut models = Vec::new();
     if which != BenchModelsArg::Cnn {
         models.push((BenchModel::mlp(&[256, 256]), 64));
+        models.push((BenchModel::mlp(&[256, 256]), 10));
         models.push((BenchModel::mlp(&[1000, 1000]), 128));
     }
     if which != BenchModelsArg::Mlp {
@@ -39,12 +40,13 @@ struct Output {
 }
 
 impl Output {
-    fn emit(&self, json: serde_json::Value, text: String) {
+    fn emit(&self, json: serde_json::Value, text: String) -> Result<(), super::StdoutError> {
         if self.json {
-            println!("{json}");
+            say!("{json}");
         } else {
-            println!("{text}");
+            say!("{text}");
         }
+        Ok(())
     }
 }
 
@@ -61,13 +63,17 @@ pub(crate) fn bench_command(args: BenchArgs) -> Result<ExitCode> {
     };
     let pool = thread_pool(settings.threads)?;
     let duration = settings.duration;
+    if settings.strategies {
+        run_on(&pool, || strategy_costs(&out, duration))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     // The theoretical FMA peak, once (its clock is measured).
     let fma = bench::FmaPeak::of(settings.threads);
     let (by_config, overheads, peak) = run_on(&pool, || -> Result<_> {
         let before = measure_peak(duration);
         let (by_config, overheads) = training_rounds(settings.models, duration)?;
         let after = measure_peak(duration);
-        let peak = report_peak(&out, settings.threads, before, after, fma.as_ref());
+        let peak = report_peak(&out, settings.threads, before, after, fma.as_ref())?;
         Ok((by_config, overheads, peak))
     })?;
     report_training(&out, &by_config, &overheads, peak, fma.as_ref())?;
@@ -148,7 +154,7 @@ fn report_peak(
     before: [f64; 2],
     after: [f64; 2],
     fma: Option<&bench::FmaPeak>,
-) -> f64 {
+) -> Result<f64, super::StdoutError> {
     let [portable, gemm_crate] = [0, 1].map(|i| before[i].max(after[i]));
     let isa = Isa::detected();
     let of_fma = fma.map(|f| 100.0 * portable / f.gflop_per_s);
@@ -171,8 +177,8 @@ fn report_peak(
                 "; the portable kernels reach {p:.0}% of it"
             )),
         ),
-    );
-    portable
+    )?;
+    Ok(portable)
 }
 
 /// Prints the training measurements (with their share of the peak) and GRAPES's overhead.
@@ -184,9 +190,16 @@ fn report_training(
     fma: Option<&bench::FmaPeak>,
 ) -> Result<()> {
     if !out.json {
-        println!(
+        say!(
             "{:<16} {:>5} {:<11} {:>7} {:>12} {:>11} {:>10} {:>8}",
-            "model", "batch", "method", "threads", "samples/s", "FLOP/sample", "GFLOP/s", "% peak"
+            "model",
+            "batch",
+            "method",
+            "threads",
+            "samples/s",
+            "FLOP/sample",
+            "GFLOP/s",
+            "% peak"
         );
     }
     for m in by_config {
@@ -210,7 +223,7 @@ fn report_training(
                 m.gflop_per_s,
                 100.0 * m.gflop_per_s / peak
             ),
-        );
+        )?;
     }
     for (pair, &overhead) in by_config.chunks(2).zip(overheads) {
         out.emit(
@@ -219,9 +232,105 @@ fn report_training(
                 "GRAPES costs {overhead:.1}% on {} at batch {}",
                 pair[0].model, pair[0].batch
             ),
-        );
+        )?;
     }
     Ok(())
+}
+
+/// Rounds of the strategy measurements; each strategy's median round is reported.
+const STRATEGY_ROUNDS: usize = 3;
+
+/// Each strategy's seconds per training step relative to fine-tuning's, at the two MLP shapes
+/// of the baselines, beside its FLOP ratio. Every round trains each strategy once, in turn (the
+/// machine's drifts hit all alike); a strategy's ratio is the median over rounds of its time
+/// over fine-tuning's time in the same round.
+fn strategy_costs(out: &Output, duration: Duration) -> Result<()> {
+    let device = candle_core::Device::Cpu;
+    let stream = bench::two_task_stream()?;
+    if !out.json {
+        say!(
+            "{:<16} {:>5} {:<11} {:>7} {:>9} {:>13} {:>10} {:>11}",
+            "model",
+            "batch",
+            "strategy",
+            "threads",
+            "ms/step",
+            "× fine-tuning",
+            "FLOP ratio",
+            "× its FLOP"
+        );
+    }
+    for (model, batch) in [
+        (BenchModel::mlp(&[1000, 1000]), 128),
+        (BenchModel::mlp(&[256, 256]), 64),
+    ] {
+        // Steps per task so that one round of all strategies takes about `duration`.
+        let probe = bench::strategy_step_seconds(
+            &model,
+            batch,
+            bench::BENCH_STRATEGIES[0],
+            10,
+            &stream,
+            &device,
+        )?;
+        let per_round = duration.as_secs_f64() / STRATEGY_ROUNDS as f64;
+        let steps =
+            ((per_round / bench::BENCH_STRATEGIES.len() as f64 / probe) as usize).clamp(20, 5000);
+        let mut seconds = vec![Vec::new(); bench::BENCH_STRATEGIES.len()];
+        let mut ratios = vec![Vec::new(); bench::BENCH_STRATEGIES.len()];
+        for _ in 0..STRATEGY_ROUNDS {
+            let round: Vec<f64> = bench::BENCH_STRATEGIES
+                .iter()
+                .map(|s| bench::strategy_step_seconds(&model, batch, s, steps, &stream, &device))
+                .collect::<candle_core::Result<_>>()?;
+            for (k, &t) in round.iter().enumerate() {
+                seconds[k].push(t);
+                ratios[k].push(t / round[0]);
+            }
+        }
+        for (k, block) in bench::BENCH_STRATEGIES.iter().enumerate() {
+            let strategy = block
+                .trim_start_matches("{name: ")
+                .split([',', '}'])
+                .next()
+                .unwrap_or(block)
+                .to_string();
+            let m = bench::StrategyMeasurement {
+                model: model.name.clone(),
+                batch,
+                flop_ratio: bench::flop_ratio(&model, &strategy),
+                strategy,
+                threads: rayon::current_num_threads(),
+                seconds_per_step: median(&mut seconds[k]),
+                relative: median(&mut ratios[k]),
+            };
+            let mut json = serde_json::to_value(&m)?;
+            json["kind"] = "strategy".into();
+            json["steps"] = steps.into();
+            json["relative_to_flop_ratio"] = (m.relative / m.flop_ratio).into();
+            out.emit(
+                json,
+                format!(
+                    "{:<16} {:>5} {:<11} {:>7} {:>9.2} {:>12.2}× {:>10.2} {:>10.2}×",
+                    m.model,
+                    m.batch,
+                    m.strategy,
+                    m.threads,
+                    1e3 * m.seconds_per_step,
+                    m.relative,
+                    m.flop_ratio,
+                    m.relative / m.flop_ratio
+                ),
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// The median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
 }
 
 /// Forward-only throughput at batch 1000 (evaluation).
@@ -232,7 +341,12 @@ fn evaluation(
     duration: Duration,
 ) -> Result<()> {
     let device = candle_core::Device::Cpu;
+    let mut done: Vec<String> = Vec::new();
     for (model, _) in models(which) {
+        if done.contains(&model.name) {
+            continue; // one model at two training batches: evaluated once
+        }
+        done.push(model.name.clone());
         let batch = 1000;
         let sps = bench::eval_throughput(&model, batch, duration, &device)?;
         out.emit(
@@ -241,7 +355,7 @@ fn evaluation(
                 "evaluation {} at batch {batch}: {sps:.0} samples/s",
                 model.name
             ),
-        );
+        )?;
     }
     Ok(())
 }
@@ -274,7 +388,7 @@ fn parallel_scaling(out: &Output, duration: Duration) -> Result<()> {
     out.emit(
         serde_json::json!({"kind": "parallel", "model": "784-256-256-10", "batch": 64, "one_run_samples_per_s": one, "two_runs_samples_per_s": total, "scaling": total / one}),
         format!("two single-threaded runs at once: {total:.0} samples/s in all, {:.2}× one run ({one:.0})", total / one),
-    );
+    )?;
     Ok(())
 }
 
@@ -285,19 +399,19 @@ fn peak_rss(out: &Output, threads: usize) -> Result<()> {
         tracing::warn!("{CONFIG} not found here: peak RSS not measured");
         return Ok(());
     }
-    let dir = std::env::temp_dir().join(format!("clbench-bench-rss-{}", std::process::id()));
+    let dir = super::Scratch::new("clbench-bench-rss")?;
     let status = std::process::Command::new(std::env::current_exe()?)
         .args(["run", CONFIG, "--seeds", "1234", "--out"])
-        .arg(&dir)
+        .arg(dir.path())
         .args(["-q", "--threads", &threads.to_string()])
         .stdout(std::process::Stdio::null())
         .status()?;
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let rss = bench::children_peak_rss_mb().unwrap_or(f64::NAN);
     out.emit(
         serde_json::json!({"kind": "peak_rss", "config": CONFIG, "seeds": [1234], "ok": status.success(), "peak_rss_mb": rss}),
         format!("peak RSS of {CONFIG} (seed 1234, both methods): {rss:.0} MB"),
-    );
+    )?;
     Ok(())
 }
 
@@ -305,9 +419,14 @@ fn peak_rss(out: &Output, threads: usize) -> Result<()> {
 pub(crate) fn platform_command(args: PlatformArgs) -> Result<ExitCode> {
     let p = Platform::current(KernelPath::Portable, "cpu", 1);
     if args.short {
-        println!(
+        say!(
             "{} · kernels {} · clbench {} ({}) · {} · {}",
-            p.cpu, p.kernel_isa, p.clbench_version, p.git_commit, p.target, p.rustc
+            p.cpu,
+            p.kernel_isa,
+            p.clbench_version,
+            p.git_commit,
+            p.target,
+            p.rustc
         );
     } else {
         let mut value = serde_json::to_value(&p)?;
@@ -320,7 +439,7 @@ pub(crate) fn platform_command(args: PlatformArgs) -> Result<ExitCode> {
                 Isa::available().iter().map(|i| i.name()).collect(),
             );
         }
-        println!("{}", serde_json::to_string_pretty(&value)?);
+        say!("{}", serde_json::to_string_pretty(&value)?);
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,15 +19,25 @@ pub(crate) fn data_command(cmd: DataCommand, progress: bool) -> Result<ExitCode>
             dest,
             mirrors,
             connect_timeout,
-        } => fetch_dataset(&name, dest, mirrors, connect_timeout, progress),
+            read_timeout,
+            total_timeout,
+        } => fetch_dataset(
+            &name,
+            dest,
+            mirrors,
+            [connect_timeout, read_timeout, total_timeout],
+            progress,
+        ),
     }
 }
 
 /// `data list`: each dataset, where it was found, whether it verifies.
 fn list() -> Result<ExitCode> {
-    println!(
+    say!(
         "{:<14} {:<8} {:<14} location",
-        "dataset", "status", "license"
+        "dataset",
+        "status",
+        "license"
     );
     for info in &data::DATASETS {
         let (status, location) = match catalog::locate(info) {
@@ -52,9 +62,12 @@ fn list() -> Result<ExitCode> {
                 )
             }
         };
-        println!(
+        say!(
             "{:<14} {:<8} {:<14} {}",
-            info.name, status, info.license, location
+            info.name,
+            status,
+            info.license,
+            location
         );
     }
     Ok(ExitCode::SUCCESS)
@@ -78,10 +91,10 @@ fn verify(name: Option<&str>) -> Result<ExitCode> {
         let (_, dir) = data::find(info.name)?;
         for check in data::verify_dir(info, &dir) {
             match &check.result {
-                Ok(()) => println!("ok       {}", check.path.display()),
+                Ok(()) => say!("ok       {}", check.path.display()),
                 Err(e) => {
                     all_ok = false;
-                    println!("FAILED   {e}");
+                    say!("FAILED   {e}");
                 }
             }
         }
@@ -89,7 +102,7 @@ fn verify(name: Option<&str>) -> Result<ExitCode> {
     if all_ok {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: some files do not match their published SHA-256; fetch them again");
+        tell!("error: some files do not match their published SHA-256; fetch them again");
         Ok(ExitCode::from(2))
     }
 }
@@ -99,9 +112,21 @@ fn fetch_dataset(
     name: &str,
     dest: Option<std::path::PathBuf>,
     mirrors: Vec<String>,
-    connect_timeout: u64,
+    [connect_timeout, read_timeout, total_timeout]: [u64; 3],
     progress: bool,
 ) -> Result<ExitCode> {
+    for (flag, v) in [
+        ("--connect-timeout", connect_timeout),
+        ("--read-timeout", read_timeout),
+        ("--total-timeout", total_timeout),
+    ] {
+        if v == 0 {
+            return Err(super::settings::UsageError(format!(
+                "{flag} 0: expected at least 1 second"
+            ))
+            .into());
+        }
+    }
     let info = data::dataset_info(name).ok_or_else(|| data::DataError::UnknownDataset {
         name: name.to_string(),
         known: data::dataset_names().join(", "),
@@ -115,14 +140,16 @@ fn fetch_dataset(
         },
         progress,
         connect_timeout: Duration::from_secs(connect_timeout),
+        read_timeout: Duration::from_secs(read_timeout),
+        total_timeout: Duration::from_secs(total_timeout),
     };
     let outcomes = fetch::fetch(info, &opts)
         .with_context(|| format!("fetching {name} into {}", opts.dest.display()))?;
     for o in outcomes {
         match o {
-            fetch::FetchOutcome::AlreadyPresent(p) => println!("present  {}", p.display()),
+            fetch::FetchOutcome::AlreadyPresent(p) => say!("present  {}", p.display()),
             fetch::FetchOutcome::Downloaded { path, url } => {
-                println!("fetched  {} (from {url}, verified)", path.display())
+                say!("fetched  {} (from {url}, verified)", path.display())
             }
         }
     }

@@ -1,6 +1,6 @@
 //! `clbench run`, `validate` and `slurm`: experiments from the command line.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -60,6 +60,7 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         ))
         .into());
     }
+    refuse_foreign_output(&out, "run")?;
     let runs = planned_runs(&exp, &settings)?;
     let store = RunStore::new(&out);
     // Runs of another configuration already stored under one of these method names would be
@@ -81,7 +82,7 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
             tracing::warn!("{w}");
         }
         check_data(&runs, false)?;
-        print_dry_run(&store, &runs, &out);
+        print_dry_run(&store, &runs, &out)?;
         return Ok(ExitCode::SUCCESS);
     }
     // Missing or damaged data is the user's to fix (exit 2), before anything trains; the
@@ -94,7 +95,7 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
     let executed = train_runs(&runs, &settings, &out, progress)?;
     if store.load()?.0.is_empty() {
         if !executed.busy.is_empty() {
-            println!(
+            say!(
                 "all {} runs are being trained by other writers; `clbench report {}` once they finish",
                 executed.busy.len(),
                 out.display()
@@ -104,8 +105,8 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         anyhow::bail!("no run completed; nothing to report");
     }
     let report = write_report(std::slice::from_ref(&out), &out, &settings.tables)?;
-    println!("{}", clbench::report::summary_text(&report.summary)?);
-    println!(
+    say!("{}", clbench::report::summary_text(&report.summary)?);
+    say!(
         "\n{} trained, {} already complete, {} left to other writers, {} diverged, {} failed; results in {}",
         executed.trained.len(),
         executed.skipped.len(),
@@ -118,7 +119,7 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     for (id, e) in &executed.failed {
-        eprintln!("error: run {id} failed: {e}");
+        tell!("error: run {id} failed: {e}");
     }
     Ok(ExitCode::from(1))
 }
@@ -193,12 +194,16 @@ fn select_methods(
 }
 
 /// `run --dry-run`: one line per planned run, complete or pending.
-fn print_dry_run(store: &RunStore, runs: &[PlannedRun], out: &std::path::Path) {
+fn print_dry_run(
+    store: &RunStore,
+    runs: &[PlannedRun],
+    out: &std::path::Path,
+) -> Result<(), super::StdoutError> {
     let mut pending = 0;
     for r in runs {
         let done = store.is_complete(&r.id());
         pending += usize::from(!done);
-        println!(
+        say!(
             "{:<9} {:<44} {:<28} seed {}",
             if done { "complete" } else { "pending" },
             r.id(),
@@ -206,12 +211,13 @@ fn print_dry_run(store: &RunStore, runs: &[PlannedRun], out: &std::path::Path) {
             r.spec.seed
         );
     }
-    println!(
+    say!(
         "{} runs: {} complete, {pending} to run; output {}",
         runs.len(),
         runs.len() - pending,
         out.display()
     );
+    Ok(())
 }
 
 /// Trains the runs not yet complete, with a progress bar per task (one job) or one overall
@@ -277,9 +283,9 @@ pub(crate) fn validate_command(args: ValidateArgs) -> Result<ExitCode> {
     let exp = Experiment::load(&args.config)?;
     let runs = experiment::plan(&exp, None);
     check_data(&runs, false)?;
-    println!("{}: ok — experiment `{}`", args.config.display(), exp.name);
+    say!("{}: ok — experiment `{}`", args.config.display(), exp.name);
     for v in &exp.variants {
-        println!(
+        say!(
             "  {}: stream {}, {} methods × {} seeds",
             v.tag.as_deref().unwrap_or("(no sweep)"),
             v.stream.path.display(),
@@ -287,6 +293,36 @@ pub(crate) fn validate_command(args: ValidateArgs) -> Result<ExitCode> {
             v.config.seeds.len()
         );
     }
-    println!("  {} runs in total", runs.len());
+    say!("  {} runs in total", runs.len());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses an output folder that `command` must not write into: one that holds files clbench
+/// did not write (it would overwrite `metrics.csv`, `summary.md`, `tables/…`), and for `run`
+/// a report folder without runs (its tables come from other stores).
+pub(crate) fn refuse_foreign_output(out: &Path, command: &str) -> Result<(), UsageError> {
+    use clbench::experiment::OutputFolder;
+    let kind = clbench::experiment::classify_output(out).map_err(|e| {
+        UsageError(format!(
+            "--out {}: cannot read the folder: {e}",
+            out.display()
+        ))
+    })?;
+    match kind {
+        OutputFolder::New | OutputFolder::Store => Ok(()),
+        OutputFolder::Report if command == "report" => Ok(()),
+        OutputFolder::Report => Err(UsageError(format!(
+            "--out {}: holds a report merged from other stores (tables/, no runs/); `clbench run` \
+             would mix its runs into those tables: give a new or empty folder, or a run store",
+            out.display()
+        ))),
+        OutputFolder::Foreign(names) => Err(UsageError(format!(
+            "--out {}: not empty and not a clbench results folder (it holds {}{}, and neither \
+             experiment.yaml nor runs/); `clbench {command}` would overwrite files there: give a \
+             new or empty folder",
+            out.display(),
+            names.join(", "),
+            if names.len() == 5 { ", …" } else { "" }
+        ))),
+    }
 }

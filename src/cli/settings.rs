@@ -147,6 +147,8 @@ pub(crate) struct BenchSettings {
     pub(crate) models: super::args::BenchModelsArg,
     /// The product kernels to measure (`None`: the fastest this CPU runs).
     pub(crate) kernels: Option<Isa>,
+    /// Measure each strategy's step cost instead.
+    pub(crate) strategies: bool,
 }
 
 impl BenchSettings {
@@ -170,6 +172,7 @@ impl BenchSettings {
             skip_rss: args.skip_rss,
             models: args.models,
             kernels,
+            strategies: args.strategies,
         })
     }
 }

@@ -33,17 +33,59 @@ pub(crate) fn slurm_command(args: SlurmArgs) -> Result<ExitCode> {
     let shards = shard_count(&args, runs);
     match &args.script {
         Some(path) => {
+            refuse_overwrite(path, &args.config)?;
             clbench::experiment::store::write_atomic(path, script.as_bytes())?;
-            eprintln!(
+            tell!(
                 "wrote {} ({runs} runs in {shards} array tasks; logs in {}); submit with: sbatch {}",
                 path.display(),
                 logs.display(),
                 path.display()
             );
         }
-        None => print!("{script}"),
+        None => super::write_stdout(format_args!("{script}"))?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The words that mark a script as one `clbench slurm` wrote (its second line).
+const SCRIPT_MARK: &str = "written by `clbench slurm`";
+
+/// `--script` may replace a script that `clbench slurm` wrote, never the config or any other
+/// file.
+fn refuse_overwrite(path: &Path, config: &Path) -> Result<(), UsageError> {
+    let same_as_config = matches!(
+        (path.canonicalize(), config.canonicalize()),
+        (Ok(a), Ok(b)) if a == b
+    );
+    if same_as_config {
+        return Err(UsageError(format!(
+            "--script {}: is the experiment's config; write the batch script to another file \
+             (e.g. {}.sbatch)",
+            path.display(),
+            path.with_extension("").display()
+        )));
+    }
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(UsageError(format!(
+            "--script {}: exists and cannot be read ({e}); not overwritten",
+            path.display()
+        ))),
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let ours = text.starts_with("#!/bin/bash\n")
+                && text.lines().nth(1).is_some_and(|l| l.contains(SCRIPT_MARK));
+            if ours {
+                Ok(())
+            } else {
+                Err(UsageError(format!(
+                    "--script {}: exists and is not a script written by `clbench slurm`; not \
+                     overwritten (remove it first, or choose another file)",
+                    path.display()
+                )))
+            }
+        }
+    }
 }
 
 fn shard_count(args: &SlurmArgs, runs: usize) -> usize {
@@ -74,7 +116,7 @@ pub(crate) fn array_script(
     };
     let mut s = String::from("#!/bin/bash\n");
     s.push_str(&format!(
-        "# {runs} runs of {} in {shards} array tasks, written by `clbench slurm` ({} {}).\n\
+        "# {runs} runs of {} in {shards} array tasks, {SCRIPT_MARK} ({} {}).\n\
          # Submit with `sbatch <this file>`. Each task trains its share of the runs (clbench run\n\
          # --shard defaults to SLURM_ARRAY_TASK_ID/SLURM_ARRAY_TASK_COUNT) and skips runs already\n\
          # complete: after a failed or cancelled task, submit the same script again. Afterwards:\n\
@@ -111,6 +153,18 @@ pub(crate) fn array_script(
         if !extra.starts_with('-') || extra.chars().any(char::is_control) {
             return Err(UsageError(format!(
                 "--sbatch `{}`: expected one sbatch option such as --mail-type=END",
+                extra.escape_debug()
+            ))
+            .into());
+        }
+        // sbatch must read it as one option, all of it: no open quote, no `#` that would cut
+        // the rest off as a comment (then a word after it is lost too), no second word.
+        let whole = sbatch_words(extra).map(|w| w.len()) == Ok(1)
+            && sbatch_words(&format!("{extra} x")).map(|w| w.len()) == Ok(2);
+        if !whole {
+            return Err(UsageError(format!(
+                "--sbatch `{}`: sbatch would not read this as one option (an open quote, an \
+                 unquoted `#` or a space); quote the value, e.g. --sbatch='--comment=\"a #1\"'",
                 extra.escape_debug()
             ))
             .into());
@@ -159,25 +213,85 @@ pub(crate) fn shell_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', r"'\''"))
 }
 
-/// A value of an `#SBATCH` line: sbatch reads these lines itself, without a shell, so a value
-/// with a space is double-quoted, and one that cannot be written there (a quote, a backslash, a
-/// control character) is refused.
+/// A value of an `#SBATCH` line. sbatch reads these lines itself, without a shell
+/// (`_get_argument` in Slurm's `src/sbatch/opt.c`): words end at white space, `"` or `'` quote
+/// (the quotes are dropped), a backslash makes the next character literal, and an unquoted `#`
+/// ends the line. A value holding any of these is written in double quotes with `\` and `"`
+/// escaped, so that sbatch reads back exactly the value; control characters cannot be written
+/// on one line and are refused.
 fn sbatch_value(option: &str, value: &str) -> Result<String> {
-    if value
-        .chars()
-        .any(|c| c.is_control() || c == '"' || c == '\\')
-    {
+    if value.chars().any(char::is_control) {
         return Err(UsageError(format!(
-            "the {option} `{}` cannot be written in an #SBATCH line (quote, backslash or control character)",
+            "the {option} `{}` cannot be written in an #SBATCH line (control character)",
             value.escape_debug()
         ))
         .into());
     }
-    Ok(if value.contains(char::is_whitespace) {
-        format!("\"{value}\"")
+    let special = |c: char| c.is_whitespace() || matches!(c, '"' | '\'' | '\\' | '#');
+    Ok(if value.contains(special) {
+        let mut quoted = String::with_capacity(value.len() + 2);
+        quoted.push('"');
+        for c in value.chars() {
+            if matches!(c, '"' | '\\') {
+                quoted.push('\\');
+            }
+            quoted.push(c);
+        }
+        quoted.push('"');
+        quoted
     } else {
         value.to_string()
     })
+}
+
+/// The arguments sbatch reads from the text after `#SBATCH` (as `_get_argument` in Slurm's
+/// `src/sbatch/opt.c` splits it), or `Err` with the quote left open (sbatch stops there).
+pub(crate) fn sbatch_words(line: &str) -> Result<Vec<String>, char> {
+    let mut words = Vec::new();
+    let mut chars = line.chars().peekable();
+    loop {
+        while chars.peek().is_some_and(|c| c.is_ascii_whitespace()) {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(words);
+        }
+        let (mut word, mut quote, mut escape, mut any) = (String::new(), None, false, false);
+        while let Some(&c) = chars.peek() {
+            if quote.is_none() && c.is_ascii_whitespace() {
+                break;
+            }
+            chars.next();
+            if escape {
+                escape = false;
+            } else if c == '\\' {
+                escape = true;
+                continue;
+            } else if let Some(q) = quote {
+                if c == q {
+                    quote = None;
+                    continue;
+                }
+            } else if c == '"' || c == '\'' {
+                quote = Some(c);
+                continue;
+            } else if c == '#' {
+                // The rest of the line is a comment.
+                if any {
+                    words.push(word);
+                }
+                return Ok(words);
+            }
+            any = true;
+            word.push(c);
+        }
+        if let Some(q) = quote {
+            return Err(q);
+        }
+        if any {
+            words.push(word);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -192,7 +306,35 @@ mod tests {
             sbatch_value("output", "a b/%A.out").unwrap(),
             "\"a b/%A.out\""
         );
-        assert!(sbatch_value("output", "a\"b").is_err());
         assert!(sbatch_value("output", "a\nb").is_err());
+    }
+
+    /// Every value, written into an `#SBATCH` line, reads back as itself by sbatch's own rules.
+    #[test]
+    fn sbatch_lines_read_back_as_written() {
+        for value in [
+            "plain",
+            "a b/%A.out",
+            "/home/me/exp#1",
+            "/home/me/exp #1",
+            "clbench-it's",
+            "say \"hi\"",
+            "back\\slash",
+            "'both' \"kinds\" #",
+            "ends with \\",
+        ] {
+            let line = format!("--chdir={}", sbatch_value("chdir", value).unwrap());
+            assert_eq!(
+                sbatch_words(&line),
+                Ok(vec![format!("--chdir={value}")]),
+                "{line}"
+            );
+        }
+        // What sbatch does with the lines clbench used to write.
+        assert_eq!(
+            sbatch_words("--chdir=/home/me/exp#1"),
+            Ok(vec!["--chdir=/home/me/exp".to_string()])
+        );
+        assert_eq!(sbatch_words("--job-name=clbench-it's"), Err('\''));
     }
 }

@@ -23,7 +23,7 @@ pub(crate) fn describe_command(file: &Path, seed: u64) -> Result<ExitCode> {
         OutputLayout::Shared { outputs } => format!("one shared output layer of {outputs}"),
         OutputLayout::MultiHead { sizes } => format!("{} heads of sizes {sizes:?}", sizes.len()),
     };
-    println!(
+    say!(
         "{}: {} tasks, {} {} on {} ({outputs}), seed {}",
         file.display(),
         stream.len(),
@@ -33,7 +33,7 @@ pub(crate) fn describe_command(file: &Path, seed: u64) -> Result<ExitCode> {
         stream.seed
     );
     let (scale, shift) = stream.pixel_scale_shift;
-    println!(
+    say!(
         "pixels: byte × {scale:.6} {} {:.6}{}",
         if shift < 0.0 { "−" } else { "+" },
         shift.abs(),
@@ -44,13 +44,13 @@ pub(crate) fn describe_command(file: &Path, seed: u64) -> Result<ExitCode> {
         }
     );
     if let Some(f) = stream.spec.validation {
-        println!(
+        say!(
             "validation: {:.0}% of every class's training images held out and scored as `test`; the test set is not used",
             f * 100.0
         );
     }
     for line in stream.describe() {
-        println!("{line}");
+        say!("{line}");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -19,6 +19,18 @@ pub struct FetchOptions {
     pub progress: bool,
     /// Give up on a mirror after this long without completing the connection.
     pub connect_timeout: Duration,
+    /// Give up on a mirror that sends nothing for this long (no response, or a stalled body):
+    /// a server that accepts the connection and never answers would otherwise hang the fetch.
+    pub read_timeout: Duration,
+    /// Give up on one file's download from one mirror after this long in all.
+    pub total_timeout: Duration,
+}
+
+impl FetchOptions {
+    /// Seconds without a byte after which a mirror is given up (`data fetch --read-timeout`).
+    pub const DEFAULT_READ_TIMEOUT_S: u64 = 30;
+    /// Seconds one file may take from one mirror (`data fetch --total-timeout`).
+    pub const DEFAULT_TOTAL_TIMEOUT_S: u64 = 1800;
 }
 
 /// What happened to one file.
@@ -42,6 +54,9 @@ pub fn fetch(info: &DatasetInfo, opts: &FetchOptions) -> Result<Vec<FetchOutcome
     })?;
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_connect(Some(opts.connect_timeout))
+        .timeout_recv_response(Some(opts.read_timeout))
+        .timeout_per_read(Some(opts.read_timeout))
+        .timeout_global(Some(opts.total_timeout))
         .build()
         .into();
     info.files
@@ -77,11 +92,15 @@ fn fetch_file(
                     path: target.clone(),
                     source,
                 })?;
-                // A raw file of the same name would shadow nothing (`.gz` is preferred), but a
-                // stale damaged one would confuse a reader: remove it.
+                // A raw file of the same name shadows nothing (`.gz` is preferred); a damaged
+                // one is the user's to remove, not ours: say so.
                 let raw = opts.dest.join(file.name);
                 if raw.is_file() && read_verified(&raw, file.sha256).is_err() {
-                    let _ = fs::remove_file(raw);
+                    tracing::warn!(
+                        "{}: does not verify and is not used ({} is); remove it",
+                        raw.display(),
+                        target.display()
+                    );
                 }
                 return Ok(FetchOutcome::Downloaded { path: target, url });
             }

@@ -41,16 +41,13 @@
 //! used for the layer's own gradients only — as in the MLP, and as autograd's
 //! [`grapes::scale_gradient`] on each stage's activation output computes.
 
-use std::ops::Range;
-
 use candle_core::Result;
 use rayon::prelude::*;
 
 use super::fused::{activate, derive, Dense};
 use super::kernels::{copy_short, mm};
-use super::{Engine, HostParams, Part};
+use super::{Engine, HostParams, Objective, Part};
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
-use crate::models::loss::Targets;
 use crate::models::pool::{pool_plane, pooled_side};
 use crate::models::{Activation, LayerKind, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
@@ -453,25 +450,24 @@ impl FusedCnn {
             });
     }
 
-    /// Adds `weight × ∇` of the batch's mean loss to the gradients and returns the mean loss;
-    /// a non-finite loss leaves the gradients as they were (see [`Engine::accumulate`]).
-    fn accumulate_batch(
+    /// Adds `Σ weight × ∇` of the objectives' mean losses on the batch `x` to the gradients
+    /// with one forward and one backward pass, and returns each objective's mean loss; an
+    /// objective whose loss is not finite adds nothing (see [`Engine::accumulate_all`]).
+    fn accumulate_objectives(
         &mut self,
         x: &[f32],
-        targets: &Targets,
-        head: usize,
-        mask: Option<Range<usize>>,
+        objectives: &[Objective],
         mode: GrapesMode,
-        weight: f32,
-    ) -> f32 {
+    ) -> Vec<f32> {
         let batch = x.len() / IMAGE_PIXELS;
         let params = std::mem::take(&mut self.host.params);
         self.features(&params, x);
         self.host.params = params;
-        self.dense.forward(&self.host.params, &self.features, head);
-        let loss = self.dense.output_error(targets, head, mask, weight);
-        if !loss.is_finite() {
-            return loss;
+        let losses = self
+            .dense
+            .objectives_error(&self.host.params, &self.features, objectives);
+        if !self.dense.has_error() {
+            return losses;
         }
         let convs = self.stages.len();
         if mode.is_on() {
@@ -489,7 +485,6 @@ impl FusedCnn {
             &mut self.host.grads,
             &mut self.host.touched,
             &self.features,
-            head,
             mode,
             &self.factors[convs..],
             Some(&mut self.feature_delta),
@@ -549,7 +544,7 @@ impl FusedCnn {
                 self.host.touched[index] = true;
             }
         }
-        loss
+        losses
     }
 }
 
@@ -563,14 +558,17 @@ impl Engine for FusedCnn {
     }
 
     fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
-        Ok(self.accumulate_batch(
-            part.pixels,
-            &part.targets,
-            part.head,
-            part.range.clone(),
-            grapes,
-            part.weight,
-        ))
+        let objective = part.objective();
+        Ok(self.accumulate_objectives(part.pixels, std::slice::from_ref(&objective), grapes)[0])
+    }
+
+    fn accumulate_all(
+        &mut self,
+        pixels: &[f32],
+        objectives: &[Objective],
+        grapes: GrapesMode,
+    ) -> Result<Vec<f32>> {
+        Ok(self.accumulate_objectives(pixels, objectives, grapes))
     }
 
     fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {

@@ -17,7 +17,7 @@ use std::ops::Range;
 use candle_core::Result;
 
 use super::kernels::{mm, threads};
-use super::{Engine, HostParams, Part};
+use super::{Engine, HostParams, Objective, Part};
 use crate::models::loss::{output_error, Targets};
 use crate::models::{Activation, Layer, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
@@ -55,8 +55,15 @@ pub(super) struct Dense {
     acts: Vec<Vec<f32>>,
     /// Error of every hidden layer, `[batch, width]`.
     deltas: Vec<Vec<f32>>,
-    /// Logits, then the output error.
+    /// Logits of the last [`Dense::forward`].
     out: Vec<f32>,
+    /// The output errors of a step, one per head that an objective scores (in the order the
+    /// objectives first name them): `(head, [batch, head outputs])`; the first `heads_used`
+    /// entries are valid. Buffers are kept between steps.
+    errors: Vec<(usize, Vec<f32>)>,
+    heads_used: usize,
+    /// One objective's error before it is added to its head's.
+    term_error: Vec<f32>,
     /// Local GRAPES: the modulated copy of a layer's error.
     scratch: Vec<f32>,
 }
@@ -78,6 +85,9 @@ impl Dense {
             hidden,
             heads: refs(heads)?,
             out: Vec::new(),
+            errors: Vec::new(),
+            heads_used: 0,
+            term_error: Vec::new(),
             scratch: Vec::new(),
         })
     }
@@ -95,46 +105,87 @@ impl Dense {
     /// Logits `[batch, head outputs]` of `x` (`[batch, input_width]`), every hidden layer's
     /// output kept for the backward pass.
     pub(super) fn forward(&mut self, params: &[Vec<f32>], x: &[f32], head: usize) -> &[f32] {
+        self.forward_hidden(params, x);
         let batch = x.len() / self.input_width();
-        forward(
+        let layer = self.heads[head];
+        self.out.resize(batch * layer.out, 0.0);
+        linear(
+            batch,
+            layer,
+            last_input(&self.acts, x),
+            params,
+            &mut self.out,
+            threads(),
+        );
+        &self.out
+    }
+
+    /// Every hidden layer's output of `x` into `acts`.
+    fn forward_hidden(&mut self, params: &[Vec<f32>], x: &[f32]) {
+        let batch = x.len() / self.input_width();
+        forward_hidden(
             &self.hidden,
-            self.heads[head],
             self.activation,
             params,
             x,
             batch,
             &mut self.acts,
-            &mut self.out,
         );
-        &self.out
     }
 
-    /// Replaces the logits of the last [`Dense::forward`] with `weight / batch × ∂loss/∂logits`
-    /// and returns the mean loss (`mask` restricts the softmax to a range of the head).
-    pub(super) fn output_error(
+    /// The forward pass of `x` and the output error of every objective (each
+    /// `weight / batch × ∂loss/∂logits` on its head, the errors of objectives on one head
+    /// summed in their order), ready for [`Dense::backward`]. Returns each objective's mean
+    /// loss; an objective whose loss is not finite adds no error.
+    pub(super) fn objectives_error(
         &mut self,
-        targets: &Targets,
-        head: usize,
-        mask: Option<Range<usize>>,
-        weight: f32,
-    ) -> f32 {
-        let k = self.heads[head].out;
-        let batch = self.out.len() / k;
-        debug_assert!(targets.rows(k).is_none_or(|r| r == batch));
-        let range = mask.unwrap_or(0..k);
-        let scale = weight / batch as f32;
-        let mut loss = 0.0f64;
-        for (r, row) in self.out.chunks_exact_mut(k).enumerate() {
-            loss += output_error(row, targets, r, &range, scale);
+        params: &[Vec<f32>],
+        x: &[f32],
+        objectives: &[Objective],
+    ) -> Vec<f32> {
+        self.forward_hidden(params, x);
+        let batch = x.len() / self.input_width();
+        let par = threads();
+        self.heads_used = 0;
+        let mut losses = Vec::with_capacity(objectives.len());
+        for o in objectives {
+            let layer = self.heads[o.head];
+            let buf = &mut self.term_error;
+            buf.resize(batch * layer.out, 0.0);
+            linear(batch, layer, last_input(&self.acts, x), params, buf, par);
+            let loss = output_error_rows(buf, layer.out, &o.targets, o.range.clone(), o.weight);
+            losses.push(loss);
+            if !loss.is_finite() {
+                continue;
+            }
+            let used = &mut self.errors[..self.heads_used];
+            match used.iter_mut().find(|(h, _)| *h == o.head) {
+                Some((_, sum)) => sum.iter_mut().zip(buf.iter()).for_each(|(s, e)| *s += e),
+                None => {
+                    // The first objective on a head: its error is the head's (swapped in).
+                    if self.errors.len() == self.heads_used {
+                        self.errors.push((o.head, Vec::new()));
+                    }
+                    let slot = &mut self.errors[self.heads_used];
+                    slot.0 = o.head;
+                    std::mem::swap(&mut slot.1, buf);
+                    self.heads_used += 1;
+                }
+            }
         }
-        (loss / batch as f64) as f32
+        losses
     }
 
-    /// Backward pass from the output error of [`Dense::output_error`]: adds every layer's
-    /// weight and bias gradients (head `head` and the hidden layers) and, with `input_delta`,
-    /// writes the error of the input `[batch, input_width]` (as passed down: modulated by
-    /// propagating GRAPES, not by local GRAPES). `factors` are the hidden layers' GRAPES
-    /// factors, read when `mode` is on.
+    /// Whether the last [`Dense::objectives_error`] left any error to propagate.
+    pub(super) fn has_error(&self) -> bool {
+        self.heads_used > 0
+    }
+
+    /// Backward pass from the output errors of [`Dense::objectives_error`]: adds every
+    /// layer's weight and bias gradients (the heads scored and the hidden layers) and, with
+    /// `input_delta`, writes the error of the input `[batch, input_width]` (as passed down:
+    /// modulated by propagating GRAPES, not by local GRAPES). `factors` are the hidden layers'
+    /// GRAPES factors, read when `mode` is on.
     #[allow(clippy::too_many_arguments)]
     pub(super) fn backward(
         &mut self,
@@ -142,54 +193,41 @@ impl Dense {
         grads: &mut [Vec<f32>],
         touched: &mut [bool],
         x: &[f32],
-        head: usize,
         mode: GrapesMode,
         factors: &[Vec<f32>],
         input_delta: Option<&mut Vec<f32>>,
     ) {
         let par = threads();
-        let out_layer = self.heads[head];
-        let batch = self.out.len() / out_layer.out;
-        // Output layer: never modulated.
-        layer_grads(
-            grads,
-            touched,
-            batch,
-            out_layer,
-            &self.out,
-            last_input(&self.acts, x),
-            par,
-        );
+        let batch = x.len() / self.input_width();
+        let heads: Vec<(LayerRef, &[f32])> = self.errors[..self.heads_used]
+            .iter()
+            .map(|(h, e)| (self.heads[*h], e.as_slice()))
+            .collect();
+        // Output layers: never modulated.
+        for &(layer, error) in &heads {
+            layer_grads(
+                grads,
+                touched,
+                batch,
+                layer,
+                error,
+                last_input(&self.acts, x),
+                par,
+            );
+        }
         // Hidden layers, top down.
         for l in (0..self.hidden.len()).rev() {
             let layer = self.hidden[l];
-            let above = if l + 1 == self.hidden.len() {
-                out_layer
-            } else {
-                self.hidden[l + 1]
-            };
             {
                 let (lower, upper) = self.deltas.split_at_mut(l + 1);
-                let upstream: &[f32] = if l + 1 == self.hidden.len() {
-                    &self.out
-                } else {
-                    &upper[0]
-                };
                 let d = &mut lower[l];
                 d.resize(batch * layer.out, 0.0);
-                // upstream [batch, above.out] · W_above [above.out, layer.out]
-                mm(
-                    batch,
-                    layer.out,
-                    above.out,
-                    d,
-                    upstream,
-                    false,
-                    &params[above.weight],
-                    false,
-                    false,
-                    par,
-                );
+                if l + 1 == self.hidden.len() {
+                    error_below(d, &heads, params, batch, layer.out, par);
+                } else {
+                    let above = self.hidden[l + 1];
+                    error_below(d, &[(above, &upper[0])], params, batch, layer.out, par);
+                }
             }
             let (h, d) = (&self.acts[l], &mut self.deltas[l]);
             derive(self.activation, d, h);
@@ -209,26 +247,63 @@ impl Dense {
             layer_grads(grads, touched, batch, layer, error, input, par);
         }
         if let Some(dst) = input_delta {
-            let (first, upstream) = match self.hidden.first() {
-                Some(&first) => (first, &self.deltas[0]),
-                None => (out_layer, &self.out),
-            };
-            dst.resize(batch * first.inp, 0.0);
-            // upstream [batch, first.out] · W_first [first.out, in]
-            mm(
-                batch,
-                first.inp,
-                first.out,
-                dst,
-                upstream,
-                false,
-                &params[first.weight],
-                false,
-                false,
-                par,
-            );
+            let width = self.input_width();
+            dst.resize(batch * width, 0.0);
+            match self.hidden.first() {
+                Some(&first) => {
+                    error_below(dst, &[(first, &self.deltas[0])], params, batch, width, par)
+                }
+                None => error_below(dst, &heads, params, batch, width, par),
+            }
         }
     }
+}
+
+/// `dst [batch, width] = Σ_k error_k [batch, layer_k.out] · W_k [layer_k.out, width]`, the
+/// error that the layers `above` pass to their common input, in their order (the first
+/// product overwrites `dst`, each next one adds to it).
+fn error_below(
+    dst: &mut [f32],
+    above: &[(LayerRef, &[f32])],
+    params: &[Vec<f32>],
+    batch: usize,
+    width: usize,
+    par: usize,
+) {
+    for (k, &(layer, error)) in above.iter().enumerate() {
+        mm(
+            batch,
+            width,
+            layer.out,
+            dst,
+            error,
+            false,
+            &params[layer.weight],
+            false,
+            k > 0,
+            par,
+        );
+    }
+}
+
+/// Replaces the logits `z` (`[batch, k]`) by `weight / batch × ∂loss/∂logits` and returns the
+/// mean loss (`mask` restricts the softmax to a range of the head).
+fn output_error_rows(
+    z: &mut [f32],
+    k: usize,
+    targets: &Targets,
+    mask: Option<Range<usize>>,
+    weight: f32,
+) -> f32 {
+    let batch = z.len() / k;
+    debug_assert!(targets.rows(k).is_none_or(|r| r == batch));
+    let range = mask.unwrap_or(0..k);
+    let scale = weight / batch as f32;
+    let mut loss = 0.0f64;
+    for (r, row) in z.chunks_exact_mut(k).enumerate() {
+        loss += output_error(row, targets, r, &range, scale);
+    }
+    (loss / batch as f64) as f32
 }
 
 /// An MLP's parameters, gradients and workspaces as host buffers.
@@ -277,27 +352,29 @@ impl FusedMlp {
         mode: GrapesMode,
     ) -> f32 {
         self.zero_grad();
-        self.accumulate_batch(x, &Targets::Hard(targets), head, mask, mode, 1.0)
+        let objective = Objective {
+            targets: Targets::Hard(targets),
+            head,
+            range: mask,
+            weight: 1.0,
+        };
+        self.accumulate_objectives(x, std::slice::from_ref(&objective), mode)[0]
     }
 
-    /// Adds `weight × ∇` of the batch's mean loss against `targets` to the gradients (parameters
-    /// not touched since [`Engine::zero_grad`] are overwritten) and returns the mean loss. `x` is
-    /// `[batch, 784]` row-major; `mask` restricts the loss to a range of the head's outputs.
-    /// A non-finite loss leaves the gradients as they were.
-    fn accumulate_batch(
+    /// Adds `Σ weight × ∇` of the objectives' mean losses on the batch `x` (`[batch, 784]`
+    /// row-major) to the gradients, with one forward and one backward pass (parameters not
+    /// touched since [`Engine::zero_grad`] are overwritten), and returns each objective's mean
+    /// loss. An objective whose loss is not finite adds nothing.
+    fn accumulate_objectives(
         &mut self,
         x: &[f32],
-        targets: &Targets,
-        head: usize,
-        mask: Option<Range<usize>>,
+        objectives: &[Objective],
         mode: GrapesMode,
-        weight: f32,
-    ) -> f32 {
+    ) -> Vec<f32> {
         let host = &mut self.host;
-        self.dense.forward(&host.params, x, head);
-        let loss = self.dense.output_error(targets, head, mask, weight);
-        if !loss.is_finite() {
-            return loss;
+        let losses = self.dense.objectives_error(&host.params, x, objectives);
+        if !self.dense.has_error() {
+            return losses;
         }
         if mode.is_on() {
             for (f, layer) in self.factors.iter_mut().zip(&self.dense.hidden) {
@@ -309,12 +386,11 @@ impl FusedMlp {
             &mut host.grads,
             &mut host.touched,
             x,
-            head,
             mode,
             &self.factors,
             None,
         );
-        loss
+        losses
     }
 }
 
@@ -328,14 +404,17 @@ impl Engine for FusedMlp {
     }
 
     fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
-        Ok(self.accumulate_batch(
-            part.pixels,
-            &part.targets,
-            part.head,
-            part.range.clone(),
-            grapes,
-            part.weight,
-        ))
+        let objective = part.objective();
+        Ok(self.accumulate_objectives(part.pixels, std::slice::from_ref(&objective), grapes)[0])
+    }
+
+    fn accumulate_all(
+        &mut self,
+        pixels: &[f32],
+        objectives: &[Objective],
+        grapes: GrapesMode,
+    ) -> Result<Vec<f32>> {
+        Ok(self.accumulate_objectives(pixels, objectives, grapes))
     }
 
     fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
@@ -361,17 +440,14 @@ impl Engine for FusedMlp {
     }
 }
 
-/// Forward pass: every hidden layer's output into `acts`, the logits of `out_layer` into `out`.
-#[allow(clippy::too_many_arguments)]
-fn forward(
+/// Forward pass of the hidden layers: every hidden layer's output into `acts`.
+fn forward_hidden(
     hidden: &[LayerRef],
-    out_layer: LayerRef,
     activation: Activation,
     params: &[Vec<f32>],
     x: &[f32],
     batch: usize,
     acts: &mut [Vec<f32>],
-    out: &mut Vec<f32>,
 ) {
     let par = threads();
     for (l, &layer) in hidden.iter().enumerate() {
@@ -382,9 +458,6 @@ fn forward(
         linear(batch, layer, input, params, act, par);
         activate(activation, act);
     }
-    let last: &[f32] = acts.last().map_or(x, Vec::as_slice);
-    out.resize(batch * out_layer.out, 0.0);
-    linear(batch, out_layer, last, params, out, par);
 }
 
 /// Weight and bias gradients of `layer` from its error `d` and its input.

@@ -178,6 +178,32 @@ pub struct Part<'a> {
     pub weight: f32,
 }
 
+impl<'a> Part<'a> {
+    /// The part's objective, without its pixels.
+    pub fn objective(&self) -> Objective<'a> {
+        Objective {
+            targets: self.targets,
+            head: self.head,
+            range: self.range.clone(),
+            weight: self.weight,
+        }
+    }
+}
+
+/// One term of a step's objective on pixels that several terms share (the current labels and
+/// a teacher's soft targets on the same images, in LwF): what a [`Part`] is, less its pixels.
+#[derive(Debug, Clone)]
+pub struct Objective<'a> {
+    /// What the rows are scored against.
+    pub targets: Targets<'a>,
+    /// The output head.
+    pub head: usize,
+    /// The outputs the loss sees (all of the head when `None`).
+    pub range: Option<Range<usize>>,
+    /// The term's weight in the objective.
+    pub weight: f32,
+}
+
 /// Parameters, gradients and the batch-gradient operation of a model.
 pub trait Engine {
     /// The parameters, in the order of [`Network::params`].
@@ -187,6 +213,34 @@ pub trait Engine {
     /// Adds `part.weight × ∇` of the part's mean loss to the gradients, GRAPES applied as
     /// `grapes` says, and returns the mean loss. A non-finite loss adds nothing.
     fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32>;
+    /// Adds `Σ_k objectives[k].weight × ∇` of each objective's mean loss on the same `pixels`
+    /// to the gradients, GRAPES applied as `grapes` says, and returns each objective's mean
+    /// loss; an objective whose loss is not finite adds nothing. The fused engines run one
+    /// forward and one backward pass for all of them (the output errors summed per head), so
+    /// that a second objective costs its output layer, not a second pass; the default makes one
+    /// [`Engine::accumulate`] per objective.
+    fn accumulate_all(
+        &mut self,
+        pixels: &[f32],
+        objectives: &[Objective],
+        grapes: GrapesMode,
+    ) -> Result<Vec<f32>> {
+        objectives
+            .iter()
+            .map(|o| {
+                self.accumulate(
+                    &Part {
+                        pixels,
+                        targets: o.targets,
+                        head: o.head,
+                        range: o.range.clone(),
+                        weight: o.weight,
+                    },
+                    grapes,
+                )
+            })
+            .collect()
+    }
     /// The gradients, and which parameters have one since [`Engine::zero_grad`] (the others
     /// are zero and are left alone by the optimizer).
     fn grads_mut(&mut self) -> (&mut [Vec<f32>], &mut [bool]) {

@@ -409,10 +409,31 @@ fn sweep_axes(
             serde_yaml::Value::Sequence(values) if !values.is_empty() => values.clone(),
             _ => return Err(invalid("expected a non-empty list of values".into())),
         };
+        // Counted before anything is built: a product of a few long lists exhausts memory.
+        let so_far: usize = axes.iter().map(|(_, v)| v.len()).product();
+        if so_far
+            .checked_mul(values.len())
+            .is_none_or(|n| n > MAX_SWEEP_VARIANTS)
+        {
+            return Err(invalid(format!(
+                "its {} values make the sweep {} × {} = {} configurations, more than {MAX_SWEEP_VARIANTS}; \
+                 split the sweep into several configs",
+                values.len(),
+                so_far,
+                values.len(),
+                so_far
+                    .checked_mul(values.len())
+                    .map_or_else(|| "more than 2^64".to_string(), |n| n.to_string())
+            )));
+        }
         axes.push((key, values));
     }
     Ok(axes)
 }
+
+/// The most configurations one sweep may expand to (each is validated and planned in memory,
+/// and each multiplies the runs by methods × seeds).
+pub const MAX_SWEEP_VARIANTS: usize = 10_000;
 
 /// The experiment's name (`name:`, else the file stem), usable as a directory name.
 fn experiment_name(config: &ExperimentConfig, path: &Path) -> Result<String, ConfigError> {
@@ -421,13 +442,17 @@ fn experiment_name(config: &ExperimentConfig, path: &Path) -> Result<String, Con
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "experiment".into())
     });
-    if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-        return Err(ConfigError::Invalid {
-            path: path.to_path_buf(),
-            key: "name".into(),
-            message: format!("`{name}` cannot be used as a directory name"),
-        });
-    }
+    crate::validate::path_name(
+        "name",
+        "an experiment name (it names the results folder)",
+        &name,
+        &[],
+    )
+    .map_err(|e| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: e.key,
+        message: e.message,
+    })?;
     Ok(name)
 }
 
@@ -687,37 +712,13 @@ fn strategy_path(message: String) -> String {
 }
 
 /// The longest method name: run ids (and so directory names) start with it.
-pub const MAX_METHOD_NAME: usize = 100;
+pub const MAX_METHOD_NAME: usize = crate::validate::MAX_NAME;
 
-/// A method name names directories, table rows and LaTeX cells: 1 to [`MAX_METHOD_NAME`]
-/// characters, no control characters, no `/`, `\\`, `[` or `]` (sweep tags use brackets), and
-/// not starting with `.` (hidden directories are skipped by every reader).
+/// A method name names table rows, LaTeX cells and figure labels, and is part of run ids: the
+/// shared rule for names ([`crate::validate::path_name`]), and no `[` or `]` (sweep tags use
+/// brackets).
 fn check_method_name(name: &str) -> Checked<()> {
-    let bad = |why: &str| {
-        Err(KeyError::new(
-            "name",
-            format!("`{}` cannot be a method name: {why}", name.escape_debug()),
-        ))
-    };
-    if name.trim().is_empty() {
-        return bad("it is empty");
-    }
-    if name.chars().count() > MAX_METHOD_NAME {
-        return bad(&format!("longer than {MAX_METHOD_NAME} characters"));
-    }
-    if name.chars().any(char::is_control) {
-        return bad("it holds a control character (newline, tab, NUL, …)");
-    }
-    if let Some(c) = name.chars().find(|c| ['/', '\\', '[', ']'].contains(c)) {
-        return bad(&format!("it holds `{c}`"));
-    }
-    if name.starts_with('.') {
-        return bad("it starts with `.`");
-    }
-    if name != name.trim() {
-        return bad("it starts or ends with a space");
-    }
-    Ok(())
+    crate::validate::path_name("name", "a method name", name, &['[', ']'])
 }
 
 /// Checks every method entry and that their names are unique.

@@ -16,7 +16,10 @@ pub use config::{
     ConfigError, Experiment, ExperimentConfig, MethodConfig, TrainingConfig, Variant,
 };
 pub use plan::{plan, shard, PlannedRun, RunSpec};
-pub use store::{check_configurations, ConfigurationConflict, RunStore, StoreError, StoredRun};
+pub use store::{
+    check_configurations, classify_output, ConfigurationConflict, OutputFolder, RunStore,
+    StoreError, StoredRun,
+};
 pub use summary::{matrix_of, throughput, Outcome, RunSummary};
 
 use crate::engine::kernels::{run_on, thread_pool};

@@ -266,6 +266,48 @@ impl StoredRun {
     }
 }
 
+/// What a folder given as an output holds, as far as clbench can tell (see [`classify_output`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OutputFolder {
+    /// Nothing there yet, or an empty folder.
+    New,
+    /// A run store: it holds `experiment.yaml` or `runs/`.
+    Store,
+    /// The output of `clbench report` without runs of its own (a merged report): it holds
+    /// `tables/summary.md` and `tables/summary.tex` and no run store.
+    Report,
+    /// Something else: a folder clbench did not make. The entries are a few of its names.
+    Foreign(Vec<String>),
+}
+
+/// What `dir` is, for the commands that write into it: `clbench run` writes only into a new
+/// folder or a store, `clbench report` also into a report folder; neither overwrites a folder
+/// of somebody else's files (`metrics.csv` and `summary.md` are common names).
+pub fn classify_output(dir: &Path) -> std::io::Result<OutputFolder> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(OutputFolder::New),
+        Err(e) => return Err(e),
+    };
+    let mut names = Vec::new();
+    for entry in entries {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    if names.is_empty() {
+        return Ok(OutputFolder::New);
+    }
+    if dir.join(EXPERIMENT_FILE).is_file() || dir.join("runs").is_dir() {
+        return Ok(OutputFolder::Store);
+    }
+    let tables = dir.join("tables");
+    if tables.join("summary.md").is_file() && tables.join("summary.tex").is_file() {
+        return Ok(OutputFolder::Report);
+    }
+    names.sort();
+    names.truncate(5);
+    Ok(OutputFolder::Foreign(names))
+}
+
 /// A directory of runs.
 #[derive(Debug, Clone)]
 pub struct RunStore {

@@ -324,7 +324,11 @@ pub fn markdown(frame: &DataFrame, opts: &TableOptions) -> PolarsResult<String> 
                 let column = MetricColumn::named(name).expect("a known metric");
                 out.push_str(&format!(
                     "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                    if k == 0 { m } else { "" },
+                    if k == 0 {
+                        super::tables::markdown_cell(m)
+                    } else {
+                        String::new()
+                    },
                     column.label.trim_end_matches(" (%)"),
                     r.n,
                     plain(r.without, d),

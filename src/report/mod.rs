@@ -37,6 +37,29 @@ pub enum ReportError {
     /// The stores hold runs of two configurations under one method name.
     #[error(transparent)]
     Conflict(#[from] Box<crate::experiment::ConfigurationConflict>),
+    /// A stored run names its stream with a name that cannot be part of a file name (a
+    /// record written by hand or by another tool: `clbench run` refuses such a name).
+    #[error("{dir}: run {run} names its stream `{name}`, which cannot name figure files: {why}", dir = dir.display())]
+    UnsafeStreamName {
+        /// The store holding the run.
+        dir: PathBuf,
+        /// The run.
+        run: String,
+        /// The name, escaped and shortened.
+        name: String,
+        /// What the name breaks.
+        why: String,
+    },
+    /// Two stores hold one run with different results.
+    #[error("run {run} is stored twice with different results: in {} and in {} (a merged report would depend on the order of the stores; remove the copy that is wrong)", first.display(), second.display())]
+    DivergentCopies {
+        /// The run id.
+        run: String,
+        /// The store read first.
+        first: PathBuf,
+        /// The store that disagrees with it.
+        second: PathBuf,
+    },
     /// A frame could not be built.
     #[error("building the report frames: {0}")]
     Frame(#[from] PolarsError),
@@ -45,7 +68,13 @@ pub enum ReportError {
 impl crate::error::InputError for ReportError {
     /// Whether the error is bad input (no runs) rather than a runtime failure.
     fn is_input_error(&self) -> bool {
-        matches!(self, ReportError::NoRuns { .. } | ReportError::Conflict(_))
+        matches!(
+            self,
+            ReportError::NoRuns { .. }
+                | ReportError::Conflict(_)
+                | ReportError::UnsafeStreamName { .. }
+                | ReportError::DivergentCopies { .. }
+        )
     }
 }
 
@@ -76,38 +105,123 @@ pub fn default_baseline(dir: &Path) -> Option<String> {
     RunStore::new(dir).experiment()?.methods.into_iter().next()
 }
 
-/// Rebuilds every frame, table and figure from the run stores in `sources` (merged; a run in
-/// several stores counts once) into `dir`, without training:
-/// `metrics.csv`, `summary.md` at the top; `tables/` (every frame as CSV, Parquet and JSON, plus
-/// `summary.md` and `summary.tex`); `figures/` (PNG and SVG).
-pub fn build_report(
-    sources: &[PathBuf],
-    dir: &Path,
-    opts: &TableOptions,
-) -> Result<Report, ReportError> {
+/// The runs a report is built from: every complete run of the stores, merged, checked.
+#[derive(Debug)]
+pub struct LoadedRuns {
+    /// The runs, each once, in the order the stores list them.
+    pub runs: Vec<crate::experiment::StoredRun>,
+    /// Incomplete or unreadable runs skipped, with why.
+    pub warnings: Vec<String>,
+}
+
+impl LoadedRuns {
+    /// The method names of the runs (`name[sweep tag]`), each once, in run order.
+    pub fn methods(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for run in &self.runs {
+            if !out.contains(&run.spec.method.name.as_str()) {
+                out.push(&run.spec.method.name);
+            }
+        }
+        out
+    }
+}
+
+/// Reads the complete runs of the stores `sources` and merges them: a run held by several
+/// stores counts once, and only where every store holds the same results for it (two
+/// different records under one id would make the tables depend on the order of the stores).
+/// Fails when no run is complete, when two runs of one method name have different
+/// configurations, or when a record names its stream with a name that cannot name files.
+pub fn load_runs(sources: &[PathBuf]) -> Result<LoadedRuns, ReportError> {
     let mut runs: Vec<crate::experiment::StoredRun> = Vec::new();
+    let mut origins: Vec<&PathBuf> = Vec::new();
     let mut warnings = Vec::new();
     for source in sources {
         let (found, w) = RunStore::new(source).load()?;
         warnings.extend(w);
         for run in found {
-            if !runs.iter().any(|r| r.id == run.id) {
-                runs.push(run);
+            let name = &run.spec.stream_name;
+            if let Err(e) = crate::validate::path_name("stream", "a stream name", name, &[]) {
+                return Err(ReportError::UnsafeStreamName {
+                    dir: source.clone(),
+                    run: run.id.clone(),
+                    name: crate::validate::short_excerpt(name),
+                    why: e
+                        .message
+                        .rsplit(": ")
+                        .next()
+                        .unwrap_or_default()
+                        .to_string(),
+                });
+            }
+            match runs.iter().position(|r| r.id == run.id) {
+                None => {
+                    runs.push(run);
+                    origins.push(source);
+                }
+                Some(i) if same_results(&runs[i], &run) => {}
+                Some(i) => {
+                    return Err(ReportError::DivergentCopies {
+                        run: run.id.clone(),
+                        first: origins[i].clone(),
+                        second: source.clone(),
+                    })
+                }
             }
         }
     }
     crate::experiment::check_configurations(
-        sources.first().map_or(dir, PathBuf::as_path),
+        sources.first().map_or(Path::new("."), PathBuf::as_path),
         runs.iter().map(|r| (r.id.as_str(), &r.spec)),
     )?;
     if runs.is_empty() {
         return Err(ReportError::NoRuns {
-            dir: sources
-                .first()
-                .cloned()
-                .unwrap_or_else(|| dir.to_path_buf()),
+            dir: sources.first().cloned().unwrap_or_default(),
         });
     }
+    Ok(LoadedRuns { runs, warnings })
+}
+
+/// Whether two stored copies of one run hold the same results: outcome, accuracy and loss
+/// matrices, untrained baselines and learning curves, bit for bit (wall times and the
+/// platform may differ: the same run on two machines gives the same numbers).
+fn same_results(a: &crate::experiment::StoredRun, b: &crate::experiment::StoredRun) -> bool {
+    let results = |r: &crate::train::RunRecord| {
+        serde_json::to_string(&(
+            &r.status,
+            &r.accuracy,
+            r.loss
+                .iter()
+                .map(|row| row.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+                .collect::<Vec<_>>(),
+            &r.baseline_accuracy,
+            &r.curves,
+            r.parameters,
+        ))
+        .unwrap_or_default()
+    };
+    results(&a.record) == results(&b.record)
+}
+
+/// Rebuilds every frame, table and figure from the run stores in `sources` (merged as
+/// [`load_runs`] merges them) into `dir`, without training: see [`write_report`].
+pub fn build_report(
+    sources: &[PathBuf],
+    dir: &Path,
+    opts: &TableOptions,
+) -> Result<Report, ReportError> {
+    write_report(load_runs(sources)?, dir, opts)
+}
+
+/// Writes every frame, table and figure of `loaded` into `dir`:
+/// `metrics.csv`, `summary.md` at the top; `tables/` (every frame as CSV, Parquet and JSON, plus
+/// `summary.md` and `summary.tex`); `figures/` (PNG and SVG).
+pub fn write_report(
+    loaded: LoadedRuns,
+    dir: &Path,
+    opts: &TableOptions,
+) -> Result<Report, ReportError> {
+    let LoadedRuns { runs, mut warnings } = loaded;
     warnings.extend(platform_warnings(&runs));
     let accuracy = accuracy_frame(&runs)?;
     let metrics = metrics_frame(&runs)?;

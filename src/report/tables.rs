@@ -249,7 +249,7 @@ pub fn markdown(
         out.push_str(&"--:|".repeat(table_metrics().count()));
         out.push('\n');
         for (method, n, cells) in &t.rows {
-            out.push_str(&format!("| {method} | {n} |"));
+            out.push_str(&format!("| {} | {n} |", markdown_cell(method)));
             for c in cells {
                 let text = match (c.mean, c.spread) {
                     (Some(m), Some(s)) => {
@@ -269,6 +269,12 @@ pub fn markdown(
     out.push_str(&note(opts, &tables, false));
     out.push('\n');
     Ok(out)
+}
+
+/// Text for a cell of a Markdown table: `|` escaped as `\|`, which would otherwise end the
+/// cell (names cannot hold backslashes or line breaks: see [`crate::validate::path_name`]).
+pub fn markdown_cell(s: &str) -> String {
+    s.replace('|', "\\|")
 }
 
 /// Escapes LaTeX's special characters in plain text.

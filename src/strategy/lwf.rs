@@ -22,8 +22,8 @@ use std::ops::Range;
 
 use candle_core::Result;
 
-use super::{Context, LossWeight, StepData, Strategy};
-use crate::engine::Part;
+use super::{Context, LossWeight, Strategy};
+use crate::engine::Objective;
 use crate::models::loss::{softmax_rows, DistillScale, Targets};
 use crate::streams::{Scenario, TaskStream};
 
@@ -36,6 +36,8 @@ pub struct Lwf {
     previous: Vec<Vec<f32>>,
     /// The distillation terms of the current task and their weights.
     terms: Vec<(DistillationTerm, f32)>,
+    /// The soft targets of the current step, one buffer per term (kept between steps).
+    soft: Vec<Vec<f32>>,
 }
 
 impl Lwf {
@@ -47,6 +49,7 @@ impl Lwf {
             weight,
             previous: Vec::new(),
             terms: Vec::new(),
+            soft: Vec::new(),
         }
     }
 }
@@ -115,38 +118,43 @@ impl Strategy for Lwf {
         Ok(())
     }
 
-    fn extend_gradients(&mut self, ctx: &mut Context, task: usize, step: &StepData) -> Result<()> {
+    /// The distillation terms on the current inputs: the teacher's soft targets (a forward
+    /// pass of the frozen snapshot, read in place), scored in the same forward and backward
+    /// pass of the student as the labels.
+    fn objectives_on<'s>(
+        &'s mut self,
+        ctx: &mut Context,
+        task: usize,
+        pixels: &[f32],
+        share: f32,
+    ) -> Result<Vec<Objective<'s>>> {
         if task == 0 {
-            return Ok(());
+            return Ok(Vec::new());
         }
-        let n = step.batch.len() as f32;
-        for g in step.batch.groups() {
-            let share = g.batch.len() as f32 / n;
-            for (term, w) in &self.terms {
-                if *w == 0.0 {
-                    continue;
-                }
-                let k = ctx.stream.outputs.head_size(term.head);
-                let z = ctx
-                    .engine
-                    .logits(Some(&self.previous), &g.batch.pixels, term.head)?;
-                let q = softmax_rows(&z, k, &term.teacher, self.temperature);
-                ctx.engine.accumulate(
-                    &Part {
-                        pixels: &g.batch.pixels,
-                        targets: Targets::Soft {
-                            probs: &q,
-                            temperature: self.temperature,
-                            scale: self.scale,
-                        },
-                        head: term.head,
-                        range: Some(term.student.clone()),
-                        weight: w * share,
-                    },
-                    ctx.grapes,
-                )?;
+        self.soft.resize_with(self.terms.len(), Vec::new);
+        for ((term, w), q) in self.terms.iter().zip(&mut self.soft) {
+            if *w == 0.0 {
+                continue;
             }
+            let k = ctx.stream.outputs.head_size(term.head);
+            let z = ctx.engine.logits(Some(&self.previous), pixels, term.head)?;
+            *q = softmax_rows(&z, k, &term.teacher, self.temperature);
         }
-        Ok(())
+        Ok(self
+            .terms
+            .iter()
+            .zip(&self.soft)
+            .filter(|((_, w), _)| *w != 0.0)
+            .map(|((term, w), q)| Objective {
+                targets: Targets::Soft {
+                    probs: q,
+                    temperature: self.temperature,
+                    scale: self.scale,
+                },
+                head: term.head,
+                range: Some(term.student.clone()),
+                weight: w * share,
+            })
+            .collect())
     }
 }

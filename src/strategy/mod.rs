@@ -33,7 +33,7 @@ use std::ops::Range;
 use candle_core::Result;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Engine;
+use crate::engine::{Engine, Objective};
 use crate::models::loss::DistillScale;
 use crate::optim::GrapesMode;
 use crate::streams::{Example, MixedBatch, TaskStream};
@@ -485,7 +485,8 @@ pub struct StepData<'a> {
 /// doing nothing, which is fine-tuning.
 ///
 /// Per step, the trainer: zeroes the gradients, accumulates the current data's loss with weight
-/// [`Strategy::data_weight`], calls [`Strategy::extend_gradients`], then
+/// [`Strategy::data_weight`] together with [`Strategy::objectives_on`] the same pixels, calls
+/// [`Strategy::extend_gradients`], then
 /// [`Strategy::regularize`], applies the optimizer and calls [`Strategy::after_update`].
 pub trait Strategy: Send {
     /// Tasks whose training data a step of the 0-based task `task` is drawn from.
@@ -508,8 +509,22 @@ pub trait Strategy: Send {
         Ok(())
     }
 
-    /// After the current data's gradient is accumulated: add terms (replay, distillation) or
-    /// transform the gradient (A-GEM).
+    /// More objectives on the pixels of one group of the current data (`pixels`, a `share`
+    /// of the batch), accumulated in the same forward and backward pass as the group's own
+    /// loss (distillation on the current inputs, in LwF). The objectives may borrow from the
+    /// strategy (its soft targets).
+    fn objectives_on<'s>(
+        &'s mut self,
+        _ctx: &mut Context,
+        _task: usize,
+        _pixels: &[f32],
+        _share: f32,
+    ) -> Result<Vec<Objective<'s>>> {
+        Ok(Vec::new())
+    }
+
+    /// After the current data's gradient is accumulated: add terms (replay) or transform the
+    /// gradient (A-GEM).
     fn extend_gradients(
         &mut self,
         _ctx: &mut Context,

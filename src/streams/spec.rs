@@ -191,6 +191,10 @@ impl StreamSpec {
             key: key.to_string(),
             message,
         };
+        if let Some(name) = &self.name {
+            crate::validate::path_name("name", "a stream name (it names figure files)", name, &[])
+                .map_err(|e| invalid(&e.key, e.message))?;
+        }
         self.check_keys_apply().map_err(|(k, m)| invalid(k, m))?;
         match self.kind {
             StreamKind::Permuted => self.check_permuted(),

@@ -11,7 +11,7 @@ use super::{
     evaluate, Budget, CurvePoint, LayerFactors, Method, Observer, RunRecord, RunStatus,
     TaskTraining, TrainSettings,
 };
-use crate::engine::{engine_for, Engine, Part};
+use crate::engine::{engine_for, Engine, Objective, Part};
 use crate::models::loss::Targets;
 use crate::models::{ModelSpec, Network};
 use crate::optim::grapes::FactorStatsAccumulator;
@@ -284,14 +284,31 @@ impl<'a> Trainer<'a> {
         let mut loss = 0.0f32;
         for g in self.data.groups() {
             let share = g.batch.len() as f32 / n;
-            let part = Part {
-                pixels: &g.batch.pixels,
+            let mut objectives = vec![Objective {
                 targets: Targets::Hard(&g.batch.targets),
                 head: g.head,
                 range: g.range.clone(),
                 weight: data_weight * share,
+            }];
+            objectives.extend(self.strategy.objectives_on(
+                &mut context(stage, &mut self.engine, grapes, self.seed),
+                t,
+                &g.batch.pixels,
+                share,
+            )?);
+            let l = if objectives.len() == 1 {
+                let part = Part {
+                    pixels: &g.batch.pixels,
+                    targets: objectives[0].targets,
+                    head: g.head,
+                    range: g.range.clone(),
+                    weight: objectives[0].weight,
+                };
+                self.engine.accumulate(&part, grapes)?
+            } else {
+                self.engine
+                    .accumulate_all(&g.batch.pixels, &objectives, grapes)?[0]
             };
-            let l = self.engine.accumulate(&part, grapes)?;
             loss += if single { l } else { share * l };
         }
         if !loss.is_finite() {

@@ -142,7 +142,40 @@ fn options(dest: &Path, mirrors: Vec<String>) -> fetch::FetchOptions {
         mirrors,
         progress: false,
         connect_timeout: Duration::from_secs(5),
+        read_timeout: Duration::from_secs(5),
+        total_timeout: Duration::from_secs(60),
     }
+}
+
+/// A mirror that accepts connections and never answers: the fetch gives up after the read
+/// timeout with an error naming the mirror, instead of hanging.
+#[test]
+fn fetch_gives_up_on_a_mirror_that_never_answers() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = held.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            keep.lock().unwrap().push(stream); // accepted, never read, never answered
+        }
+    });
+    let dest = tempfile::tempdir().unwrap();
+    let mut opts = options(dest.path(), vec![format!("http://{addr}/")]);
+    opts.read_timeout = Duration::from_millis(500);
+    let info = data::dataset_info("mnist").unwrap();
+    let started = std::time::Instant::now();
+    let err = fetch::fetch(info, &opts).unwrap_err().to_string();
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.contains(&addr.to_string()), "{err}");
+    assert!(
+        err.to_lowercase().contains("timeout") || err.contains("timed out"),
+        "{err}"
+    );
 }
 
 #[test]

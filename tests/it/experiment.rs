@@ -620,7 +620,7 @@ fn slurm_script_runs_the_array_in_shards() {
         vec!["--time", "soon"],
         vec!["--sbatch", "mail-type=END"],
         vec!["--setup", "a\nb"],
-        vec!["--account", "a\"b"],
+        vec!["--account", "a\nb"],
     ] {
         let mut args = vec![
             "slurm",

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod adversarial;
 mod cli;
 mod data;
 mod experiment;

@@ -9,7 +9,7 @@ use clbench::platform::{KernelPath, Platform};
 use clbench::report::{build_report, Spread, TableOptions};
 use clbench::train::{RunRecord, RunStatus, TaskTraining};
 
-fn spec(method: &str, seed: u64) -> RunSpec {
+pub(crate) fn spec(method: &str, seed: u64) -> RunSpec {
     let yaml = format!(
         r#"
 stream_name: toy
@@ -24,7 +24,7 @@ seed: {seed}
 }
 
 /// A 3-task matrix whose final accuracies depend on `quality`.
-fn record(quality: f64, status: RunStatus) -> RunRecord {
+pub(crate) fn record(quality: f64, status: RunStatus) -> RunRecord {
     let acc = vec![
         vec![0.1, 0.1, 0.1],
         vec![0.9, 0.12, 0.1],

@@ -444,6 +444,84 @@ fn engines_agree_on_every_objective(cfg: &ModelConfig) {
     }
 }
 
+/// Several objectives on the same pixels, accumulated in one pass of the fused engines (the
+/// output errors summed per head, one backward), give the gradients of one pass per objective
+/// (autograd), on one head and across heads, MLP and CNN, GRAPES off and on.
+#[test]
+fn objectives_on_shared_pixels_accumulate_in_one_pass_as_in_several() {
+    let mlp = ModelConfig::mlp(&[20, 12]);
+    let cnn = ModelConfig {
+        kind: ModelKind::Cnn,
+        hidden: Some(vec![12]),
+        channels: Some([3, 4]),
+        ..mlp.clone()
+    };
+    let s = stream("split-mnist-task-il.yaml", 0);
+    let mut batch = clbench::streams::Batch::default();
+    s.train_batch(1, &s.tasks[1].train[..10], &mut batch);
+    let probs: Vec<f32> = (0..10)
+        .flat_map(|i| [0.2 + 0.06 * i as f32, 0.8 - 0.06 * i as f32])
+        .collect();
+    let soft = Targets::Soft {
+        probs: &probs,
+        temperature: 2.0,
+        scale: DistillScale::None,
+    };
+    let objective = |targets, head, weight| clbench::engine::Objective {
+        targets,
+        head,
+        range: None,
+        weight,
+    };
+    let objectives = [
+        objective(Targets::Hard(&batch.targets), 1, 0.6),
+        objective(soft, 1, 0.3),
+        objective(soft, 0, 0.5),
+        objective(Targets::SquaredNorm, 0, 0.01),
+    ];
+    for cfg in [mlp, cnn] {
+        let net = Network::new(
+            &cfg.check().unwrap(),
+            &s.outputs,
+            &mut SeedRng::derive(5, "init", 0),
+            &DEV,
+        )
+        .unwrap();
+        for grapes in [GrapesMode::Off, GrapesMode::Propagating, GrapesMode::Local] {
+            let mut fused = engine_for(&net, BackwardPath::Fused, &DEV).unwrap();
+            let mut tensor = TensorEngine::new(&net, BackwardPath::Autograd, &DEV).unwrap();
+            fused.zero_grad();
+            tensor.zero_grad();
+            let lf = fused
+                .accumulate_all(&batch.pixels, &objectives, grapes)
+                .unwrap();
+            let lt = tensor
+                .accumulate_all(&batch.pixels, &objectives, grapes)
+                .unwrap();
+            for (a, b) in lf.iter().zip(&lt) {
+                assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{lf:?} {lt:?}");
+            }
+            let (gf, tf) = fused.grads_mut();
+            let (gf, tf) = (gf.to_vec(), tf.to_vec());
+            let (gt, tt) = tensor.grads_mut();
+            assert_eq!(tf, tt.to_vec(), "{:?}: same parameters reached", cfg.kind);
+            for i in (0..gf.len()).filter(|&i| tf[i]) {
+                let scale = gt[i].iter().map(|v| v.abs()).fold(1e-3, f32::max);
+                let d = gf[i]
+                    .iter()
+                    .zip(&gt[i])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f32::max);
+                assert!(
+                    d <= 1e-4 * scale,
+                    "{:?} {grapes:?}: parameter {i} differs by {d}",
+                    cfg.kind
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn strategies_fight_class_incremental_forgetting_and_joint_is_the_upper_bound() {
     let s = stream("split-mnist-class-il.yaml", 0);
