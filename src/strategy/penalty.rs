@@ -67,22 +67,42 @@ impl QuadraticPenalty {
         self.add_term(importance, anchor);
     }
 
+    /// Whether the penalty adds anything to a gradient.
+    fn acts(&self) -> bool {
+        !self.is_empty() && self.scale != 0.0
+    }
+
     /// Adds the penalty's gradient to the gradients of the parameters marked in `touched`.
     pub fn add_gradient(&self, params: &[Vec<f32>], grads: &mut [Vec<f32>], touched: &[bool]) {
-        if self.is_empty() || self.scale == 0.0 {
+        if !self.acts() {
             return;
         }
         let s = 2.0 * self.scale;
         for i in (0..params.len()).filter(|&i| touched[i]) {
-            for (((g, &p), &a), &b) in grads[i]
-                .iter_mut()
-                .zip(&params[i])
-                .zip(&self.a[i])
-                .zip(&self.b[i])
-            {
-                *g += s * (a * p - b);
-            }
+            let (a, b) = (&self.a[i], &self.b[i]);
+            elementwise(
+                grads[i].as_mut_slice(),
+                [&params[i], a, b],
+                |g, [p, a, b]| {
+                    *g += s * (a * p - b);
+                },
+            );
         }
+    }
+
+    /// As [`QuadraticPenalty::add_gradient`] for parameter `i`, in the same pass copying its
+    /// gradient before the penalty into `copy` (SI's path integral uses it).
+    fn add_gradient_copying(&self, i: usize, params: &[f32], grads: &mut [f32], copy: &mut [f32]) {
+        if !self.acts() {
+            copy.copy_from_slice(grads);
+            return;
+        }
+        let s = 2.0 * self.scale;
+        let (a, b) = (&self.a[i], &self.b[i]);
+        elementwise2(grads, copy, [params, a, b], |g, c, [p, a, b]| {
+            *c = *g;
+            *g += s * (a * p - b);
+        });
     }
 
     /// The penalty's value at `params`.
@@ -95,6 +115,54 @@ impl QuadraticPenalty {
             }
         }
         self.scale as f64 * v
+    }
+}
+
+/// Elements per parallel chunk of the per-parameter passes (as the optimizer's).
+const CHUNK: usize = 1 << 15;
+
+/// `f(out[j], [in_0[j], in_1[j], in_2[j]])` for every element, in parallel chunks on the
+/// current rayon pool for large parameters (elementwise: the result does not depend on the
+/// split).
+fn elementwise<F>(out: &mut [f32], inputs: [&[f32]; 3], f: F)
+where
+    F: Fn(&mut f32, [f32; 3]) + Sync,
+{
+    let run = |out: &mut [f32], start: usize| {
+        let [x, y, z] = inputs.map(|v| &v[start..start + out.len()]);
+        for (((o, &x), &y), &z) in out.iter_mut().zip(x).zip(y).zip(z) {
+            f(o, [x, y, z]);
+        }
+    };
+    if out.len() < 2 * CHUNK || rayon::current_num_threads() < 2 {
+        run(out, 0);
+    } else {
+        use rayon::prelude::*;
+        out.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(c, out)| run(out, c * CHUNK));
+    }
+}
+
+/// As [`elementwise`] with two outputs.
+fn elementwise2<F>(out: &mut [f32], out2: &mut [f32], inputs: [&[f32]; 3], f: F)
+where
+    F: Fn(&mut f32, &mut f32, [f32; 3]) + Sync,
+{
+    let run = |out: &mut [f32], out2: &mut [f32], start: usize| {
+        let [x, y, z] = inputs.map(|v| &v[start..start + out.len()]);
+        for ((((o, o2), &x), &y), &z) in out.iter_mut().zip(out2.iter_mut()).zip(x).zip(y).zip(z) {
+            f(o, o2, [x, y, z]);
+        }
+    };
+    if out.len() < 2 * CHUNK || rayon::current_num_threads() < 2 {
+        run(out, out2, 0);
+    } else {
+        use rayon::prelude::*;
+        out.par_chunks_mut(CHUNK)
+            .zip(out2.par_chunks_mut(CHUNK))
+            .enumerate()
+            .for_each(|(c, (out, out2))| run(out, out2, c * CHUNK));
     }
 }
 
@@ -233,7 +301,8 @@ struct PathIntegral {
     start: Vec<Vec<f32>>,
     /// `ω = −Σ g Δθ` so far in this task.
     omega: Vec<Vec<f32>>,
-    /// The gradient of the last step (before the penalty) and the parameters before its update.
+    /// The gradient of the last step (before the penalty), and the parameters before its
+    /// update (kept current by [`Strategy::after_update`], which reads them anyway).
     grads: Vec<Vec<f32>>,
     before: Vec<Vec<f32>>,
 }
@@ -330,32 +399,42 @@ impl Strategy for Penalized {
             path.start = p.to_vec();
             path.omega = p.iter().map(|v| vec![0.0; v.len()]).collect();
             path.grads = path.omega.clone();
-            path.before = path.omega.clone();
+            path.before = p.to_vec();
         }
         Ok(())
     }
 
     fn regularize(&mut self, params: &[Vec<f32>], grads: &mut [Vec<f32>], touched: &[bool]) {
-        if let Kind::Si { path, .. } = &mut self.kind {
-            for i in (0..params.len()).filter(|&i| touched[i]) {
-                path.grads[i].copy_from_slice(&grads[i]);
-                path.before[i].copy_from_slice(&params[i]);
+        match &mut self.kind {
+            // One pass per parameter: the gradient copied for the path integral, then the
+            // penalty added.
+            Kind::Si { path, .. } => {
+                for i in (0..params.len()).filter(|&i| touched[i]) {
+                    self.penalty.add_gradient_copying(
+                        i,
+                        &params[i],
+                        &mut grads[i],
+                        &mut path.grads[i],
+                    );
+                }
             }
+            _ => self.penalty.add_gradient(params, grads, touched),
         }
-        self.penalty.add_gradient(params, grads, touched);
     }
 
     fn after_update(&mut self, params: &[Vec<f32>], touched: &[bool]) {
         if let Kind::Si { path, .. } = &mut self.kind {
+            // ω −= g · (θ_new − θ_old), and θ_old ← θ_new for the next step, in one pass.
             for i in (0..params.len()).filter(|&i| touched[i]) {
-                for (((w, &g), &new), &old) in path.omega[i]
-                    .iter_mut()
-                    .zip(&path.grads[i])
-                    .zip(&params[i])
-                    .zip(&path.before[i])
-                {
-                    *w -= g * (new - old);
-                }
+                elementwise2(
+                    &mut path.omega[i],
+                    &mut path.before[i],
+                    [&path.grads[i], &params[i], &params[i]],
+                    |w, old, [g, new, _]| {
+                        *w -= g * (new - *old);
+                        *old = new;
+                    },
+                );
             }
         }
     }
