@@ -32,6 +32,17 @@ pub(crate) fn describe_command(file: &Path, seed: u64) -> Result<ExitCode> {
         stream.dataset.name,
         stream.seed
     );
+    let side = stream.image_side();
+    say!(
+        "images: {side}×{side} ({} inputs){}",
+        side * side,
+        match stream.pad() {
+            0 => String::new(),
+            p => format!(
+                ", 28×28 padded with {p} pixels of zeros on every side before the transforms"
+            ),
+        }
+    );
     let (scale, shift) = stream.pixel_scale_shift;
     say!(
         "pixels: byte × {scale:.6} {} {:.6}{}",

@@ -47,7 +47,6 @@ use rayon::prelude::*;
 use super::fused::{activate, derive, Dense};
 use super::kernels::{copy_short, mm};
 use super::{Engine, HostParams, Objective, Part};
-use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 use crate::models::pool::{pool_plane, pooled_side};
 use crate::models::{Activation, LayerKind, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
@@ -324,6 +323,8 @@ pub struct FusedCnn {
     features: Vec<f32>,
     /// The error of `features`.
     feature_delta: Vec<f32>,
+    /// Pixels of one input image (`side_in²` of the first stage).
+    pixels: usize,
 }
 
 impl FusedCnn {
@@ -343,7 +344,8 @@ impl FusedCnn {
             candle_core::bail!("the fused CNN step needs convolutions followed by linear layers");
         }
         let mut stages = Vec::with_capacity(convs);
-        let mut side = IMAGE_SIDE;
+        let input_side = net.spec.input_side();
+        let mut side = input_side;
         let mut channels = 1;
         for layer in &net.hidden[..convs] {
             let (c_out, c_in, k, k2) = net.params[layer.weight].as_tensor().dims4()?;
@@ -383,6 +385,7 @@ impl FusedCnn {
             .map(|width| vec![1.0; width])
             .collect();
         Ok(FusedCnn {
+            pixels: input_side * input_side,
             activation: net.activation,
             stages,
             dense,
@@ -413,7 +416,7 @@ impl FusedCnn {
     /// The convolutional stages of `x` (`[batch, 784]`) with `params`, chunk by chunk in
     /// parallel, and their output flattened into `features`.
     fn features(&mut self, params: &[Vec<f32>], x: &[f32]) {
-        let batch = x.len() / IMAGE_PIXELS;
+        let batch = x.len() / self.pixels;
         let chunks = batch.div_ceil(CHUNK);
         if self.chunks.len() < chunks {
             let stages = vec![StageWork::default(); self.stages.len()];
@@ -426,14 +429,15 @@ impl FusedCnn {
             );
         }
         let width = self.feature_width();
+        let pixels = self.pixels;
         self.features.resize(batch * width, 0.0);
         let (stages, act) = (&self.stages, self.activation);
         self.chunks[..chunks]
             .par_iter_mut()
-            .zip(x.par_chunks(CHUNK * IMAGE_PIXELS))
+            .zip(x.par_chunks(CHUNK * pixels))
             .zip(self.features.par_chunks_mut(CHUNK * width))
             .for_each(|((ws, x), features)| {
-                let rows = x.len() / IMAGE_PIXELS;
+                let rows = x.len() / pixels;
                 for (s, stage) in stages.iter().enumerate() {
                     let (before, rest) = ws.stages.split_at_mut(s);
                     let input: &[f32] = before.last().map_or(x, |p| &p.pooled);
@@ -459,7 +463,7 @@ impl FusedCnn {
         objectives: &[Objective],
         mode: GrapesMode,
     ) -> Vec<f32> {
-        let batch = x.len() / IMAGE_PIXELS;
+        let batch = x.len() / self.pixels;
         let params = std::mem::take(&mut self.host.params);
         self.features(&params, x);
         self.host.params = params;
@@ -491,6 +495,7 @@ impl FusedCnn {
         );
         // The convolutional stages, chunk by chunk in parallel.
         let width = self.feature_width();
+        let pixels = self.pixels;
         let (stages, act, params, factors) = (
             &self.stages,
             self.activation,
@@ -499,10 +504,10 @@ impl FusedCnn {
         );
         self.chunks[..batch.div_ceil(CHUNK)]
             .par_iter_mut()
-            .zip(x.par_chunks(CHUNK * IMAGE_PIXELS))
+            .zip(x.par_chunks(CHUNK * pixels))
             .zip(self.feature_delta.par_chunks(CHUNK * width))
             .for_each(|((ws, x), fd)| {
-                let rows = x.len() / IMAGE_PIXELS;
+                let rows = x.len() / pixels;
                 // [b, c, plane] → [c, b, plane]
                 let last = stages[convs - 1];
                 let plane = last.side_pool * last.side_pool;
@@ -584,7 +589,7 @@ impl Engine for FusedCnn {
         let own = std::mem::take(&mut self.host.params);
         let params = params.unwrap_or(&own);
         let mut logits = Vec::new();
-        for rows in x.chunks(EVAL_ROWS * IMAGE_PIXELS) {
+        for rows in x.chunks(EVAL_ROWS * self.pixels) {
             self.features(params, rows);
             logits.extend_from_slice(self.dense.forward(params, &self.features, head));
         }

@@ -6,7 +6,6 @@ use std::ops::Range;
 
 use candle_core::{Device, Result, Tensor};
 
-use crate::data::IMAGE_PIXELS;
 use crate::models::loss::{loss_tensor, Targets};
 use crate::models::{cross_entropy, logit_mask, mlp, one_hot, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
@@ -158,8 +157,9 @@ impl Engine for TensorEngine {
     }
 
     fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
-        let rows = part.pixels.len() / IMAGE_PIXELS;
-        let x = Tensor::from_slice(part.pixels, (rows, IMAGE_PIXELS), &self.device)?;
+        let width = self.net.spec.input_pixels();
+        let rows = part.pixels.len() / width;
+        let x = Tensor::from_slice(part.pixels, (rows, width), &self.device)?;
         let (loss, grads, factors) = objective_gradients(
             &self.net,
             &x,
@@ -203,8 +203,9 @@ impl Engine for TensorEngine {
         pixels: &[f32],
         head: usize,
     ) -> Result<Vec<f32>> {
-        let rows = pixels.len() / IMAGE_PIXELS;
-        let x = Tensor::from_slice(pixels, (rows, IMAGE_PIXELS), &self.device)?;
+        let width = self.net.spec.input_pixels();
+        let rows = pixels.len() / width;
+        let x = Tensor::from_slice(pixels, (rows, width), &self.device)?;
         let p = match params {
             Some(p) => self
                 .net

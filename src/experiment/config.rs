@@ -228,11 +228,17 @@ impl Experiment {
                     message,
                 })?;
             }
-            let cfg = if combo.is_empty() {
+            let mut cfg: ExperimentConfig = if combo.is_empty() {
                 config.clone()
             } else {
                 serde_yaml::from_value(value).map_err(|e| locate_error(&e, &chain, &keys))?
             };
+            for m in &mut cfg.methods {
+                m.strategy = m
+                    .strategy
+                    .take()
+                    .map(StrategyConfig::with_recorded_defaults);
+            }
             let tag = (!combo.is_empty()).then(|| tag_of(&combo));
             if let Some(same) = variants.iter().find(|v: &&Variant| v.config == cfg) {
                 // e.g. `[32, 32]` or `[0.1, 0.10]`: the same runs twice, one overwriting the other.

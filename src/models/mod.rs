@@ -172,7 +172,7 @@ impl ModelConfig {
                     ));
                 }
                 let kernel = self.kernel.unwrap_or(5);
-                let side = conv_output_side(kernel).ok_or_else(|| {
+                let side = conv_output_side(IMAGE_SIDE, kernel).ok_or_else(|| {
                     KeyError::new(
                         "kernel",
                         format!(
@@ -251,6 +251,7 @@ impl ModelConfig {
             bias: self.bias,
             init,
             conv,
+            input_side: IMAGE_SIDE,
         })
     }
 }
@@ -282,6 +283,8 @@ pub struct ModelSpec {
     bias: bool,
     init: Init,
     conv: Option<ConvSpec>,
+    /// Side of the square single-channel input images (28, or more for a padded stream).
+    input_side: usize,
 }
 
 impl ModelSpec {
@@ -311,6 +314,33 @@ impl ModelSpec {
     pub fn with_init(mut self, init: Init) -> ModelSpec {
         self.init = init;
         self
+    }
+
+    /// The same model for square input images of side `side` (a stream's
+    /// [`crate::streams::TaskStream::image_side`]: 28, more when the stream pads its images).
+    /// A CNN's feature maps grow with the input; its kernel fits any side at least 28 that
+    /// fits 28 (checked by [`ModelConfig::check`]).
+    ///
+    /// # Panics
+    /// If `side` is smaller than 28.
+    pub fn for_input_side(mut self, side: usize) -> ModelSpec {
+        assert!(side >= IMAGE_SIDE, "input side {side} below {IMAGE_SIDE}");
+        if let Some(conv) = &mut self.conv {
+            conv.side =
+                conv_output_side(side, conv.kernel).expect("a kernel that fits 28 fits more");
+        }
+        self.input_side = side;
+        self
+    }
+
+    /// Side of the square input images.
+    pub fn input_side(&self) -> usize {
+        self.input_side
+    }
+
+    /// Pixels of one input image (`input_side²`).
+    pub fn input_pixels(&self) -> usize {
+        self.input_side * self.input_side
     }
 
     /// MLP or CNN.
@@ -344,9 +374,9 @@ impl ModelSpec {
     }
 }
 
-/// Side length after two `conv(k) → pool(2)` stages on a 28×28 image, if positive.
-fn conv_output_side(kernel: usize) -> Option<usize> {
-    let s1 = IMAGE_SIDE.checked_sub(kernel - 1)? / 2;
+/// Side length after two `conv(k) → pool(2)` stages on a `side`×`side` image, if positive.
+fn conv_output_side(side: usize, kernel: usize) -> Option<usize> {
+    let s1 = side.checked_sub(kernel - 1)? / 2;
     let s2 = s1.checked_sub(kernel - 1)? / 2;
     (s2 > 0).then_some(s2)
 }
@@ -390,7 +420,8 @@ pub struct Network {
 }
 
 impl Network {
-    /// Builds a network for 28×28 single-channel inputs and the given outputs, drawing every
+    /// Builds a network for the spec's single-channel inputs (28×28 unless
+    /// [`ModelSpec::for_input_side`] says otherwise) and the given outputs, drawing every
     /// initial weight from `rng`.
     pub fn new(
         spec: &ModelSpec,
@@ -431,7 +462,7 @@ impl Network {
             })
         };
         let mut hidden = Vec::new();
-        let mut width = crate::data::IMAGE_PIXELS;
+        let mut width = spec.input_pixels();
         if let Some(ConvSpec {
             channels,
             kernel: k,
@@ -537,7 +568,8 @@ impl Network {
                 }
                 LayerKind::Conv => {
                     if h.rank() == 2 {
-                        h = h.reshape((batch, 1, IMAGE_SIDE, IMAGE_SIDE))?;
+                        let side = self.spec.input_side();
+                        h = h.reshape((batch, 1, side, side))?;
                     }
                     let mut a = h.conv2d(&p[layer.weight], 0, 1, 1, 1)?;
                     if let Some(b) = layer.bias {

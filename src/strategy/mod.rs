@@ -185,6 +185,22 @@ pub enum BudgetUnit {
     Total,
 }
 
+/// Which gradient synaptic intelligence's path integral `ω = −Σ g·Δθ` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SiGradient {
+    /// The gradient of the whole objective, SI's own penalty included: what van de Ven,
+    /// Tuytelaars & Tolias's reference implementation accumulates (`p.grad` after the backward
+    /// pass of the total loss, GMvandeVen/continual-learning `models/cl/continual_learner.py`).
+    #[default]
+    Total,
+    /// The gradient of the task's loss alone, before the penalty: Zenke, Poole & Ganguli's
+    /// (2017) definition, as their code computes it (`unreg_grads`, the gradient of the
+    /// unregularized loss, in ganguli-lab/pathint `protocols.py`), and clbench's before the key
+    /// existed.
+    TaskLoss,
+}
+
 /// A method's strategy, as written in an experiment config (`strategy:` of a method).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "name", rename_all = "kebab-case", deny_unknown_fields)]
@@ -229,6 +245,12 @@ pub enum StrategyConfig {
         /// Damping ξ (> 0, default 0.1).
         #[serde(default = "si_xi")]
         xi: f64,
+        /// The gradient the path integral multiplies each parameter change by: `total`
+        /// (default) or `task-loss`, see [`SiGradient`]. A config that leaves it out gets
+        /// `total` written into its runs' configs (so their ids say which); a stored run
+        /// without the key was made before it existed, with `task-loss`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        gradient: Option<SiGradient>,
     },
     /// Memory aware synapses.
     Mas {
@@ -334,6 +356,16 @@ impl StrategyConfig {
         }
     }
 
+    /// The block with the defaults that a run's identity must record written out: SI's
+    /// `gradient` (its default changed from `task-loss` to `total`; runs stored before carry
+    /// no key). Applied to every method of an experiment before its runs are planned.
+    pub fn with_recorded_defaults(mut self) -> StrategyConfig {
+        if let StrategyConfig::Si { gradient, .. } = &mut self {
+            *gradient = Some(gradient.unwrap_or_default());
+        }
+        self
+    }
+
     /// Checks every value into [`StrategySettings`]; an error names the key inside the
     /// strategy block.
     pub fn check(&self) -> Checked<StrategySettings> {
@@ -370,7 +402,7 @@ impl StrategyConfig {
                 fraction("gamma", *gamma)?;
                 samples(s)?;
             }
-            StrategyConfig::Si { c, xi } => {
+            StrategyConfig::Si { c, xi, .. } => {
                 non_negative("c", *c)?;
                 positive("xi", *xi)?;
             }
@@ -430,7 +462,9 @@ impl StrategySettings {
                 samples,
                 Some(gamma),
             )),
-            StrategyConfig::Si { c, xi } => Box::new(penalty::Penalized::si(c, xi)),
+            StrategyConfig::Si { c, xi, gradient } => {
+                Box::new(penalty::Penalized::si(c, xi, gradient.unwrap_or_default()))
+            }
             StrategyConfig::Mas { lambda, samples } => {
                 Box::new(penalty::Penalized::mas(lambda, samples))
             }

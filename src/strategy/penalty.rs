@@ -5,7 +5,7 @@
 
 use candle_core::Result;
 
-use super::{Context, FisherKind, Strategy};
+use super::{Context, FisherKind, SiGradient, Strategy};
 use crate::engine::Part;
 use crate::models::loss::{softmax_rows, Targets};
 use crate::optim::GrapesMode;
@@ -91,18 +91,33 @@ impl QuadraticPenalty {
     }
 
     /// As [`QuadraticPenalty::add_gradient`] for parameter `i`, in the same pass copying its
-    /// gradient before the penalty into `copy` (SI's path integral uses it).
-    fn add_gradient_copying(&self, i: usize, params: &[f32], grads: &mut [f32], copy: &mut [f32]) {
+    /// gradient into `copy` (SI's path integral uses it): with the penalty (`total`) or before
+    /// it.
+    fn add_gradient_copying(
+        &self,
+        i: usize,
+        params: &[f32],
+        grads: &mut [f32],
+        copy: &mut [f32],
+        total: bool,
+    ) {
         if !self.acts() {
             copy.copy_from_slice(grads);
             return;
         }
         let s = 2.0 * self.scale;
         let (a, b) = (&self.a[i], &self.b[i]);
-        elementwise2(grads, copy, [params, a, b], |g, c, [p, a, b]| {
-            *c = *g;
-            *g += s * (a * p - b);
-        });
+        if total {
+            elementwise2(grads, copy, [params, a, b], |g, c, [p, a, b]| {
+                *g += s * (a * p - b);
+                *c = *g;
+            });
+        } else {
+            elementwise2(grads, copy, [params, a, b], |g, c, [p, a, b]| {
+                *c = *g;
+                *g += s * (a * p - b);
+            });
+        }
     }
 
     /// The penalty's value at `params`.
@@ -317,6 +332,7 @@ enum Kind {
     },
     Si {
         xi: f64,
+        gradient: SiGradient,
         path: PathIntegral,
     },
     Mas {
@@ -351,11 +367,12 @@ impl Penalized {
         )
     }
 
-    /// SI with strength c and damping ξ (`c Σ Ω (θ − θ*)²`).
-    pub fn si(c: f64, xi: f64) -> Self {
+    /// SI with strength c and damping ξ (`c Σ Ω (θ − θ*)²`), its path integral on `gradient`.
+    pub fn si(c: f64, xi: f64, gradient: SiGradient) -> Self {
         Self::with(
             Kind::Si {
                 xi,
+                gradient,
                 path: PathIntegral::default(),
             },
             c,
@@ -408,13 +425,15 @@ impl Strategy for Penalized {
         match &mut self.kind {
             // One pass per parameter: the gradient copied for the path integral, then the
             // penalty added.
-            Kind::Si { path, .. } => {
+            Kind::Si { path, gradient, .. } => {
+                let total = *gradient == SiGradient::Total;
                 for i in (0..params.len()).filter(|&i| touched[i]) {
                     self.penalty.add_gradient_copying(
                         i,
                         &params[i],
                         &mut grads[i],
                         &mut path.grads[i],
+                        total,
                     );
                 }
             }
@@ -462,7 +481,7 @@ impl Strategy for Penalized {
                     }
                 }
             }
-            Kind::Si { xi, path } => {
+            Kind::Si { xi, path, .. } => {
                 let xi = *xi as f32;
                 let importance: Vec<Vec<f32>> = path
                     .omega

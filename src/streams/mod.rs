@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::data::{self, DataError, Dataset, Split, IMAGE_PIXELS};
+use crate::data::{self, DataError, Dataset, Split, IMAGE_SIDE};
 use crate::rng::SeedRng;
 
 pub use mixed::{BatchGroup, Example, MixedBatch, MixedOrder};
@@ -119,7 +119,8 @@ impl Task {
 /// A batch of examples ready for a model.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
-    /// `len × IMAGE_PIXELS` pixels in `[0, 1]`.
+    /// `len × image pixels` pixels (28×28 per image, or the padded side squared), scaled as the
+    /// stream says.
     pub pixels: Vec<f32>,
     /// One target index per example (in the task's output head).
     pub targets: Vec<u32>,
@@ -212,6 +213,21 @@ impl TaskStream {
         self.tasks.len()
     }
 
+    /// Pixels of zeros added on every side of each image (the spec's `pad`, default 0).
+    pub fn pad(&self) -> usize {
+        self.spec.pad.unwrap_or(0)
+    }
+
+    /// Side of the square images the model sees: 28 + 2·[`TaskStream::pad`].
+    pub fn image_side(&self) -> usize {
+        IMAGE_SIDE + 2 * self.pad()
+    }
+
+    /// Pixels of one image the model sees (`image_side²`).
+    pub fn image_pixels(&self) -> usize {
+        self.image_side() * self.image_side()
+    }
+
     /// Whether the stream has no tasks (never true for a built stream).
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
@@ -249,6 +265,7 @@ impl TaskStream {
             &self.dataset.train,
             indices,
             self.pixel_scale_shift,
+            self.pad(),
             batch,
         );
     }
@@ -260,6 +277,7 @@ impl TaskStream {
             &self.dataset.test,
             indices,
             self.pixel_scale_shift,
+            self.pad(),
             batch,
         );
     }
@@ -298,20 +316,34 @@ impl TaskStream {
     }
 }
 
+/// Writes the examples `indices` of `split` into `batch`: each image padded with `pad` pixels
+/// of zeros on every side (none for 0), then transformed, then scaled.
 fn fill(
     task: &Task,
     split: &Split,
     indices: &[u32],
     (scale, shift): (f32, f32),
+    pad: usize,
     batch: &mut Batch,
 ) {
-    batch.pixels.resize(indices.len() * IMAGE_PIXELS, 0.0);
+    let side = IMAGE_SIDE + 2 * pad;
+    let pixels = side * side;
+    let mut padded = vec![0u8; if pad > 0 { pixels } else { 0 }];
+    batch.pixels.resize(indices.len() * pixels, 0.0);
     batch.targets.clear();
     for (k, &i) in indices.iter().enumerate() {
         let i = i as usize;
+        let image = if pad > 0 {
+            for (r, row) in split.image(i).chunks_exact(IMAGE_SIDE).enumerate() {
+                padded[(r + pad) * side + pad..][..IMAGE_SIDE].copy_from_slice(row);
+            }
+            &padded[..]
+        } else {
+            split.image(i)
+        };
         task.transform.apply(
-            split.image(i),
-            &mut batch.pixels[k * IMAGE_PIXELS..(k + 1) * IMAGE_PIXELS],
+            image,
+            &mut batch.pixels[k * pixels..(k + 1) * pixels],
             scale,
             shift,
         );
@@ -406,6 +438,7 @@ fn task_definitions(
         message,
     };
     let all_classes = dataset.classes();
+    let side = IMAGE_SIDE + 2 * spec.pad.unwrap_or(0);
     let defs: Vec<(Vec<u8>, Transform)> = match spec.kind {
         StreamKind::Permuted => {
             let n = spec.tasks.unwrap_or(0);
@@ -414,7 +447,7 @@ fn task_definitions(
                     let transform = if t == 0 && spec.first_identity.unwrap_or(false) {
                         Transform::Identity
                     } else {
-                        Transform::permutation(seed, t)
+                        Transform::permutation(seed, t, side)
                     };
                     (all_classes.clone(), transform)
                 })
@@ -423,7 +456,7 @@ fn task_definitions(
         StreamKind::Rotated => spec
             .angle_list()
             .into_iter()
-            .map(|a| (all_classes.clone(), Transform::rotation(a)))
+            .map(|a| (all_classes.clone(), Transform::rotation(a, side)))
             .collect(),
         StreamKind::Split => {
             let groups = match &spec.groups {

@@ -115,6 +115,12 @@ pub struct StreamSpec {
     /// instead of scaling them to `[0, 1]` (default false).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub normalize: Option<bool>,
+    /// Pad every image with this many pixels of zeros on every side before any transform
+    /// (`pad: 2` turns MNIST's 28×28 into 32×32, as torchvision's `Pad(2)`): a permutation runs
+    /// over all (28 + 2·pad)² positions, a rotation turns the padded image, and the model's
+    /// input grows to match. Default 0 (no padding; the stream's bits as without the key).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad: Option<usize>,
     /// Rotated: the angles in degrees.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub angles: Option<Angles>,
@@ -124,6 +130,9 @@ pub struct StreamSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<f64>,
 }
+
+/// The most padding a stream may add on each side (100×100 images from MNIST's 28×28).
+pub const MAX_PAD: usize = 36;
 
 /// A stream spec together with the file it came from (for error messages and provenance).
 #[derive(Debug, Clone)]
@@ -258,6 +267,18 @@ impl StreamSpec {
                 "class_output",
                 "only applies to the class-incremental scenario".into(),
             ));
+        }
+        if let Some(p) = self.pad {
+            if p > MAX_PAD {
+                return Err(invalid(
+                    "pad",
+                    format!(
+                        "expected at most {MAX_PAD} pixels on each side, got {p} (images of \
+                         {side}×{side})",
+                        side = crate::data::IMAGE_SIDE + 2 * p.min(1 << 20)
+                    ),
+                ));
+            }
         }
         if let Some(f) = self.validation {
             if !(f > 0.0 && f < 1.0) {
@@ -394,5 +415,6 @@ pub const STREAM_KEYS: &[&str] = &[
     "shuffle_classes",
     "angles",
     "normalize",
+    "pad",
     "validation",
 ];

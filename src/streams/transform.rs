@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 use crate::rng::SeedRng;
 
 /// The transform of one task.
@@ -31,26 +30,27 @@ pub enum Transform {
 }
 
 impl Transform {
-    /// The permutation of task `task` (0-based) of a stream with seed `seed`.
-    pub fn permutation(seed: u64, task: usize) -> Transform {
-        let perm =
-            SeedRng::derive(seed, "pixel-permutation", task as u64).permutation(IMAGE_PIXELS);
+    /// The permutation of task `task` (0-based) of a stream with seed `seed`, over the
+    /// `side × side` positions of its (padded) images.
+    pub fn permutation(seed: u64, task: usize, side: usize) -> Transform {
+        let perm = SeedRng::derive(seed, "pixel-permutation", task as u64).permutation(side * side);
         Transform::Permute {
             source: Arc::new(perm.into_iter().map(|p| p as u16).collect()),
             seed,
         }
     }
 
-    /// A rotation by `degrees`.
-    pub fn rotation(degrees: f64) -> Transform {
+    /// A rotation by `degrees` of `side × side` images.
+    pub fn rotation(degrees: f64, side: usize) -> Transform {
         Transform::Rotate {
             degrees,
-            table: Arc::new(rotation_table(degrees)),
+            table: Arc::new(rotation_table(degrees, side)),
         }
     }
 
-    /// Writes the transformed image into `out` (`IMAGE_PIXELS` floats) as `pixel * scale + shift`
-    /// (pixel in 0..=255; `scale = 1/255, shift = 0` gives `[0, 1]`).
+    /// Writes the transformed image (`side²` bytes, as the transform was made for) into `out`
+    /// (as many floats) as `pixel * scale + shift` (pixel in 0..=255; `scale = 1/255,
+    /// shift = 0` gives `[0, 1]`).
     pub fn apply(&self, image: &[u8], out: &mut [f32], scale: f32, shift: f32) {
         match self {
             Transform::Identity => {
@@ -92,17 +92,18 @@ impl Transform {
     }
 }
 
-/// Bilinear taps for every output pixel of a rotation about the centre `(13.5, 13.5)`.
-/// Taps falling outside the image get weight 0 (their index is clamped to a valid pixel).
-fn rotation_table(degrees: f64) -> Vec<[(u16, f32); 4]> {
+/// Bilinear taps for every output pixel of a rotation of `side × side` images about their
+/// centre (`(13.5, 13.5)` for 28×28). Taps falling outside the image get weight 0 (their index
+/// is clamped to a valid pixel).
+fn rotation_table(degrees: f64, side: usize) -> Vec<[(u16, f32); 4]> {
     let theta = degrees.to_radians();
     // The pure-Rust `libm`: the same table on every platform.
     let (sin, cos) = libm::sincos(theta);
-    let c = (IMAGE_SIDE as f64 - 1.0) / 2.0;
-    let n = IMAGE_SIDE as i64;
-    let mut table = Vec::with_capacity(IMAGE_PIXELS);
-    for r in 0..IMAGE_SIDE {
-        for col in 0..IMAGE_SIDE {
+    let c = (side as f64 - 1.0) / 2.0;
+    let n = side as i64;
+    let mut table = Vec::with_capacity(side * side);
+    for r in 0..side {
+        for col in 0..side {
             // Output (x right, y up) rotated by -theta gives the source position.
             let x = col as f64 - c;
             let y = c - r as f64;
@@ -145,6 +146,7 @@ fn rotation_table(degrees: f64) -> Vec<[(u16, f32); 4]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::{IMAGE_PIXELS, IMAGE_SIDE};
 
     fn image_with(pixels: &[(usize, usize, u8)]) -> Vec<u8> {
         let mut img = vec![0u8; IMAGE_PIXELS];
@@ -162,9 +164,9 @@ mod tests {
 
     #[test]
     fn permutation_is_reproducible_and_distinct_per_task() {
-        let a = Transform::permutation(1, 0);
-        let b = Transform::permutation(1, 0);
-        let c = Transform::permutation(1, 1);
+        let a = Transform::permutation(1, 0, IMAGE_SIDE);
+        let b = Transform::permutation(1, 0, IMAGE_SIDE);
+        let c = Transform::permutation(1, 1, IMAGE_SIDE);
         let src = |t: &Transform| match t {
             Transform::Permute { source, .. } => source.as_ref().clone(),
             _ => unreachable!(),
@@ -180,7 +182,7 @@ mod tests {
     fn rotation_by_90_moves_a_known_pixel() {
         // Top-left corner, rotated a quarter turn counter-clockwise, lands bottom-left.
         let img = image_with(&[(0, 0, 255), (0, 27, 51)]);
-        let out = apply(&Transform::rotation(90.0), &img);
+        let out = apply(&Transform::rotation(90.0, IMAGE_SIDE), &img);
         assert_eq!(out[27 * IMAGE_SIDE], 1.0);
         // Top-right goes to top-left.
         assert!((out[0] - 0.2).abs() < 1e-6);
@@ -191,11 +193,11 @@ mod tests {
     #[test]
     fn rotation_by_180_reverses_and_by_0_is_identity() {
         let img: Vec<u8> = (0..IMAGE_PIXELS).map(|i| (i % 251) as u8).collect();
-        let out = apply(&Transform::rotation(180.0), &img);
+        let out = apply(&Transform::rotation(180.0, IMAGE_SIDE), &img);
         let reversed: Vec<u8> = img.iter().rev().copied().collect();
         assert_eq!(out, apply(&Transform::Identity, &reversed));
         assert_eq!(
-            apply(&Transform::rotation(0.0), &img),
+            apply(&Transform::rotation(0.0, IMAGE_SIDE), &img),
             apply(&Transform::Identity, &img)
         );
     }
@@ -204,7 +206,7 @@ mod tests {
     fn rotation_by_45_interpolates_bilinearly() {
         // A uniform image stays uniform in the inner disc under any rotation.
         let img = vec![200u8; IMAGE_PIXELS];
-        let out = apply(&Transform::rotation(45.0), &img);
+        let out = apply(&Transform::rotation(45.0, IMAGE_SIDE), &img);
         let centre = 14 * IMAGE_SIDE + 14;
         assert!((out[centre] - 200.0 / 255.0).abs() < 1e-5);
         // A corner maps from outside the image: zero.

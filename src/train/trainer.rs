@@ -138,9 +138,11 @@ impl<'a> Trainer<'a> {
         device: &'a Device,
         observer: &'a dyn Observer,
     ) -> candle_core::Result<Trainer<'a>> {
+        // The model's input follows the stream's images (padded streams have larger ones).
+        let model = model.clone().for_input_side(stream.image_side());
         let init = |label: &str| {
             Network::new(
-                model,
+                &model,
                 &stream.outputs,
                 &mut SeedRng::derive(seed, label, 0),
                 device,

@@ -120,7 +120,10 @@ fn each_regularizer_is_zero_right_after_its_own_task_and_pulls_back_after() {
             "online-ewc",
             Penalized::ewc(100.0, FisherKind::Empirical, Some(64), Some(0.5)),
         ),
-        ("si", Penalized::si(1.0, 0.1)),
+        (
+            "si",
+            Penalized::si(1.0, 0.1, clbench::strategy::SiGradient::Total),
+        ),
         ("mas", Penalized::mas(1.0, Some(64))),
     ] {
         let mut engine = FusedMlp::from_network(&net).unwrap();
@@ -906,4 +909,51 @@ fn lwf_terms_and_weights_follow_the_reference() {
             && yaml.contains("temperature: 2"),
         "{yaml}"
     );
+}
+
+/// SI's path integral on the total gradient (the reference implementation's, the default) or
+/// on the task loss's (Zenke et al.'s): the same first task, different importances after it.
+/// A config that leaves `gradient` out gets `total` written into its runs' configs; a stored
+/// run config without the key (made before it existed, with `task-loss`) keeps its id.
+#[test]
+fn si_path_integral_on_the_total_or_the_task_loss_gradient() {
+    use clbench::strategy::{SiGradient, StrategyConfig};
+    let block: StrategyConfig = serde_yaml::from_str("{name: si, c: 1}").unwrap();
+    let recorded = block.clone().with_recorded_defaults();
+    assert!(serde_yaml::to_string(&recorded)
+        .unwrap()
+        .contains("gradient: total"));
+    assert!(!serde_yaml::to_string(&block).unwrap().contains("gradient"));
+    let old_spec: clbench::experiment::RunSpec = serde_yaml::from_str(
+        "stream_name: s\nstream: {dataset: mnist, kind: permuted, scenario: domain-incremental, tasks: 2}\n\
+         model: {kind: mlp, hidden: [8]}\n\
+         method: {name: si, optimizer: {name: sgd, lr: 0.1}, strategy: {name: si, c: 1.0, xi: 0.1}}\n\
+         training: {batch_size: 8, iterations: 1}\nseed: 0\n",
+    )
+    .unwrap();
+    let again: clbench::experiment::RunSpec =
+        serde_yaml::from_str(&serde_yaml::to_string(&old_spec).unwrap()).unwrap();
+    assert_eq!(old_spec.id(), again.id());
+    assert!(!serde_yaml::to_string(&old_spec)
+        .unwrap()
+        .contains("gradient"));
+
+    let s = stream("split-mnist-domain-il.yaml", 0);
+    let model = ModelConfig::mlp(&[32]);
+    let records: Vec<RunRecord> = [SiGradient::Total, SiGradient::TaskLoss]
+        .iter()
+        .map(|g| {
+            let block = format!(
+                "{{name: si, c: 5, xi: 0.1, gradient: {}}}",
+                serde_yaml::to_string(g).unwrap().trim()
+            );
+            let m = method("{name: sgd, lr: 0.05}", Some(&block));
+            run(&s, &model, &m, &settings(40, 32, BackwardPath::Auto))
+        })
+        .collect();
+    assert_eq!(
+        records[0].accuracy[1], records[1].accuracy[1],
+        "task 1 has no penalty yet"
+    );
+    assert_ne!(records[0].accuracy[5], records[1].accuracy[5]);
 }

@@ -434,3 +434,107 @@ fn a_validation_fraction_outside_zero_one_is_refused_with_the_key_named() {
         );
     }
 }
+
+/// `pad: 2` (as the reference's `Pad(2)`): each task's permutation is a bijection of the 1024
+/// positions of the padded image, the 240 positions that hold padding are zeros and differ
+/// between tasks, and every other pixel is the image's.
+#[test]
+fn padding_comes_before_the_permutation() {
+    let s =
+        inline("dataset: mnist\nkind: permuted\nscenario: domain-incremental\ntasks: 3\npad: 2\n");
+    assert_eq!((s.image_side(), s.image_pixels()), (32, 1024));
+    let padding = |p: usize| {
+        let (r, c) = (p / 32, p % 32);
+        !(2..30).contains(&r) || !(2..30).contains(&c)
+    };
+    assert_eq!((0..1024).filter(|&p| padding(p)).count(), 240);
+    let mut zero_sets = Vec::new();
+    for t in 0..3 {
+        let Transform::Permute { source, .. } = &s.tasks[t].transform else {
+            panic!("task {t} is not permuted")
+        };
+        let mut sorted: Vec<u16> = source.to_vec();
+        sorted.sort_unstable();
+        assert_eq!(
+            sorted,
+            (0..1024u16).collect::<Vec<_>>(),
+            "task {t}: a bijection of 1024"
+        );
+        let from_padding: Vec<usize> = (0..1024).filter(|&o| padding(source[o] as usize)).collect();
+        assert_eq!(from_padding.len(), 240);
+        let mut batch = Batch::default();
+        let indices: Vec<u32> = s.tasks[t].train[..20].to_vec();
+        s.train_batch(t, &indices, &mut batch);
+        assert_eq!(batch.pixels.len(), 20 * 1024);
+        for (k, &i) in indices.iter().enumerate() {
+            let img = s.dataset.train.image(i as usize);
+            let out = &batch.pixels[k * 1024..(k + 1) * 1024];
+            for (o, &src) in source.iter().enumerate() {
+                let src = src as usize;
+                let want = if padding(src) {
+                    0.0
+                } else {
+                    img[(src / 32 - 2) * 28 + (src % 32 - 2)] as f32 * (1.0 / 255.0)
+                };
+                assert_eq!(out[o], want);
+            }
+        }
+        zero_sets.push(from_padding);
+    }
+    assert_ne!(zero_sets[0], zero_sets[1]);
+    assert_ne!(zero_sets[1], zero_sets[2]);
+    // Without `pad`, the same stream keeps its 784 positions and its permutations.
+    let plain = inline("dataset: mnist\nkind: permuted\nscenario: domain-incremental\ntasks: 3\n");
+    assert_eq!(plain.image_pixels(), IMAGE_PIXELS);
+    let Transform::Permute { source, .. } = &plain.tasks[1].transform else {
+        panic!()
+    };
+    let Transform::Permute { source: again, .. } = &Transform::permutation(0, 1, 28) else {
+        panic!()
+    };
+    assert_eq!(source, again);
+}
+
+/// A rotation turns the padded image about its centre: by 0° it is the padded image.
+#[test]
+fn padded_rotation_turns_the_padded_image() {
+    let s = inline(
+        "dataset: mnist\nkind: rotated\nscenario: domain-incremental\nangles: [0, 90]\npad: 3\n",
+    );
+    assert_eq!(s.image_side(), 34);
+    let mut batch = Batch::default();
+    s.train_batch(0, &[5], &mut batch);
+    let img = s.dataset.train.image(5);
+    for (p, &v) in batch.pixels.iter().enumerate() {
+        let (r, c) = (p / 34, p % 34);
+        let want = if (3..31).contains(&r) && (3..31).contains(&c) {
+            img[(r - 3) * 28 + c - 3] as f32 * (1.0 / 255.0)
+        } else {
+            0.0
+        };
+        assert_eq!(v, want, "pixel {p}");
+    }
+    let mut turned = Batch::default();
+    s.train_batch(1, &[5], &mut turned);
+    // A quarter turn counter-clockwise: top-right goes to top-left.
+    for r in 0..34 {
+        for c in 0..34 {
+            assert_eq!(turned.pixels[r * 34 + c], batch.pixels[c * 34 + (33 - r)]);
+        }
+    }
+}
+
+#[test]
+fn pad_is_bounded_with_the_key_named() {
+    let e = error_of(
+        "dataset: mnist\nkind: permuted\nscenario: domain-incremental\ntasks: 2\npad: 37\n",
+    );
+    assert!(
+        e.contains("tasks/bad.yaml") && e.contains("key `pad`") && e.contains("at most 36"),
+        "{e}"
+    );
+    let e = error_of(
+        "dataset: mnist\nkind: permuted\nscenario: domain-incremental\ntasks: 2\npad: -1\n",
+    );
+    assert!(e.contains("tasks/bad.yaml") && e.contains("pad"), "{e}");
+}

@@ -329,3 +329,88 @@ fn off_grapes_mode_records_no_factors() {
     .unwrap();
     assert!(r.tasks.iter().all(|t| t.grapes_factors.is_empty()));
 }
+
+/// A padded stream (`pad: 2`, 32×32 inputs) trains an MLP and a CNN whose inputs follow it, on
+/// the fused engines and on autograd alike (the same gradients), and learns.
+#[test]
+fn a_padded_stream_trains_models_with_larger_inputs() {
+    use clbench::engine::{engine_for, Engine, Part, TensorEngine};
+    use clbench::models::loss::Targets;
+    use clbench::models::Network;
+    use clbench::rng::SeedRng;
+    let spec = clbench::streams::StreamSpec::from_yaml(
+        "dataset: mnist\nkind: split\nscenario: task-incremental\npad: 2\n",
+        std::path::Path::new("padded.yaml"),
+    )
+    .unwrap();
+    let file = clbench::streams::StreamFile {
+        path: "padded.yaml".into(),
+        spec,
+    };
+    let mut s = clbench::streams::TaskStream::build(&file, 0).unwrap();
+    for t in &mut s.tasks {
+        t.test.truncate(400);
+    }
+    let mlp = ModelConfig::mlp(&[32]);
+    let mut cnn = ModelConfig::mlp(&[16]);
+    cnn.kind = ModelKind::Cnn;
+    cnn.channels = Some([3, 4]);
+    let mut batch = clbench::streams::Batch::default();
+    s.train_batch(0, &s.tasks[0].train[..16], &mut batch);
+    for (cfg, first_layer) in [(&mlp, 1024 * 32), (&cnn, 3 * 5 * 5)] {
+        let spec = cfg.check().unwrap().for_input_side(s.image_side());
+        let net = Network::new(
+            &spec,
+            &s.outputs,
+            &mut SeedRng::derive(1, "init", 0),
+            &Device::Cpu,
+        )
+        .unwrap();
+        assert_eq!(net.params[0].as_tensor().elem_count(), first_layer);
+        let mut fused = engine_for(&net, BackwardPath::Fused, &Device::Cpu).unwrap();
+        let mut tensor = TensorEngine::new(&net, BackwardPath::Autograd, &Device::Cpu).unwrap();
+        let part = Part {
+            pixels: &batch.pixels,
+            targets: Targets::Hard(&batch.targets),
+            head: 0,
+            range: None,
+            weight: 1.0,
+        };
+        for e in [fused.as_mut(), &mut tensor as &mut dyn Engine] {
+            e.zero_grad();
+            e.accumulate(&part, GrapesMode::Propagating).unwrap();
+        }
+        let gf = fused.grads_mut().0.to_vec();
+        let gt = tensor.grads_mut().0.to_vec();
+        for (i, (a, b)) in gf.iter().zip(&gt).enumerate() {
+            let scale = b.iter().map(|v| v.abs()).fold(1e-3, f32::max);
+            let d = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(
+                d <= 1e-4 * scale,
+                "{:?}: parameter {i} differs by {d}",
+                cfg.kind
+            );
+        }
+        let m = method("{name: sgd, lr: 0.05, momentum: 0.9}", None);
+        let r = train_sequence(
+            &s,
+            &cfg.check().unwrap(),
+            &m,
+            &settings(
+                if cfg.kind == ModelKind::Cnn { 10 } else { 40 },
+                32,
+                BackwardPath::Auto,
+            ),
+            0,
+            &Device::Cpu,
+            &Silent,
+        )
+        .unwrap();
+        assert_eq!(r.status, RunStatus::Completed);
+        assert!(r.accuracy[1][0] > 0.8, "{:?}: {:?}", cfg.kind, r.accuracy);
+    }
+}
