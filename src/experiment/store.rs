@@ -269,7 +269,9 @@ impl StoredRun {
 /// What a folder given as an output holds, as far as clbench can tell (see [`classify_output`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OutputFolder {
-    /// Nothing there yet, or an empty folder.
+    /// Nothing there yet, an empty folder, or one holding only what clbench makes before any
+    /// run or table: `slurm/` (the log folder `clbench slurm` creates), `.locks/`, and the
+    /// `shard-<n>/` stores of `clbench slurm --separate-outs`.
     New,
     /// A run store: it holds `experiment.yaml` or `runs/`.
     Store,
@@ -293,7 +295,13 @@ pub fn classify_output(dir: &Path) -> std::io::Result<OutputFolder> {
     for entry in entries {
         names.push(entry?.file_name().to_string_lossy().into_owned());
     }
-    if names.is_empty() {
+    let before_any_result = |name: &String| {
+        let shard = name
+            .strip_prefix("shard-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+        (shard || name == "slurm" || name == ".locks") && dir.join(name).is_dir()
+    };
+    if names.iter().all(before_any_result) {
         return Ok(OutputFolder::New);
     }
     if dir.join(EXPERIMENT_FILE).is_file() || dir.join("runs").is_dir() {

@@ -29,6 +29,14 @@ seeds: [0]
     )
 }
 
+/// `<dir>/exp.yaml`: [`config`] of one `sgd` run on the shipped class-incremental split MNIST.
+fn quick_config(dir: &Path) -> PathBuf {
+    let path = dir.join("exp.yaml");
+    let stream = repo().join("tasks/split-mnist-class-il.yaml");
+    std::fs::write(&path, config(&stream.display().to_string(), "sgd")).unwrap();
+    path
+}
+
 fn path_str(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -160,18 +168,7 @@ fn a_sweep_is_counted_before_it_is_built() {
 #[test]
 fn run_refuses_a_folder_that_is_not_a_store() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("exp.yaml");
-    std::fs::write(
-        &cfg,
-        config(
-            &repo()
-                .join("tasks/split-mnist-class-il.yaml")
-                .display()
-                .to_string(),
-            "sgd",
-        ),
-    )
-    .unwrap();
+    let cfg = quick_config(dir.path());
     let mine = dir.path().join("mine");
     std::fs::create_dir_all(mine.join("tables")).unwrap();
     for f in ["metrics.csv", "summary.md", "tables/summary.csv"] {
@@ -194,6 +191,29 @@ fn run_refuses_a_folder_that_is_not_a_store() {
         );
     }
     assert_eq!(files_under(&mine).len(), 3);
+    // What clbench itself makes before any result is fine: the log folder `clbench slurm`
+    // creates, the shard stores of `--separate-outs` (merged into their parent).
+    let slurm_out = dir.path().join("from-slurm");
+    std::fs::create_dir_all(slurm_out.join("slurm")).unwrap();
+    let o = clbench_in(
+        &["run", path_str(&cfg), "--out", path_str(&slurm_out), "-q"],
+        &repo(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let parent = dir.path().join("separate");
+    std::fs::create_dir_all(parent.join("slurm")).unwrap();
+    store(&parent.join("shard-0"));
+    let o = clbench_in(
+        &[
+            "report",
+            path_str(&parent.join("shard-0")),
+            "--out",
+            path_str(&parent),
+            "-q",
+        ],
+        &repo(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
     // `report --out` there is refused the same way.
     let s = dir.path().join("store");
     store(&s);
@@ -426,18 +446,7 @@ fn slurm_lines_keep_hashes_and_quotes_in_their_values() {
 #[test]
 fn a_full_stdout_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("exp.yaml");
-    std::fs::write(
-        &cfg,
-        config(
-            &repo()
-                .join("tasks/split-mnist-class-il.yaml")
-                .display()
-                .to_string(),
-            "sgd",
-        ),
-    )
-    .unwrap();
+    let cfg = quick_config(dir.path());
     let stream = repo().join("tasks/split-mnist-class-il.yaml");
     for args in [
         vec!["platform"],

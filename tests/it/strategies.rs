@@ -426,24 +426,30 @@ fn engines_agree_on_every_objective(cfg: &ModelConfig) {
                 (losses[0] - losses[2]).abs() < 1e-4 * losses[0].abs().max(1.0),
                 "{what}"
             );
-            let (gf, tf) = fused.grads_mut();
-            let (gf, tf) = (gf.to_vec(), tf.to_vec());
-            let (gt, tt) = tensor.grads_mut();
-            assert_eq!(tf, tt.to_vec(), "{what}: same parameters reached");
-            for i in (0..gf.len()).filter(|&i| tf[i]) {
-                let scale = gt[i].iter().map(|v| v.abs()).fold(1e-3, f32::max);
-                let d = gf[i]
-                    .iter()
-                    .zip(&gt[i])
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
-                assert!(
-                    d <= 1e-4 * scale,
-                    "{:?} {what} {grapes:?}: parameter {i} differs by {d}",
-                    cfg.kind
-                );
-            }
+            same_gradients(
+                fused.as_mut(),
+                &mut tensor,
+                &format!("{:?} {what} {grapes:?}", cfg.kind),
+            );
         }
+    }
+}
+
+/// The two engines reached the same parameters, with gradients within 1e-4 of the largest
+/// (or 1e-3) of each parameter's.
+fn same_gradients(a: &mut dyn Engine, b: &mut dyn Engine, what: &str) {
+    let (ga, ta) = a.grads_mut();
+    let (ga, ta) = (ga.to_vec(), ta.to_vec());
+    let (gb, tb) = b.grads_mut();
+    assert_eq!(ta, tb.to_vec(), "{what}: same parameters reached");
+    for i in (0..ga.len()).filter(|&i| ta[i]) {
+        let scale = gb[i].iter().map(|v| v.abs()).fold(1e-3, f32::max);
+        let d = ga[i]
+            .iter()
+            .zip(&gb[i])
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max);
+        assert!(d <= 1e-4 * scale, "{what}: parameter {i} differs by {d}");
     }
 }
 
@@ -504,23 +510,11 @@ fn objectives_on_shared_pixels_accumulate_in_one_pass_as_in_several() {
             for (a, b) in lf.iter().zip(&lt) {
                 assert!((a - b).abs() < 1e-4 * b.abs().max(1.0), "{lf:?} {lt:?}");
             }
-            let (gf, tf) = fused.grads_mut();
-            let (gf, tf) = (gf.to_vec(), tf.to_vec());
-            let (gt, tt) = tensor.grads_mut();
-            assert_eq!(tf, tt.to_vec(), "{:?}: same parameters reached", cfg.kind);
-            for i in (0..gf.len()).filter(|&i| tf[i]) {
-                let scale = gt[i].iter().map(|v| v.abs()).fold(1e-3, f32::max);
-                let d = gf[i]
-                    .iter()
-                    .zip(&gt[i])
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f32::max);
-                assert!(
-                    d <= 1e-4 * scale,
-                    "{:?} {grapes:?}: parameter {i} differs by {d}",
-                    cfg.kind
-                );
-            }
+            same_gradients(
+                fused.as_mut(),
+                &mut tensor,
+                &format!("{:?} {grapes:?}", cfg.kind),
+            );
         }
     }
 }
