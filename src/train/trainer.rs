@@ -11,7 +11,7 @@ use super::{
     evaluate, Budget, CurvePoint, LayerFactors, Method, Observer, RunRecord, RunStatus,
     TaskTraining, TrainSettings,
 };
-use crate::engine::{engine_for, Engine, Objective, Part};
+use crate::engine::{engine_for, Engine, Objective};
 use crate::models::loss::Targets;
 use crate::models::{ModelSpec, Network};
 use crate::optim::grapes::FactorStatsAccumulator;
@@ -298,19 +298,9 @@ impl<'a> Trainer<'a> {
                 &g.batch.pixels,
                 share,
             )?);
-            let l = if objectives.len() == 1 {
-                let part = Part {
-                    pixels: &g.batch.pixels,
-                    targets: objectives[0].targets,
-                    head: g.head,
-                    range: g.range.clone(),
-                    weight: objectives[0].weight,
-                };
-                self.engine.accumulate(&part, grapes)?
-            } else {
-                self.engine
-                    .accumulate_all(&g.batch.pixels, &objectives, grapes)?[0]
-            };
+            let l = self
+                .engine
+                .accumulate_all(&g.batch.pixels, &objectives, grapes)?[0];
             loss += if single { l } else { share * l };
         }
         if !loss.is_finite() {
