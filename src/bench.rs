@@ -316,6 +316,7 @@ pub fn strategy_step_seconds(
         eval_batch_size: 1000,
         eval_every: None,
         reset_optimizer: false,
+        lr_decay: None,
         backward: BackwardPath::Auto,
     };
     let record = train_sequence(stream, &model.spec, &method, &settings, 0, device, &Silent)?;

@@ -48,10 +48,12 @@ pub(crate) fn describe_command(file: &Path, seed: u64) -> Result<ExitCode> {
         "pixels: byte × {scale:.6} {} {:.6}{}",
         if shift < 0.0 { "−" } else { "+" },
         shift.abs(),
-        if stream.spec.normalize.unwrap_or(false) {
-            " (standardized with the dataset's mean and sd)"
-        } else {
-            " (scaled to [0, 1])"
+        match stream.spec.normalize {
+            Some(clbench::streams::Normalize::Stats(_)) =>
+                " (standardized with the stream's mean and sd)",
+            Some(clbench::streams::Normalize::Dataset(true)) =>
+                " (standardized with the dataset's mean and sd)",
+            _ => " (scaled to [0, 1])",
         }
     );
     if let Some(f) = stream.spec.validation {

@@ -601,6 +601,13 @@ impl Engine for FusedCnn {
         &self.factors
     }
 
+    /// Dropout after the fully connected hidden layers; the convolutions' feature maps are not
+    /// dropped.
+    fn set_dropout(&mut self, dropout: Option<super::Dropout>) -> Result<()> {
+        self.dense.set_dropout(dropout);
+        Ok(())
+    }
+
     fn sync(&self, net: &Network) -> Result<()> {
         self.write_back(net)
     }

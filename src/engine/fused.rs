@@ -17,7 +17,7 @@ use std::ops::Range;
 use candle_core::Result;
 
 use super::kernels::{mm, threads};
-use super::{Engine, HostParams, Objective, Part};
+use super::{Dropout, Engine, HostParams, Objective, Part};
 use crate::models::loss::{output_error, Targets};
 use crate::models::{Activation, Layer, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
@@ -66,6 +66,13 @@ pub(super) struct Dense {
     term_error: Vec<f32>,
     /// Local GRAPES: the modulated copy of a layer's error.
     scratch: Vec<f32>,
+    /// Training-time dropout, when on: the masks of the last [`Dense::objectives_error`]
+    /// (`[batch, width]` per hidden layer: 0 or `1/(1 − p)`) and every hidden layer's output
+    /// before its mask (the activation's derivative is taken there; `acts` hold the outputs
+    /// after it, the next layer's input).
+    dropout: Option<Dropout>,
+    masks: Vec<Vec<f32>>,
+    undropped: Vec<Vec<f32>>,
 }
 
 impl Dense {
@@ -89,7 +96,15 @@ impl Dense {
             heads_used: 0,
             term_error: Vec::new(),
             scratch: Vec::new(),
+            dropout: None,
+            masks: Vec::new(),
+            undropped: Vec::new(),
         })
+    }
+
+    /// Turns training-time dropout on or off (see [`Engine::set_dropout`]).
+    pub(super) fn set_dropout(&mut self, dropout: Option<Dropout>) {
+        self.dropout = dropout;
     }
 
     /// Width of the input of the first layer.
@@ -120,6 +135,34 @@ impl Dense {
         &self.out
     }
 
+    /// Every hidden layer's output of `x` into `acts` as the model trains: with dropout on,
+    /// each layer's output is masked before the next layer reads it (its undropped output and
+    /// mask kept for the backward pass).
+    fn forward_hidden_training(&mut self, params: &[Vec<f32>], x: &[f32]) {
+        let batch = x.len() / self.input_width();
+        let Some(dropout) = &mut self.dropout else {
+            self.forward_hidden(params, x);
+            return;
+        };
+        let layers = self.hidden.len();
+        self.masks.resize(layers, Vec::new());
+        self.undropped.resize(layers, Vec::new());
+        let par = threads();
+        for (l, &layer) in self.hidden.iter().enumerate() {
+            let (before, rest) = self.acts.split_at_mut(l);
+            let input: &[f32] = if l == 0 { x } else { &before[l - 1] };
+            let act = &mut rest[0];
+            act.resize(batch * layer.out, 0.0);
+            linear(batch, layer, input, params, act, par);
+            activate(self.activation, act);
+            let (mask, kept) = (&mut self.masks[l], &mut self.undropped[l]);
+            mask.resize(act.len(), 0.0);
+            dropout.fill_mask(mask);
+            kept.clone_from(act);
+            act.iter_mut().zip(mask.iter()).for_each(|(a, m)| *a *= m);
+        }
+    }
+
     /// Every hidden layer's output of `x` into `acts`.
     fn forward_hidden(&mut self, params: &[Vec<f32>], x: &[f32]) {
         let batch = x.len() / self.input_width();
@@ -143,7 +186,7 @@ impl Dense {
         x: &[f32],
         objectives: &[Objective],
     ) -> Vec<f32> {
-        self.forward_hidden(params, x);
+        self.forward_hidden_training(params, x);
         let batch = x.len() / self.input_width();
         let par = threads();
         self.heads_used = 0;
@@ -216,6 +259,7 @@ impl Dense {
             );
         }
         // Hidden layers, top down.
+        let dropped = self.dropout.is_some();
         for l in (0..self.hidden.len()).rev() {
             let layer = self.hidden[l];
             {
@@ -229,7 +273,14 @@ impl Dense {
                     error_below(d, &[(above, &upper[0])], params, batch, layer.out, par);
                 }
             }
-            let (h, d) = (&self.acts[l], &mut self.deltas[l]);
+            let d = &mut self.deltas[l];
+            let h = if dropped {
+                // Through the mask, then the activation at its undropped output.
+                d.iter_mut().zip(&self.masks[l]).for_each(|(d, m)| *d *= m);
+                &self.undropped[l]
+            } else {
+                &self.acts[l]
+            };
             derive(self.activation, d, h);
             if mode == GrapesMode::Propagating {
                 grapes::modulate_in_place(d, &factors[l]);
@@ -433,6 +484,11 @@ impl Engine for FusedMlp {
 
     fn factors(&self) -> &[Vec<f32>] {
         &self.factors
+    }
+
+    fn set_dropout(&mut self, dropout: Option<Dropout>) -> Result<()> {
+        self.dense.set_dropout(dropout);
+        Ok(())
     }
 
     fn sync(&self, net: &Network) -> Result<()> {

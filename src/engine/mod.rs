@@ -17,6 +17,7 @@
 //! which engine and backward pass a run uses.
 
 pub mod conv;
+pub mod dropout;
 pub mod fused;
 pub mod kernels;
 pub mod tensor;
@@ -31,6 +32,7 @@ use crate::models::Network;
 use crate::optim::{GrapesMode, Optimizer};
 
 pub use conv::FusedCnn;
+pub use dropout::Dropout;
 pub use fused::FusedMlp;
 pub use tensor::TensorEngine;
 
@@ -262,6 +264,17 @@ pub trait Engine {
     ) -> Result<Vec<f32>>;
     /// The GRAPES factors of the last accumulation with GRAPES on, one vector per hidden layer.
     fn factors(&self) -> &[Vec<f32>];
+    /// Turns training-time dropout on (every [`Engine::accumulate`] and
+    /// [`Engine::accumulate_all`] draws new masks from it) or off (`None`; logits never drop).
+    /// Only the fused engines have it; the default fails for `Some`.
+    fn set_dropout(&mut self, dropout: Option<Dropout>) -> Result<()> {
+        match dropout {
+            None => Ok(()),
+            Some(_) => candle_core::bail!(
+                "dropout needs the fused CPU step (`training.backward: auto` or `fused`, on the CPU)"
+            ),
+        }
+    }
     /// Copies the parameters into the network's `Var`s (before an evaluation).
     fn sync(&self, net: &Network) -> Result<()>;
 }

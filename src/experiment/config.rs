@@ -10,8 +10,8 @@ use crate::models::{ModelConfig, ModelKind, ModelSpec, MODEL_KEYS};
 use crate::optim::OptimizerConfig;
 use crate::strategy::{StrategyConfig, StrategySettings};
 use crate::streams::{StreamFile, StreamSpec};
-use crate::train::{Budget, Method, TrainSettings};
-use crate::validate::{at_least_one, count, Checked, KeyError};
+use crate::train::{Budget, LrDecay, Method, TrainSettings};
+use crate::validate::{at_least_one, count, fraction, non_negative, Checked, KeyError};
 
 /// What can be wrong with an experiment config.
 #[derive(Debug, thiserror::Error)]
@@ -74,13 +74,51 @@ pub struct TrainingConfig {
     /// Evaluate every seen task every N steps (default: only after each task).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eval_every: Option<usize>,
-    /// Fresh optimizer state at the start of every task (default false).
-    #[serde(default)]
+    /// Optimizer state at the start of every task: `never` reset (default; also written
+    /// `false`) or fresh at every task (`per-task`; also written `true`). Stored as a boolean,
+    /// as before the named values existed, so that runs keep their ids.
+    #[serde(default, deserialize_with = "reset_optimizer")]
     pub reset_optimizer: bool,
+    /// A per-task learning-rate decay `{gamma, floor}`: task t = 1, 2, … trains with
+    /// `max(lr · gamma^t, floor)` (Stable SGD's schedule). Default: none, the optimizer's `lr`
+    /// for every task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lr_decay: Option<LrDecayConfig>,
     /// `auto` (default: the fused CPU step of the MLP or CNN; off the CPU the explicit backward
     /// for MLPs, autograd for CNNs), `fused`, `explicit` (MLPs) or `autograd`.
     #[serde(default)]
     pub backward: BackwardPath,
+}
+
+/// `training.lr_decay` as written.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LrDecayConfig {
+    /// The factor γ per task, in (0, 1].
+    pub gamma: f64,
+    /// The smallest learning rate (≥ 0, default 0).
+    #[serde(default)]
+    pub floor: f64,
+}
+
+/// `training.reset_optimizer`: `per-task` or `never`, or a boolean.
+fn reset_optimizer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Bool(bool),
+        Name(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Bool(b) => Ok(b),
+        Raw::Name(n) => match n.as_str() {
+            "per-task" => Ok(true),
+            "never" => Ok(false),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown value `{other}` for `reset_optimizer`: expected `per-task` or `never`"
+            ))),
+        },
+    }
 }
 
 /// An experiment config file, exactly as written (after `extends` is merged).
@@ -130,6 +168,9 @@ const CONFIG_KEYS: &[&str] = &[
     "eval_batch_size",
     "eval_every",
     "reset_optimizer",
+    "lr_decay",
+    "gamma",
+    "floor",
     "backward",
     "optimizer",
     "lr",
@@ -140,6 +181,7 @@ const CONFIG_KEYS: &[&str] = &[
     "betas",
     "eps",
     "alpha",
+    "initial_accumulator",
     "grapes",
 ];
 
@@ -330,6 +372,16 @@ impl TrainingConfig {
                 .map(|n| at_least_one("eval_every", n))
                 .transpose()?,
             reset_optimizer: self.reset_optimizer,
+            lr_decay: self
+                .lr_decay
+                .map(|d| -> Checked<LrDecay> {
+                    let within = |e: KeyError| e.within("lr_decay");
+                    Ok(LrDecay {
+                        gamma: fraction("gamma", d.gamma).map_err(within)?,
+                        floor: non_negative("floor", d.floor).map_err(within)?,
+                    })
+                })
+                .transpose()?,
             backward: self.backward,
         })
     }
@@ -364,6 +416,18 @@ impl Variant {
             .training
             .check(model.kind())
             .map_err(|e| invalid(e.within("training")))?;
+        if model.dropout().is_some()
+            && matches!(
+                training.backward,
+                BackwardPath::Explicit | BackwardPath::Autograd
+            )
+        {
+            return Err(invalid(KeyError::new(
+                "model.dropout",
+                "dropout runs on the fused CPU step only; leave out `training.backward` or \
+                 set it to `auto` or `fused`",
+            )));
+        }
         check_seeds(&config.seeds).map_err(invalid)?;
         Ok(Variant {
             tag,

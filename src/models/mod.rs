@@ -109,6 +109,12 @@ pub struct ModelConfig {
     /// CNN: square kernel size, stride 1, no padding (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<usize>,
+    /// Inverted dropout with this drop probability, in [0, 1), after the activation of every
+    /// fully connected hidden layer while the model trains (PyTorch's `nn.Dropout(p)` in train
+    /// mode: kept units scaled by 1/(1 − p)); off when the model is evaluated and when
+    /// strategies estimate importances. Default: none. Needs the fused CPU step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dropout: Option<f64>,
 }
 
 fn yes() -> bool {
@@ -125,6 +131,7 @@ pub const MODEL_KEYS: &[&str] = &[
     "init_std",
     "channels",
     "kernel",
+    "dropout",
 ];
 
 impl ModelConfig {
@@ -139,6 +146,7 @@ impl ModelConfig {
             init_std: None,
             channels: None,
             kernel: None,
+            dropout: None,
         }
     }
 
@@ -244,6 +252,16 @@ impl ModelConfig {
                 std: positive("init_std", self.init_std.unwrap_or(0.01))?,
             },
         };
+        let dropout = match self.dropout {
+            None => None,
+            Some(p) if (0.0..1.0).contains(&p) => Some(p as f32).filter(|&p| p > 0.0),
+            Some(p) => {
+                return Err(KeyError::new(
+                    "dropout",
+                    format!("expected a drop probability in [0, 1), got {p}"),
+                ))
+            }
+        };
         Ok(ModelSpec {
             kind: self.kind,
             hidden,
@@ -252,6 +270,7 @@ impl ModelConfig {
             init,
             conv,
             input_side: IMAGE_SIDE,
+            dropout,
         })
     }
 }
@@ -285,6 +304,9 @@ pub struct ModelSpec {
     conv: Option<ConvSpec>,
     /// Side of the square single-channel input images (28, or more for a padded stream).
     input_side: usize,
+    /// Training-time drop probability of the fully connected hidden units (`None`: no dropout;
+    /// 0 is stored as `None`).
+    dropout: Option<f32>,
 }
 
 impl ModelSpec {
@@ -314,6 +336,22 @@ impl ModelSpec {
     pub fn with_init(mut self, init: Init) -> ModelSpec {
         self.init = init;
         self
+    }
+
+    /// The same model with training-time dropout of probability `p` after every fully
+    /// connected hidden layer (`None` or 0: none).
+    ///
+    /// # Panics
+    /// If `p` is not in [0, 1).
+    pub fn with_dropout(mut self, p: Option<f32>) -> ModelSpec {
+        assert!(p.is_none_or(|p| (0.0..1.0).contains(&p)), "dropout {p:?}");
+        self.dropout = p.filter(|&p| p > 0.0);
+        self
+    }
+
+    /// The training-time drop probability of the fully connected hidden units, if any.
+    pub fn dropout(&self) -> Option<f32> {
+        self.dropout
     }
 
     /// The same model for square input images of side `side` (a stream's

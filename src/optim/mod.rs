@@ -1,4 +1,5 @@
-//! Optimizers: SGD (momentum, Nesterov), Adam, AdamW and RMSprop with PyTorch's update rules,
+//! Optimizers: SGD (momentum, Nesterov), Adam, AdamW, RMSprop and Adagrad with PyTorch's update
+//! rules,
 //! and GRAPES ([`grapes`]), which modulates the gradients any of them receives.
 //!
 //! The shape follows candle-nn's `optim.rs`: a small [`Optimizer`] trait and a config type. The
@@ -25,15 +26,19 @@ pub trait Optimizer {
     fn step(&mut self, params: &[Var], grads: &[Option<Tensor>]) -> Result<()>;
     /// The same update on host slices (the fast training path).
     fn step_slices(&mut self, params: &mut [&mut [f32]], grads: &[Option<&[f32]>]);
-    /// Forgets all state (momentum buffers, moment estimates, step counts).
+    /// Forgets all state (momentum buffers, moment estimates, accumulators, step counts).
     fn reset(&mut self);
+    /// The learning rate the next update uses.
+    fn learning_rate(&self) -> f64;
+    /// Sets the learning rate of the next updates (a schedule's step); the state is kept.
+    fn set_learning_rate(&mut self, lr: f64);
 }
 
 /// The optimizer of a method, as written in an experiment config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct OptimizerConfig {
-    /// `sgd`, `adam`, `adamw` or `rmsprop`.
+    /// `sgd`, `adam`, `adamw`, `rmsprop` or `adagrad`.
     pub name: String,
     /// Learning rate (required, > 0).
     pub lr: f64,
@@ -52,12 +57,15 @@ pub struct OptimizerConfig {
     /// Adam/AdamW: (β1, β2), default (0.9, 0.999).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub betas: Option<(f64, f64)>,
-    /// Adam/AdamW/RMSprop: ε, default 1e-8.
+    /// Adam/AdamW/RMSprop: ε, default 1e-8; Adagrad: default 1e-10.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub eps: Option<f64>,
     /// RMSprop: smoothing constant α, default 0.99.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
+    /// Adagrad: the value every squared-gradient accumulator starts from (default 0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_accumulator: Option<f64>,
     /// GRAPES variant: `off` (default), `propagating` or `local`.
     #[serde(default)]
     pub grapes: GrapesMode,
@@ -90,10 +98,17 @@ pub enum OptimizerSettings {
         momentum: f64,
         weight_decay: f64,
     },
+    /// Adagrad (Duchi, Hazan & Singer 2011), PyTorch's form without its `lr_decay`.
+    Adagrad {
+        lr: f64,
+        eps: f64,
+        initial_accumulator: f64,
+        weight_decay: f64,
+    },
 }
 
 /// The optimizer names accepted in configs.
-pub const OPTIMIZER_NAMES: &[&str] = &["sgd", "adam", "adamw", "rmsprop"];
+pub const OPTIMIZER_NAMES: &[&str] = &["sgd", "adam", "adamw", "rmsprop", "adagrad"];
 
 impl OptimizerConfig {
     /// Checks every value into [`OptimizerSettings`]; an error names the key inside the
@@ -108,6 +123,7 @@ impl OptimizerConfig {
                 not_for("betas", self.betas.is_some())?;
                 not_for("eps", self.eps.is_some())?;
                 not_for("alpha", self.alpha.is_some())?;
+                not_for("initial_accumulator", self.initial_accumulator.is_some())?;
                 let momentum = unit_interval("momentum", self.momentum.unwrap_or(0.0))?;
                 let nesterov = self.nesterov.unwrap_or(false);
                 let dampening = non_negative("dampening", self.dampening.unwrap_or(0.0))?;
@@ -130,6 +146,7 @@ impl OptimizerConfig {
                 not_for("nesterov", self.nesterov.is_some())?;
                 not_for("dampening", self.dampening.is_some())?;
                 not_for("alpha", self.alpha.is_some())?;
+                not_for("initial_accumulator", self.initial_accumulator.is_some())?;
                 let (b1, b2) = self.betas.unwrap_or((0.9, 0.999));
                 let decoupled = name == "adamw";
                 let default_decay = if decoupled { 0.01 } else { 0.0 };
@@ -148,11 +165,28 @@ impl OptimizerConfig {
                 not_for("betas", self.betas.is_some())?;
                 not_for("nesterov", self.nesterov.is_some())?;
                 not_for("dampening", self.dampening.is_some())?;
+                not_for("initial_accumulator", self.initial_accumulator.is_some())?;
                 Ok(OptimizerSettings::RmsProp {
                     lr,
                     alpha: unit_interval("alpha", self.alpha.unwrap_or(0.99))?,
                     eps: positive("eps", self.eps.unwrap_or(1e-8))?,
                     momentum: unit_interval("momentum", self.momentum.unwrap_or(0.0))?,
+                    weight_decay: non_negative("weight_decay", self.weight_decay.unwrap_or(0.0))?,
+                })
+            }
+            "adagrad" => {
+                not_for("momentum", self.momentum.is_some())?;
+                not_for("nesterov", self.nesterov.is_some())?;
+                not_for("dampening", self.dampening.is_some())?;
+                not_for("betas", self.betas.is_some())?;
+                not_for("alpha", self.alpha.is_some())?;
+                Ok(OptimizerSettings::Adagrad {
+                    lr,
+                    eps: positive("eps", self.eps.unwrap_or(1e-10))?,
+                    initial_accumulator: non_negative(
+                        "initial_accumulator",
+                        self.initial_accumulator.unwrap_or(0.0),
+                    )?,
                     weight_decay: non_negative("weight_decay", self.weight_decay.unwrap_or(0.0))?,
                 })
             }
@@ -214,16 +248,45 @@ impl OptimizerSettings {
         })
     }
 
+    /// The learning rate.
+    pub fn lr(&self) -> f64 {
+        match *self {
+            OptimizerSettings::Sgd { lr, .. }
+            | OptimizerSettings::Adam { lr, .. }
+            | OptimizerSettings::RmsProp { lr, .. }
+            | OptimizerSettings::Adagrad { lr, .. } => lr,
+        }
+    }
+
+    /// The same settings with learning rate `new`.
+    pub fn with_lr(mut self, new: f64) -> OptimizerSettings {
+        match &mut self {
+            OptimizerSettings::Sgd { lr, .. }
+            | OptimizerSettings::Adam { lr, .. }
+            | OptimizerSettings::RmsProp { lr, .. }
+            | OptimizerSettings::Adagrad { lr, .. } => *lr = new,
+        }
+        self
+    }
+
     /// One update of parameter `p` with gradient `g` and its state, in place. The rules are
-    /// PyTorch's (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`). Large parameters are updated
-    /// in parallel chunks (the update is elementwise, so the result does not depend on it).
+    /// PyTorch's (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`, `Adagrad`). Large parameters
+    /// are updated in parallel chunks (the update is elementwise, so the result does not depend
+    /// on it).
     fn update(&self, p: &mut [f32], g: &[f32], st: &mut ParamState) {
         assert_eq!(p.len(), g.len(), "parameter and gradient sizes differ");
         let n = p.len();
         let first_step = st.first.is_empty();
         if first_step {
             st.first = vec![0.0; n];
-            st.second = vec![0.0; n];
+            let start = match *self {
+                OptimizerSettings::Adagrad {
+                    initial_accumulator,
+                    ..
+                } => initial_accumulator as f32,
+                _ => 0.0,
+            };
+            st.second = vec![start; n];
         }
         st.steps += 1;
         let rule = Rule::new(self, first_step, st.steps);
@@ -270,6 +333,11 @@ enum Rule {
         alpha: f32,
         eps: f32,
         momentum: f32,
+    },
+    Adagrad {
+        lr: f32,
+        wd: f32,
+        eps: f32,
     },
 }
 
@@ -318,6 +386,16 @@ impl Rule {
                 alpha: alpha as f32,
                 eps: eps as f32,
                 momentum: momentum as f32,
+            },
+            OptimizerSettings::Adagrad {
+                lr,
+                eps,
+                weight_decay,
+                ..
+            } => Rule::Adagrad {
+                lr: lr as f32,
+                wd: weight_decay as f32,
+                eps: eps as f32,
             },
         }
     }
@@ -404,6 +482,14 @@ impl Rule {
                     }
                 }
             }
+            Rule::Adagrad { lr, wd, eps } => {
+                // torch.optim.Adagrad: sum += g²; p −= lr · g / (√sum + ε).
+                for ((p, &g), sum) in p.iter_mut().zip(g).zip(second.iter_mut()) {
+                    let g = g + wd * *p;
+                    *sum += g * g;
+                    *p -= lr * (g / (sum.sqrt() + eps));
+                }
+            }
         }
     }
 }
@@ -413,7 +499,7 @@ impl Rule {
 struct ParamState {
     /// Momentum buffer (SGD, RMSprop) or first moment (Adam).
     first: Vec<f32>,
-    /// Second moment (Adam) or squared-gradient average (RMSprop).
+    /// Second moment (Adam), squared-gradient average (RMSprop) or sum (Adagrad).
     second: Vec<f32>,
     /// Updates applied to this parameter (Adam's bias correction).
     steps: i32,
@@ -465,6 +551,14 @@ impl Optimizer for Stateful {
 
     fn reset(&mut self) {
         self.state.clear();
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.settings.lr()
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.settings = self.settings.clone().with_lr(lr);
     }
 }
 
@@ -540,6 +634,62 @@ mod tests {
     }
 
     #[test]
+    fn adagrad_matches_its_formula() {
+        // sum1 = 4 → p1 = 1 − 0.1·2/2 = 0.9; sum2 = 4 + 1 = 5 → p2 = 0.9 − 0.1·1/√5.
+        close(
+            &run("{name: adagrad, lr: 0.1}", 1.0, &[2.0, 1.0]),
+            &[0.9, 0.9 - 0.1 / 5f64.sqrt()],
+        );
+        // Weight decay enters the gradient; the accumulator starts where it is told.
+        // g = 2 + 0.5·1 = 2.5, sum = 1 + 6.25 = 7.25 → p = 1 − 0.1·2.5/√7.25.
+        close(
+            &run(
+                "{name: adagrad, lr: 0.1, weight_decay: 0.5, initial_accumulator: 1.0}",
+                1.0,
+                &[2.0],
+            ),
+            &[1.0 - 0.25 / 7.25f64.sqrt()],
+        );
+    }
+
+    #[test]
+    fn adagrad_matches_pytorch_to_the_bit() {
+        // torch 2.15.0, float32: `torch.optim.Adagrad([p], lr=0.01)` from p = 0.5 with the
+        // gradients 0.3, −0.2, 0.05, and `Adagrad([p], lr=0.1, weight_decay=0.5,
+        // initial_accumulator_value=1.0)` from p = 1 with gradient 2; the bits of `p` after
+        // every step (`p.detach().numpy().view('uint32')`).
+        let bits = |v: Vec<f32>| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(
+            bits(run("{name: adagrad, lr: 0.01}", 0.5, &[0.3, -0.2, 0.05])),
+            [1056629064, 1056815190, 1056769099]
+        );
+        assert_eq!(
+            bits(run(
+                "{name: adagrad, lr: 0.1, weight_decay: 0.5, initial_accumulator: 1.0}",
+                1.0,
+                &[2.0]
+            )),
+            [1063795491]
+        );
+    }
+
+    #[test]
+    fn the_learning_rate_can_be_changed_between_steps() {
+        let cfg: OptimizerConfig =
+            serde_yaml::from_str("{name: sgd, lr: 1.0, momentum: 0.5}").unwrap();
+        let mut opt = cfg.check().unwrap().build();
+        assert_eq!(opt.learning_rate(), 1.0);
+        let var = Var::new(&[0f32], &Device::Cpu).unwrap();
+        let g = || Some(Tensor::new(&[1f32], &Device::Cpu).unwrap());
+        opt.step(std::slice::from_ref(&var), &[g()]).unwrap();
+        opt.set_learning_rate(0.1);
+        assert_eq!(opt.learning_rate(), 0.1);
+        opt.step(std::slice::from_ref(&var), &[g()]).unwrap();
+        // −1, then the momentum buffer 0.5 + 1 = 1.5 at lr 0.1: −1.15.
+        close(&var.as_tensor().to_vec1::<f32>().unwrap(), &[-1.15]);
+    }
+
+    #[test]
     fn reset_forgets_momentum() {
         let cfg: OptimizerConfig =
             serde_yaml::from_str("{name: sgd, lr: 1.0, momentum: 0.9}").unwrap();
@@ -578,6 +728,18 @@ mod tests {
         let e = check("{name: adam, lr: 0.1, momentum: 0.9}");
         assert_eq!(e.key, "momentum");
         assert_eq!(e.message, "does not apply to optimizer `adam`");
+        assert_eq!(
+            check("{name: adagrad, lr: 0.1, momentum: 0.9}").key,
+            "momentum"
+        );
+        assert_eq!(
+            check("{name: adagrad, lr: 0.1, initial_accumulator: -1}").key,
+            "initial_accumulator"
+        );
+        assert_eq!(
+            check("{name: sgd, lr: 0.1, initial_accumulator: 0.1}").key,
+            "initial_accumulator"
+        );
         let e = check("{name: adamm, lr: 0.1}");
         assert_eq!(e.key, "name");
         assert!(e.message.contains("did you mean `adam`"), "{}", e.message);

@@ -14,6 +14,7 @@
 //! | `finetune` (default) | nothing: plain sequential training, the lower bound | here |
 //! | `joint` | trains on the union of tasks 1..k (`cumulative`), of all tasks (`all`), or once on all tasks with every task's budget (`once`) | here |
 //! | `ewc`, `online-ewc` | `λ/2 Σ F (θ−θ*)²`, F the diagonal Fisher (Kirkpatrick 2017; Schwarz 2018) | [`penalty`] |
+//! | `l2` | `λ/2 Σ (θ−θ*)²` towards the weights after the previous task (Hsu et al. 2018's L2) | [`penalty`] |
 //! | `si` | `c Σ Ω (θ−θ*)²`, Ω from the path integral (Zenke 2017) | [`penalty`] |
 //! | `mas` | `λ Σ Ω (θ−θ*)²`, Ω = E\|∂‖f(x)‖²/∂θ\| (Aljundi 2018) | [`penalty`] |
 //! | `replay` | the loss on a batch from a reservoir memory of earlier tasks | [`memory`] |
@@ -238,6 +239,11 @@ pub enum StrategyConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         samples: Option<usize>,
     },
+    /// An unweighted quadratic penalty towards the weights after the previous task.
+    L2 {
+        /// Penalty strength λ (≥ 0) of `λ/2 Σ (θ − θ*)²`.
+        lambda: f64,
+    },
     /// Synaptic intelligence.
     Si {
         /// Penalty strength c (≥ 0).
@@ -348,6 +354,7 @@ impl StrategyConfig {
             StrategyConfig::Joint { .. } => "joint",
             StrategyConfig::Ewc { .. } => "ewc",
             StrategyConfig::OnlineEwc { .. } => "online-ewc",
+            StrategyConfig::L2 { .. } => "l2",
             StrategyConfig::Si { .. } => "si",
             StrategyConfig::Mas { .. } => "mas",
             StrategyConfig::Replay { .. } => "replay",
@@ -401,6 +408,9 @@ impl StrategyConfig {
                 non_negative("lambda", *lambda)?;
                 fraction("gamma", *gamma)?;
                 samples(s)?;
+            }
+            StrategyConfig::L2 { lambda } => {
+                non_negative("lambda", *lambda)?;
             }
             StrategyConfig::Si { c, xi, .. } => {
                 non_negative("c", *c)?;
@@ -462,6 +472,7 @@ impl StrategySettings {
                 samples,
                 Some(gamma),
             )),
+            StrategyConfig::L2 { lambda } => Box::new(penalty::Penalized::l2(lambda)),
             StrategyConfig::Si { c, xi, gradient } => {
                 Box::new(penalty::Penalized::si(c, xi, gradient.unwrap_or_default()))
             }

@@ -1,6 +1,6 @@
 //! Quadratic penalties that hold important parameters near their values after earlier tasks:
-//! EWC and online EWC (Fisher importance), SI (path-integral importance) and MAS
-//! (output-sensitivity importance). All share [`QuadraticPenalty`]; they differ in how the
+//! EWC and online EWC (Fisher importance), SI (path-integral importance), MAS
+//! (output-sensitivity importance) and L2 (every parameter equally important). All share [`QuadraticPenalty`]; they differ in how the
 //! importance is estimated and how the terms of successive tasks are combined.
 
 use candle_core::Result;
@@ -17,7 +17,7 @@ use crate::streams::{Batch, Task};
 /// exactly zero at the anchor of a single term.
 #[derive(Debug, Clone, Default)]
 pub struct QuadraticPenalty {
-    /// The multiplier of the sum (EWC: λ/2, SI: c, MAS: λ).
+    /// The multiplier of the sum (EWC and L2: λ/2, SI: c, MAS: λ).
     pub scale: f32,
     a: Vec<Vec<f32>>,
     b: Vec<Vec<f32>>,
@@ -338,9 +338,10 @@ enum Kind {
     Mas {
         samples: Option<usize>,
     },
+    L2,
 }
 
-/// EWC, online EWC, SI or MAS: a [`QuadraticPenalty`] plus its importance estimate.
+/// EWC, online EWC, SI, MAS or L2: a [`QuadraticPenalty`] plus its importance estimate.
 #[derive(Debug, Clone)]
 pub struct Penalized {
     kind: Kind,
@@ -382,6 +383,12 @@ impl Penalized {
     /// MAS with strength λ (`λ Σ Ω (θ − θ*)²`).
     pub fn mas(lambda: f64, samples: Option<usize>) -> Self {
         Self::with(Kind::Mas { samples }, lambda)
+    }
+
+    /// L2 towards the last task's weights with strength λ (`λ/2 Σ (θ − θ*)²`, one term:
+    /// Hsu et al. 2018's `L2` agent, whose `reg_coef · Σ (θ − θ*)²` is λ = 2 · reg_coef).
+    pub fn l2(lambda: f64) -> Self {
+        Self::with(Kind::L2, lambda / 2.0)
     }
 
     fn with(kind: Kind, scale: f64) -> Self {
@@ -499,6 +506,10 @@ impl Strategy for Penalized {
                 log_importance("si", task, &importance);
                 self.accumulate_running(importance, 1.0);
                 self.penalty.set_term(&self.running, &anchor);
+            }
+            Kind::L2 => {
+                let ones: Vec<Vec<f32>> = anchor.iter().map(|p| vec![1.0; p.len()]).collect();
+                self.penalty.set_term(&ones, &anchor);
             }
             Kind::Mas { samples } => {
                 let samples = *samples;

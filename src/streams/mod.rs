@@ -16,7 +16,10 @@ use crate::data::{self, DataError, Dataset, Split, IMAGE_SIDE};
 use crate::rng::SeedRng;
 
 pub use mixed::{BatchGroup, Example, MixedBatch, MixedOrder};
-pub use spec::{ClassOutput, Scenario, StreamFile, StreamKind, StreamSpec, TaskOutput};
+pub use spec::{
+    ClassOutput, Normalize, NormalizeStats, Scenario, StreamFile, StreamKind, StreamSpec,
+    TaskOutput,
+};
 pub use transform::Transform;
 
 /// What can be wrong with a stream.
@@ -189,13 +192,12 @@ impl TaskStream {
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| "stream".into())
         });
-        let pixel_scale_shift = if spec.normalize.unwrap_or(false) {
-            let (mean, std) = data::dataset_info(&spec.dataset)
-                .map(|i| i.pixel_mean_std)
-                .unwrap_or((0.0, 1.0));
-            (1.0 / (255.0 * std), -mean / std)
-        } else {
-            (1.0 / 255.0, 0.0)
+        let own = data::dataset_info(&spec.dataset)
+            .map(|i| i.pixel_mean_std)
+            .unwrap_or((0.0, 1.0));
+        let pixel_scale_shift = match spec.normalize.and_then(|n| n.mean_std(own)) {
+            Some((mean, std)) => (1.0 / (255.0 * std), -mean / std),
+            None => (1.0 / 255.0, 0.0),
         };
         Ok(TaskStream {
             pixel_scale_shift,

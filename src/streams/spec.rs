@@ -111,10 +111,12 @@ pub struct StreamSpec {
     /// Split: shuffle the class order with the stream seed before forming groups of the same sizes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shuffle_classes: Option<bool>,
-    /// Standardize pixels with the dataset's mean and standard deviation (MNIST: 0.1307, 0.3081)
-    /// instead of scaling them to `[0, 1]` (default false).
+    /// Standardize pixels instead of scaling them to `[0, 1]`: `true` with the dataset's mean
+    /// and standard deviation (MNIST: 0.1307, 0.3081), `{mean, std}` with these (of pixels in
+    /// `[0, 1]`, as torchvision's `Normalize`; e.g. Hsu et al.'s 0.1000, 0.2752 for MNIST
+    /// padded to 32×32). Default false. Padding pixels are standardized too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub normalize: Option<bool>,
+    pub normalize: Option<Normalize>,
     /// Pad every image with this many pixels of zeros on every side before any transform
     /// (`pad: 2` turns MNIST's 28×28 into 32×32, as torchvision's `Pad(2)`): a permutation runs
     /// over all (28 + 2·pad)² positions, a rotation turns the padded image, and the model's
@@ -129,6 +131,56 @@ pub struct StreamSpec {
     /// ([`crate::data::Dataset::validation_split`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation: Option<f64>,
+}
+
+/// How a stream standardizes its pixels (`normalize:`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Normalize {
+    /// `true`: the dataset's own mean and standard deviation; `false`: scale to `[0, 1]`.
+    Dataset(bool),
+    /// Explicit statistics of pixels in `[0, 1]`.
+    Stats(NormalizeStats),
+}
+
+/// The mean and standard deviation a stream standardizes with.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormalizeStats {
+    /// Subtracted from every pixel in `[0, 1]`.
+    pub mean: f64,
+    /// Divides every pixel after the mean is subtracted (> 0).
+    pub std: f64,
+}
+
+impl<'de> Deserialize<'de> for Normalize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::Bool(b) => Ok(Normalize::Dataset(b)),
+            v @ serde_yaml::Value::Mapping(_) => serde_yaml::from_value(v)
+                .map(Normalize::Stats)
+                .map_err(|e| D::Error::custom(format!("`normalize: {{mean, std}}`: {e}"))),
+            other => Err(D::Error::custom(format!(
+                "`normalize` expects `true`, `false` or `{{mean: …, std: …}}`, got {}",
+                crate::validate::short_excerpt(
+                    serde_yaml::to_string(&other).unwrap_or_default().trim()
+                )
+            ))),
+        }
+    }
+}
+
+impl Normalize {
+    /// The (mean, std) to standardize with, `dataset` the dataset's own statistics; `None`
+    /// when pixels are only scaled to `[0, 1]`.
+    pub fn mean_std(self, dataset: (f32, f32)) -> Option<(f32, f32)> {
+        match self {
+            Normalize::Dataset(false) => None,
+            Normalize::Dataset(true) => Some(dataset),
+            Normalize::Stats(s) => Some((s.mean as f32, s.std as f32)),
+        }
+    }
 }
 
 /// The most padding a stream may add on each side (100×100 images from MNIST's 28×28).
@@ -267,6 +319,21 @@ impl StreamSpec {
                 "class_output",
                 "only applies to the class-incremental scenario".into(),
             ));
+        }
+        if let Some(Normalize::Stats(s)) = self.normalize {
+            // Checked as the f32 values the pixels are standardized with.
+            if !(s.mean as f32).is_finite() {
+                return Err(invalid(
+                    "normalize.mean",
+                    format!("expected a finite number, got {}", s.mean),
+                ));
+            }
+            if !((s.std as f32).is_finite() && (s.std as f32) >= 1e-6) {
+                return Err(invalid(
+                    "normalize.std",
+                    format!("expected a number ≥ 1e-6 (and finite), got {}", s.std),
+                ));
+            }
         }
         if let Some(p) = self.pad {
             if p > MAX_PAD {

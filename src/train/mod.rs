@@ -41,8 +41,29 @@ pub struct TrainSettings {
     pub eval_every: Option<usize>,
     /// Start every task with fresh optimizer state.
     pub reset_optimizer: bool,
+    /// The learning rate of each task, decayed from the optimizer's (`None`: constant).
+    pub lr_decay: Option<LrDecay>,
     /// Which backward pass computes gradients.
     pub backward: BackwardPath,
+}
+
+/// A per-task learning-rate decay, Stable SGD's schedule (Mirzadeh et al. 2020,
+/// `stable_sgd/main.py`): task `t` (counted from 1, as there) trains with
+/// `lr_t = max(lr · γ^t, floor)`, so the first task already has `lr · γ`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LrDecay {
+    /// The factor γ per task, in (0, 1].
+    pub gamma: f64,
+    /// The smallest learning rate (≥ 0).
+    pub floor: f64,
+}
+
+impl LrDecay {
+    /// The learning rate of the 0-based task `task` when the optimizer's is `lr`.
+    pub fn lr(&self, lr: f64, task: usize) -> f64 {
+        // libm's pow: the same value on every platform.
+        (lr * libm::pow(self.gamma, (task + 1) as f64)).max(self.floor)
+    }
 }
 
 /// A method: a named optimizer with or without GRAPES, and a continual-learning strategy.

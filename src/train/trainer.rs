@@ -216,6 +216,10 @@ impl<'a> Trainer<'a> {
         if self.settings.reset_optimizer && t > 0 {
             self.optimizer.reset();
         }
+        if let Some(decay) = self.settings.lr_decay {
+            self.optimizer
+                .set_learning_rate(decay.lr(self.method.optimizer.lr(), t));
+        }
         let sources = self.strategy.training_tasks(t, stage.len());
         let mut order = Order::new(stage, t, sources, self.settings, self.seed);
         let phase = self.strategy.phase_budget(t, stage.len());
@@ -234,6 +238,13 @@ impl<'a> Trainer<'a> {
                 .before_task(&mut context(stage, &mut self.engine, grapes, seed), t)?;
         }
         self.observer.task_started(t, steps);
+        // Training-time dropout, its masks drawn from the run's seed and the task.
+        if let Some(p) = self.net.spec.dropout() {
+            self.engine.set_dropout(Some(crate::engine::Dropout::new(
+                p,
+                SeedRng::derive(self.seed, "dropout", t as u64),
+            )))?;
+        }
         let mut progress = TaskProgress::default();
         let mut divergence = None;
         for step in 1..=steps {
@@ -260,6 +271,8 @@ impl<'a> Trainer<'a> {
             }
         }
         self.observer.task_finished(t);
+        // Importance estimates and evaluations see the whole network.
+        self.engine.set_dropout(None)?;
         if trains && divergence.is_none() {
             self.strategy
                 .after_task(&mut context(stage, &mut self.engine, grapes, seed), t)?;

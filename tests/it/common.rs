@@ -85,6 +85,7 @@ pub fn settings(iterations: usize, batch: usize, backward: BackwardPath) -> Trai
         eval_batch_size: 2000,
         eval_every: None,
         reset_optimizer: false,
+        lr_decay: None,
         backward,
     }
 }

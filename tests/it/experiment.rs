@@ -197,6 +197,144 @@ fn run_ids_are_stable() {
 
 const PINNED_ID: &str = "sgd-s0-7e1613430e";
 
+/// The keys of optimizer studies: Adagrad, `training.lr_decay`, `training.reset_optimizer` by
+/// name, `model.dropout`, strategy `l2`, a stream's `normalize: {mean, std}`. Each bad value
+/// names its file and key; the named reset values are the booleans (same run ids).
+#[test]
+fn optimizer_study_keys_are_validated_with_the_key_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let load = |name: &str, text: &str| Experiment::load(&write(dir.path(), name, text));
+    let base_id = plan(&load("base.yaml", BASE).unwrap(), None)[0].id();
+    let with = |old: &str, new: &str| BASE.replacen(old, new, 1);
+    let never = load(
+        "never.yaml",
+        &with("iterations: 5", "iterations: 5\n  reset_optimizer: never"),
+    )
+    .unwrap();
+    assert_eq!(plan(&never, None)[0].id(), base_id);
+    let per_task = load(
+        "per-task.yaml",
+        &with(
+            "iterations: 5",
+            "iterations: 5\n  reset_optimizer: per-task",
+        ),
+    )
+    .unwrap();
+    let as_bool = load(
+        "true.yaml",
+        &with("iterations: 5", "iterations: 5\n  reset_optimizer: true"),
+    )
+    .unwrap();
+    assert!(per_task.variants[0].training.reset_optimizer);
+    assert_eq!(plan(&per_task, None)[0].id(), plan(&as_bool, None)[0].id());
+    let stable = load(
+        "stable.yaml",
+        &with(
+            "iterations: 5",
+            "iterations: 5\n  lr_decay: {gamma: 0.8, floor: 5.0e-5}",
+        )
+        .replacen("hidden: [16]}", "hidden: [16], dropout: 0.5}", 1)
+        .replacen("{name: sgd, lr: 0.05}", "{name: adagrad, lr: 0.01}", 1),
+    )
+    .unwrap();
+    let v = &stable.variants[0];
+    assert_eq!(v.model.dropout(), Some(0.5));
+    assert_eq!(v.training.lr_decay.unwrap().gamma, 0.8);
+    assert_ne!(plan(&stable, None)[0].id(), base_id);
+
+    for (name, text, expected) in [
+        (
+            "gamma.yaml",
+            with("iterations: 5", "iterations: 5\n  lr_decay: {gamma: 1.5}"),
+            "key `training.lr_decay.gamma`: expected a number in (0, 1], got 1.5",
+        ),
+        (
+            "floor.yaml",
+            with(
+                "iterations: 5",
+                "iterations: 5\n  lr_decay: {gamma: 0.5, floor: -1}",
+            ),
+            "key `training.lr_decay.floor`",
+        ),
+        (
+            "decay-key.yaml",
+            with("iterations: 5", "iterations: 5\n  lr_decay: {gama: 0.5}"),
+            "unknown field `gama`",
+        ),
+        (
+            "reset.yaml",
+            with(
+                "iterations: 5",
+                "iterations: 5\n  reset_optimizer: sometimes",
+            ),
+            "unknown value `sometimes` for `reset_optimizer`: expected `per-task` or `never`",
+        ),
+        (
+            "dropout.yaml",
+            with("hidden: [16]}", "hidden: [16], dropout: 1.0}"),
+            "key `model.dropout`: expected a drop probability in [0, 1), got 1",
+        ),
+        (
+            "dropout-autograd.yaml",
+            with("hidden: [16]}", "hidden: [16], dropout: 0.25}").replacen(
+                "iterations: 5",
+                "iterations: 5\n  backward: autograd",
+                1,
+            ),
+            "key `model.dropout`: dropout runs on the fused CPU step only",
+        ),
+        (
+            "adagrad.yaml",
+            with(
+                "{name: sgd, lr: 0.05}",
+                "{name: adagrad, lr: 0.05, momentum: 0.9}",
+            ),
+            "key `methods[0].optimizer.momentum`: does not apply to optimizer `adagrad`",
+        ),
+        (
+            "l2.yaml",
+            with(
+                "{name: sgd, lr: 0.05}",
+                "{name: sgd, lr: 0.05}\n    strategy: {name: l2, lambda: -2}",
+            ),
+            "key `methods[0].strategy.lambda`",
+        ),
+    ] {
+        let e = load(name, &text).unwrap_err().to_string();
+        assert!(e.contains(expected), "{name}: {e}");
+        assert!(e.contains(name), "{name}: the file is named: {e}");
+    }
+
+    // A stream's own statistics.
+    let stream = |name: &str, normalize: &str| {
+        let path = write(
+            dir.path(),
+            name,
+            &format!("dataset: mnist\nkind: split\nscenario: task-incremental\npad: 2\nnormalize: {normalize}\n"),
+        );
+        clbench::streams::StreamSpec::load(&path)
+    };
+    let ok = stream("hsu.yaml", "{mean: 0.1000, std: 0.2752}").unwrap();
+    let built = clbench::streams::TaskStream::build(&ok, 0).unwrap();
+    let (scale, shift) = built.pixel_scale_shift;
+    // Byte 0 (and the padding) → −mean/std; byte 255 → (1 − mean)/std.
+    assert!((shift - (-0.1 / 0.2752) as f32).abs() < 1e-6);
+    assert!((255.0 * scale + shift - (0.9 / 0.2752) as f32).abs() < 1e-5);
+    for (name, normalize, key) in [
+        ("std0.yaml", "{mean: 0.1, std: 0}", "key `normalize.std`"),
+        (
+            "mean.yaml",
+            "{mean: .nan, std: 0.3}",
+            "key `normalize.mean`",
+        ),
+        ("extra.yaml", "{mean: 0.1, std: 0.3, max: 1}", "normalize"),
+    ] {
+        let e = stream(name, normalize).unwrap_err().to_string();
+        assert!(e.contains(key), "{name}: {e}");
+        assert!(e.contains(name), "{name}: {e}");
+    }
+}
+
 #[test]
 fn shards_cover_every_run_exactly_once() {
     let dir = tempfile::tempdir().unwrap();

@@ -4,7 +4,7 @@ use candle_core::{Device, Tensor};
 use clbench::data::IMAGE_PIXELS;
 use clbench::engine::tensor::batch_gradients;
 use clbench::engine::BackwardPath;
-use clbench::engine::{Engine, FusedMlp};
+use clbench::engine::{Dropout, Engine, FusedMlp};
 use clbench::models::{logit_mask, mlp, one_hot, Activation, ModelConfig, Network};
 use clbench::optim::{GrapesMode, OptimizerConfig};
 use clbench::rng::SeedRng;
@@ -130,6 +130,7 @@ fn slice_and_tensor_optimizer_updates_agree() {
         "{name: sgd, lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01}",
         "{name: adamw, lr: 0.01}",
         "{name: rmsprop, lr: 0.01, momentum: 0.5}",
+        "{name: adagrad, lr: 0.01, weight_decay: 0.01}",
     ] {
         let cfg: OptimizerConfig = serde_yaml::from_str(yaml).unwrap();
         let network = net(
@@ -211,4 +212,120 @@ fn fused_step_matches_the_tensor_step_over_many_updates() {
             .unwrap();
         assert!(d < 1e-5, "weights drifted by {d}");
     }
+}
+
+/// Dropout on the fused step against candle's autograd through the same network with the same
+/// masks multiplied in after every hidden activation: same loss and gradients, for each
+/// activation (tanh and sigmoid take their derivative at the undropped output) and with
+/// propagating GRAPES (the factors scale the error after the mask).
+#[test]
+fn fused_dropout_equals_autograd_with_the_same_masks() {
+    use candle_core::D;
+    for (act, mode) in [
+        (Activation::Relu, GrapesMode::Off),
+        (Activation::Tanh, GrapesMode::Off),
+        (Activation::Sigmoid, GrapesMode::Off),
+        (Activation::Relu, GrapesMode::Propagating),
+    ] {
+        let shared = OutputLayout::Shared { outputs: 10 };
+        let network = net(&[32, 16], act, true, &shared);
+        let (rows, p) = (12, 0.3f32);
+        let (x, t) = batch(rows, 10, 5);
+        let rng = || SeedRng::derive(9, "dropout", 1);
+        // The masks the engine draws: layer by layer, [rows, width] each.
+        let mut draw = Dropout::new(p, rng());
+        let masks: Vec<Vec<f32>> = [32, 16]
+            .iter()
+            .map(|&w| {
+                let mut m = vec![0.0; rows * w];
+                draw.fill_mask(&mut m);
+                m
+            })
+            .collect();
+        assert!(masks.iter().flatten().any(|&m| m == 0.0));
+        assert!(masks.iter().flatten().any(|&m| m > 1.0));
+
+        let mut fused = FusedMlp::from_network(&network).unwrap();
+        fused.set_dropout(Some(Dropout::new(p, rng()))).unwrap();
+        let fused_loss = fused.step(&x, &t, 0, None, mode);
+
+        // Autograd: h ← act(h Wᵀ + b) · mask, GRAPES' gradient scaling on the dropped output
+        // (its factors multiply the error the layer's units pass back).
+        let params = network.tracked();
+        let factors = network.grapes_factors().unwrap();
+        let mut h = Tensor::from_slice(&x, (rows, IMAGE_PIXELS), &DEV).unwrap();
+        for (l, layer) in network.hidden.iter().enumerate() {
+            let a =
+                clbench::models::linear(&h, &params[layer.weight], layer.bias.map(|b| &params[b]))
+                    .unwrap();
+            let width = a.dim(1).unwrap();
+            let mask = Tensor::from_slice(&masks[l], (rows, width), &DEV).unwrap();
+            h = act.apply(&a).unwrap().mul(&mask).unwrap();
+            if mode == GrapesMode::Propagating {
+                h = clbench::optim::grapes::scale_gradient(&h, &factors[l]).unwrap();
+            }
+        }
+        let out = &network.heads[0];
+        let logits =
+            clbench::models::linear(&h, &params[out.weight], out.bias.map(|b| &params[b])).unwrap();
+        let onehot = one_hot(&t, 10, &DEV).unwrap();
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
+        let loss = (logp.mul(&onehot).unwrap().sum_all().unwrap() * (-1.0 / rows as f64)).unwrap();
+        let store = loss.backward().unwrap();
+        let what = format!("{act:?} {mode:?}");
+        assert!(
+            (fused_loss - loss.to_scalar::<f32>().unwrap()).abs() < 1e-5,
+            "{what}: loss {fused_loss} vs {}",
+            loss.to_scalar::<f32>().unwrap()
+        );
+        for (i, (v, f)) in network.params.iter().zip(fused.gradients()).enumerate() {
+            let r = store
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let f = f.expect("every parameter has a gradient");
+            let d = r
+                .iter()
+                .zip(f)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
+            let scale = r.iter().map(|a| a.abs()).fold(0.0, f32::max).max(1.0);
+            assert!(d <= 2e-6 * scale, "{what}: parameter {i} differs by {d}");
+        }
+    }
+}
+
+/// Dropout drops only while training: the logits of a network with dropout switched on are
+/// those without it, and switching it off restores the plain step bit for bit.
+#[test]
+fn dropout_leaves_evaluation_and_the_off_step_alone() {
+    let shared = OutputLayout::Shared { outputs: 10 };
+    let network = net(&[32], Activation::Relu, true, &shared);
+    let (x, t) = batch(8, 10, 2);
+    let mut plain = FusedMlp::from_network(&network).unwrap();
+    let mut dropped = FusedMlp::from_network(&network).unwrap();
+    dropped
+        .set_dropout(Some(Dropout::new(0.5, SeedRng::derive(1, "dropout", 0))))
+        .unwrap();
+    assert_eq!(
+        plain.logits(None, &x, 0).unwrap(),
+        dropped.logits(None, &x, 0).unwrap()
+    );
+    let with = dropped.step(&x, &t, 0, None, GrapesMode::Off);
+    let without = plain.step(&x, &t, 0, None, GrapesMode::Off);
+    assert_ne!(
+        with.to_bits(),
+        without.to_bits(),
+        "the masks change the loss"
+    );
+    dropped.set_dropout(None).unwrap();
+    let again = dropped.step(&x, &t, 0, None, GrapesMode::Off);
+    assert_eq!(again.to_bits(), without.to_bits());
+    let g = |e: &FusedMlp| -> Vec<Vec<f32>> {
+        e.gradients().iter().map(|g| g.unwrap().to_vec()).collect()
+    };
+    assert_eq!(g(&dropped), g(&plain));
 }

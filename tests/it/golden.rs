@@ -2,10 +2,12 @@
 //!
 //! `tests/golden/golden.yaml` (three tasks of split MNIST, a tanh MLP with biases, SGD and Adam
 //! ± GRAPES, EWC, replay, LwF) and `tests/golden/cnn.yaml` (the same tasks, a small CNN, SGD ±
-//! both GRAPES variants, replay) are run by the binary, and each report's accuracy table (every
+//! both GRAPES variants, replay) and `tests/golden/regimes.yaml` (the same tasks padded and
+//! standardized, dropout, Adagrad, L2, per-task learning-rate decay and optimizer reset) are
+//! run by the binary, and each report's accuracy table (every
 //! run's accuracy and test loss after every task, written with shortest round-trip floats) is
-//! compared byte for byte with the committed `tests/golden/accuracy.csv` and
-//! `tests/golden/cnn-accuracy.csv`. The fused steps' kernels are portable (see
+//! compared byte for byte with the committed `tests/golden/accuracy.csv`,
+//! `tests/golden/cnn-accuracy.csv` and `tests/golden/regimes-accuracy.csv`. The fused steps' kernels are portable (see
 //! `src/engine/kernels.rs`), so this holds on AVX-512, AVX2 and scalar machines alike: each
 //! scenario runs on every kernel this CPU can run (`clbench run --kernels`), and each of those
 //! runs must give the committed bytes. The SIMD kernels run every method; the scalar kernel
@@ -30,6 +32,13 @@ fn the_golden_scenario_gives_the_committed_bits() {
 #[test]
 fn the_cnn_golden_scenario_gives_the_committed_bits() {
     golden("cnn.yaml", "cnn-accuracy.csv");
+}
+
+/// Dropout (its masks from the run's seed), Adagrad, the L2 strategy, per-task learning-rate
+/// decay and optimizer reset, on a padded and standardized stream.
+#[test]
+fn the_training_regime_golden_scenario_gives_the_committed_bits() {
+    golden("regimes.yaml", "regimes-accuracy.csv");
 }
 
 /// Runs `tests/golden/<config>` on every kernel this CPU runs and compares each accuracy table

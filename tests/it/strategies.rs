@@ -48,6 +48,7 @@ fn every_strategy_with_strength_zero_equals_finetuning_exactly() {
             "{name: online-ewc, lambda: 0, gamma: 0.9}",
             "{name: si, c: 0}",
             "{name: mas, lambda: 0, samples: 50}",
+            "{name: l2, lambda: 0}",
             "{name: replay, budget: 10, weight: 0}",
             "{name: lwf, weight: 0}",
         ] {
@@ -125,6 +126,7 @@ fn each_regularizer_is_zero_right_after_its_own_task_and_pulls_back_after() {
             Penalized::si(1.0, 0.1, clbench::strategy::SiGradient::Total),
         ),
         ("mas", Penalized::mas(1.0, Some(64))),
+        ("l2", Penalized::l2(1.0)),
     ] {
         let mut engine = FusedMlp::from_network(&net).unwrap();
         train_task_zero(&s, &mut engine, &mut strategy, 20);
@@ -661,6 +663,7 @@ fn every_strategy_trains_with_grapes_on_both_engines_and_on_a_cnn() {
         "{name: online-ewc, lambda: 10, gamma: 0.8, samples: 40, fisher: empirical}",
         "{name: si, c: 1, xi: 0.1}",
         "{name: mas, lambda: 1, samples: 40}",
+        "{name: l2, lambda: 0.1}",
         "{name: replay, budget: 100, per: total, batch_size: 32}",
         "{name: agem, budget: 10}",
         "{name: lwf, temperature: 2, weight: 1}",
@@ -950,4 +953,72 @@ fn si_path_integral_on_the_total_or_the_task_loss_gradient() {
         "task 1 has no penalty yet"
     );
     assert_ne!(records[0].accuracy[5], records[1].accuracy[5]);
+}
+
+/// L2's penalty is `λ/2 Σ (θ − θ*)²` towards the weights after the last task only: its value
+/// by hand, its gradient against central finite differences of its value, and a second task
+/// that moves the anchor instead of adding a term.
+#[test]
+fn l2_penalty_value_and_gradient_by_hand_and_finite_differences() {
+    let s = stream("split-mnist-task-il.yaml", 0);
+    let net = Network::new(
+        &ModelSpec::mlp(&[8]),
+        &s.outputs,
+        &mut SeedRng::derive(2, "init", 0),
+        &DEV,
+    )
+    .unwrap();
+    let lambda = 3.0f64;
+    let mut strategy = Penalized::l2(lambda);
+    let mut engine = FusedMlp::from_network(&net).unwrap();
+    train_task_zero(&s, &mut engine, &mut strategy, 5);
+    let anchor = engine.params().to_vec();
+    // A point away from the anchor, different per element.
+    let theta: Vec<Vec<f32>> = anchor
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            p.iter()
+                .enumerate()
+                .map(|(j, v)| v + 0.01 * (((i * 7 + j * 13) % 11) as f32 - 5.0))
+                .collect()
+        })
+        .collect();
+    let by_hand: f64 = theta
+        .iter()
+        .flatten()
+        .zip(anchor.iter().flatten())
+        .map(|(&t, &a)| (t as f64 - a as f64).powi(2))
+        .sum::<f64>()
+        * lambda
+        / 2.0;
+    let value = strategy.penalty().value(&theta);
+    assert!(
+        (value - by_hand).abs() < 1e-6 * by_hand.max(1.0),
+        "{value} vs {by_hand}"
+    );
+    let mut grads: Vec<Vec<f32>> = theta.iter().map(|p| vec![0.0; p.len()]).collect();
+    strategy.regularize(&theta, &mut grads, &vec![true; theta.len()]);
+    let h = 1e-2f32;
+    for (i, p) in theta.iter().enumerate() {
+        for j in (0..p.len()).step_by(97) {
+            let mut plus = theta.clone();
+            plus[i][j] += h;
+            let mut minus = theta.clone();
+            minus[i][j] -= h;
+            let fd = (strategy.penalty().value(&plus) - strategy.penalty().value(&minus))
+                / (plus[i][j] as f64 - minus[i][j] as f64);
+            let g = grads[i][j] as f64;
+            assert!(
+                (g - fd).abs() < 1e-3 * fd.abs().max(0.1),
+                "param {i}[{j}]: {g} vs {fd}"
+            );
+        }
+    }
+    // After a second task the single term is anchored at the new weights.
+    train_task_zero(&s, &mut engine, &mut strategy, 5);
+    let second = engine.params().to_vec();
+    assert_ne!(second, anchor);
+    assert!(strategy.penalty().value(&second).abs() < 1e-6);
+    assert!(strategy.penalty().value(&anchor) > 0.0);
 }

@@ -251,6 +251,8 @@ fn every_optimizer_learns_the_first_split_task() {
         "{name: adam, lr: 0.001}",
         "{name: adamw, lr: 0.001, weight_decay: 0.01, grapes: local}",
         "{name: rmsprop, lr: 0.001, momentum: 0.5}",
+        "{name: adagrad, lr: 0.01}",
+        "{name: adagrad, lr: 0.01, grapes: propagating}",
     ] {
         let m = method(yaml, None);
         let r = train_sequence(
@@ -413,4 +415,127 @@ fn a_padded_stream_trains_models_with_larger_inputs() {
         assert_eq!(r.status, RunStatus::Completed);
         assert!(r.accuracy[1][0] > 0.8, "{:?}: {:?}", cfg.kind, r.accuracy);
     }
+}
+
+/// `training.lr_decay` as Stable SGD counts: task t = 1, 2, … trains at `max(lr·γ^t, floor)`.
+/// Hand-traced: a one-task run with γ equals a run at lr·γ; with a floor above every decayed
+/// rate, a run equals one at the floor; the formula over Stable SGD's 20 tasks.
+#[test]
+fn lr_decay_follows_the_hand_traced_schedule() {
+    use clbench::train::LrDecay;
+    let d = LrDecay {
+        gamma: 0.8,
+        floor: 5e-5,
+    };
+    let want: Vec<f64> = (1..=20).map(|t| (0.1 * 0.8f64.powi(t)).max(5e-5)).collect();
+    let got: Vec<f64> = (0..20).map(|t| d.lr(0.1, t)).collect();
+    for (g, w) in got.iter().zip(&want) {
+        assert!((g - w).abs() <= 1e-15 * w, "{got:?} vs {want:?}");
+    }
+
+    let s = stream("split-mnist-task-il.yaml", 0);
+    let model = ModelConfig::mlp(&[32]).check().unwrap();
+    let run = |opt: &str, decay: Option<LrDecay>, tasks: usize| {
+        let mut st = settings(20, 32, BackwardPath::Auto);
+        st.lr_decay = decay;
+        let mut s = s.clone();
+        s.tasks.truncate(tasks);
+        train_sequence(
+            &s,
+            &model,
+            &method(opt, None),
+            &st,
+            1,
+            &Device::Cpu,
+            &Silent,
+        )
+        .unwrap()
+    };
+    let decayed = run(
+        "{name: sgd, lr: 0.2, momentum: 0.5}",
+        Some(LrDecay {
+            gamma: 0.5,
+            floor: 0.0,
+        }),
+        1,
+    );
+    let at_first_rate = run("{name: sgd, lr: 0.1, momentum: 0.5}", None, 1);
+    assert_eq!(decayed.accuracy, at_first_rate.accuracy);
+    assert_eq!(decayed.loss, at_first_rate.loss);
+    let floored = run(
+        "{name: sgd, lr: 0.2}",
+        Some(LrDecay {
+            gamma: 0.25,
+            floor: 0.05,
+        }),
+        3,
+    );
+    let at_floor = run("{name: sgd, lr: 0.05}", None, 3);
+    assert_eq!(floored.accuracy, at_floor.accuracy);
+    // Without a floor the second task trains slower than at a constant rate: same first row,
+    // different second.
+    let halving = run(
+        "{name: sgd, lr: 0.2}",
+        Some(LrDecay {
+            gamma: 0.5,
+            floor: 0.0,
+        }),
+        2,
+    );
+    let constant = run("{name: sgd, lr: 0.1}", None, 2);
+    assert_eq!(halving.accuracy[1], constant.accuracy[1]);
+    assert_ne!(halving.accuracy[2], constant.accuracy[2]);
+}
+
+/// A model with dropout trains (the masks come from the run's seed: two runs give the same
+/// bits, another seed other bits), differs from the same model without dropout, and a
+/// dropout of 0 is no dropout.
+#[test]
+fn dropout_trains_reproducibly_from_the_run_seed() {
+    let s = stream("split-mnist-task-il.yaml", 0);
+    let mut cfg = ModelConfig::mlp(&[64, 64]);
+    let run = |cfg: &ModelConfig, seed: u64| {
+        train_sequence(
+            &s,
+            &cfg.check().unwrap(),
+            &method(
+                "{name: sgd, lr: 0.05, momentum: 0.8, grapes: propagating}",
+                None,
+            ),
+            &settings(40, 16, BackwardPath::Auto),
+            seed,
+            &Device::Cpu,
+            &Silent,
+        )
+        .unwrap()
+    };
+    let plain = run(&cfg, 0);
+    cfg.dropout = Some(0.0);
+    assert_eq!(run(&cfg, 0).accuracy, plain.accuracy);
+    cfg.dropout = Some(0.5);
+    let a = run(&cfg, 0);
+    assert_eq!(a.accuracy, run(&cfg, 0).accuracy);
+    assert_ne!(a.accuracy, plain.accuracy);
+    for t in 0..5 {
+        assert!(a.accuracy[t + 1][t] > 0.9, "{:?}", a.accuracy);
+    }
+    let mut cnn = cfg.clone();
+    cnn.kind = ModelKind::Cnn;
+    cnn.hidden = Some(vec![16]);
+    cnn.channels = Some([3, 4]);
+    let mut short = s.clone();
+    for t in &mut short.tasks {
+        t.test.truncate(300);
+    }
+    let r = train_sequence(
+        &short,
+        &cnn.check().unwrap(),
+        &method("{name: adam, lr: 0.001}", None),
+        &settings(5, 16, BackwardPath::Auto),
+        0,
+        &Device::Cpu,
+        &Silent,
+    )
+    .unwrap();
+    assert_eq!(r.status, RunStatus::Completed);
 }
