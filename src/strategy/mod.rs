@@ -19,12 +19,14 @@
 //! | `mas` | `λ Σ Ω (θ−θ*)²`, Ω = E\|∂‖f(x)‖²/∂θ\| (Aljundi 2018) | [`penalty`] |
 //! | `replay` | the loss on a batch from a reservoir memory of earlier tasks | [`memory`] |
 //! | `agem` | projects the gradient so it does not increase the memory's loss (Chaudhry 2019) | [`memory`] |
+//! | `gem` | projects the gradient so it increases no earlier task's memory loss, by a small QP (Lopez-Paz & Ranzato 2017) | [`gem`] |
 //! | `lwf` | distillation of the previous model's outputs on the current inputs (Li & Hoiem 2017) | [`lwf`] |
 //!
 //! The raw [`StrategyConfig`] is checked once into [`StrategySettings`], which builds the
 //! runtime [`Strategy`]. A strategy sees the model only through [`Engine`]: the parameters,
 //! the gradients, and "add the gradient of this batch part".
 
+pub mod gem;
 pub mod lwf;
 pub mod memory;
 pub mod penalty;
@@ -291,6 +293,21 @@ pub enum StrategyConfig {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         batch_size: Option<usize>,
     },
+    /// Gradient episodic memory.
+    Gem {
+        /// Memory size, per task (default) or in total.
+        budget: usize,
+        /// `task` (default: `budget` examples of every task) or `total` (`budget` shared
+        /// equally among the tasks learned so far).
+        #[serde(default)]
+        per: gem::GemMemory,
+        /// Lower bound of the dual variables (GEM's `memory_strength`; default 0.5).
+        #[serde(default = "half")]
+        margin: f64,
+        /// Added to the dual's diagonal (default 0.001, as GEM's code).
+        #[serde(default = "gem_eps")]
+        eps: f64,
+    },
     /// Learning without forgetting.
     Lwf {
         /// Distillation temperature T (> 0, default 2).
@@ -318,6 +335,12 @@ fn per_task() -> LossWeight {
 fn si_xi() -> f64 {
     0.1
 }
+fn half() -> f64 {
+    0.5
+}
+fn gem_eps() -> f64 {
+    0.001
+}
 
 /// The keys a strategy block may hold (for "did you mean" hints).
 pub const STRATEGY_KEYS: &[&str] = &[
@@ -334,6 +357,8 @@ pub const STRATEGY_KEYS: &[&str] = &[
     "weight",
     "temperature",
     "scale",
+    "margin",
+    "eps",
 ];
 
 /// A validated strategy (see [`StrategyConfig::check`]).
@@ -359,6 +384,7 @@ impl StrategyConfig {
             StrategyConfig::Mas { .. } => "mas",
             StrategyConfig::Replay { .. } => "replay",
             StrategyConfig::Agem { .. } => "agem",
+            StrategyConfig::Gem { .. } => "gem",
             StrategyConfig::Lwf { .. } => "lwf",
         }
     }
@@ -432,6 +458,16 @@ impl StrategyConfig {
             StrategyConfig::Agem {
                 budget, batch_size, ..
             } => memory(*budget, batch_size)?,
+            StrategyConfig::Gem {
+                budget,
+                margin,
+                eps,
+                ..
+            } => {
+                memory(*budget, &None)?;
+                non_negative("margin", *margin)?;
+                non_negative("eps", *eps)?;
+            }
             StrategyConfig::Lwf {
                 temperature,
                 weight: w,
@@ -497,6 +533,12 @@ impl StrategySettings {
                 memory::Memory::new(budget, per),
                 b.unwrap_or(batch_size),
             )),
+            StrategyConfig::Gem {
+                budget,
+                per,
+                margin,
+                eps,
+            } => Box::new(gem::Gem::new(budget, per, margin, eps)),
             StrategyConfig::Lwf {
                 temperature,
                 scale,

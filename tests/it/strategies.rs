@@ -666,6 +666,7 @@ fn every_strategy_trains_with_grapes_on_both_engines_and_on_a_cnn() {
         "{name: l2, lambda: 0.1}",
         "{name: replay, budget: 100, per: total, batch_size: 32}",
         "{name: agem, budget: 10}",
+        "{name: gem, budget: 10}",
         "{name: lwf, temperature: 2, weight: 1}",
     ] {
         let m = method(
@@ -736,7 +737,16 @@ fn strategy_blocks_are_validated_with_the_key_named() {
             "{name: ewc, lambda: 1, fisher: sampled}",
             "unknown Fisher `sampled`",
         ),
-        ("{name: gem}", "unknown variant `gem`"),
+        ("{name: gem}", "missing field `budget`"),
+        (
+            "{name: gem, budget: 10, margin: -1}",
+            "key `methods[0].strategy.margin`",
+        ),
+        (
+            "{name: gem, budget: 10, per: class}",
+            "unknown variant `class`",
+        ),
+        ("{name: gme, budget: 10}", "unknown variant `gme`"),
     ] {
         let e = config(strategy).unwrap_err().to_string();
         assert!(e.contains(expected), "{strategy}: {e}");
@@ -1021,4 +1031,126 @@ fn l2_penalty_value_and_gradient_by_hand_and_finite_differences() {
     assert_ne!(second, anchor);
     assert!(strategy.penalty().value(&second).abs() < 1e-6);
     assert!(strategy.penalty().value(&anchor) > 0.0);
+}
+
+/// GEM in a real run: after two tasks, the gradient of a step on the third is checked against
+/// both memories; with margin 0 and ε 0 the projected gradient has a non-negative dot product
+/// with each memory's gradient (recomputed here), and a step that conflicts is changed.
+#[test]
+fn gem_projection_meets_every_memory_constraint() {
+    use clbench::strategy::gem::{Gem, GemMemory};
+    use clbench::strategy::memory::accumulate_mixed;
+    use clbench::strategy::StepData;
+    use clbench::streams::MixedBatch;
+    let s = stream("split-mnist-domain-il.yaml", 0);
+    let net = Network::new(
+        &ModelSpec::mlp(&[32]),
+        &s.outputs,
+        &mut SeedRng::derive(1, "init", 0),
+        &DEV,
+    )
+    .unwrap();
+    let mut engine = FusedMlp::from_network(&net).unwrap();
+    let mut gem = Gem::new(40, GemMemory::Task, 0.0, 0.0);
+    let mut opt = method("{name: sgd, lr: 0.1}", None).optimizer.build();
+    let mut batch = MixedBatch::default();
+    let mut conflicts = 0;
+    for task in 0..3 {
+        for k in 0..30 {
+            let examples: Vec<(usize, u32)> = s.tasks[task].train[k * 32..(k + 1) * 32]
+                .iter()
+                .map(|&i| (task, i))
+                .collect();
+            batch.fill(&s, &examples);
+            let mut ctx = Context {
+                stream: &s,
+                engine: &mut engine,
+                grapes: GrapesMode::Off,
+                seed: 5,
+            };
+            ctx.engine.zero_grad();
+            accumulate_mixed(&mut ctx, &batch, 1.0).unwrap();
+            let before: Vec<Vec<f32>> = ctx.engine.grads_mut().0.to_vec();
+            let step = StepData {
+                examples: &examples,
+                batch: &batch,
+            };
+            gem.extend_gradients(&mut ctx, task, &step).unwrap();
+            let after: Vec<Vec<f32>> = ctx.engine.grads_mut().0.to_vec();
+            if task > 0 {
+                // Each earlier task's memory gradient, recomputed from its stored examples.
+                let mut dots = Vec::new();
+                for earlier in 0..task {
+                    let mem = gem_memory(&s, earlier, 40);
+                    let mut mb = MixedBatch::default();
+                    mb.fill(&s, &mem);
+                    let mut c2 = Context {
+                        stream: &s,
+                        engine: &mut engine,
+                        grapes: GrapesMode::Off,
+                        seed: 5,
+                    };
+                    c2.engine.zero_grad();
+                    accumulate_mixed(&mut c2, &mb, 1.0).unwrap();
+                    let (r, t) = c2.engine.grads_mut();
+                    let dot = |g: &[Vec<f32>]| -> f64 {
+                        g.iter()
+                            .zip(r.iter())
+                            .zip(t.iter())
+                            .filter(|(_, &t)| t)
+                            .map(|((a, b), _)| {
+                                a.iter()
+                                    .zip(b)
+                                    .map(|(&x, &y)| x as f64 * y as f64)
+                                    .sum::<f64>()
+                            })
+                            .sum()
+                    };
+                    let norm = dot(&after).abs().max(dot(r).abs()).max(1e-12);
+                    dots.push((dot(&before), dot(&after), norm));
+                }
+                for &(_, a, norm) in &dots {
+                    assert!(a >= -1e-4 * norm, "task {task} step {k}: {dots:?}");
+                }
+                if dots.iter().any(|&(b, _, _)| b < 0.0) {
+                    conflicts += 1;
+                    assert_ne!(before, after, "a conflicting gradient is projected");
+                } else {
+                    assert_eq!(before, after, "a gradient without conflict is left alone");
+                }
+                // Put the (projected) gradient back, as the trainer would apply it.
+                let (g, t) = engine.grads_mut();
+                for (d, s) in g.iter_mut().zip(&after) {
+                    d.copy_from_slice(s);
+                }
+                t.fill(true);
+            }
+            engine.apply(opt.as_mut()).unwrap();
+        }
+        let mut ctx = Context {
+            stream: &s,
+            engine: &mut engine,
+            grapes: GrapesMode::Off,
+            seed: 5,
+        };
+        gem.after_task(&mut ctx, task).unwrap();
+    }
+    assert!(
+        conflicts > 0,
+        "domain-IL split MNIST steps conflict with earlier tasks"
+    );
+    assert_eq!(gem.projected.0, conflicts);
+}
+
+/// The examples GEM stores for `task` (its documented draw: a partial Fisher–Yates shuffle of
+/// the task's training indices from `SeedRng::derive(seed, "gem-memory", task)`).
+fn gem_memory(s: &TaskStream, task: usize, keep: usize) -> Vec<(usize, u32)> {
+    let mut ex = s.tasks[task].train.clone();
+    let mut rng = SeedRng::derive(5, "gem-memory", task as u64);
+    for k in 0..keep {
+        let j = k + rng.below((ex.len() - k) as u64) as usize;
+        ex.swap(k, j);
+    }
+    ex.truncate(keep);
+    ex.into_iter().map(|i| (task, i)).collect()
 }
