@@ -17,8 +17,8 @@ use crate::rng::SeedRng;
 
 pub use mixed::{BatchGroup, Example, MixedBatch, MixedOrder};
 pub use spec::{
-    ClassOutput, Normalize, NormalizeStats, Scenario, StreamFile, StreamKind, StreamSpec,
-    TaskOutput,
+    AngleRange, AngleSteps, Angles, ClassOutput, Normalize, NormalizeStats, Scenario, StreamFile,
+    StreamKind, StreamSpec, TaskOutput,
 };
 pub use transform::Transform;
 
@@ -456,7 +456,7 @@ fn task_definitions(
                 .collect()
         }
         StreamKind::Rotated => spec
-            .angle_list()
+            .angle_list(seed)
             .into_iter()
             .map(|a| (all_classes.clone(), Transform::rotation(a, side)))
             .collect(),

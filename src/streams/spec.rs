@@ -54,7 +54,8 @@ pub enum ClassOutput {
     SeenSoFar,
 }
 
-/// Angles of a rotated stream: an explicit list, or an evenly spaced range.
+/// Angles of a rotated stream: an explicit list, an evenly spaced range, or steps with a random
+/// jitter.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(untagged)]
 pub enum Angles {
@@ -62,6 +63,26 @@ pub enum Angles {
     List(Vec<f64>),
     /// `tasks` angles evenly spaced from `from` to `to` inclusive.
     Range(AngleRange),
+    /// `from + step · i − jitter · u_i` for task i = 0, 1, …, u_i uniform in [0, 1).
+    Steps(AngleSteps),
+}
+
+/// Angles in steps with a random jitter: task i (0-based) is rotated by
+/// `from + step · i − jitter · u_i`, `u_i` uniform in [0, 1) drawn from the stream's seed. Stable
+/// SGD's rotated MNIST (Mirzadeh et al. 2020, `stable_sgd/data_utils.py`,
+/// `get_rotated_mnist`: `(task_id − 1) · 10 − random() · 10`) is `{from: 0, step: 10, jitter:
+/// 10, tasks: 20}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AngleSteps {
+    /// The first task's angle before its jitter, in degrees.
+    pub from: f64,
+    /// Degrees between consecutive tasks.
+    pub step: f64,
+    /// The largest jitter subtracted from each angle, in degrees (≥ 0).
+    pub jitter: f64,
+    /// Number of tasks.
+    pub tasks: usize,
 }
 
 /// An evenly spaced range of angles.
@@ -227,14 +248,22 @@ impl StreamSpec {
             StreamKind::Rotated => match &self.angles {
                 Some(Angles::List(a)) => a.len(),
                 Some(Angles::Range(r)) => r.tasks,
+                Some(Angles::Steps(r)) => r.tasks,
                 None => 0,
             },
         }
     }
 
-    /// The rotation angles in degrees, one per task (rotated streams only).
-    pub fn angle_list(&self) -> Vec<f64> {
+    /// The rotation angles in degrees, one per task (rotated streams only); `seed` is the
+    /// stream's seed, which draws the jitter of `{from, step, jitter, tasks}` angles.
+    pub fn angle_list(&self, seed: u64) -> Vec<f64> {
         match &self.angles {
+            Some(Angles::Steps(r)) => (0..r.tasks)
+                .map(|i| {
+                    let u = crate::rng::SeedRng::derive(seed, "angle-jitter", i as u64).unit_f64();
+                    r.from + r.step * i as f64 - r.jitter * u
+                })
+                .collect(),
             Some(Angles::List(a)) => a.clone(),
             Some(Angles::Range(r)) if r.tasks == 1 => vec![r.from],
             Some(Angles::Range(r)) => (0..r.tasks)
@@ -430,12 +459,26 @@ impl StreamSpec {
             None => {
                 return Err(invalid(
                     "angles",
-                    "a rotated stream needs `angles: [deg, ...]` or `angles: {from, to, tasks}`"
+                    "a rotated stream needs `angles: [deg, ...]`, `angles: {from, to, tasks}` or \
+                     `angles: {from, step, jitter, tasks}`"
                         .into(),
                 ))
             }
-            Some(Angles::Range(r)) if r.tasks == 0 => {
+            Some(Angles::Range(AngleRange { tasks: 0, .. }))
+            | Some(Angles::Steps(AngleSteps { tasks: 0, .. })) => {
                 return Err(invalid("angles", "expected at least 1 task, got 0".into()))
+            }
+            Some(Angles::Steps(r)) if r.tasks > MAX_TASKS => {
+                return Err(invalid(
+                    "angles",
+                    format!("expected at most {MAX_TASKS} tasks, got {}", r.tasks),
+                ))
+            }
+            Some(Angles::Steps(r)) if !(r.jitter.is_finite() && r.jitter >= 0.0) => {
+                return Err(invalid(
+                    "angles",
+                    format!("`jitter` must be a finite number ≥ 0, got {}", r.jitter),
+                ))
             }
             Some(Angles::Range(r)) if r.tasks > MAX_TASKS => {
                 return Err(invalid(
@@ -454,7 +497,8 @@ impl StreamSpec {
             }
             _ => {}
         }
-        if let Some(bad) = self.angle_list().into_iter().find(|a| !a.is_finite()) {
+        // The jitter lies in [0, jitter): any seed's angles are finite when seed 0's are.
+        if let Some(bad) = self.angle_list(0).into_iter().find(|a| !a.is_finite()) {
             return Err(invalid(
                 "angles",
                 format!("angle {bad} is not a finite number"),

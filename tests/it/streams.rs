@@ -538,3 +538,54 @@ fn pad_is_bounded_with_the_key_named() {
     );
     assert!(e.contains("tasks/bad.yaml") && e.contains("pad"), "{e}");
 }
+
+/// `angles: {from, step, jitter, tasks}`: task i is rotated by `from + step·i − jitter·u_i`
+/// (Stable SGD's rotated MNIST), the jitter drawn from the stream's seed: each angle in its
+/// window, the same for a seed, other for another; the built tasks rotate by them.
+#[test]
+fn stepped_angles_with_jitter_follow_the_stable_sgd_rule() {
+    let text = "dataset: mnist\nkind: rotated\nscenario: domain-incremental\nangles: {from: 0, step: 10, jitter: 10, tasks: 20}\n";
+    let spec = StreamSpec::from_yaml(text, Path::new("inline.yaml")).unwrap();
+    assert_eq!(spec.num_tasks(), 20);
+    let a = spec.angle_list(1);
+    for (i, &deg) in a.iter().enumerate() {
+        let top = 10.0 * i as f64;
+        assert!(deg <= top && deg > top - 10.0, "task {}: {deg}", i + 1);
+    }
+    assert_eq!(a, spec.angle_list(1));
+    assert_ne!(a, spec.angle_list(2));
+    let s = inline(text);
+    for (t, task) in s.tasks.iter().enumerate().take(3) {
+        match &task.transform {
+            Transform::Rotate { degrees, .. } => {
+                assert_eq!(*degrees, spec.angle_list(s.seed)[t])
+            }
+            other => panic!("task {t}: {other:?}"),
+        }
+    }
+    for (angles, expected) in [
+        (
+            "{from: 0, step: 10, jitter: -1, tasks: 3}",
+            "`jitter` must be a finite number ≥ 0",
+        ),
+        (
+            "{from: 0, step: 10, jitter: 1, tasks: 0}",
+            "expected at least 1 task, got 0",
+        ),
+        (
+            "{from: 0, step: .inf, jitter: 1, tasks: 2}",
+            "is not a finite number",
+        ),
+    ] {
+        let e = StreamSpec::from_yaml(
+            &text.replace("{from: 0, step: 10, jitter: 10, tasks: 20}", angles),
+            Path::new("bad.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains(expected) && e.contains("bad.yaml"),
+            "{angles}: {e}"
+        );
+    }
+}
