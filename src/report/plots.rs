@@ -1,5 +1,7 @@
 //! Figures for papers, as PNG and SVG: the accuracy-matrix heatmap, each task's accuracy across
-//! the sequence (mean with a band over seeds), and per-method bars with error bars per metric.
+//! the sequence (mean with a band over seeds), per-method bars with error bars per metric, and
+//! the stability–plasticity plane (forgetting against learning accuracy, each method joined to
+//! its GRAPES twin).
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -664,6 +666,13 @@ pub fn write_figures(
         a,
         b,
     )?);
+    let (a, b) = both!(|root| stability_plasticity(root, stream, summary, spread));
+    written.extend(render(
+        &dir.join(format!("{stream}-stability-plasticity")),
+        (1000 + LEGEND_WIDTH, 720),
+        a,
+        b,
+    )?);
     let (a, b) = both!(|root| bars(root, stream, summary, spread));
     let methods = data.len() as u32;
     written.extend(render(
@@ -681,6 +690,178 @@ pub fn write_figures(
     )?);
     Ok(written)
 }
+
+/// The suffix that names a method's GRAPES twin (`sgd` → `sgd+grapes`).
+const GRAPES_SUFFIX: &str = "+grapes";
+
+/// One method's point in the stability–plasticity plane: (name, learning accuracy, its
+/// spread, forgetting, its spread), in percent.
+type PlanePoint = (String, f64, Option<f64>, f64, Option<f64>);
+
+/// Forgetting (y) against learning accuracy (x) per method, ± the spread over seeds in both
+/// directions: up and to the left forgets more and learns less. A method and its GRAPES twin
+/// (`name` and `name+grapes`) share a colour, the twin a hollow marker, joined by an arrow from
+/// the method to its twin, so the figure says at a glance what GRAPES does to each.
+fn stability_plasticity<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    stream: &str,
+    summary: &DataFrame,
+    spread: Spread,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let spread_name = match spread {
+        Spread::Sd => "sd",
+        Spread::Sem => "sem",
+    };
+    let st = summary.column("stream")?.str()?.clone();
+    let method = summary.column("method")?.str()?.clone();
+    let col =
+        |name: &str| -> PolarsResult<Float64Chunked> { Ok(summary.column(name)?.f64()?.clone()) };
+    let (la, la_e) = (
+        col("learning_accuracy_mean")?,
+        col(&format!("learning_accuracy_{spread_name}"))?,
+    );
+    let (fg, fg_e) = (
+        col("forgetting_mean")?,
+        col(&format!("forgetting_{spread_name}"))?,
+    );
+    let points: Vec<PlanePoint> = (0..summary.height())
+        .filter(|&i| st.get(i) == Some(stream))
+        .filter_map(|i| {
+            let pct = |v: Option<f64>| v.filter(|v| v.is_finite()).map(|v| 100.0 * v);
+            Some((
+                method.get(i)?.to_string(),
+                pct(la.get(i))?,
+                pct(la_e.get(i)),
+                pct(fg.get(i))?,
+                pct(fg_e.get(i)),
+            ))
+        })
+        .collect();
+    let title =
+        format!("Stability–plasticity — {stream} (± {spread_name} over seeds; hollow: + GRAPES)");
+    let root = root.titled(&title, ("sans-serif", 22).into_font())?;
+    if points.is_empty() {
+        return Ok(());
+    }
+    // The legend gets its own column, so it never hides a point.
+    let (width, _) = root.dim_in_pixel();
+    let (root, key) = root.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
+    let span = |v: &dyn Fn(&PlanePoint) -> (f64, f64)| {
+        let (lo, hi) = points
+            .iter()
+            .map(v)
+            .fold((f64::MAX, f64::MIN), |(a, b), (l, h)| (a.min(l), b.max(h)));
+        let pad = ((hi - lo) * 0.08).max(0.5);
+        (lo - pad)..(hi + pad)
+    };
+    let x = span(&|p| (p.1 - p.2.unwrap_or(0.0), p.1 + p.2.unwrap_or(0.0)));
+    let y = span(&|p| (p.3 - p.4.unwrap_or(0.0), p.3 + p.4.unwrap_or(0.0)));
+    let mut chart = ChartBuilder::on(&root)
+        .margin(16)
+        .x_label_area_size(55)
+        .y_label_area_size(65)
+        .build_cartesian_2d(x, y)?;
+    chart
+        .configure_mesh()
+        .x_desc("learning accuracy (%): each task right after it is learned")
+        .y_desc("forgetting (%)")
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 16))
+        .light_line_style(BLACK.mix(0.05))
+        .draw()?;
+    // Colours by base method, in order of first appearance.
+    let base_of = |name: &str| name.strip_suffix(GRAPES_SUFFIX).unwrap_or(name).to_string();
+    let mut bases: Vec<String> = Vec::new();
+    for p in &points {
+        let b = base_of(&p.0);
+        if !bases.contains(&b) {
+            bases.push(b);
+        }
+    }
+    for (k, base) in bases.iter().enumerate() {
+        let c = color(k);
+        let own = points.iter().find(|p| &p.0 == base);
+        let twin = points
+            .iter()
+            .find(|p| p.0 == format!("{base}{GRAPES_SUFFIX}"));
+        if let (Some(a), Some(b)) = (own, twin) {
+            chart.draw_series(std::iter::once(PathElement::new(
+                vec![(a.1, a.3), (b.1, b.3)],
+                c.mix(0.6).stroke_width(2),
+            )))?;
+        }
+        for (p, hollow) in own
+            .map(|p| (p, false))
+            .into_iter()
+            .chain(twin.map(|p| (p, true)))
+        {
+            if let Some(e) = p.2 {
+                chart.draw_series(std::iter::once(ErrorBar::new_horizontal(
+                    p.3,
+                    p.1 - e,
+                    p.1,
+                    p.1 + e,
+                    c.mix(0.7).stroke_width(1),
+                    8,
+                )))?;
+            }
+            if let Some(e) = p.4 {
+                chart.draw_series(std::iter::once(ErrorBar::new_vertical(
+                    p.1,
+                    p.3 - e,
+                    p.3,
+                    p.3 + e,
+                    c.mix(0.7).stroke_width(1),
+                    8,
+                )))?;
+            }
+            let style = if hollow {
+                c.stroke_width(3)
+            } else {
+                c.filled()
+            };
+            chart.draw_series(std::iter::once(Circle::new((p.1, p.3), 7, style)))?;
+            if bases.len() > PALETTE.len() {
+                // Colours repeat: the names say which point is which.
+                chart.draw_series(std::iter::once(Text::new(
+                    p.0.clone(),
+                    (p.1, p.3),
+                    ("sans-serif", 13).into_font().color(&BLACK.mix(0.8)),
+                )))?;
+            }
+        }
+    }
+    // The legend: one colour per method, then the twins' marker.
+    let font = ("sans-serif", 14).into_font();
+    let row = |i: usize| 60 + 24 * i as i32;
+    for (k, base) in bases.iter().enumerate() {
+        key.draw(&Circle::new((18, row(k)), 6, color(k).filled()))?;
+        key.draw(&Text::new(base.clone(), (32, row(k) - 8), font.clone()))?;
+    }
+    if points.iter().any(|p| p.0.ends_with(GRAPES_SUFFIX)) {
+        let i = bases.len() + 1;
+        key.draw(&Circle::new((18, row(i)), 6, BLACK.stroke_width(2)))?;
+        key.draw(&Text::new(
+            "+ GRAPES (line from",
+            (32, row(i) - 8),
+            font.clone(),
+        ))?;
+        key.draw(&Text::new(
+            "the method to it)",
+            (32, row(i) + 10),
+            font.clone(),
+        ))?;
+    }
+    Ok(())
+}
+
+/// Pixels of the stability–plasticity figure's legend column.
+const LEGEND_WIDTH: u32 = 220;
 
 /// Mean and sd over seeds of the within-task curves of one method: per evaluated task, points
 /// (progress, mean, sd) in order of progress.
