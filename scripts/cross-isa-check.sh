@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Same config, same seed, same bits on another CPU: runs one method of each golden scenario
-# (tests/golden/golden.yaml, an MLP, and tests/golden/cnn.yaml, a CNN; SGD + GRAPES in both)
+# (tests/golden/golden.yaml, an MLP; tests/golden/cnn.yaml, a CNN; tests/golden/regimes.yaml,
+# an MLP with dropout, per-task learning-rate decay and optimizer reset; SGD + GRAPES in each)
 # under QEMU user-mode emulation of a CPU without AVX-512 (`qemu-x86_64 -cpu max`: AVX2 + FMA,
 # no AVX-512), so the portable kernels take their AVX2 path by detection, and compares their
-# rows of the accuracy table byte for byte with the committed tests/golden/accuracy.csv and
-# tests/golden/cnn-accuracy.csv.
+# rows of the accuracy table byte for byte with the committed tests/golden/accuracy.csv,
+# tests/golden/cnn-accuracy.csv and tests/golden/regimes-accuracy.csv.
 #
 # `cargo test` already runs every method of both scenarios on every kernel the host runs
 # (`clbench run --kernels avx512f | avx2+fma | scalar`) against the same files. What this adds is
@@ -45,7 +46,8 @@ esac
 
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-for triple in golden.yaml:accuracy.csv:sgd+grapes cnn.yaml:cnn-accuracy.csv:sgd+grapes; do
+for triple in golden.yaml:accuracy.csv:sgd+grapes cnn.yaml:cnn-accuracy.csv:sgd+grapes \
+  regimes.yaml:regimes-accuracy.csv:sgd+grapes; do
   IFS=: read -r name table method <<<"$triple"
   config="tests/golden/$name"
   table="tests/golden/$table"

@@ -46,7 +46,7 @@ use rayon::prelude::*;
 
 use super::fused::{activate, derive, Dense};
 use super::kernels::{copy_short, mm};
-use super::{Engine, HostParams, Objective, Part};
+use super::{Dropout, Engine, HostParams, Objective, Part};
 use crate::models::pool::{pool_plane, pooled_side};
 use crate::models::{Activation, LayerKind, Network};
 use crate::optim::{grapes, GrapesMode, Optimizer};
@@ -93,6 +93,11 @@ struct StageWork {
     grad_w: Vec<f32>,
     /// This chunk's bias gradient.
     grad_b: Vec<f32>,
+    /// Training-time dropout of the activation (`[c_out, rows, side_conv²]`: 0 or `1/(1 − p)`),
+    /// drawn before the chunks run; empty when dropout is off.
+    mask: Vec<f32>,
+    /// The activation before its mask (where the derivative is taken) while dropout is on.
+    undropped: Vec<f32>,
 }
 
 /// Everything one chunk of samples needs: each stage's state and the workspaces its thread
@@ -114,7 +119,8 @@ impl Stage {
     }
 
     /// Forward pass of the `rows` samples of `input` (`[c_in, rows, side_in²]`): `work`'s
-    /// activations, pooled values and argmaxes.
+    /// activations, pooled values and argmaxes. With `dropping`, the activation is multiplied
+    /// by `work.mask` before it is pooled (the undropped activation kept).
     fn forward(
         &self,
         params: &[Vec<f32>],
@@ -122,6 +128,7 @@ impl Stage {
         rows: usize,
         act: Activation,
         work: &mut StageWork,
+        dropping: bool,
     ) {
         let (sc, sp) = (self.side_conv, self.side_pool);
         let n = rows * sc * sc;
@@ -145,6 +152,13 @@ impl Stage {
             }
         }
         activate(act, &mut work.act);
+        if dropping {
+            work.undropped.clone_from(&work.act);
+            work.act
+                .iter_mut()
+                .zip(&work.mask)
+                .for_each(|(a, m)| *a *= m);
+        }
         let planes = self.c_out * rows;
         work.pooled.resize(planes * sp * sp, 0.0);
         work.argmax.resize(planes * sp * sp, 0);
@@ -162,6 +176,8 @@ impl Stage {
     /// and bias gradients into its `grad_w` and `grad_b` (from the im2col matrix the forward
     /// pass kept), and, with `input_delta`, the error of the stage's input
     /// (`[c_in, rows, side_in²]`). `factors` are the stage's GRAPES factors.
+    /// With `dropping`, the error passes back through the stage's dropout mask and the
+    /// activation's derivative is taken at the undropped activation.
     #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
@@ -173,6 +189,7 @@ impl Stage {
         ws: &mut ChunkWork,
         s: usize,
         input_delta: Option<&mut Vec<f32>>,
+        dropping: bool,
     ) {
         let (sc, sp) = (self.side_conv, self.side_pool);
         let depth = self.depth();
@@ -192,7 +209,12 @@ impl Stage {
                 plane[i as usize] = v;
             }
         }
-        derive(act, d, &work.act);
+        if dropping {
+            d.iter_mut().zip(&work.mask).for_each(|(d, m)| *d *= m);
+            derive(act, d, &work.undropped);
+        } else {
+            derive(act, d, &work.act);
+        }
         if mode == GrapesMode::Propagating {
             modulate_rows(d, n, factors);
         }
@@ -325,6 +347,9 @@ pub struct FusedCnn {
     feature_delta: Vec<f32>,
     /// Pixels of one input image (`side_in²` of the first stage).
     pixels: usize,
+    /// Training-time dropout of the convolutions' activations (the fully connected layers'
+    /// is `dense`'s own, on a stream forked from this one).
+    dropout: Option<Dropout>,
 }
 
 impl FusedCnn {
@@ -394,6 +419,7 @@ impl FusedCnn {
             chunks: Vec::new(),
             features: Vec::new(),
             feature_delta: Vec::new(),
+            dropout: None,
         })
     }
 
@@ -414,8 +440,10 @@ impl FusedCnn {
     }
 
     /// The convolutional stages of `x` (`[batch, 784]`) with `params`, chunk by chunk in
-    /// parallel, and their output flattened into `features`.
-    fn features(&mut self, params: &[Vec<f32>], x: &[f32]) {
+    /// parallel, and their output flattened into `features`. With `training` and dropout on,
+    /// every chunk's and stage's mask is drawn first, in chunk then stage order on this thread
+    /// (the same masks for any number of threads), and applied after each activation.
+    fn features(&mut self, params: &[Vec<f32>], x: &[f32], training: bool) {
         let batch = x.len() / self.pixels;
         let chunks = batch.div_ceil(CHUNK);
         if self.chunks.len() < chunks {
@@ -427,6 +455,17 @@ impl FusedCnn {
                     ..ChunkWork::default()
                 },
             );
+        }
+        let dropping = training && self.dropout.is_some();
+        if let (true, Some(dropout)) = (dropping, &mut self.dropout) {
+            for (c, ws) in self.chunks[..chunks].iter_mut().enumerate() {
+                let rows = (batch - c * CHUNK).min(CHUNK);
+                for (stage, work) in self.stages.iter().zip(&mut ws.stages) {
+                    work.mask
+                        .resize(stage.c_out * rows * stage.side_conv * stage.side_conv, 0.0);
+                    dropout.fill_mask(&mut work.mask);
+                }
+            }
         }
         let width = self.feature_width();
         let pixels = self.pixels;
@@ -441,7 +480,7 @@ impl FusedCnn {
                 for (s, stage) in stages.iter().enumerate() {
                     let (before, rest) = ws.stages.split_at_mut(s);
                     let input: &[f32] = before.last().map_or(x, |p| &p.pooled);
-                    stage.forward(params, input, rows, act, &mut rest[0]);
+                    stage.forward(params, input, rows, act, &mut rest[0], dropping);
                 }
                 // [c, b, plane] → [b, c, plane]
                 let last = ws.stages.last().expect("at least one stage");
@@ -465,8 +504,9 @@ impl FusedCnn {
     ) -> Vec<f32> {
         let batch = x.len() / self.pixels;
         let params = std::mem::take(&mut self.host.params);
-        self.features(&params, x);
+        self.features(&params, x, true);
         self.host.params = params;
+        let dropping = self.dropout.is_some();
         let losses = self
             .dense
             .objectives_error(&self.host.params, &self.features, objectives);
@@ -523,7 +563,17 @@ impl FusedCnn {
                     // output), taken out of `ws` while the stage uses the rest of it.
                     let mut below =
                         (s > 0).then(|| std::mem::take(&mut ws.stages[s - 1].pooled_delta));
-                    stage.backward(params, rows, act, mode, &factors[s], ws, s, below.as_mut());
+                    stage.backward(
+                        params,
+                        rows,
+                        act,
+                        mode,
+                        &factors[s],
+                        ws,
+                        s,
+                        below.as_mut(),
+                        dropping,
+                    );
                     if let Some(delta) = below {
                         ws.stages[s - 1].pooled_delta = delta;
                     }
@@ -590,7 +640,7 @@ impl Engine for FusedCnn {
         let params = params.unwrap_or(&own);
         let mut logits = Vec::new();
         for rows in x.chunks(EVAL_ROWS * self.pixels) {
-            self.features(params, rows);
+            self.features(params, rows, false);
             logits.extend_from_slice(self.dense.forward(params, &self.features, head));
         }
         self.host.params = own;
@@ -601,10 +651,11 @@ impl Engine for FusedCnn {
         &self.factors
     }
 
-    /// Dropout after the fully connected hidden layers; the convolutions' feature maps are not
-    /// dropped.
-    fn set_dropout(&mut self, dropout: Option<super::Dropout>) -> Result<()> {
-        self.dense.set_dropout(dropout);
+    /// Dropout after every convolution's activation (before its pooling) and after every
+    /// fully connected hidden layer, the latter on a stream forked from `dropout`.
+    fn set_dropout(&mut self, mut dropout: Option<Dropout>) -> Result<()> {
+        self.dense.set_dropout(dropout.as_mut().map(Dropout::fork));
+        self.dropout = dropout;
         Ok(())
     }
 

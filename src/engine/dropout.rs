@@ -1,5 +1,5 @@
-//! Inverted dropout for the fused steps: while a task trains, every fully connected hidden
-//! unit is dropped with probability `p` and the kept ones are scaled by `1/(1 − p)` (PyTorch's
+//! Inverted dropout for the fused steps: while a task trains, every hidden unit (each fully
+//! connected unit, each position of a convolution's feature maps) is dropped with probability `p` and the kept ones are scaled by `1/(1 − p)` (PyTorch's
 //! `nn.Dropout` in train mode), so evaluation uses the network as it is.
 //!
 //! The masks come from a [`SeedRng`] stream that the trainer derives from the run's seed and
@@ -35,6 +35,17 @@ impl Dropout {
     /// The factor of a kept unit, `1/(1 − p)`.
     pub fn scale(&self) -> f32 {
         self.scale
+    }
+
+    /// A second dropout of the same probability on its own random stream, seeded from this
+    /// one's next draw (the CNN's convolutions and its fully connected layers each draw from
+    /// one).
+    pub fn fork(&mut self) -> Dropout {
+        Dropout {
+            threshold: self.threshold,
+            scale: self.scale,
+            rng: SeedRng::derive(self.rng.next_u64(), "dropout-fork", 0),
+        }
     }
 
     /// Fills `mask` with the next mask: 0 for a dropped unit, [`Dropout::scale`] for a kept one.

@@ -109,10 +109,11 @@ pub struct ModelConfig {
     /// CNN: square kernel size, stride 1, no padding (default 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<usize>,
-    /// Inverted dropout with this drop probability, in [0, 1), after the activation of every
-    /// fully connected hidden layer while the model trains (PyTorch's `nn.Dropout(p)` in train
-    /// mode: kept units scaled by 1/(1 − p)); off when the model is evaluated and when
-    /// strategies estimate importances. Default: none. Needs the fused CPU step.
+    /// Inverted dropout with this drop probability, in [0, 1), after every hidden activation
+    /// while the model trains (each fully connected hidden layer's units; each convolution's
+    /// feature maps, before their pooling; PyTorch's `nn.Dropout(p)` in train mode: kept units
+    /// scaled by 1/(1 − p)); off when the model is evaluated and when strategies estimate
+    /// importances. Default: none. Needs the fused CPU step.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dropout: Option<f64>,
 }
@@ -304,8 +305,8 @@ pub struct ModelSpec {
     conv: Option<ConvSpec>,
     /// Side of the square single-channel input images (28, or more for a padded stream).
     input_side: usize,
-    /// Training-time drop probability of the fully connected hidden units (`None`: no dropout;
-    /// 0 is stored as `None`).
+    /// Training-time drop probability of the hidden units (`None`: no dropout; 0 is stored as
+    /// `None`).
     dropout: Option<f32>,
 }
 
@@ -338,8 +339,8 @@ impl ModelSpec {
         self
     }
 
-    /// The same model with training-time dropout of probability `p` after every fully
-    /// connected hidden layer (`None` or 0: none).
+    /// The same model with training-time dropout of probability `p` after every hidden
+    /// activation (`None` or 0: none).
     ///
     /// # Panics
     /// If `p` is not in [0, 1).
@@ -349,7 +350,7 @@ impl ModelSpec {
         self
     }
 
-    /// The training-time drop probability of the fully connected hidden units, if any.
+    /// The training-time drop probability of the hidden units, if any.
     pub fn dropout(&self) -> Option<f32> {
         self.dropout
     }

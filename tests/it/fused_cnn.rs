@@ -239,9 +239,16 @@ fn autograd_cnn_gradients_match_finite_differences() {
     }
 }
 
-/// The fused CNN's gradients, updates and logits are the same bits for 1, 2 and 3 threads.
+/// The fused CNN's gradients, updates and logits are the same bits for 1, 2 and 3 threads,
+/// with dropout off and on (its masks drawn before the chunks run in parallel).
 #[test]
 fn fused_cnn_bits_do_not_depend_on_threads() {
+    for dropout in [None, Some(0.25f32)] {
+        cnn_bits_for_threads(dropout);
+    }
+}
+
+fn cnn_bits_for_threads(dropout: Option<f32>) {
     let net = cnn(
         [8, 16],
         &[32],
@@ -251,33 +258,39 @@ fn fused_cnn_bits_do_not_depend_on_threads() {
     );
     let cfg: OptimizerConfig =
         serde_yaml::from_str("{name: sgd, lr: 0.05, momentum: 0.9, grapes: propagating}").unwrap();
-    let run = |threads: usize| {
-        run_on(&thread_pool(threads).unwrap(), || {
-            let mut engine = FusedCnn::from_network(&net).unwrap();
-            let mut opt = cfg.check().unwrap().build();
-            for s in 0..3 {
-                let (x, t) = batch(64, 10, 20 + s);
-                engine.zero_grad();
-                let part = Part {
-                    pixels: &x,
-                    targets: Targets::Hard(&t),
-                    head: 0,
-                    range: None,
-                    weight: 1.0,
-                };
-                engine.accumulate(&part, GrapesMode::Propagating).unwrap();
-                engine.apply(opt.as_mut()).unwrap();
-            }
-            let (x, _) = batch(300, 10, 99);
-            let logits = engine.logits(None, &x, 0).unwrap();
-            let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            let params: Vec<Vec<u32>> = engine.params().iter().map(|p| bits(p)).collect();
-            (params, bits(&logits))
-        })
-    };
+    let run =
+        |threads: usize| {
+            run_on(&thread_pool(threads).unwrap(), || {
+                let mut engine = FusedCnn::from_network(&net).unwrap();
+                engine
+                    .set_dropout(dropout.map(|p| {
+                        clbench::engine::Dropout::new(p, SeedRng::derive(3, "dropout", 0))
+                    }))
+                    .unwrap();
+                let mut opt = cfg.check().unwrap().build();
+                for s in 0..3 {
+                    let (x, t) = batch(64, 10, 20 + s);
+                    engine.zero_grad();
+                    let part = Part {
+                        pixels: &x,
+                        targets: Targets::Hard(&t),
+                        head: 0,
+                        range: None,
+                        weight: 1.0,
+                    };
+                    engine.accumulate(&part, GrapesMode::Propagating).unwrap();
+                    engine.apply(opt.as_mut()).unwrap();
+                }
+                let (x, _) = batch(300, 10, 99);
+                let logits = engine.logits(None, &x, 0).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                let params: Vec<Vec<u32>> = engine.params().iter().map(|p| bits(p)).collect();
+                (params, bits(&logits))
+            })
+        };
     let one = run(1);
-    assert_eq!(one, run(2), "1 vs 2 threads");
-    assert_eq!(one, run(3), "1 vs 3 threads");
+    assert_eq!(one, run(2), "1 vs 2 threads, dropout {dropout:?}");
+    assert_eq!(one, run(3), "1 vs 3 threads, dropout {dropout:?}");
 }
 
 /// Evaluation in chunks gives autograd's forward logits, with the current parameters or a
@@ -306,5 +319,113 @@ fn fused_cnn_logits_equal_the_autograd_forward() {
         let got = engine.logits(params, &x, 1).unwrap();
         assert_eq!(got.len(), 300 * 6);
         assert!(relative_gap(&want, &got) < 1e-5);
+    }
+}
+
+/// Dropout on the fused CNN step against candle's autograd through the same network with the
+/// same masks: after each convolution's activation (before pooling, drawn chunk by chunk) and
+/// after the fully connected hidden layer (on the forked stream): same loss and gradients.
+#[test]
+fn fused_cnn_dropout_equals_autograd_with_the_same_masks() {
+    use candle_core::D;
+    use clbench::engine::Dropout;
+    for act in [Activation::Relu, Activation::Tanh] {
+        let net = cnn(
+            [3, 4],
+            &[16],
+            act,
+            true,
+            &OutputLayout::Shared { outputs: 10 },
+        );
+        let (rows, p) = (6, 0.3f32);
+        let (x, t) = batch(rows, 10, 5);
+        let rng = || SeedRng::derive(9, "dropout", 2);
+        // The engine's draws: the dense stream forked first, then each stage's mask
+        // ([c_out, rows, side²]) of the one chunk.
+        let mut conv = Dropout::new(p, rng());
+        let mut dense = conv.fork();
+        let mask = |d: &mut Dropout, n: usize| {
+            let mut m = vec![0.0; n];
+            d.fill_mask(&mut m);
+            m
+        };
+        let m1 = mask(&mut conv, 3 * rows * 24 * 24);
+        let m2 = mask(&mut conv, 4 * rows * 8 * 8);
+        let m3 = mask(&mut dense, rows * 16);
+
+        let mut fused = FusedCnn::from_network(&net).unwrap();
+        fused.set_dropout(Some(Dropout::new(p, rng()))).unwrap();
+        fused.zero_grad();
+        let fused_loss = fused
+            .accumulate(
+                &Part {
+                    pixels: &x,
+                    targets: Targets::Hard(&t),
+                    head: 0,
+                    range: None,
+                    weight: 1.0,
+                },
+                GrapesMode::Off,
+            )
+            .unwrap();
+
+        let params = net.tracked();
+        let conv_mask = |m: &[f32], c: usize, s: usize| {
+            Tensor::from_slice(m, (c, rows, s, s), &DEV)
+                .unwrap()
+                .transpose(0, 1)
+                .unwrap()
+                .contiguous()
+                .unwrap()
+        };
+        let stage = |h: &Tensor, l: usize, m: &Tensor| {
+            let layer = &net.hidden[l];
+            let b = &params[layer.bias.unwrap()];
+            let a = h
+                .conv2d(&params[layer.weight], 0, 1, 1, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, (), 1, 1)).unwrap())
+                .unwrap();
+            let h = act.apply(&a).unwrap().mul(m).unwrap();
+            clbench::models::pool::max_pool_2x2(&h).unwrap()
+        };
+        let h = Tensor::from_slice(&x, (rows, 1, 28, 28), &DEV).unwrap();
+        let h = stage(&h, 0, &conv_mask(&m1, 3, 24));
+        let h = stage(&h, 1, &conv_mask(&m2, 4, 8)).flatten_from(1).unwrap();
+        let fc = &net.hidden[2];
+        let h = act
+            .apply(
+                &clbench::models::linear(&h, &params[fc.weight], fc.bias.map(|b| &params[b]))
+                    .unwrap(),
+            )
+            .unwrap()
+            .mul(&Tensor::from_slice(&m3, (rows, 16), &DEV).unwrap())
+            .unwrap();
+        let out = &net.heads[0];
+        let logits =
+            clbench::models::linear(&h, &params[out.weight], out.bias.map(|b| &params[b])).unwrap();
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1).unwrap();
+        let onehot = one_hot(&t, 10, &DEV).unwrap();
+        let loss = (logp.mul(&onehot).unwrap().sum_all().unwrap() * (-1.0 / rows as f64)).unwrap();
+        let store = loss.backward().unwrap();
+        let want = loss.to_scalar::<f32>().unwrap();
+        assert!(
+            (fused_loss - want).abs() < 1e-5,
+            "{act:?}: loss {fused_loss} vs {want}"
+        );
+        for (i, (v, g)) in net.params.iter().zip(fused.gradients()).enumerate() {
+            let r = store
+                .get(v.as_tensor())
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            let gap = relative_gap(&r, g.expect("every parameter has a gradient"));
+            assert!(
+                gap < 2e-5,
+                "{act:?}: parameter {i} differs by {gap} (relative)"
+            );
+        }
     }
 }
