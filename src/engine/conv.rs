@@ -49,7 +49,7 @@ use super::kernels::{copy_short, mm};
 use super::{Dropout, Engine, HostParams, Objective, Part};
 use crate::models::pool::{pool_plane, pooled_side};
 use crate::models::{Activation, LayerKind, Network};
-use crate::optim::{grapes, GrapesMode, Optimizer};
+use crate::optim::{grapes, GrapesMode, Optimizer, Pull};
 
 /// Samples per chunk of the convolutional stages: fixed (the weight gradients are summed chunk
 /// by chunk, so this, not the threads, fixes their bits). Eight 28×28 images make an im2col
@@ -630,8 +630,12 @@ impl Engine for FusedCnn {
         self.host.state_mut()
     }
 
-    fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
-        self.host.step(optimizer);
+    fn apply_pulled(
+        &mut self,
+        optimizer: &mut (dyn Optimizer + Send),
+        pull: Option<&Pull>,
+    ) -> Result<()> {
+        self.host.step(optimizer, pull);
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use super::kernels::{mm, threads};
 use super::{Dropout, Engine, HostParams, Objective, Part};
 use crate::models::loss::{output_error, Targets};
 use crate::models::{Activation, Layer, Network};
-use crate::optim::{grapes, GrapesMode, Optimizer};
+use crate::optim::{grapes, GrapesMode, Optimizer, Pull};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LayerRef {
@@ -472,8 +472,12 @@ impl Engine for FusedMlp {
         self.host.state_mut()
     }
 
-    fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
-        self.host.step(optimizer);
+    fn apply_pulled(
+        &mut self,
+        optimizer: &mut (dyn Optimizer + Send),
+        pull: Option<&Pull>,
+    ) -> Result<()> {
+        self.host.step(optimizer, pull);
         Ok(())
     }
 

@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::models::loss::Targets;
 use crate::models::Network;
-use crate::optim::{GrapesMode, Optimizer};
+use crate::optim::{GrapesMode, Optimizer, Pull};
 
 pub use conv::FusedCnn;
 pub use dropout::Dropout;
@@ -138,8 +138,9 @@ impl HostParams {
     }
 
     /// Applies `optimizer` with the gradients that `touched` flags (the other parameters have
-    /// no gradient this step and are left alone, state included).
-    pub(crate) fn step(&mut self, optimizer: &mut (dyn Optimizer + Send)) {
+    /// no gradient this step and are left alone, state included), a penalty's `pull` added to
+    /// them inside the update's pass.
+    pub(crate) fn step(&mut self, optimizer: &mut (dyn Optimizer + Send), pull: Option<&Pull>) {
         let grads: Vec<Option<&[f32]>> = self
             .grads
             .iter()
@@ -147,7 +148,7 @@ impl HostParams {
             .map(|(g, &t)| t.then_some(g.as_slice()))
             .collect();
         let mut params: Vec<&mut [f32]> = self.params.iter_mut().map(Vec::as_mut_slice).collect();
-        optimizer.step_slices(&mut params, &grads);
+        optimizer.step_slices_pulled(&mut params, &grads, pull);
     }
 }
 
@@ -253,7 +254,17 @@ pub trait Engine {
     /// write the second).
     fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]);
     /// Updates the parameters with the optimizer and the current gradients.
-    fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()>;
+    fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
+        self.apply_pulled(optimizer, None)
+    }
+    /// [`Engine::apply`] with a penalty's pull added to the gradients inside the optimizer's
+    /// own pass ([`Optimizer::step_slices_pulled`]): the numbers of adding it first, without
+    /// a pass of its own.
+    fn apply_pulled(
+        &mut self,
+        optimizer: &mut (dyn Optimizer + Send),
+        pull: Option<&Pull>,
+    ) -> Result<()>;
     /// Logits `[rows, head outputs]` of `pixels` with `params` (a snapshot) or the current
     /// parameters.
     fn logits(

@@ -8,7 +8,7 @@ use candle_core::{Device, Result, Tensor};
 
 use crate::models::loss::{loss_tensor, Targets};
 use crate::models::{cross_entropy, logit_mask, mlp, one_hot, Network};
-use crate::optim::{grapes, GrapesMode, Optimizer};
+use crate::optim::{grapes, GrapesMode, Optimizer, Pull};
 
 use super::{BackwardPath, Engine, HostParams, Part};
 
@@ -192,8 +192,12 @@ impl Engine for TensorEngine {
         self.host.state_mut()
     }
 
-    fn apply(&mut self, optimizer: &mut (dyn Optimizer + Send)) -> Result<()> {
-        self.host.step(optimizer);
+    fn apply_pulled(
+        &mut self,
+        optimizer: &mut (dyn Optimizer + Send),
+        pull: Option<&Pull>,
+    ) -> Result<()> {
+        self.host.step(optimizer, pull);
         self.host.write_back(&self.net, Some(&self.host.touched))
     }
 

@@ -25,13 +25,37 @@ pub trait Optimizer {
     /// parameter and its state untouched (as PyTorch does for parameters without a gradient).
     fn step(&mut self, params: &[Var], grads: &[Option<Tensor>]) -> Result<()>;
     /// The same update on host slices (the fast training path).
-    fn step_slices(&mut self, params: &mut [&mut [f32]], grads: &[Option<&[f32]>]);
+    fn step_slices(&mut self, params: &mut [&mut [f32]], grads: &[Option<&[f32]>]) {
+        self.step_slices_pulled(params, grads, None);
+    }
+    /// [`Optimizer::step_slices`] with a quadratic penalty's gradient added to every gradient
+    /// inside the update's own pass (`g + s·(a·θ − b)`, θ before the update: the same numbers
+    /// as adding it first, one pass over the parameters fewer).
+    fn step_slices_pulled(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[Option<&[f32]>],
+        pull: Option<&Pull>,
+    );
     /// Forgets all state (momentum buffers, moment estimates, accumulators, step counts).
     fn reset(&mut self);
     /// The learning rate the next update uses.
     fn learning_rate(&self) -> f64;
     /// Sets the learning rate of the next updates (a schedule's step); the state is kept.
     fn set_learning_rate(&mut self, lr: f64);
+}
+
+/// A quadratic penalty's pull towards its anchors, in the form the update adds to a gradient:
+/// `g + s · (a ⊙ θ − b)` for parameter tensor i, with `a[i]` and `b[i]` of θ's size (EWC's,
+/// MAS's and L2's [`crate::strategy::penalty::QuadraticPenalty`] stores exactly these).
+#[derive(Debug, Clone, Copy)]
+pub struct Pull<'a> {
+    /// The factor `s` (twice the penalty's multiplier).
+    pub s: f32,
+    /// Per parameter tensor, the coefficients of θ.
+    pub a: &'a [Vec<f32>],
+    /// Per parameter tensor, the constant terms.
+    pub b: &'a [Vec<f32>],
 }
 
 /// The optimizer of a method, as written in an experiment config.
@@ -273,8 +297,20 @@ impl OptimizerSettings {
     /// PyTorch's (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`, `Adagrad`). Large parameters
     /// are updated in parallel chunks (the update is elementwise, so the result does not depend
     /// on it).
-    fn update(&self, p: &mut [f32], g: &[f32], st: &mut ParamState) {
+    fn update(
+        &self,
+        p: &mut [f32],
+        g: &[f32],
+        st: &mut ParamState,
+        pull: Option<(f32, &[f32], &[f32])>,
+    ) {
         assert_eq!(p.len(), g.len(), "parameter and gradient sizes differ");
+        if let Some((_, a, b)) = pull {
+            assert!(
+                a.len() == p.len() && b.len() == p.len(),
+                "pull sizes differ"
+            );
+        }
         let n = p.len();
         let first_step = st.first.is_empty();
         if first_step {
@@ -293,7 +329,7 @@ impl OptimizerSettings {
         let (first, second) = (&mut st.first[..], &mut st.second[..]);
         const CHUNK: usize = 1 << 15;
         if n < 2 * CHUNK || rayon::current_num_threads() < 2 {
-            rule.apply(p, g, first, second);
+            rule.apply(p, g, first, second, pull);
             return;
         }
         use rayon::prelude::*;
@@ -301,7 +337,12 @@ impl OptimizerSettings {
             .zip(g.par_chunks(CHUNK))
             .zip(first.par_chunks_mut(CHUNK))
             .zip(second.par_chunks_mut(CHUNK))
-            .for_each(|(((p, g), a), b)| rule.apply(p, g, a, b));
+            .enumerate()
+            .for_each(|(c, (((p, g), m), v))| {
+                let at = c * CHUNK..c * CHUNK + p.len();
+                let pull = pull.map(|(s, a, b)| (s, &a[at.clone()], &b[at]));
+                rule.apply(p, g, m, v, pull);
+            });
     }
 }
 
@@ -400,7 +441,36 @@ impl Rule {
         }
     }
 
-    fn apply(self, p: &mut [f32], g: &[f32], first: &mut [f32], second: &mut [f32]) {
+    /// The update of aligned chunks, the gradient of element j being `g[j]`, or with a pull
+    /// `(s, a, b)`, `g[j] + s·(a[j]·θ[j] − b[j])` at the parameter before its update.
+    fn apply(
+        self,
+        p: &mut [f32],
+        g: &[f32],
+        first: &mut [f32],
+        second: &mut [f32],
+        pull: Option<(f32, &[f32], &[f32])>,
+    ) {
+        match pull {
+            None => self.apply_with(p, first, second, |j, _| g[j]),
+            Some((s, a, b)) => {
+                let (a, b) = (&a[..p.len()], &b[..p.len()]);
+                self.apply_with(p, first, second, |j, p| g[j] + s * (a[j] * p - b[j]))
+            }
+        }
+    }
+
+    /// The rules, each element's gradient from `grad(j, θ_j)`.
+    #[inline(always)]
+    fn apply_with(
+        self,
+        p: &mut [f32],
+        first: &mut [f32],
+        second: &mut [f32],
+        grad: impl Fn(usize, f32) -> f32,
+    ) {
+        let n = p.len();
+        let (first, second) = (&mut first[..n], &mut second[..n]);
         match self {
             Rule::Sgd {
                 lr,
@@ -408,8 +478,9 @@ impl Rule {
                 momentum: 0.0,
                 ..
             } => {
-                for (p, &g) in p.iter_mut().zip(g) {
-                    *p -= lr * (g + wd * *p);
+                for j in 0..n {
+                    let g = grad(j, p[j]);
+                    p[j] -= lr * (g + wd * p[j]);
                 }
             }
             Rule::Sgd {
@@ -420,15 +491,16 @@ impl Rule {
                 nesterov,
                 first_step,
             } => {
-                for ((p, &g), buf) in p.iter_mut().zip(g).zip(first.iter_mut()) {
-                    let d = g + wd * *p;
+                for j in 0..n {
+                    let d = grad(j, p[j]) + wd * p[j];
+                    let buf = &mut first[j];
                     *buf = if first_step {
                         d
                     } else {
                         m * *buf + (1.0 - damp) * d
                     };
                     let step = if nesterov { d + m * *buf } else { *buf };
-                    *p -= lr * step;
+                    p[j] -= lr * step;
                 }
             }
             Rule::Adam {
@@ -441,21 +513,18 @@ impl Rule {
                 c2,
                 decoupled,
             } => {
-                for (((p, &g), m), v) in p
-                    .iter_mut()
-                    .zip(g)
-                    .zip(first.iter_mut())
-                    .zip(second.iter_mut())
-                {
+                for j in 0..n {
+                    let g = grad(j, p[j]);
                     let g = if decoupled {
-                        *p *= 1.0 - lr * wd;
+                        p[j] *= 1.0 - lr * wd;
                         g
                     } else {
-                        g + wd * *p
+                        g + wd * p[j]
                     };
+                    let (m, v) = (&mut first[j], &mut second[j]);
                     *m = b1 * *m + (1.0 - b1) * g;
                     *v = b2 * *v + (1.0 - b2) * g * g;
-                    *p -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+                    p[j] -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
                 }
             }
             Rule::RmsProp {
@@ -465,29 +534,27 @@ impl Rule {
                 eps,
                 momentum: m,
             } => {
-                for (((p, &g), buf), v) in p
-                    .iter_mut()
-                    .zip(g)
-                    .zip(first.iter_mut())
-                    .zip(second.iter_mut())
-                {
-                    let g = g + wd * *p;
+                for j in 0..n {
+                    let g = grad(j, p[j]) + wd * p[j];
+                    let v = &mut second[j];
                     *v = a * *v + (1.0 - a) * g * g;
                     let step = g / (v.sqrt() + eps);
                     if m > 0.0 {
+                        let buf = &mut first[j];
                         *buf = m * *buf + step;
-                        *p -= lr * *buf;
+                        p[j] -= lr * *buf;
                     } else {
-                        *p -= lr * step;
+                        p[j] -= lr * step;
                     }
                 }
             }
             Rule::Adagrad { lr, wd, eps } => {
                 // torch.optim.Adagrad: sum += g²; p −= lr · g / (√sum + ε).
-                for ((p, &g), sum) in p.iter_mut().zip(g).zip(second.iter_mut()) {
-                    let g = g + wd * *p;
+                for j in 0..n {
+                    let g = grad(j, p[j]) + wd * p[j];
+                    let sum = &mut second[j];
                     *sum += g * g;
-                    *p -= lr * (g / (sum.sqrt() + eps));
+                    p[j] -= lr * (g / (sum.sqrt() + eps));
                 }
             }
         }
@@ -534,17 +601,28 @@ impl Optimizer for Stateful {
                 .flatten_all()?
                 .to_dtype(candle_core::DType::F32)?
                 .to_vec1::<f32>()?;
-            self.settings.update(&mut p, &g, st);
+            self.settings.update(&mut p, &g, st, None);
             var.set(&Tensor::from_vec(p, shape, var.device())?.to_dtype(var.dtype())?)?;
         }
         Ok(())
     }
 
-    fn step_slices(&mut self, params: &mut [&mut [f32]], grads: &[Option<&[f32]>]) {
+    fn step_slices_pulled(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[Option<&[f32]>],
+        pull: Option<&Pull>,
+    ) {
         self.ensure_state(params.len());
-        for ((p, g), st) in params.iter_mut().zip(grads).zip(self.state.iter_mut()) {
+        for (i, ((p, g), st)) in params
+            .iter_mut()
+            .zip(grads)
+            .zip(self.state.iter_mut())
+            .enumerate()
+        {
             if let Some(g) = g {
-                self.settings.update(p, g, st);
+                let pull = pull.map(|q| (q.s, q.a[i].as_slice(), q.b[i].as_slice()));
+                self.settings.update(p, g, st, pull);
             }
         }
     }

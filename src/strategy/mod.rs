@@ -573,8 +573,9 @@ pub struct StepData<'a> {
 ///
 /// Per step, the trainer: zeroes the gradients, accumulates the current data's loss with weight
 /// [`Strategy::data_weight`] together with [`Strategy::objectives_on`] the same pixels, calls
-/// [`Strategy::extend_gradients`], then
-/// [`Strategy::regularize`], applies the optimizer and calls [`Strategy::after_update`].
+/// [`Strategy::extend_gradients`], then [`Strategy::regularize`] and applies the optimizer (or
+/// applies it with the strategy's [`Strategy::pull`] when there is one), and calls
+/// [`Strategy::after_update`].
 pub trait Strategy: Send {
     /// Tasks whose training data a step of the 0-based task `task` is drawn from.
     fn training_tasks(&self, task: usize, _tasks: usize) -> Range<usize> {
@@ -624,6 +625,15 @@ pub trait Strategy: Send {
     /// Last change to the gradients before the update (penalties). Only parameters that have a
     /// gradient in this step are touched.
     fn regularize(&mut self, _params: &[Vec<f32>], _grads: &mut [Vec<f32>], _touched: &[bool]) {}
+
+    /// A quadratic penalty whose gradient the optimizer may add inside its own pass instead of
+    /// [`Strategy::regularize`] adding it before (the same numbers, one pass over the
+    /// parameters fewer). When this is `Some`, the trainer does not call `regularize`; a
+    /// strategy returns `Some` only when its `regularize` would add exactly this pull and
+    /// nothing else.
+    fn pull(&self) -> Option<crate::optim::Pull<'_>> {
+        None
+    }
 
     /// After the optimizer updated the parameters.
     fn after_update(&mut self, _params: &[Vec<f32>], _touched: &[bool]) {}

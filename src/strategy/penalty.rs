@@ -8,7 +8,7 @@ use candle_core::Result;
 use super::{Context, FisherKind, SiGradient, Strategy};
 use crate::engine::Part;
 use crate::models::loss::{softmax_rows, Targets};
-use crate::optim::GrapesMode;
+use crate::optim::{GrapesMode, Pull};
 use crate::rng::SeedRng;
 use crate::streams::{Batch, Task};
 
@@ -88,6 +88,16 @@ impl QuadraticPenalty {
                 },
             );
         }
+    }
+
+    /// The penalty's gradient as a [`Pull`] for the optimizer's own pass (`None` while it adds
+    /// nothing): what [`QuadraticPenalty::add_gradient`] adds, `2 · scale · (A θ − B)`.
+    pub fn pull(&self) -> Option<Pull<'_>> {
+        self.acts().then(|| Pull {
+            s: 2.0 * self.scale,
+            a: &self.a,
+            b: &self.b,
+        })
     }
 
     /// As [`QuadraticPenalty::add_gradient`] for parameter `i`, in the same pass copying its
@@ -426,6 +436,15 @@ impl Strategy for Penalized {
             path.before = p.to_vec();
         }
         Ok(())
+    }
+
+    /// EWC, online EWC, MAS and L2: the penalty in the optimizer's pass. SI copies the
+    /// gradient for its path integral as it adds the penalty, so it keeps [`Strategy::regularize`].
+    fn pull(&self) -> Option<Pull<'_>> {
+        match self.kind {
+            Kind::Si { .. } => None,
+            _ => self.penalty.pull(),
+        }
     }
 
     fn regularize(&mut self, params: &[Vec<f32>], grads: &mut [Vec<f32>], touched: &[bool]) {

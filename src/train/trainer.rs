@@ -331,9 +331,17 @@ impl<'a> Trainer<'a> {
             t,
             &step_data,
         )?;
-        let (params, grads, touched) = self.engine.state_mut();
-        self.strategy.regularize(params, grads, touched);
-        self.engine.apply(self.optimizer.as_mut())?;
+        // A penalty goes into the optimizer's own pass where the strategy offers it as a pull.
+        match self.strategy.pull() {
+            Some(pull) => self
+                .engine
+                .apply_pulled(self.optimizer.as_mut(), Some(&pull))?,
+            None => {
+                let (params, grads, touched) = self.engine.state_mut();
+                self.strategy.regularize(params, grads, touched);
+                self.engine.apply(self.optimizer.as_mut())?;
+            }
+        }
         let (params, _, touched) = self.engine.state_mut();
         self.strategy.after_update(params, touched);
         Ok(loss)

@@ -1154,3 +1154,83 @@ fn gem_memory(s: &TaskStream, task: usize, keep: usize) -> Vec<(usize, u32)> {
     ex.truncate(keep);
     ex.into_iter().map(|i| (task, i)).collect()
 }
+
+/// A penalty's gradient added inside the optimizer's pass (`Strategy::pull`, what the trainer
+/// does for EWC, online EWC, MAS and L2) gives the bits of adding it first
+/// (`Strategy::regularize`, then the update), for every optimizer rule, over several steps,
+/// on one thread and on two (a 1024×256 layer is updated in parallel chunks).
+#[test]
+fn the_penalty_in_the_optimizer_pass_gives_the_bits_of_adding_it_first() {
+    use clbench::engine::kernels::{run_on, thread_pool};
+    let spec = ModelSpec::mlp(&[256]).for_input_side(32);
+    let padded = {
+        let text = "dataset: mnist\nkind: split\nscenario: task-incremental\npad: 2\n";
+        let spec = StreamSpec::from_yaml(text, Path::new("padded.yaml")).unwrap();
+        TaskStream::build(
+            &clbench::streams::StreamFile {
+                path: "padded.yaml".into(),
+                spec,
+            },
+            0,
+        )
+        .unwrap()
+    };
+    let net = Network::new(
+        &spec,
+        &padded.outputs,
+        &mut SeedRng::derive(4, "init", 0),
+        &DEV,
+    )
+    .unwrap();
+    for opt in [
+        "{name: sgd, lr: 0.05}",
+        "{name: sgd, lr: 0.05, momentum: 0.9, nesterov: true, weight_decay: 0.001}",
+        "{name: adam, lr: 0.001}",
+        "{name: adamw, lr: 0.001}",
+        "{name: rmsprop, lr: 0.001, momentum: 0.5}",
+        "{name: adagrad, lr: 0.01, weight_decay: 0.01}",
+    ] {
+        for threads in [1, 2] {
+            let run = |fused: bool| {
+                run_on(&thread_pool(threads).unwrap(), || {
+                    let mut strategy = Penalized::l2(50.0);
+                    let mut engine = FusedMlp::from_network(&net).unwrap();
+                    train_task_zero(&padded, &mut engine, &mut strategy, 3);
+                    let mut o = method(opt, None).optimizer.build();
+                    let mut batch = clbench::streams::Batch::default();
+                    for k in 0..4 {
+                        let idx: Vec<u32> = padded.tasks[1].train[k * 16..(k + 1) * 16].to_vec();
+                        padded.train_batch(1, &idx, &mut batch);
+                        engine.zero_grad();
+                        engine
+                            .accumulate(
+                                &Part {
+                                    pixels: &batch.pixels,
+                                    targets: Targets::Hard(&batch.targets),
+                                    head: padded.tasks[1].head,
+                                    range: None,
+                                    weight: 1.0,
+                                },
+                                GrapesMode::Off,
+                            )
+                            .unwrap();
+                        if fused {
+                            let pull = strategy.pull().expect("an acting penalty offers a pull");
+                            engine.apply_pulled(o.as_mut(), Some(&pull)).unwrap();
+                        } else {
+                            let (p, g, t) = engine.state_mut();
+                            strategy.regularize(p, g, t);
+                            engine.apply(o.as_mut()).unwrap();
+                        }
+                    }
+                    engine
+                        .params()
+                        .iter()
+                        .map(|p| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+                        .collect::<Vec<_>>()
+                })
+            };
+            assert_eq!(run(true), run(false), "{opt}, {threads} thread(s)");
+        }
+    }
+}
