@@ -460,8 +460,10 @@ impl Rule {
         }
     }
 
-    /// The rules, each element's gradient from `grad(j, θ_j)`.
+    /// The rules, each element's gradient from `grad(j, θ_j)` (indexed loops: the gradient is
+    /// read through the closure by index, so every buffer is, over slices cut to `n`).
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
     fn apply_with(
         self,
         p: &mut [f32],
