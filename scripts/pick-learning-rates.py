@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""Reads a learning-rate tuning store's summary (results/tuning-optimizer-lr-*/tables/summary.csv,
+made by `clbench run configs/tuning/optimizer-lr-*.yaml`) and picks each optimizer's learning
+rate: the grid value with the best mean final validation accuracy (ACC) of the optimizer
+*without* GRAPES, so that GRAPES is compared at the plain optimizer's best. Prints the grid as a
+Markdown table (mean ACC ± sd (n) per rate, the pick in bold) and the picks, one `method: lr`
+line each, for the optimizer table's config. Standard library only.
+
+    python3 scripts/pick-learning-rates.py results/tuning-optimizer-lr-hsu2018-split-mnist-task-il
+
+A pick needs every rate of the grid measured on the same number of seeds (at least 3);
+otherwise the optimizer is reported as incomplete and gets no pick, so a half-finished grid
+never picks silently.
+"""
+import csv
+import re
+import sys
+from pathlib import Path
+
+TAG = re.compile(r"^(?P<method>[^\[]+)\[lr=(?P<lr>[^\]]+)\]$")
+
+
+def main():
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    path = Path(sys.argv[1]) / "tables" / "summary.csv"
+    if not path.exists():
+        sys.exit(f"pick-learning-rates: {path} not found (run the tuning config first)")
+    grid = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            m = TAG.match(row["method"])
+            if not m or not row["acc_mean"]:
+                continue
+            sd = float(row["acc_sd"]) if row["acc_sd"] else None
+            grid.setdefault(m["method"], {})[m["lr"]] = (float(row["acc_mean"]), sd, int(row["n"]))
+    if not grid:
+        sys.exit(f"pick-learning-rates: {path} has no rows named `method[lr=…]`")
+    rates = sorted({lr for g in grid.values() for lr in g}, key=float)
+    picks = {}
+    for method, g in grid.items():
+        if method.endswith("+grapes"):
+            continue
+        ns = {n for (_, _, n) in g.values()}
+        if len(g) == len(rates) and len(ns) == 1 and min(ns) >= 3:
+            picks[method] = max(g, key=lambda lr: g[lr][0])
+    print("| optimizer | " + " | ".join(f"lr {lr}" for lr in rates) + " | pick |")
+    print("|---|" + "---|" * (len(rates) + 1))
+    for method in sorted(grid):
+        base = method.removesuffix("+grapes")
+        cells = []
+        for lr in rates:
+            if lr not in grid[method]:
+                cells.append("–")
+                continue
+            mean, sd, n = grid[method][lr]
+            text = f"{100 * mean:.2f}" + (f" ± {100 * sd:.2f}" if sd is not None else "") + f" ({n})"
+            cells.append(f"**{text}**" if picks.get(base) == lr else text)
+        pick = picks.get(base, "incomplete")
+        print(f"| {method} | " + " | ".join(cells) + f" | {pick} |")
+    print()
+    print("Picked learning rates (method: lr), for the optimizer table's config:")
+    for method in sorted(picks):
+        print(f"{method}: {picks[method]}")
+
+
+if __name__ == "__main__":
+    main()
