@@ -229,3 +229,15 @@ mod tests {
         assert_eq!(did_you_mean("colour", &keys), None);
     }
 }
+
+/// A value written either as a YAML boolean or as a name (`fisher: true` or `fisher: exact`,
+/// `reset_optimizer: false` or `reset_optimizer: never`): YAML reads an unquoted `true` as a
+/// boolean, so keys whose names include one accept both.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum BoolOrName {
+    /// `true` or `false`.
+    Bool(bool),
+    /// Any other scalar, as text.
+    Name(String),
+}

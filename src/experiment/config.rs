@@ -103,15 +103,10 @@ pub struct LrDecayConfig {
 
 /// `training.reset_optimizer`: `per-task` or `never`, or a boolean.
 fn reset_optimizer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Bool(bool),
-        Name(String),
-    }
-    match Raw::deserialize(d)? {
-        Raw::Bool(b) => Ok(b),
-        Raw::Name(n) => match n.as_str() {
+    use crate::yaml::BoolOrName;
+    match BoolOrName::deserialize(d)? {
+        BoolOrName::Bool(b) => Ok(b),
+        BoolOrName::Name(n) => match n.as_str() {
             "per-task" => Ok(true),
             "never" => Ok(false),
             other => Err(serde::de::Error::custom(format!(

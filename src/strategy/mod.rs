@@ -153,16 +153,10 @@ pub enum FisherKind {
 
 impl<'de> Deserialize<'de> for FisherKind {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
-        // YAML reads an unquoted `true` as a boolean.
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Raw {
-            Bool(bool),
-            Name(String),
-        }
-        match Raw::deserialize(d)? {
-            Raw::Bool(true) => Ok(FisherKind::Exact),
-            Raw::Name(n) => match n.as_str() {
+        use crate::yaml::BoolOrName;
+        match BoolOrName::deserialize(d)? {
+            BoolOrName::Bool(true) => Ok(FisherKind::Exact),
+            BoolOrName::Name(n) => match n.as_str() {
                 "exact" | "true" => Ok(FisherKind::Exact),
                 "empirical" => Ok(FisherKind::Empirical),
                 "predicted" => Ok(FisherKind::Predicted),
@@ -170,7 +164,7 @@ impl<'de> Deserialize<'de> for FisherKind {
                     "unknown Fisher `{other}`: expected `exact` (the true Fisher), `empirical` or `predicted`"
                 ))),
             },
-            Raw::Bool(false) => Err(serde::de::Error::custom(
+            BoolOrName::Bool(false) => Err(serde::de::Error::custom(
                 "expected `exact` (the true Fisher), `empirical` or `predicted`, got `false`",
             )),
         }
