@@ -21,7 +21,7 @@
 //!   one table of metric columns (labels, scale, direction) every table and figure uses;
 //! - [`experiment`]: config files, the plan of runs, the run store and each run's summary;
 //! - [`report`]: polars frames built from the run store, and their exports;
-//! - [`bench`]: the throughput measurements behind `clbench bench`;
+//! - [`mod@bench`]: the throughput measurements behind `clbench bench`;
 //! - [`platform`]: where a run ran (machine, build, kernels), stored beside every run.
 //!
 //! Beneath them: [`validate`] (the checked-settings shape every config block follows and its

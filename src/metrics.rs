@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 /// A `(T+1) × T` accuracy matrix, with the random baseline when it was recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccuracyMatrix {
-    /// `rows[i][j]` = R[i][j], i = 0..=T, j = 0..T (0-based task j is task j+1).
+    /// `rows[i][j]` = `R[i][j]`, i = 0..=T, j = 0..T (0-based task j is task j+1).
     pub rows: Vec<Vec<f64>>,
     /// `b[j]` of an independently initialized model, if evaluated.
     pub baseline: Option<Vec<f64>>,
@@ -81,13 +81,13 @@ impl AccuracyMatrix {
         self.rows[i][j]
     }
 
-    /// ACC = (1/T) Σ_j R[T][j].
+    /// `ACC = (1/T) Σ_j R[T][j]`.
     pub fn acc(&self) -> f64 {
         let t = self.tasks();
         (0..t).map(|j| self.r(t, j)).sum::<f64>() / t as f64
     }
 
-    /// BWT = (1/(T−1)) Σ_{j<T} (R[T][j] − R[j][j]).
+    /// `BWT = (1/(T−1)) Σ_{j<T} (R[T][j] − R[j][j])`.
     pub fn bwt(&self) -> Option<f64> {
         let t = self.tasks();
         (t > 1).then(|| {
@@ -98,7 +98,7 @@ impl AccuracyMatrix {
         })
     }
 
-    /// FWT = (1/(T−1)) Σ_{j>1} (R[j−1][j] − b[j]) with the recorded random baseline.
+    /// `FWT = (1/(T−1)) Σ_{j>1} (R[j−1][j] − b[j])` with the recorded random baseline.
     pub fn fwt(&self) -> Option<f64> {
         self.baseline.as_ref().and_then(|b| self.fwt_against(b))
     }
@@ -115,7 +115,7 @@ impl AccuracyMatrix {
         (t > 1).then(|| (1..t).map(|j| self.r(j, j) - b[j]).sum::<f64>() / (t - 1) as f64)
     }
 
-    /// Chaudhry's f_j = max_{l∈[1,T−1]} R[l][j] − R[T][j] for each task j < T (0-based).
+    /// Chaudhry's `f_j = max_{l∈[1,T−1]} R[l][j] − R[T][j]` for each task j < T (0-based).
     pub fn forgetting_per_task(&self) -> Vec<f64> {
         let t = self.tasks();
         (0..t.saturating_sub(1))
@@ -139,19 +139,19 @@ impl AccuracyMatrix {
         self.forgetting_per_task().into_iter().reduce(f64::max)
     }
 
-    /// "Drop since learned" forgetting: mean over j < T of R[j][j] − R[T][j] (= −BWT; what
+    /// "Drop since learned" forgetting: mean over j < T of `R[j][j] − R[T][j]` (= −BWT; what
     /// Avalanche's `StreamForgetting` reports).
     pub fn drop_since_learned(&self) -> Option<f64> {
         self.bwt().map(|b| -b)
     }
 
-    /// Learning accuracy (plasticity): (1/T) Σ_j R[j][j].
+    /// Learning accuracy (plasticity): `(1/T) Σ_j R[j][j]`.
     pub fn learning_accuracy(&self) -> f64 {
         let t = self.tasks();
         (0..t).map(|j| self.r(j + 1, j)).sum::<f64>() / t as f64
     }
 
-    /// A_k = (1/k) Σ_{j≤k} R[k][j] for k = 1..=T.
+    /// `A_k = (1/k) Σ_{j≤k} R[k][j]` for k = 1..=T.
     pub fn average_accuracy_curve(&self) -> Vec<f64> {
         (1..=self.tasks())
             .map(|k| (0..k).map(|j| self.r(k, j)).sum::<f64>() / k as f64)
