@@ -118,8 +118,8 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
     if executed.failed.is_empty() {
         return Ok(ExitCode::SUCCESS);
     }
-    for (id, e) in &executed.failed {
-        tell!("error: run {id} failed: {e}");
+    for failed in &executed.failed {
+        tell!("error: run {} failed: {}", failed.id, failed.error);
     }
     Ok(ExitCode::from(1))
 }

@@ -49,8 +49,17 @@ pub struct ExecuteReport {
     pub busy: Vec<String>,
     /// Runs that diverged (stored, with their status).
     pub diverged: Vec<String>,
-    /// Runs that failed with an error (not stored): id and message.
-    pub failed: Vec<(String, String)>,
+    /// Runs that failed with an error (not stored).
+    pub failed: Vec<FailedRun>,
+}
+
+/// A run that failed with an error (nothing of it is stored).
+#[derive(Debug, Clone)]
+pub struct FailedRun {
+    /// The run id.
+    pub id: String,
+    /// What went wrong.
+    pub error: String,
 }
 
 /// Builds a progress observer per run: (position in the plan, plan size, run).
@@ -189,7 +198,10 @@ impl Jobs<'_> {
             }
             Err(e) => {
                 tracing::error!(run = %id, error = %e, "run failed");
-                self.report().failed.push((id, e.to_string()));
+                self.report().failed.push(FailedRun {
+                    id,
+                    error: e.to_string(),
+                });
             }
         }
         Ok(())

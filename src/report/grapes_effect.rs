@@ -21,8 +21,15 @@ pub type GrapesPair = (String, String, String, String);
 /// Every GRAPES pair found in `runs`, sorted, and one warning per configuration whose methods
 /// with GRAPES cannot be paired because several methods without GRAPES share it.
 pub fn grapes_pairs(runs: &[StoredRun]) -> (Vec<GrapesPair>, Vec<String>) {
-    // Per (stream, configuration without name and GRAPES): the methods and their variants.
-    let mut by_key: BTreeMap<(String, String), BTreeMap<String, String>> = BTreeMap::new();
+    /// Runs that only their method's name and GRAPES variant tell apart.
+    #[derive(PartialEq, Eq, PartialOrd, Ord)]
+    struct Twins {
+        stream: String,
+        /// The run configuration without the method's name and `optimizer.grapes`, as JSON.
+        configuration: String,
+    }
+    // Per such group: each method's name and its GRAPES variant.
+    let mut by_key: BTreeMap<Twins, BTreeMap<String, String>> = BTreeMap::new();
     for r in runs {
         let mut config = r.spec.configuration();
         let mut variant = String::from("off");
@@ -35,13 +42,16 @@ pub fn grapes_pairs(runs: &[StoredRun]) -> (Vec<GrapesPair>, Vec<String>) {
             }
         }
         by_key
-            .entry((r.spec.stream_name.clone(), config.to_string()))
+            .entry(Twins {
+                stream: r.spec.stream_name.clone(),
+                configuration: config.to_string(),
+            })
             .or_default()
             .insert(r.spec.method.name.clone(), variant);
     }
     let mut pairs = Vec::new();
     let mut warnings = Vec::new();
-    for ((stream, _), methods) in by_key {
+    for (Twins { stream, .. }, methods) in by_key {
         let without: Vec<&String> = methods
             .iter()
             .filter(|(_, v)| v.as_str() == "off")
