@@ -131,7 +131,63 @@ def effect_cell(effects, stream, method, metric):
     p = row["p_t"]
     if not p or n < 3:
         return f"{diff:+.2f} (n {n})"
-    return f"{diff:+.2f}, p {float(p):.3f} (n {n})"
+    return f"{diff:+.2f}, p {p_text(float(p))} (n {n})"
+
+
+def p_text(p):
+    return "< 0.001" if p < 0.001 else f"{p:.3f}"
+
+
+def verdict(effects, stream, method, metric, lower_is_better=False):
+    """The report's verdict: the paired t-test at α = 0.05 over at least 3 seeds."""
+    row = effects.get((stream, method), {}).get(metric)
+    if row is None or not row["p_t"] or int(row["n"]) < 3:
+        return None
+    diff = float(row["diff_mean"])
+    if float(row["p_t"]) >= 0.05:
+        return "no detectable effect"
+    better = diff < 0 if lower_is_better else diff > 0
+    return "helps" if better else "hurts"
+
+
+def reading_section():
+    """Sentences read off the tables: agreement with Hsu et al. and GRAPES's verdicts."""
+    out = []
+    effects = grapes_effects(HSU_DIRS)
+    for i, name in enumerate(HSU_DIRS):
+        rows = summary(name)
+        scenario = name.replace("hsu2018-split-mnist-", "")
+        within, compared, outside = 0, 0, []
+        for key, label in HSU_ROWS:
+            pub = HSU.get(key, ("–",) * 3)[i] if not key.endswith("+grapes") else "–"
+            row = rows.get(key)
+            if pub == "–" or row is None or not row["acc_mean"] or int(row["n"]) < 3:
+                continue
+            mean, sd = (float(x) for x in pub.split(" ± "))
+            ours = 100 * float(row["acc_mean"])
+            compared += 1
+            if abs(ours - mean) <= sd:
+                within += 1
+            else:
+                outside.append(f"{label} ({ours:.2f} vs {mean:.2f} ± {sd:.2f})")
+        if compared == 0:
+            out.append(f"- **{scenario}**: no row with 3 or more seeds yet.")
+            continue
+        text = (
+            f"- **{scenario}**: of the {compared} published rows with at least 3 seeds here, "
+            f"our mean ACC lies within their mean ± std for {within}"
+        )
+        text += f"; outside: {', '.join(outside)}." if outside else "."
+        verdicts = []
+        for opt in ("adam", "sgd", "adagrad"):
+            acc = verdict(effects, name, opt, "acc")
+            fgt = verdict(effects, name, opt, "forgetting", lower_is_better=True)
+            if acc is not None:
+                verdicts.append(f"{opt}: ACC {acc}, forgetting {fgt}")
+        if verdicts:
+            text += " GRAPES (paired t-test, α 0.05): " + "; ".join(verdicts) + "."
+        out.append(text)
+    return "\n".join(out)
 
 
 def hsu_section():
@@ -231,6 +287,10 @@ task (ACC), mean ± std of 10 runs.
 
 {hsu}
 
+Read off the table (regenerated with it):
+
+{reading}
+
 How their strengths map onto clbench's (every value in the configs): their penalties are
 `reg_coef · Σ Ω (θ − θ*)²`, clbench's EWC and L2 `λ/2 Σ Ω (θ − θ*)²`, so λ = 2 · reg_coef; SI's c
 and MAS's λ are their reg_coef. EWC's Fisher is theirs: every training example of the task,
@@ -314,6 +374,7 @@ What still differs, and why:
 def render():
     return TEMPLATE.format(
         hsu=hsu_section(),
+        reading=reading_section(),
         optimizers=optimizer_section(),
         stable=stable_section(),
         stable_grapes=stable_grapes_section(),
