@@ -633,7 +633,7 @@ impl Engine for FusedCnn {
     fn apply_pulled(
         &mut self,
         optimizer: &mut (dyn Optimizer + Send),
-        pull: Option<&Pull>,
+        pull: Option<&mut Pull>,
     ) -> Result<()> {
         self.host.step(optimizer, pull);
         Ok(())

@@ -475,7 +475,7 @@ impl Engine for FusedMlp {
     fn apply_pulled(
         &mut self,
         optimizer: &mut (dyn Optimizer + Send),
-        pull: Option<&Pull>,
+        pull: Option<&mut Pull>,
     ) -> Result<()> {
         self.host.step(optimizer, pull);
         Ok(())

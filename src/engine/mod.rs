@@ -140,7 +140,7 @@ impl HostParams {
     /// Applies `optimizer` with the gradients that `touched` flags (the other parameters have
     /// no gradient this step and are left alone, state included), a penalty's `pull` added to
     /// them inside the update's pass.
-    pub(crate) fn step(&mut self, optimizer: &mut (dyn Optimizer + Send), pull: Option<&Pull>) {
+    pub(crate) fn step(&mut self, optimizer: &mut (dyn Optimizer + Send), pull: Option<&mut Pull>) {
         let grads: Vec<Option<&[f32]>> = self
             .grads
             .iter()
@@ -263,7 +263,7 @@ pub trait Engine {
     fn apply_pulled(
         &mut self,
         optimizer: &mut (dyn Optimizer + Send),
-        pull: Option<&Pull>,
+        pull: Option<&mut Pull>,
     ) -> Result<()>;
     /// Logits `[rows, head outputs]` of `pixels` with `params` (a snapshot) or the current
     /// parameters.

@@ -195,7 +195,7 @@ impl Engine for TensorEngine {
     fn apply_pulled(
         &mut self,
         optimizer: &mut (dyn Optimizer + Send),
-        pull: Option<&Pull>,
+        pull: Option<&mut Pull>,
     ) -> Result<()> {
         self.host.step(optimizer, pull);
         self.host.write_back(&self.net, Some(&self.host.touched))

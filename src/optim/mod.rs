@@ -35,7 +35,7 @@ pub trait Optimizer {
         &mut self,
         params: &mut [&mut [f32]],
         grads: &[Option<&[f32]>],
-        pull: Option<&Pull>,
+        pull: Option<&mut Pull>,
     );
     /// Forgets all state (momentum buffers, moment estimates, accumulators, step counts).
     fn reset(&mut self);
@@ -46,9 +46,9 @@ pub trait Optimizer {
 }
 
 /// A quadratic penalty's pull towards its anchors, in the form the update adds to a gradient:
-/// `g + s · (a ⊙ θ − b)` for parameter tensor i, with `a[i]` and `b[i]` of θ's size (EWC's,
-/// MAS's and L2's [`crate::strategy::penalty::QuadraticPenalty`] stores exactly these).
-#[derive(Debug, Clone, Copy)]
+/// `g + s · (a ⊙ θ − b)` for parameter tensor i, with `a[i]` and `b[i]` of θ's size (the
+/// penalties' [`crate::strategy::penalty::QuadraticPenalty`] stores exactly these).
+#[derive(Debug)]
 pub struct Pull<'a> {
     /// The factor `s` (twice the penalty's multiplier).
     pub s: f32,
@@ -56,7 +56,14 @@ pub struct Pull<'a> {
     pub a: &'a [Vec<f32>],
     /// Per parameter tensor, the constant terms.
     pub b: &'a [Vec<f32>],
+    /// Where to copy each updated element's gradient as the pass reads it (SI's path
+    /// integral), and whether the copy includes the pull (`true`) or is the gradient before
+    /// it.
+    pub record: Option<(&'a mut [Vec<f32>], bool)>,
 }
+
+/// One parameter tensor's share of a [`Pull`]: `(s, a, b, record)`.
+type PullSlices<'a> = (f32, &'a [f32], &'a [f32], Option<(&'a mut [f32], bool)>);
 
 /// The optimizer of a method, as written in an experiment config.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -297,18 +304,14 @@ impl OptimizerSettings {
     /// PyTorch's (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`, `Adagrad`). Large parameters
     /// are updated in parallel chunks (the update is elementwise, so the result does not depend
     /// on it).
-    fn update(
-        &self,
-        p: &mut [f32],
-        g: &[f32],
-        st: &mut ParamState,
-        pull: Option<(f32, &[f32], &[f32])>,
-    ) {
+    fn update(&self, p: &mut [f32], g: &[f32], st: &mut ParamState, pull: Option<PullSlices>) {
         assert_eq!(p.len(), g.len(), "parameter and gradient sizes differ");
-        if let Some((_, a, b)) = pull {
+        if let Some((_, a, b, record)) = &pull {
+            let n = p.len();
+            assert!(a.len() == n && b.len() == n, "pull sizes differ");
             assert!(
-                a.len() == p.len() && b.len() == p.len(),
-                "pull sizes differ"
+                record.as_ref().is_none_or(|r| r.0.len() == n),
+                "record size differs"
             );
         }
         let n = p.len();
@@ -333,14 +336,32 @@ impl OptimizerSettings {
             return;
         }
         use rayon::prelude::*;
+        // The record, if any, is cut into the same chunks as the parameter.
+        let (pull, record) = match pull {
+            Some((s, a, b, record)) => (Some((s, a, b)), record),
+            None => (None, None),
+        };
+        let with_pull = record.as_ref().is_some_and(|r| r.1);
+        let mut records: Vec<Option<&mut [f32]>> = match record {
+            Some((r, _)) => r.chunks_mut(CHUNK).map(Some).collect(),
+            None => (0..n.div_ceil(CHUNK)).map(|_| None).collect(),
+        };
         p.par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
             .zip(first.par_chunks_mut(CHUNK))
             .zip(second.par_chunks_mut(CHUNK))
+            .zip(records.par_iter_mut())
             .enumerate()
-            .for_each(|(c, (((p, g), m), v))| {
+            .for_each(|(c, ((((p, g), m), v), rec))| {
                 let at = c * CHUNK..c * CHUNK + p.len();
-                let pull = pull.map(|(s, a, b)| (s, &a[at.clone()], &b[at]));
+                let pull = pull.map(|(s, a, b)| {
+                    (
+                        s,
+                        &a[at.clone()],
+                        &b[at],
+                        rec.take().map(|r| (r, with_pull)),
+                    )
+                });
                 rule.apply(p, g, m, v, pull);
             });
     }
@@ -442,20 +463,30 @@ impl Rule {
     }
 
     /// The update of aligned chunks, the gradient of element j being `g[j]`, or with a pull
-    /// `(s, a, b)`, `g[j] + s·(a[j]·θ[j] − b[j])` at the parameter before its update.
+    /// `(s, a, b, record)`, `g[j] + s·(a[j]·θ[j] − b[j])` at the parameter before its update,
+    /// copied into the record (with the pull or before it) as it is read.
     fn apply(
         self,
         p: &mut [f32],
         g: &[f32],
         first: &mut [f32],
         second: &mut [f32],
-        pull: Option<(f32, &[f32], &[f32])>,
+        pull: Option<PullSlices>,
     ) {
+        let n = p.len();
         match pull {
             None => self.apply_with(p, first, second, |j, _| g[j]),
-            Some((s, a, b)) => {
-                let (a, b) = (&a[..p.len()], &b[..p.len()]);
+            Some((s, a, b, None)) => {
+                let (a, b) = (&a[..n], &b[..n]);
                 self.apply_with(p, first, second, |j, p| g[j] + s * (a[j] * p - b[j]))
+            }
+            Some((s, a, b, Some((record, with_pull)))) => {
+                let (a, b, record) = (&a[..n], &b[..n], &mut record[..n]);
+                self.apply_with(p, first, second, |j, p| {
+                    let pulled = g[j] + s * (a[j] * p - b[j]);
+                    record[j] = if with_pull { pulled } else { g[j] };
+                    pulled
+                })
             }
         }
     }
@@ -469,7 +500,7 @@ impl Rule {
         p: &mut [f32],
         first: &mut [f32],
         second: &mut [f32],
-        grad: impl Fn(usize, f32) -> f32,
+        mut grad: impl FnMut(usize, f32) -> f32,
     ) {
         let n = p.len();
         let (first, second) = (&mut first[..n], &mut second[..n]);
@@ -613,7 +644,7 @@ impl Optimizer for Stateful {
         &mut self,
         params: &mut [&mut [f32]],
         grads: &[Option<&[f32]>],
-        pull: Option<&Pull>,
+        mut pull: Option<&mut Pull>,
     ) {
         self.ensure_state(params.len());
         for (i, ((p, g), st)) in params
@@ -623,7 +654,13 @@ impl Optimizer for Stateful {
             .enumerate()
         {
             if let Some(g) = g {
-                let pull = pull.map(|q| (q.s, q.a[i].as_slice(), q.b[i].as_slice()));
+                let pull = pull.as_deref_mut().map(|q| {
+                    let record = q
+                        .record
+                        .as_mut()
+                        .map(|(r, with)| (r[i].as_mut_slice(), *with));
+                    (q.s, q.a[i].as_slice(), q.b[i].as_slice(), record)
+                });
                 self.settings.update(p, g, st, pull);
             }
         }

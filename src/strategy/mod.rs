@@ -622,10 +622,11 @@ pub trait Strategy: Send {
 
     /// A quadratic penalty whose gradient the optimizer may add inside its own pass instead of
     /// [`Strategy::regularize`] adding it before (the same numbers, one pass over the
-    /// parameters fewer). When this is `Some`, the trainer does not call `regularize`; a
-    /// strategy returns `Some` only when its `regularize` would add exactly this pull and
-    /// nothing else.
-    fn pull(&self) -> Option<crate::optim::Pull<'_>> {
+    /// parameters fewer), with the gradient copied into the strategy's buffer on the way where
+    /// it needs one (SI). When this is `Some`, the trainer does not call `regularize`; a
+    /// strategy returns `Some` only when its `regularize` would do exactly this and nothing
+    /// else.
+    fn pull(&mut self) -> Option<crate::optim::Pull<'_>> {
         None
     }
 

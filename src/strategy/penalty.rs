@@ -97,6 +97,7 @@ impl QuadraticPenalty {
             s: 2.0 * self.scale,
             a: &self.a,
             b: &self.b,
+            record: None,
         })
     }
 
@@ -438,13 +439,15 @@ impl Strategy for Penalized {
         Ok(())
     }
 
-    /// EWC, online EWC, MAS and L2: the penalty in the optimizer's pass. SI copies the
-    /// gradient for its path integral as it adds the penalty, so it keeps [`Strategy::regularize`].
-    fn pull(&self) -> Option<Pull<'_>> {
-        match self.kind {
-            Kind::Si { .. } => None,
-            _ => self.penalty.pull(),
+    /// The penalty in the optimizer's pass; SI's pass also copies each gradient for its path
+    /// integral (with the penalty for `gradient: total`, before it for `task-loss`). While the
+    /// penalty adds nothing (SI's first task), SI keeps [`Strategy::regularize`], which copies.
+    fn pull(&mut self) -> Option<Pull<'_>> {
+        let mut pull = self.penalty.pull()?;
+        if let Kind::Si { path, gradient, .. } = &mut self.kind {
+            pull.record = Some((&mut path.grads, *gradient == SiGradient::Total));
         }
+        Some(pull)
     }
 
     fn regularize(&mut self, params: &[Vec<f32>], grads: &mut [Vec<f32>], touched: &[bool]) {

@@ -333,9 +333,9 @@ impl<'a> Trainer<'a> {
         )?;
         // A penalty goes into the optimizer's own pass where the strategy offers it as a pull.
         match self.strategy.pull() {
-            Some(pull) => self
+            Some(mut pull) => self
                 .engine
-                .apply_pulled(self.optimizer.as_mut(), Some(&pull))?,
+                .apply_pulled(self.optimizer.as_mut(), Some(&mut pull))?,
             None => {
                 let (params, grads, touched) = self.engine.state_mut();
                 self.strategy.regularize(params, grads, touched);

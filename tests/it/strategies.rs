@@ -1156,9 +1156,10 @@ fn gem_memory(s: &TaskStream, task: usize, keep: usize) -> Vec<(usize, u32)> {
 }
 
 /// A penalty's gradient added inside the optimizer's pass (`Strategy::pull`, what the trainer
-/// does for EWC, online EWC, MAS and L2) gives the bits of adding it first
-/// (`Strategy::regularize`, then the update), for every optimizer rule, over several steps,
-/// on one thread and on two (a 1024×256 layer is updated in parallel chunks).
+/// does for every penalty) gives the bits of adding it first (`Strategy::regularize`, then the
+/// update), for every optimizer rule, for L2 and for SI (whose pass also copies the gradient
+/// into its path integral, with the penalty or before it), over several steps and the end of
+/// the task, on one thread and on two (a 1024×256 layer is updated in parallel chunks).
 #[test]
 fn the_penalty_in_the_optimizer_pass_gives_the_bits_of_adding_it_first() {
     use clbench::engine::kernels::{run_on, thread_pool};
@@ -1190,14 +1191,31 @@ fn the_penalty_in_the_optimizer_pass_gives_the_bits_of_adding_it_first() {
         "{name: rmsprop, lr: 0.001, momentum: 0.5}",
         "{name: adagrad, lr: 0.01, weight_decay: 0.01}",
     ] {
-        for threads in [1, 2] {
+        for (which, threads) in [("l2", 1), ("l2", 2), ("si-total", 2), ("si-task-loss", 1)] {
             let run = |fused: bool| {
                 run_on(&thread_pool(threads).unwrap(), || {
-                    let mut strategy = Penalized::l2(50.0);
+                    let mut strategy = match which {
+                        "l2" => Penalized::l2(50.0),
+                        "si-total" => Penalized::si(5.0, 0.1, clbench::strategy::SiGradient::Total),
+                        _ => Penalized::si(5.0, 0.1, clbench::strategy::SiGradient::TaskLoss),
+                    };
                     let mut engine = FusedMlp::from_network(&net).unwrap();
                     train_task_zero(&padded, &mut engine, &mut strategy, 3);
                     let mut o = method(opt, None).optimizer.build();
                     let mut batch = clbench::streams::Batch::default();
+                    let mut ctx_engine = engine;
+                    strategy
+                        .before_task(
+                            &mut Context {
+                                stream: &padded,
+                                engine: &mut ctx_engine,
+                                grapes: GrapesMode::Off,
+                                seed: 5,
+                            },
+                            1,
+                        )
+                        .unwrap();
+                    let mut engine = ctx_engine;
                     for k in 0..4 {
                         let idx: Vec<u32> = padded.tasks[1].train[k * 16..(k + 1) * 16].to_vec();
                         padded.train_batch(1, &idx, &mut batch);
@@ -1215,22 +1233,39 @@ fn the_penalty_in_the_optimizer_pass_gives_the_bits_of_adding_it_first() {
                             )
                             .unwrap();
                         if fused {
-                            let pull = strategy.pull().expect("an acting penalty offers a pull");
-                            engine.apply_pulled(o.as_mut(), Some(&pull)).unwrap();
+                            let mut pull =
+                                strategy.pull().expect("an acting penalty offers a pull");
+                            engine.apply_pulled(o.as_mut(), Some(&mut pull)).unwrap();
                         } else {
                             let (p, g, t) = engine.state_mut();
                             strategy.regularize(p, g, t);
                             engine.apply(o.as_mut()).unwrap();
                         }
+                        let (p, _, t) = engine.state_mut();
+                        strategy.after_update(p, t);
                     }
-                    engine
-                        .params()
-                        .iter()
-                        .map(|p| p.iter().map(|v| v.to_bits()).collect::<Vec<_>>())
-                        .collect::<Vec<_>>()
+                    // The end of the task turns SI's path integral into its new importance.
+                    strategy
+                        .after_task(
+                            &mut Context {
+                                stream: &padded,
+                                engine: &mut engine,
+                                grapes: GrapesMode::Off,
+                                seed: 5,
+                            },
+                            1,
+                        )
+                        .unwrap();
+                    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                    let zeros: Vec<Vec<f32>> =
+                        engine.params().iter().map(|p| vec![0.0; p.len()]).collect();
+                    (
+                        engine.params().iter().map(|p| bits(p)).collect::<Vec<_>>(),
+                        strategy.penalty().value(&zeros).to_bits(),
+                    )
                 })
             };
-            assert_eq!(run(true), run(false), "{opt}, {threads} thread(s)");
+            assert_eq!(run(true), run(false), "{which}, {opt}, {threads} thread(s)");
         }
     }
 }
