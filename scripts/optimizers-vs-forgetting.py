@@ -326,8 +326,10 @@ with the paired t-test's p (report's `grapes_effect` table).
 
 {optimizers}
 
-Figures: `results/hsu2018-split-mnist-*-il/figures/*-stability-plasticity.png` (forgetting
-against learning accuracy, each method joined to its GRAPES twin) and `*-metrics.png`.
+Forgetting against learning accuracy, each method joined to its GRAPES twin (the reports'
+`figures/<stream>-stability-plasticity.png`; up and to the left forgets more and learns less):
+
+{hsu_figures}
 
 ## 2. Mirzadeh, Farajtabar, Pascanu & Ghasemzadeh (2020): Stable SGD, 20 tasks
 
@@ -348,6 +350,8 @@ scripts run 3, the paper 5).
 GRAPES on these rows (paired over seeds):
 
 {stable_grapes}
+
+{stable_figures}
 
 What still differs, and why:
 - **Rotation interpolation.** torchvision's `rotate` defaults to nearest-neighbour; clbench
@@ -371,6 +375,15 @@ What still differs, and why:
 """
 
 
+def figures(dirs):
+    """Markdown images of the stability–plasticity figures that exist, one per store."""
+    out = []
+    for d in dirs:
+        for png in sorted((RESULTS / d / "figures").glob("*-stability-plasticity.png")):
+            out.append(f"![{d}: forgetting against learning accuracy]({png.relative_to(RESULTS)})")
+    return "\n\n".join(out) if out else "(no figure yet: no store has completed runs)"
+
+
 def render():
     return TEMPLATE.format(
         hsu=hsu_section(),
@@ -378,6 +391,8 @@ def render():
         optimizers=optimizer_section(),
         stable=stable_section(),
         stable_grapes=stable_grapes_section(),
+        hsu_figures=figures(HSU_DIRS),
+        stable_figures=figures([d for dirs in STABLE_DIRS.values() for d in dirs]),
     )
 
 
