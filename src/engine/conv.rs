@@ -46,17 +46,17 @@ use rayon::prelude::*;
 
 use super::fused::{activate, derive, Dense};
 use super::kernels::{copy_short, mm};
-use super::{Dropout, Engine, HostParams, Objective, Part};
+use super::{Dropout, Fused, FusedPasses, Objective};
 use crate::models::pool::{pool_plane, pooled_side};
 use crate::models::{Activation, LayerKind, Network};
-use crate::optim::{grapes, GrapesMode, Optimizer, Pull};
+use crate::optim::{grapes, GrapesMode};
 
 /// Samples per chunk of the convolutional stages: fixed (the weight gradients are summed chunk
 /// by chunk, so this, not the threads, fixes their bits). Eight 28×28 images make an im2col
 /// matrix of the first stage of 0.5 MB.
 pub const CHUNK: usize = 8;
 
-/// Rows evaluated at once by [`Engine::logits`].
+/// Rows evaluated at once by [`super::Engine::logits`].
 const EVAL_ROWS: usize = 256;
 
 /// One `conv → activation → max-pool` stage: where its parameters are and its sizes.
@@ -329,16 +329,13 @@ fn col2im(
     }
 }
 
-/// A CNN's parameters, gradients and workspaces as host buffers.
+/// The fused passes of a CNN: its convolutional stages and fully connected layers, with their
+/// workspaces. (GRAPES factors: one vector per hidden layer, the convolutions first.)
 #[derive(Debug, Clone)]
-pub struct FusedCnn {
+pub struct CnnPasses {
     activation: Activation,
     stages: Vec<Stage>,
     dense: Dense,
-    host: HostParams,
-    /// GRAPES factors of every hidden layer, the convolutions first (valid after a step with
-    /// GRAPES on).
-    factors: Vec<Vec<f32>>,
     /// One per chunk of the largest batch so far.
     chunks: Vec<ChunkWork>,
     /// The last stage's output flattened per sample, `[batch, c·s·s]`: the dense input.
@@ -351,6 +348,9 @@ pub struct FusedCnn {
     /// is `dense`'s own, on a stream forked from this one).
     dropout: Option<Dropout>,
 }
+
+/// A CNN's parameters, gradients and workspaces as host buffers.
+pub type FusedCnn = Fused<CnnPasses>;
 
 impl FusedCnn {
     /// Copies a network's parameters. Fails unless its hidden layers are convolutions followed
@@ -403,36 +403,26 @@ impl FusedCnn {
                 dense.input_width()
             );
         }
-        let factors = stages
+        let widths: Vec<usize> = stages
             .iter()
             .map(|s| s.c_out)
             .chain(dense.hidden_layers().iter().map(|l| l.out))
-            .map(|width| vec![1.0; width])
             .collect();
-        Ok(FusedCnn {
+        let passes = CnnPasses {
             pixels: input_side * input_side,
             activation: net.activation,
             stages,
             dense,
-            host: HostParams::of(net)?,
-            factors,
             chunks: Vec::new(),
             features: Vec::new(),
             feature_delta: Vec::new(),
             dropout: None,
-        })
+        };
+        Fused::new(passes, net, widths.into_iter())
     }
+}
 
-    /// Copies the parameters into the network's `Var`s.
-    pub fn write_back(&self, net: &Network) -> Result<()> {
-        self.host.write_back(net, None)
-    }
-
-    /// The gradients of the last accumulation (`None` for parameters it did not reach).
-    pub fn gradients(&self) -> Vec<Option<&[f32]>> {
-        self.host.gradients()
-    }
-
+impl CnnPasses {
     /// Width of the flattened output of the last stage (the dense input).
     fn feature_width(&self) -> usize {
         let last = self.stages.last().expect("at least one stage");
@@ -492,24 +482,25 @@ impl FusedCnn {
                 }
             });
     }
+}
 
-    /// Adds `Σ weight × ∇` of the objectives' mean losses on the batch `x` to the gradients
-    /// with one forward and one backward pass, and returns each objective's mean loss; an
-    /// objective whose loss is not finite adds nothing (see [`Engine::accumulate_all`]).
-    fn accumulate_objectives(
+impl FusedPasses for CnnPasses {
+    fn accumulate(
         &mut self,
+        params: &[Vec<f32>],
+        grads: &mut [Vec<f32>],
+        touched: &mut [bool],
+        factors: &mut [Vec<f32>],
         x: &[f32],
         objectives: &[Objective],
         mode: GrapesMode,
     ) -> Vec<f32> {
         let batch = x.len() / self.pixels;
-        let params = std::mem::take(&mut self.host.params);
-        self.features(&params, x, true);
-        self.host.params = params;
+        self.features(params, x, true);
         let dropping = self.dropout.is_some();
         let losses = self
             .dense
-            .objectives_error(&self.host.params, &self.features, objectives);
+            .objectives_error(params, &self.features, objectives);
         if !self.dense.has_error() {
             return losses;
         }
@@ -520,28 +511,23 @@ impl FusedCnn {
                 .iter()
                 .map(|s| (s.weight, s.c_out))
                 .chain(self.dense.hidden_layers().iter().map(|l| (l.weight, l.out)));
-            for (f, (w, out)) in self.factors.iter_mut().zip(widths) {
-                grapes::modulation_factors_into(&self.host.params[w], out, f);
+            for (f, (w, out)) in factors.iter_mut().zip(widths) {
+                grapes::modulation_factors_into(&params[w], out, f);
             }
         }
         self.dense.backward(
-            &self.host.params,
-            &mut self.host.grads,
-            &mut self.host.touched,
+            params,
+            grads,
+            touched,
             &self.features,
             mode,
-            &self.factors[convs..],
+            &factors[convs..],
             Some(&mut self.feature_delta),
         );
         // The convolutional stages, chunk by chunk in parallel.
         let width = self.feature_width();
         let pixels = self.pixels;
-        let (stages, act, params, factors) = (
-            &self.stages,
-            self.activation,
-            &self.host.params,
-            &self.factors,
-        );
+        let (stages, act, factors) = (&self.stages, self.activation, &*factors);
         self.chunks[..batch.div_ceil(CHUNK)]
             .par_iter_mut()
             .zip(x.par_chunks(CHUNK * pixels))
@@ -587,84 +573,35 @@ impl FusedCnn {
             let parts = std::iter::once((stage.weight, weight_part))
                 .chain(stage.bias.map(|b| (b, bias_part)));
             for (index, part_of) in parts {
-                let g = &mut self.host.grads[index];
+                let g = &mut grads[index];
                 for (i, chunk) in chunks.iter().enumerate() {
                     let part = part_of(&chunk.stages[s]);
-                    if i == 0 && !self.host.touched[index] {
+                    if i == 0 && !touched[index] {
                         g.copy_from_slice(part);
                     } else {
                         g.iter_mut().zip(part).for_each(|(g, p)| *g += p);
                     }
                 }
-                self.host.touched[index] = true;
+                touched[index] = true;
             }
         }
         losses
     }
-}
 
-impl Engine for FusedCnn {
-    fn params(&self) -> &[Vec<f32>] {
-        &self.host.params
-    }
-
-    fn zero_grad(&mut self) {
-        self.host.zero_grad();
-    }
-
-    fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
-        let objective = part.objective();
-        Ok(self.accumulate_objectives(part.pixels, std::slice::from_ref(&objective), grapes)[0])
-    }
-
-    fn accumulate_all(
-        &mut self,
-        pixels: &[f32],
-        objectives: &[Objective],
-        grapes: GrapesMode,
-    ) -> Result<Vec<f32>> {
-        Ok(self.accumulate_objectives(pixels, objectives, grapes))
-    }
-
-    fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
-        self.host.state_mut()
-    }
-
-    fn apply_pulled(
-        &mut self,
-        optimizer: &mut (dyn Optimizer + Send),
-        pull: Option<&mut Pull>,
-    ) -> Result<()> {
-        self.host.step(optimizer, pull);
-        Ok(())
-    }
-
-    fn logits(&mut self, params: Option<&[Vec<f32>]>, x: &[f32], head: usize) -> Result<Vec<f32>> {
-        let own = std::mem::take(&mut self.host.params);
-        let params = params.unwrap_or(&own);
+    fn logits(&mut self, params: &[Vec<f32>], x: &[f32], head: usize) -> Vec<f32> {
         let mut logits = Vec::new();
         for rows in x.chunks(EVAL_ROWS * self.pixels) {
             self.features(params, rows, false);
             logits.extend_from_slice(self.dense.forward(params, &self.features, head));
         }
-        self.host.params = own;
-        Ok(logits)
-    }
-
-    fn factors(&self) -> &[Vec<f32>] {
-        &self.factors
+        logits
     }
 
     /// Dropout after every convolution's activation (before its pooling) and after every
     /// fully connected hidden layer, the latter on a stream forked from `dropout`.
-    fn set_dropout(&mut self, mut dropout: Option<Dropout>) -> Result<()> {
+    fn set_dropout(&mut self, mut dropout: Option<Dropout>) {
         self.dense.set_dropout(dropout.as_mut().map(Dropout::fork));
         self.dropout = dropout;
-        Ok(())
-    }
-
-    fn sync(&self, net: &Network) -> Result<()> {
-        self.write_back(net)
     }
 }
 

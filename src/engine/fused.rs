@@ -17,10 +17,10 @@ use std::ops::Range;
 use candle_core::Result;
 
 use super::kernels::{mm, threads};
-use super::{Dropout, Engine, HostParams, Objective, Part};
+use super::{Dropout, Engine, Fused, FusedPasses, Objective};
 use crate::models::loss::{output_error, Targets};
 use crate::models::{Activation, Layer, Network};
-use crate::optim::{grapes, GrapesMode, Optimizer, Pull};
+use crate::optim::{grapes, GrapesMode};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LayerRef {
@@ -357,14 +357,14 @@ fn output_error_rows(
     (loss / batch as f64) as f32
 }
 
-/// An MLP's parameters, gradients and workspaces as host buffers.
+/// The fused passes of an MLP: its fully connected layers.
 #[derive(Debug, Clone)]
-pub struct FusedMlp {
+pub struct MlpPasses {
     dense: Dense,
-    host: HostParams,
-    /// GRAPES factors of every hidden layer (valid after a step with GRAPES on).
-    factors: Vec<Vec<f32>>,
 }
+
+/// An MLP's parameters, gradients and workspaces as host buffers.
+pub type FusedMlp = Fused<MlpPasses>;
 
 impl FusedMlp {
     /// Copies a network's parameters. Fails for networks with convolutions.
@@ -373,21 +373,8 @@ impl FusedMlp {
             candle_core::bail!("the fused MLP step only supports MLPs (see FusedCnn)");
         }
         let dense = Dense::new(net, &net.hidden, &net.heads)?;
-        Ok(FusedMlp {
-            factors: dense.hidden.iter().map(|l| vec![1.0; l.out]).collect(),
-            dense,
-            host: HostParams::of(net)?,
-        })
-    }
-
-    /// Copies the parameters into the network's `Var`s.
-    pub fn write_back(&self, net: &Network) -> Result<()> {
-        self.host.write_back(net, None)
-    }
-
-    /// The gradients of the last step (`None` for parameters it did not reach).
-    pub fn gradients(&self) -> Vec<Option<&[f32]>> {
-        self.host.gradients()
+        let widths: Vec<usize> = dense.hidden.iter().map(|l| l.out).collect();
+        Fused::new(MlpPasses { dense }, net, widths.into_iter())
     }
 
     /// Loss and gradients of one batch: `x` is `[batch, 784]` row-major, `targets` are output
@@ -409,94 +396,42 @@ impl FusedMlp {
             range: mask,
             weight: 1.0,
         };
-        self.accumulate_objectives(x, std::slice::from_ref(&objective), mode)[0]
+        self.accumulate_all(x, std::slice::from_ref(&objective), mode)
+            .expect("the fused step does not fail")[0]
     }
+}
 
-    /// Adds `Σ weight × ∇` of the objectives' mean losses on the batch `x` (`[batch, 784]`
-    /// row-major) to the gradients, with one forward and one backward pass (parameters not
-    /// touched since [`Engine::zero_grad`] are overwritten), and returns each objective's mean
-    /// loss. An objective whose loss is not finite adds nothing.
-    fn accumulate_objectives(
+impl FusedPasses for MlpPasses {
+    fn accumulate(
         &mut self,
+        params: &[Vec<f32>],
+        grads: &mut [Vec<f32>],
+        touched: &mut [bool],
+        factors: &mut [Vec<f32>],
         x: &[f32],
         objectives: &[Objective],
         mode: GrapesMode,
     ) -> Vec<f32> {
-        let host = &mut self.host;
-        let losses = self.dense.objectives_error(&host.params, x, objectives);
+        let losses = self.dense.objectives_error(params, x, objectives);
         if !self.dense.has_error() {
             return losses;
         }
         if mode.is_on() {
-            for (f, layer) in self.factors.iter_mut().zip(&self.dense.hidden) {
-                grapes::modulation_factors_into(&host.params[layer.weight], layer.out, f);
+            for (f, layer) in factors.iter_mut().zip(&self.dense.hidden) {
+                grapes::modulation_factors_into(&params[layer.weight], layer.out, f);
             }
         }
-        self.dense.backward(
-            &host.params,
-            &mut host.grads,
-            &mut host.touched,
-            x,
-            mode,
-            &self.factors,
-            None,
-        );
+        self.dense
+            .backward(params, grads, touched, x, mode, factors, None);
         losses
     }
-}
 
-impl Engine for FusedMlp {
-    fn params(&self) -> &[Vec<f32>] {
-        &self.host.params
+    fn logits(&mut self, params: &[Vec<f32>], x: &[f32], head: usize) -> Vec<f32> {
+        self.dense.forward(params, x, head).to_vec()
     }
 
-    fn zero_grad(&mut self) {
-        self.host.zero_grad();
-    }
-
-    fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
-        let objective = part.objective();
-        Ok(self.accumulate_objectives(part.pixels, std::slice::from_ref(&objective), grapes)[0])
-    }
-
-    fn accumulate_all(
-        &mut self,
-        pixels: &[f32],
-        objectives: &[Objective],
-        grapes: GrapesMode,
-    ) -> Result<Vec<f32>> {
-        Ok(self.accumulate_objectives(pixels, objectives, grapes))
-    }
-
-    fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
-        self.host.state_mut()
-    }
-
-    fn apply_pulled(
-        &mut self,
-        optimizer: &mut (dyn Optimizer + Send),
-        pull: Option<&mut Pull>,
-    ) -> Result<()> {
-        self.host.step(optimizer, pull);
-        Ok(())
-    }
-
-    fn logits(&mut self, params: Option<&[Vec<f32>]>, x: &[f32], head: usize) -> Result<Vec<f32>> {
-        let params = params.unwrap_or(&self.host.params);
-        Ok(self.dense.forward(params, x, head).to_vec())
-    }
-
-    fn factors(&self) -> &[Vec<f32>] {
-        &self.factors
-    }
-
-    fn set_dropout(&mut self, dropout: Option<Dropout>) -> Result<()> {
+    fn set_dropout(&mut self, dropout: Option<Dropout>) {
         self.dense.set_dropout(dropout);
-        Ok(())
-    }
-
-    fn sync(&self, net: &Network) -> Result<()> {
-        self.write_back(net)
     }
 }
 

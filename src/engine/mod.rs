@@ -31,9 +31,9 @@ use crate::models::loss::Targets;
 use crate::models::Network;
 use crate::optim::{GrapesMode, Optimizer, Pull};
 
-pub use conv::FusedCnn;
+pub use conv::{CnnPasses, FusedCnn};
 pub use dropout::Dropout;
-pub use fused::FusedMlp;
+pub use fused::{FusedMlp, MlpPasses};
 pub use tensor::TensorEngine;
 
 /// Which backward pass computes the gradients.
@@ -149,6 +149,144 @@ impl HostParams {
             .collect();
         let mut params: Vec<&mut [f32]> = self.params.iter_mut().map(Vec::as_mut_slice).collect();
         optimizer.step_slices_pulled(&mut params, &grads, pull);
+    }
+}
+
+/// The model-specific half of a fused CPU engine ([`FusedMlp`], [`FusedCnn`]): its forward and
+/// backward passes on host buffers. [`Fused`] holds the parameters, gradients and GRAPES
+/// factors and supplies the rest of [`Engine`], the same for every fused model.
+pub trait FusedPasses {
+    /// Adds `Σ weight × ∇` of the objectives' mean losses on the batch `x` to `grads` with one
+    /// forward and one backward pass (a parameter whose `touched` flag is off is overwritten,
+    /// then flagged), GRAPES applied as `mode` says with the factors written into `factors`;
+    /// returns each objective's mean loss (a non-finite one adds nothing).
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate(
+        &mut self,
+        params: &[Vec<f32>],
+        grads: &mut [Vec<f32>],
+        touched: &mut [bool],
+        factors: &mut [Vec<f32>],
+        x: &[f32],
+        objectives: &[Objective],
+        mode: GrapesMode,
+    ) -> Vec<f32>;
+    /// Logits `[rows, head outputs]` of `x` with `params`, nothing dropped.
+    fn logits(&mut self, params: &[Vec<f32>], x: &[f32], head: usize) -> Vec<f32>;
+    /// Turns training-time dropout on or off (see [`Engine::set_dropout`]).
+    fn set_dropout(&mut self, dropout: Option<Dropout>);
+}
+
+/// A fused CPU engine: a model's [`FusedPasses`] with its parameters, gradients and GRAPES
+/// factors as host buffers.
+#[derive(Debug, Clone)]
+pub struct Fused<P> {
+    passes: P,
+    host: HostParams,
+    /// GRAPES factors of every hidden layer (valid after a step with GRAPES on).
+    factors: Vec<Vec<f32>>,
+}
+
+impl<P> Fused<P> {
+    /// `passes` over a copy of `net`'s parameters, with one factor vector per hidden layer of
+    /// the given widths.
+    pub(crate) fn new(
+        passes: P,
+        net: &Network,
+        widths: impl Iterator<Item = usize>,
+    ) -> Result<Self> {
+        Ok(Fused {
+            passes,
+            host: HostParams::of(net)?,
+            factors: widths.map(|w| vec![1.0; w]).collect(),
+        })
+    }
+
+    /// Copies the parameters into the network's `Var`s.
+    pub fn write_back(&self, net: &Network) -> Result<()> {
+        self.host.write_back(net, None)
+    }
+
+    /// The gradients of the last step (`None` for parameters it did not reach).
+    pub fn gradients(&self) -> Vec<Option<&[f32]>> {
+        self.host.gradients()
+    }
+
+    /// Adds the objectives' gradients of the batch `x` (see [`FusedPasses::accumulate`]).
+    fn accumulate_objectives(
+        &mut self,
+        x: &[f32],
+        objectives: &[Objective],
+        mode: GrapesMode,
+    ) -> Vec<f32>
+    where
+        P: FusedPasses,
+    {
+        let host = &mut self.host;
+        self.passes.accumulate(
+            &host.params,
+            &mut host.grads,
+            &mut host.touched,
+            &mut self.factors,
+            x,
+            objectives,
+            mode,
+        )
+    }
+}
+
+impl<P: FusedPasses> Engine for Fused<P> {
+    fn params(&self) -> &[Vec<f32>] {
+        &self.host.params
+    }
+
+    fn zero_grad(&mut self) {
+        self.host.zero_grad();
+    }
+
+    fn accumulate(&mut self, part: &Part, grapes: GrapesMode) -> Result<f32> {
+        let objective = part.objective();
+        Ok(self.accumulate_objectives(part.pixels, std::slice::from_ref(&objective), grapes)[0])
+    }
+
+    fn accumulate_all(
+        &mut self,
+        pixels: &[f32],
+        objectives: &[Objective],
+        grapes: GrapesMode,
+    ) -> Result<Vec<f32>> {
+        Ok(self.accumulate_objectives(pixels, objectives, grapes))
+    }
+
+    fn state_mut(&mut self) -> (&[Vec<f32>], &mut [Vec<f32>], &mut [bool]) {
+        self.host.state_mut()
+    }
+
+    fn apply_pulled(
+        &mut self,
+        optimizer: &mut (dyn Optimizer + Send),
+        pull: Option<&mut Pull>,
+    ) -> Result<()> {
+        self.host.step(optimizer, pull);
+        Ok(())
+    }
+
+    fn logits(&mut self, params: Option<&[Vec<f32>]>, x: &[f32], head: usize) -> Result<Vec<f32>> {
+        let params = params.unwrap_or(&self.host.params);
+        Ok(self.passes.logits(params, x, head))
+    }
+
+    fn factors(&self) -> &[Vec<f32>] {
+        &self.factors
+    }
+
+    fn set_dropout(&mut self, dropout: Option<Dropout>) -> Result<()> {
+        self.passes.set_dropout(dropout);
+        Ok(())
+    }
+
+    fn sync(&self, net: &Network) -> Result<()> {
+        self.write_back(net)
     }
 }
 
