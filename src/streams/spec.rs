@@ -56,7 +56,7 @@ pub enum ClassOutput {
 
 /// Angles of a rotated stream: an explicit list, an evenly spaced range, or steps with a random
 /// jitter.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(untagged)]
 pub enum Angles {
     /// Degrees, one per task.
@@ -65,6 +65,48 @@ pub enum Angles {
     Range(AngleRange),
     /// `from + step · i − jitter · u_i` for task i = 0, 1, …, u_i uniform in [0, 1).
     Steps(AngleSteps),
+}
+
+impl<'de> Deserialize<'de> for Angles {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        use serde_yaml::Value;
+        let forms = "`angles` expects a list of degrees, `{from, to, tasks}` or \
+                     `{from, step, jitter, tasks}`";
+        match Value::deserialize(d)? {
+            v @ Value::Sequence(_) => serde_yaml::from_value(v)
+                .map(Angles::List)
+                .map_err(|e| D::Error::custom(format!("`angles: [deg, ...]`: {e}"))),
+            Value::Mapping(m) => {
+                let has = |k: &str| m.contains_key(Value::from(k));
+                if has("step") {
+                    serde_yaml::from_value(Value::Mapping(m))
+                        .map(Angles::Steps)
+                        .map_err(|e| {
+                            D::Error::custom(format!(
+                                "`angles: {{from, step, jitter, tasks}}`: {e}"
+                            ))
+                        })
+                } else if has("to") {
+                    serde_yaml::from_value(Value::Mapping(m))
+                        .map(Angles::Range)
+                        .map_err(|e| {
+                            D::Error::custom(format!("`angles: {{from, to, tasks}}`: {e}"))
+                        })
+                } else {
+                    Err(D::Error::custom(format!(
+                        "{forms}; this mapping has neither `to` nor `step`"
+                    )))
+                }
+            }
+            other => Err(D::Error::custom(format!(
+                "{forms}, got {}",
+                crate::validate::short_excerpt(
+                    serde_yaml::to_string(&other).unwrap_or_default().trim()
+                )
+            ))),
+        }
+    }
 }
 
 /// Angles in steps with a random jitter: task i (0-based) is rotated by
@@ -79,7 +121,9 @@ pub struct AngleSteps {
     pub from: f64,
     /// Degrees between consecutive tasks.
     pub step: f64,
-    /// The largest jitter subtracted from each angle, in degrees (≥ 0).
+    /// The largest jitter subtracted from each angle, in degrees (≥ 0; default 0: evenly
+    /// spaced steps).
+    #[serde(default)]
     pub jitter: f64,
     /// Number of tasks.
     pub tasks: usize,

@@ -554,6 +554,13 @@ fn stepped_angles_with_jitter_follow_the_stable_sgd_rule() {
     }
     assert_eq!(a, spec.angle_list(1));
     assert_ne!(a, spec.angle_list(2));
+    // Without a jitter: evenly spaced steps, the same for every seed.
+    let even =
+        StreamSpec::from_yaml(&text.replace("jitter: 10, ", ""), Path::new("inline.yaml")).unwrap();
+    assert_eq!(
+        even.angle_list(3),
+        (0..20).map(|i| 10.0 * i as f64).collect::<Vec<_>>()
+    );
     let s = inline(text);
     for (t, task) in s.tasks.iter().enumerate().take(3) {
         match &task.transform {
