@@ -232,12 +232,24 @@ mod tests {
 
 /// A value written either as a YAML boolean or as a name (`fisher: true` or `fisher: exact`,
 /// `reset_optimizer: false` or `reset_optimizer: never`): YAML reads an unquoted `true` as a
-/// boolean, so keys whose names include one accept both.
-#[derive(Debug, Clone, serde::Deserialize)]
-#[serde(untagged)]
+/// boolean, so keys whose names include one accept both. Any other scalar (a number) is read as
+/// a name, so the key's own message says what it expects.
+#[derive(Debug, Clone)]
 pub enum BoolOrName {
     /// `true` or `false`.
     Bool(bool),
-    /// Any other scalar, as text.
+    /// Any other value, as text.
     Name(String),
+}
+
+impl<'de> serde::Deserialize<'de> for BoolOrName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::Bool(b) => BoolOrName::Bool(b),
+            serde_yaml::Value::String(s) => BoolOrName::Name(s),
+            other => BoolOrName::Name(crate::validate::short_excerpt(
+                serde_yaml::to_string(&other).unwrap_or_default().trim(),
+            )),
+        })
+    }
 }

@@ -270,6 +270,11 @@ fn optimizer_study_keys_are_validated_with_the_key_named() {
             "unknown value `sometimes` for `reset_optimizer`: expected `per-task` or `never`",
         ),
         (
+            "reset-number.yaml",
+            with("iterations: 5", "iterations: 5\n  reset_optimizer: 1"),
+            "unknown value `1` for `reset_optimizer`",
+        ),
+        (
             "dropout.yaml",
             with("hidden: [16]}", "hidden: [16], dropout: 1.0}"),
             "key `model.dropout`: expected a drop probability in [0, 1), got 1",
