@@ -213,6 +213,51 @@ pub fn build_report(
     write_report(load_runs(sources)?, dir, opts)
 }
 
+/// Every frame a report is made of, built from the stored runs.
+struct Frames {
+    accuracy: DataFrame,
+    metrics: DataFrame,
+    summary: DataFrame,
+    comparison: DataFrame,
+    average_accuracy: DataFrame,
+    learning_curves: DataFrame,
+    grapes_effect: DataFrame,
+    timing: DataFrame,
+}
+
+impl Frames {
+    /// The frames of `runs`, and the warnings of GRAPES pairs that cannot be formed.
+    fn build(runs: &[crate::experiment::StoredRun]) -> Result<(Frames, Vec<String>), ReportError> {
+        let metrics = metrics_frame(runs)?;
+        let (pairs, unpaired) = grapes_effect::grapes_pairs(runs);
+        let frames = Frames {
+            accuracy: accuracy_frame(runs)?,
+            summary: summary_frame(&metrics)?,
+            comparison: comparison_frame(&metrics)?,
+            average_accuracy: average_accuracy_frame(runs)?,
+            learning_curves: curves_frame(runs)?,
+            grapes_effect: grapes_effect::grapes_effect_frame(&pairs, &metrics)?,
+            timing: timing_frame(runs)?,
+            metrics,
+        };
+        Ok((frames, unpaired))
+    }
+
+    /// The streams of the summary, in its order.
+    fn streams(&self) -> Result<Vec<String>, ReportError> {
+        let mut s: Vec<String> = self
+            .summary
+            .column("stream")?
+            .str()?
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        s.dedup();
+        Ok(s)
+    }
+}
+
 /// Writes every frame, table and figure of `loaded` into `dir`:
 /// `metrics.csv`, `summary.md` at the top; `tables/` (every frame as CSV, Parquet and JSON, plus
 /// `summary.md` and `summary.tex`); `figures/` (PNG and SVG).
@@ -223,99 +268,18 @@ pub fn write_report(
 ) -> Result<Report, ReportError> {
     let LoadedRuns { runs, mut warnings } = loaded;
     warnings.extend(platform_warnings(&runs));
-    let accuracy = accuracy_frame(&runs)?;
-    let metrics = metrics_frame(&runs)?;
-    let summary = summary_frame(&metrics)?;
-    let comparison = comparison_frame(&metrics)?;
-    let curves = average_accuracy_frame(&runs)?;
-    let learning = curves_frame(&runs)?;
-    let (pairs, unpaired) = grapes_effect::grapes_pairs(&runs);
+    let (frames, unpaired) = Frames::build(&runs)?;
     warnings.extend(unpaired);
-    let grapes_effect = grapes_effect::grapes_effect_frame(&pairs, &metrics)?;
-    let tables_dir = dir.join("tables");
-    let mut files = Vec::new();
-    for (name, df) in [
-        ("accuracy", &accuracy),
-        ("metrics", &metrics),
-        ("summary", &summary),
-        ("comparison", &comparison),
-        ("average_accuracy", &curves),
-        ("learning_curves", &learning),
-        ("grapes_effect", &grapes_effect),
-    ] {
-        write_all_formats(df, &tables_dir, name)?;
-        files.extend(
-            FrameFormat::ALL
-                .iter()
-                .map(|f| tables_dir.join(format!("{name}.{}", f.extension()))),
-        );
-    }
-    // Machine-dependent: its own files, apart from the results (see the README's
-    // Reproducibility section).
-    write_all_formats(&timing_frame(&runs)?, &tables_dir, "timing")?;
-    let timing_files = FrameFormat::ALL
-        .iter()
-        .map(|f| tables_dir.join(format!("timing.{}", f.extension())))
-        .collect();
-    write_frame(&metrics, &dir.join("metrics.csv"), FrameFormat::Csv)?;
-    files.push(dir.join("metrics.csv"));
-    let markdown = tables::markdown(&summary, &comparison, opts)?;
-    let latex = tables::latex(&summary, &comparison, opts)?;
-    for (path, text) in [
-        (tables_dir.join("summary.md"), &markdown),
-        (tables_dir.join("summary.tex"), &latex),
-        (dir.join("summary.md"), &markdown),
-    ] {
-        write_atomic(&path, text.as_bytes())?;
-        files.push(path);
-    }
-    // What GRAPES does to each method, when the runs hold methods with and without it.
-    if grapes_effect.height() > 0 {
-        for (path, text) in [
-            (
-                tables_dir.join("grapes_effect.md"),
-                grapes_effect::markdown(&grapes_effect, opts)?,
-            ),
-            (
-                tables_dir.join("grapes_effect.tex"),
-                grapes_effect::latex(&grapes_effect, opts)?,
-            ),
-        ] {
-            write_atomic(&path, text.as_bytes())?;
-            files.push(path);
-        }
-        files.extend(plots::write_grapes_effect(
-            &dir.join("figures"),
-            &grapes_effect,
-            opts.alpha,
-        )?);
-    }
-    let streams: Vec<String> = {
-        let mut s: Vec<String> = summary
-            .column("stream")?
-            .str()?
-            .iter()
-            .flatten()
-            .map(str::to_string)
-            .collect();
-        s.dedup();
-        s
-    };
-    for stream in streams {
-        files.extend(plots::write_figures(
-            &dir.join("figures"),
-            &stream,
-            &accuracy,
-            &metrics,
-            &summary,
-            opts.spread,
-        )?);
-        files.extend(plots::write_learning_curves(
-            &dir.join("figures"),
-            &stream,
-            &learning,
-        )?);
-    }
+    let (mut files, timing_files) = write_frames(&frames, dir)?;
+    let markdown = tables::markdown(&frames.summary, &frames.comparison, opts)?;
+    files.extend(write_texts(&frames, &markdown, dir, opts)?);
+    files.extend(write_plots(&frames, dir, opts)?);
+    let Frames {
+        metrics,
+        summary,
+        comparison,
+        ..
+    } = frames;
     Ok(Report {
         runs: runs.len(),
         warnings,
@@ -326,6 +290,104 @@ pub fn write_report(
         files,
         timing_files,
     })
+}
+
+/// Every frame in every format under `dir/tables/`, and `metrics.csv` at the top; returns the
+/// result files and, apart, the machine-dependent timing files.
+fn write_frames(frames: &Frames, dir: &Path) -> Result<(Vec<PathBuf>, Vec<PathBuf>), ReportError> {
+    let tables_dir = dir.join("tables");
+    let in_formats = |name: &str| -> Vec<PathBuf> {
+        FrameFormat::ALL
+            .iter()
+            .map(|f| tables_dir.join(format!("{name}.{}", f.extension())))
+            .collect()
+    };
+    let mut files = Vec::new();
+    for (name, df) in [
+        ("accuracy", &frames.accuracy),
+        ("metrics", &frames.metrics),
+        ("summary", &frames.summary),
+        ("comparison", &frames.comparison),
+        ("average_accuracy", &frames.average_accuracy),
+        ("learning_curves", &frames.learning_curves),
+        ("grapes_effect", &frames.grapes_effect),
+    ] {
+        write_all_formats(df, &tables_dir, name)?;
+        files.extend(in_formats(name));
+    }
+    // Machine-dependent: its own files, apart from the results (see the README's
+    // Reproducibility section).
+    write_all_formats(&frames.timing, &tables_dir, "timing")?;
+    write_frame(&frames.metrics, &dir.join("metrics.csv"), FrameFormat::Csv)?;
+    files.push(dir.join("metrics.csv"));
+    Ok((files, in_formats("timing")))
+}
+
+/// The Markdown and LaTeX tables: the summary (`markdown`, already rendered) under `tables/`
+/// and at the top, and the GRAPES effect when the runs hold methods with and without it.
+fn write_texts(
+    frames: &Frames,
+    markdown: &str,
+    dir: &Path,
+    opts: &TableOptions,
+) -> Result<Vec<PathBuf>, ReportError> {
+    let tables_dir = dir.join("tables");
+    let latex = tables::latex(&frames.summary, &frames.comparison, opts)?;
+    let mut texts = vec![
+        (tables_dir.join("summary.md"), markdown.to_string()),
+        (tables_dir.join("summary.tex"), latex),
+        (dir.join("summary.md"), markdown.to_string()),
+    ];
+    if frames.grapes_effect.height() > 0 {
+        texts.push((
+            tables_dir.join("grapes_effect.md"),
+            grapes_effect::markdown(&frames.grapes_effect, opts)?,
+        ));
+        texts.push((
+            tables_dir.join("grapes_effect.tex"),
+            grapes_effect::latex(&frames.grapes_effect, opts)?,
+        ));
+    }
+    let mut files = Vec::new();
+    for (path, text) in texts {
+        write_atomic(&path, text.as_bytes())?;
+        files.push(path);
+    }
+    Ok(files)
+}
+
+/// Every figure under `dir/figures/`: the GRAPES forest plot when there are pairs, then each
+/// stream's figures and learning curves.
+fn write_plots(
+    frames: &Frames,
+    dir: &Path,
+    opts: &TableOptions,
+) -> Result<Vec<PathBuf>, ReportError> {
+    let figures = dir.join("figures");
+    let mut files = Vec::new();
+    if frames.grapes_effect.height() > 0 {
+        files.extend(plots::write_grapes_effect(
+            &figures,
+            &frames.grapes_effect,
+            opts.alpha,
+        )?);
+    }
+    for stream in frames.streams()? {
+        files.extend(plots::write_figures(
+            &figures,
+            &stream,
+            &frames.accuracy,
+            &frames.metrics,
+            &frames.summary,
+            opts.spread,
+        )?);
+        files.extend(plots::write_learning_curves(
+            &figures,
+            &stream,
+            &frames.learning_curves,
+        )?);
+    }
+    Ok(files)
 }
 
 /// One warning per (stream, method) group whose platform-dependent runs (candle's kernels,
