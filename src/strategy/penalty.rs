@@ -1,7 +1,9 @@
 //! Quadratic penalties that hold important parameters near their values after earlier tasks:
 //! EWC and online EWC (Fisher importance), SI (path-integral importance), MAS
-//! (output-sensitivity importance) and L2 (every parameter equally important). All share [`QuadraticPenalty`]; they differ in how the
-//! importance is estimated and how the terms of successive tasks are combined.
+//! (output-sensitivity importance) and L2 (every parameter equally important). All share
+//! [`QuadraticPenalty`]; they differ in how the importance is estimated and how the terms of
+//! successive tasks are combined. The trainer hands each penalty's gradient to the optimizer
+//! as a [`Pull`], added inside the update's own pass ([`Strategy::pull`]).
 
 use candle_core::Result;
 
