@@ -1,10 +1,13 @@
 //! Inverted dropout for the fused steps: while a task trains, every hidden unit (each fully
-//! connected unit, each position of a convolution's feature maps) is dropped with probability `p` and the kept ones are scaled by `1/(1 − p)` (PyTorch's
-//! `nn.Dropout` in train mode), so evaluation uses the network as it is.
+//! connected unit, each position of a convolution's feature maps) is dropped with probability
+//! `p` and the kept ones are scaled by `1/(1 − p)` (PyTorch's `nn.Dropout` in train mode), so
+//! evaluation uses the network as it is.
 //!
 //! The masks come from a [`SeedRng`] stream that the trainer derives from the run's seed and
-//! the task, drawn one unit at a time in a fixed order (layer by layer, row by row) on one
-//! thread: the same masks on every machine, with any number of threads and `--jobs`.
+//! the task, drawn one unit at a time in a fixed order (layer by layer, row by row; the CNN's
+//! convolutions chunk by chunk before its parallel stages, its dense layers on a forked
+//! stream) on one thread: the same masks on every machine, with any number of threads and
+//! `--jobs`.
 
 use crate::rng::SeedRng;
 
