@@ -147,20 +147,22 @@ impl Dense {
         let layers = self.hidden.len();
         self.masks.resize(layers, Vec::new());
         self.undropped.resize(layers, Vec::new());
-        let par = threads();
-        for (l, &layer) in self.hidden.iter().enumerate() {
-            let (before, rest) = self.acts.split_at_mut(l);
-            let input: &[f32] = if l == 0 { x } else { &before[l - 1] };
-            let act = &mut rest[0];
-            act.resize(batch * layer.out, 0.0);
-            linear(batch, layer, input, params, act, par);
-            activate(self.activation, act);
-            let (mask, kept) = (&mut self.masks[l], &mut self.undropped[l]);
-            mask.resize(act.len(), 0.0);
-            dropout.fill_mask(mask);
-            kept.clone_from(act);
-            act.iter_mut().zip(mask.iter()).for_each(|(a, m)| *a *= m);
-        }
+        let (masks, undropped) = (&mut self.masks, &mut self.undropped);
+        forward_hidden(
+            &self.hidden,
+            self.activation,
+            params,
+            x,
+            batch,
+            &mut self.acts,
+            |l, act| {
+                let (mask, kept) = (&mut masks[l], &mut undropped[l]);
+                mask.resize(act.len(), 0.0);
+                dropout.fill_mask(mask);
+                kept.clone_from(act);
+                act.iter_mut().zip(mask.iter()).for_each(|(a, m)| *a *= m);
+            },
+        );
     }
 
     /// Every hidden layer's output of `x` into `acts`.
@@ -173,6 +175,7 @@ impl Dense {
             x,
             batch,
             &mut self.acts,
+            |_, _| {},
         );
     }
 
@@ -436,6 +439,8 @@ impl FusedPasses for MlpPasses {
 }
 
 /// Forward pass of the hidden layers: every hidden layer's output into `acts`.
+/// `after(l, output)` runs on each layer's activated output before the next layer reads it
+/// (training-time dropout).
 fn forward_hidden(
     hidden: &[LayerRef],
     activation: Activation,
@@ -443,6 +448,7 @@ fn forward_hidden(
     x: &[f32],
     batch: usize,
     acts: &mut [Vec<f32>],
+    mut after: impl FnMut(usize, &mut Vec<f32>),
 ) {
     let par = threads();
     for (l, &layer) in hidden.iter().enumerate() {
@@ -452,6 +458,7 @@ fn forward_hidden(
         act.resize(batch * layer.out, 0.0);
         linear(batch, layer, input, params, act, par);
         activate(activation, act);
+        after(l, act);
     }
 }
 

@@ -29,7 +29,7 @@
 use candle_core::Result;
 use serde::{Deserialize, Serialize};
 
-use super::memory::accumulate_mixed;
+use super::memory::{accumulate_mixed, SetAside};
 use super::{Context, StepData, Strategy};
 use crate::rng::SeedRng;
 use crate::streams::{Example, MixedBatch};
@@ -107,8 +107,7 @@ pub struct Gem {
     memories: Vec<Vec<Example>>,
     batch: MixedBatch,
     /// The step's own gradient while the memory gradients are computed.
-    current: Vec<Vec<f32>>,
-    current_touched: Vec<bool>,
+    current: SetAside,
     /// Each earlier task's memory gradient (zeros where a parameter has none).
     references: Vec<Vec<Vec<f32>>>,
     /// Steps whose gradient was projected, and steps checked against a memory.
@@ -126,8 +125,7 @@ impl Gem {
             eps,
             memories: Vec::new(),
             batch: MixedBatch::default(),
-            current: Vec::new(),
-            current_touched: Vec::new(),
+            current: SetAside::default(),
             references: Vec::new(),
             projected: (0, 0),
         }
@@ -150,14 +148,7 @@ impl Strategy for Gem {
         }
         let keep = self.per_task(self.memories.len());
         // Set the step's gradient aside; compute each memory's gradient in its place.
-        {
-            let (g, t) = ctx.engine.grads_mut();
-            self.current.resize(g.len(), Vec::new());
-            for (dst, src) in self.current.iter_mut().zip(g.iter()) {
-                dst.clone_from(src);
-            }
-            self.current_touched = t.to_vec();
-        }
+        self.current.take(ctx.engine);
         self.references.resize(earlier, Vec::new());
         for k in 0..earlier {
             let examples = &self.memories[k][..keep.min(self.memories[k].len())];
@@ -195,7 +186,7 @@ impl Strategy for Gem {
         let gk: Vec<f64> = self
             .references
             .iter()
-            .map(|r| dot(&self.current, Some(&self.current_touched), r))
+            .map(|r| dot(&self.current.grads, Some(&self.current.touched), r))
             .collect();
         self.projected.1 += 1;
         if gk.iter().any(|&d| d < 0.0) {
@@ -212,10 +203,11 @@ impl Strategy for Gem {
             let q: Vec<f64> = gk.clone();
             let v = solve_dual(&p, &q, self.eps, self.margin).v;
             // g̃ = g + Σ_k v_k g_k; every parameter now has a gradient.
-            for (i, g) in self.current.iter_mut().enumerate() {
-                if !self.current_touched[i] {
+            let current = &mut self.current;
+            for (i, g) in current.grads.iter_mut().enumerate() {
+                if !current.touched[i] {
                     g.fill(0.0);
-                    self.current_touched[i] = true;
+                    current.touched[i] = true;
                 }
                 for (r, &vk) in self.references.iter().zip(&v) {
                     let vk = vk as f32;
@@ -223,11 +215,7 @@ impl Strategy for Gem {
                 }
             }
         }
-        let (g, t) = ctx.engine.grads_mut();
-        for (dst, src) in g.iter_mut().zip(&self.current) {
-            dst.copy_from_slice(src);
-        }
-        t.copy_from_slice(&self.current_touched);
+        self.current.restore(ctx.engine);
         Ok(())
     }
 

@@ -182,6 +182,37 @@ impl Strategy for Replay {
     }
 }
 
+/// The step's gradient set aside while a strategy computes other gradients in the engine's
+/// buffers (A-GEM's reference gradient, GEM's memory gradients), then put back.
+#[derive(Debug, Clone, Default)]
+pub struct SetAside {
+    /// The gradients, in the engine's parameter order.
+    pub grads: Vec<Vec<f32>>,
+    /// Which parameters have one.
+    pub touched: Vec<bool>,
+}
+
+impl SetAside {
+    /// Copies the engine's current gradients and flags (reusing the buffers).
+    pub fn take(&mut self, engine: &mut dyn crate::engine::Engine) {
+        let (g, t) = engine.grads_mut();
+        self.grads.resize(g.len(), Vec::new());
+        for (dst, src) in self.grads.iter_mut().zip(g.iter()) {
+            dst.clone_from(src);
+        }
+        self.touched = t.to_vec();
+    }
+
+    /// Writes the gradients and flags back into the engine.
+    pub fn restore(&self, engine: &mut dyn crate::engine::Engine) {
+        let (g, t) = engine.grads_mut();
+        for (dst, src) in g.iter_mut().zip(&self.grads) {
+            dst.copy_from_slice(src);
+        }
+        t.copy_from_slice(&self.touched);
+    }
+}
+
 /// A-GEM: when the step's gradient g points against the gradient g_ref of a memory batch
 /// (`g·g_ref < 0`), it is replaced by its projection `g − (g·g_ref / g_ref·g_ref) g_ref`, whose
 /// dot product with g_ref is zero.
@@ -189,8 +220,7 @@ pub struct Agem {
     memory: Memory,
     batch_size: usize,
     reference: MixedBatch,
-    current: Vec<Vec<f32>>,
-    current_touched: Vec<bool>,
+    current: SetAside,
     /// Steps whose gradient was projected, and steps with a reference gradient.
     pub projected: (usize, usize),
 }
@@ -202,8 +232,7 @@ impl Agem {
             memory,
             batch_size,
             reference: MixedBatch::default(),
-            current: Vec::new(),
-            current_touched: Vec::new(),
+            current: SetAside::default(),
             projected: (0, 0),
         }
     }
@@ -246,25 +275,18 @@ impl Strategy for Agem {
             let examples = self.memory.sample_before(task, self.batch_size, ctx.seed);
             if !examples.is_empty() {
                 // Set the step's gradient aside, compute the reference gradient in its place.
-                let (g, t) = ctx.engine.grads_mut();
-                self.current.resize(g.len(), Vec::new());
-                for (dst, src) in self.current.iter_mut().zip(g.iter()) {
-                    dst.clone_from(src);
-                }
-                self.current_touched = t.to_vec();
+                self.current.take(ctx.engine);
                 ctx.engine.zero_grad();
                 self.reference.fill(ctx.stream, &examples);
                 accumulate_mixed(ctx, &self.reference, 1.0)?;
                 let (r, r_touched) = ctx.engine.grads_mut();
                 self.projected.1 += 1;
-                if project(&mut self.current, &mut self.current_touched, r, r_touched) {
+                let current = &mut self.current;
+                if project(&mut current.grads, &mut current.touched, r, r_touched) {
                     self.projected.0 += 1;
                 }
                 // The (projected) step gradient goes back in place of the reference.
-                for (dst, src) in r.iter_mut().zip(&self.current) {
-                    dst.copy_from_slice(src);
-                }
-                r_touched.copy_from_slice(&self.current_touched);
+                self.current.restore(ctx.engine);
             }
         }
         self.memory.observe(ctx.stream, ctx.seed, step.examples);
