@@ -92,6 +92,9 @@ STABLE_PUBLISHED = {("permuted", "naive-sgd"): ("44.4", "53")}
 def table(name, file):
     path = RESULTS / name / "tables" / file
     if not path.exists():
+        if (RESULTS / name / "runs").exists():
+            # A store without its report: its cells would read "–" although runs exist.
+            sys.exit(f"optimizers-vs-forgetting: {path} missing; run `clbench report results/{name}`")
         return []
     with path.open() as f:
         return list(csv.DictReader(f))

@@ -27,13 +27,18 @@ def main():
     if not path.exists():
         sys.exit(f"pick-learning-rates: {path} not found (run the tuning config first)")
     grid = {}
+    skipped = []
     with path.open() as f:
         for row in csv.DictReader(f):
             m = TAG.match(row["method"])
             if not m or not row["acc_mean"]:
+                skipped.append(row["method"])
                 continue
             sd = float(row["acc_sd"]) if row["acc_sd"] else None
             grid.setdefault(m["method"], {})[m["lr"]] = (float(row["acc_mean"]), sd, int(row["n"]))
+    if skipped:
+        print(f"pick-learning-rates: left out (not `method[lr=…]` or no ACC): {', '.join(skipped)}",
+              file=sys.stderr)
     if not grid:
         sys.exit(f"pick-learning-rates: {path} has no rows named `method[lr=…]`")
     rates = sorted({lr for g in grid.values() for lr in g}, key=float)
