@@ -76,6 +76,10 @@ pub(crate) struct TableArgs {
     /// LaTeX label.
     #[arg(long)]
     pub(crate) label: Option<String>,
+    /// Width of every figure in inches: 7 fits two columns of a paper, 3.5 one column. Fonts
+    /// are set for print at this width (7–9 pt), so include the PDF at its own size.
+    #[arg(long, value_name = "INCHES", default_value_t = 7.0)]
+    pub(crate) figure_width: f64,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]

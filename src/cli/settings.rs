@@ -217,6 +217,13 @@ fn check_table_args(args: &TableArgs) -> Result<(), UsageError> {
     if args.digits > 6 {
         return usage(format!("--digits {}: expected at most 6", args.digits));
     }
+    let (lo, hi) = clbench::report::plots::WIDTH_RANGE_IN;
+    if !(args.figure_width >= lo && args.figure_width <= hi) {
+        return usage(format!(
+            "--figure-width {}: expected a width in inches from {lo} to {hi} (7: two columns, 3.5: one)",
+            args.figure_width
+        ));
+    }
     Ok(())
 }
 
@@ -243,6 +250,7 @@ pub(crate) fn table_options(args: &TableArgs, dir: &Path) -> Result<TableOptions
         alpha: args.alpha,
         caption: args.caption.clone(),
         label: args.label.clone(),
+        figure_width_in: args.figure_width,
     })
 }
 

@@ -1,11 +1,13 @@
 //! Reports: polars frames built from the run store (the one representation every table and
 //! plot reads), and their exports — CSV, Parquet and JSON frames, Markdown and LaTeX tables,
-//! PNG and SVG figures.
+//! PNG, SVG and PDF figures.
 
 pub mod export;
 pub mod frames;
 pub mod grapes_effect;
+pub mod pdf;
 pub mod plots;
+mod fonts;
 pub mod stats;
 pub mod tables;
 
@@ -112,6 +114,9 @@ pub struct LoadedRuns {
     pub runs: Vec<crate::experiment::StoredRun>,
     /// Incomplete or unreadable runs skipped, with why.
     pub warnings: Vec<String>,
+    /// The method names in the order the stores' experiments planned them (the first store's
+    /// config first; `experiment.yaml`), which tables and figures follow.
+    pub order: Vec<String>,
 }
 
 impl LoadedRuns {
@@ -136,7 +141,17 @@ pub fn load_runs(sources: &[PathBuf]) -> Result<LoadedRuns, ReportError> {
     let mut runs: Vec<crate::experiment::StoredRun> = Vec::new();
     let mut origins: Vec<&PathBuf> = Vec::new();
     let mut warnings = Vec::new();
+    let mut order: Vec<String> = Vec::new();
     for source in sources {
+        for method in RunStore::new(source)
+            .experiment()
+            .map(|e| e.methods)
+            .unwrap_or_default()
+        {
+            if !order.contains(&method) {
+                order.push(method);
+            }
+        }
         let (found, w) = RunStore::new(source).load()?;
         warnings.extend(w);
         for run in found {
@@ -179,7 +194,11 @@ pub fn load_runs(sources: &[PathBuf]) -> Result<LoadedRuns, ReportError> {
             dir: sources.first().cloned().unwrap_or_default(),
         });
     }
-    Ok(LoadedRuns { runs, warnings })
+    Ok(LoadedRuns {
+        runs,
+        warnings,
+        order,
+    })
 }
 
 /// Whether two stored copies of one run hold the same results: outcome, accuracy and loss
@@ -260,20 +279,29 @@ impl Frames {
 
 /// Writes every frame, table and figure of `loaded` into `dir`:
 /// `metrics.csv`, `summary.md` at the top; `tables/` (every frame as CSV, Parquet and JSON, plus
-/// `summary.md` and `summary.tex`); `figures/` (PNG and SVG).
+/// `summary.md` and `summary.tex`); `figures/` (PNG, SVG and PDF, laid out by
+/// [`plots::Look`]: `opts.figure_width_in` wide, methods in the stores' plan order).
 pub fn write_report(
     loaded: LoadedRuns,
     dir: &Path,
     opts: &TableOptions,
 ) -> Result<Report, ReportError> {
-    let LoadedRuns { runs, mut warnings } = loaded;
+    let LoadedRuns {
+        runs,
+        mut warnings,
+        order,
+    } = loaded;
+    let look = plots::Look {
+        width_in: opts.figure_width_in,
+        order,
+    };
     warnings.extend(platform_warnings(&runs));
     let (frames, unpaired) = Frames::build(&runs)?;
     warnings.extend(unpaired);
     let (mut files, timing_files) = write_frames(&frames, dir)?;
     let markdown = tables::markdown(&frames.summary, &frames.comparison, opts)?;
     files.extend(write_texts(&frames, &markdown, dir, opts)?);
-    files.extend(write_plots(&frames, dir, opts)?);
+    files.extend(write_plots(&frames, dir, opts, &look)?);
     let Frames {
         metrics,
         summary,
@@ -362,6 +390,7 @@ fn write_plots(
     frames: &Frames,
     dir: &Path,
     opts: &TableOptions,
+    look: &plots::Look,
 ) -> Result<Vec<PathBuf>, ReportError> {
     let figures = dir.join("figures");
     let mut files = Vec::new();
@@ -370,6 +399,7 @@ fn write_plots(
             &figures,
             &frames.grapes_effect,
             opts.alpha,
+            look,
         )?);
     }
     for stream in frames.streams()? {
@@ -380,11 +410,13 @@ fn write_plots(
             &frames.metrics,
             &frames.summary,
             opts.spread,
+            look,
         )?);
         files.extend(plots::write_learning_curves(
             &figures,
             &stream,
             &frames.learning_curves,
+            look,
         )?);
     }
     Ok(files)

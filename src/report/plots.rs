@@ -1,7 +1,21 @@
-//! Figures for papers, as PNG and SVG: the accuracy-matrix heatmap, each task's accuracy across
-//! the sequence (mean with a band over seeds), per-method bars with error bars per metric, and
-//! the stability–plasticity plane (forgetting against learning accuracy, each method joined to
-//! its GRAPES twin).
+//! Figures for papers, each as PNG, SVG and vector PDF: the accuracy-matrix heatmap, each
+//! task's accuracy across the sequence (mean with a band over seeds), the first task's
+//! forgetting, per-method bars with error bars per metric, the stability–plasticity plane
+//! (forgetting against learning accuracy) and the GRAPES forest plot.
+//!
+//! # Style (one for every figure)
+//! - **Print size**: every figure is laid out for a page [`Look::width_in`] inches wide
+//!   (default 7 in, two columns; `clbench report --figure-width 3.5` for one column) at
+//!   [`PPI`] pixels per inch, and its fonts are set in points at that size (title 9 pt, labels
+//!   8 pt, ticks and legends 7 pt), so they stay legible when the PDF is included at its own
+//!   width. The PNG is the same canvas (150 dpi).
+//! - **Colour**: one colour-blind-safe palette, Okabe & Ito (2008), for methods; a method and
+//!   its `+grapes` twin share their hue (the twin: lighter bar with an outline, hollow marker,
+//!   dashed line), so the colour says which method and the shade says with or without GRAPES.
+//!   Ordered quantities (tasks, accuracy) use viridis. The forest plot's verdicts: bluish
+//!   green helps, vermillion hurts, grey no detectable effect.
+//! - **Order**: methods in the order of the experiment's config (the plan order its store
+//!   records, [`Look::order`]), methods it does not list after them by name.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -9,12 +23,105 @@ use std::sync::OnceLock;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 use polars::prelude::*;
 
 use super::export::ExportError;
+use super::fonts;
+use super::pdf::PdfBackend;
 use super::stats;
 use super::tables::Spread;
 use crate::metrics::{Column as MetricColumn, METRICS};
+
+/// How figures are laid out: the page width they are made for and the order of methods.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Look {
+    /// Width of every figure in inches (7: two columns of a paper; 3.5: one).
+    pub width_in: f64,
+    /// Method names in the order the figures list them (the config's plan order).
+    pub order: Vec<String>,
+}
+
+impl Default for Look {
+    fn default() -> Self {
+        Look {
+            width_in: DEFAULT_WIDTH_IN,
+            order: Vec::new(),
+        }
+    }
+}
+
+/// The default figure width: a two-column paper's text width, in inches.
+pub const DEFAULT_WIDTH_IN: f64 = 7.0;
+/// The narrowest and widest figure widths `--figure-width` accepts, in inches.
+pub const WIDTH_RANGE_IN: (f64, f64) = (3.0, 20.0);
+
+/// Pixels per inch of the canvas (the PNG's resolution; the PDF page is the canvas at this
+/// resolution, so 72 / PPI points per pixel).
+pub const PPI: f64 = 150.0;
+
+/// Font sizes in points.
+const TITLE_PT: f64 = 9.0;
+const LABEL_PT: f64 = 8.0;
+const TICK_PT: f64 = 7.0;
+const CELL_PT: f64 = 6.5;
+
+/// `inches` in canvas pixels.
+fn px(inches: f64) -> u32 {
+    (inches * PPI).round().max(0.0) as u32
+}
+
+/// The same, signed.
+fn pxi(inches: f64) -> i32 {
+    (inches * PPI).round() as i32
+}
+
+/// The figures' font at `points` (plotters' size is 1.24 × the em size its SVG and PDF use).
+fn font(points: f64) -> FontDesc<'static> {
+    ("sans-serif", points * PPI / 72.0 * 1.24).into_font()
+}
+
+/// Black text at `points`, anchored at `h` and centred vertically.
+fn anchored(points: f64, h: HPos) -> TextStyle<'static> {
+    font(points).color(&BLACK).pos(Pos::new(h, VPos::Center))
+}
+
+impl Look {
+    /// Where `name` goes in [`Look::order`]: its position, or after every listed method.
+    fn rank(&self, name: &str) -> usize {
+        self.order
+            .iter()
+            .position(|m| m == name)
+            .unwrap_or(self.order.len())
+    }
+
+    /// The base methods of `names` (each once, `+grapes` twins folded into their method), in
+    /// the config's order: a twin without its method keeps its own name.
+    fn bases(&self, names: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for n in names {
+            let base = n.strip_suffix(GRAPES_SUFFIX).unwrap_or(n);
+            let base = if names.iter().any(|m| m == base) { base } else { n };
+            if !out.iter().any(|b| b == base) {
+                out.push(base.to_string());
+            }
+        }
+        out.sort_by(|a, b| {
+            let r = |n: &str| {
+                self.rank(n)
+                    .min(self.rank(&format!("{n}{GRAPES_SUFFIX}")))
+            };
+            r(a).cmp(&r(b)).then_with(|| a.cmp(b))
+        });
+        out
+    }
+
+    /// Panels per row of a one-panel-per-method figure: as many of at least `min_in` inches
+    /// as fit across `usable_in`, at most 6 and at most `n`.
+    fn columns(&self, n: usize, usable_in: f64, min_in: f64) -> usize {
+        ((usable_in / min_in).floor() as usize).clamp(1, 6).min(n.max(1))
+    }
+}
 
 /// Mean and spread of the accuracy matrix of one method on one stream, over seeds.
 #[derive(Debug, Clone)]
@@ -96,32 +203,43 @@ pub fn matrix_stats(
         .collect())
 }
 
+
 fn register_fonts() {
     static DONE: OnceLock<()> = OnceLock::new();
     DONE.get_or_init(|| {
-        let regular: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans.ttf");
-        let bold: &'static [u8] = include_bytes!("../../assets/fonts/DejaVuSans-Bold.ttf");
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, regular);
-        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, bold);
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, fonts::REGULAR);
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Bold, fonts::BOLD);
     });
 }
 
-/// Tableau 10: distinguishable categorical colours.
-const PALETTE: [RGBColor; 10] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-    RGBColor(148, 103, 189),
-    RGBColor(140, 86, 75),
-    RGBColor(227, 119, 194),
-    RGBColor(127, 127, 127),
-    RGBColor(188, 189, 34),
-    RGBColor(23, 190, 207),
+/// Okabe & Ito (2008), "Color Universal Design": eight colours told apart with every common
+/// colour-vision deficiency. Yellow last: it is faint on white.
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(0, 114, 178),   // blue
+    RGBColor(230, 159, 0),   // orange
+    RGBColor(0, 158, 115),   // bluish green
+    RGBColor(213, 94, 0),    // vermillion
+    RGBColor(86, 180, 233),  // sky blue
+    RGBColor(204, 121, 167), // reddish purple
+    RGBColor(0, 0, 0),       // black
+    RGBColor(240, 228, 66),  // yellow
 ];
+
+/// The forest plot's verdict colours (Okabe–Ito bluish green and vermillion, and grey).
+const HELPS: RGBColor = RGBColor(0, 158, 115);
+const HURTS: RGBColor = RGBColor(213, 94, 0);
+const NO_EFFECT: RGBColor = RGBColor(120, 120, 120);
+/// The grey of a key that shows a shade, not a method.
+const KEY_GREY: RGBColor = RGBColor(110, 110, 110);
 
 fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
+}
+
+/// `c` mixed with white: the `+grapes` twin's lighter fill.
+fn lighter(c: RGBColor, keep: f64) -> RGBColor {
+    let m = |v: u8| (255.0 - (255.0 - f64::from(v)) * keep).round() as u8;
+    RGBColor(m(c.0), m(c.1), m(c.2))
 }
 
 /// Viridis, linearly interpolated between 6 anchors; `v` in [0, 1].
@@ -145,6 +263,11 @@ fn viridis(v: f64) -> RGBColor {
     )
 }
 
+/// Task `j` of `t` on viridis, stopping short of its faint yellow end.
+fn task_color(j: usize, t: usize) -> RGBColor {
+    viridis(0.85 * j as f64 / (t.max(2) - 1) as f64)
+}
+
 type DrawResult = Result<(), Box<dyn std::error::Error>>;
 
 /// Axis numbers without a trailing ".0" on whole values.
@@ -156,29 +279,33 @@ fn tick(v: &f64) -> String {
     }
 }
 
-/// Most panels per row of the one-panel-per-method figures.
-const GRID_COLUMNS: usize = 6;
-
-/// (rows, columns) of the panel grid for `n` methods.
-fn grid(n: usize) -> (usize, usize) {
-    let cols = n.clamp(1, GRID_COLUMNS);
-    (n.max(1).div_ceil(cols), cols)
+/// The widest of `texts` in the figures' font at `points`, in pixels (0 for none).
+fn widest(texts: &[String], points: f64) -> u32 {
+    register_fonts();
+    let style: TextStyle = font(points).into();
+    texts
+        .iter()
+        .filter_map(|t| {
+            plotters::style::FontDesc::box_size(&style.font, t)
+                .ok()
+                .map(|(w, _)| w)
+        })
+        .max()
+        .unwrap_or(0)
 }
 
-/// Pixel size of a figure of `n` panels of `w × h` in a [`grid`], plus `extra_w` (a legend) and
-/// `extra_h` (the title).
-fn grid_size(n: usize, (w, h): (u32, u32), extra_w: u32, extra_h: u32) -> (u32, u32) {
-    let (rows, cols) = grid(n);
-    (w * cols as u32 + extra_w, h * rows as u32 + extra_h)
-}
-
-/// Writes one figure as `<base>.png` and `<base>.svg` (each atomically) with the same drawing code.
-fn render(
+/// Writes one figure as `<base>.png`, `<base>.svg` and `<base>.pdf` (each atomically), drawn by
+/// the same code on each backend.
+fn render<S, B, P>(
     base: &Path,
     size: (u32, u32),
-    draw: impl Fn(DrawingArea<SVGBackend, Shift>) -> DrawResult,
-    draw_png: impl Fn(DrawingArea<BitMapBackend, Shift>) -> DrawResult,
-) -> Result<Vec<PathBuf>, ExportError> {
+    (svg_draw, png_draw, pdf_draw): (S, B, P),
+) -> Result<Vec<PathBuf>, ExportError>
+where
+    S: Fn(DrawingArea<SVGBackend, Shift>) -> DrawResult,
+    B: Fn(DrawingArea<BitMapBackend, Shift>) -> DrawResult,
+    P: Fn(DrawingArea<PdfBackend, Shift>) -> DrawResult,
+{
     register_fonts();
     let fail = |path: &Path, e: Box<dyn std::error::Error>| ExportError::Plot {
         path: path.to_path_buf(),
@@ -189,7 +316,7 @@ fn render(
     {
         let root = BitMapBackend::new(&tmp, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(&png, e.into()))?;
-        draw_png(root.clone()).map_err(|e| fail(&png, e))?;
+        png_draw(root.clone()).map_err(|e| fail(&png, e))?;
         root.present().map_err(|e| fail(&png, e.into()))?;
     }
     std::fs::rename(&tmp, &png).map_err(|e| fail(&png, e.into()))?;
@@ -198,48 +325,107 @@ fn render(
     {
         let root = SVGBackend::with_string(&mut text, size).into_drawing_area();
         root.fill(&WHITE).map_err(|e| fail(&svg, e.into()))?;
-        draw(root.clone()).map_err(|e| fail(&svg, e))?;
+        svg_draw(root.clone()).map_err(|e| fail(&svg, e))?;
         root.present().map_err(|e| fail(&svg, e.into()))?;
     }
     crate::experiment::store::write_atomic(&svg, text.as_bytes())?;
-    Ok(vec![png, svg])
+    let pdf = base.with_extension("pdf");
+    let mut bytes = Vec::new();
+    {
+        let width_pt = size.0 as f32 * 72.0 / PPI as f32;
+        let root = PdfBackend::new(&mut bytes, size, width_pt).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| fail(&pdf, e.into()))?;
+        pdf_draw(root.clone()).map_err(|e| fail(&pdf, e))?;
+        root.present().map_err(|e| fail(&pdf, e.into()))?;
+    }
+    crate::experiment::store::write_atomic(&pdf, &bytes)?;
+    Ok(vec![png, svg, pdf])
 }
 
-/// Calls `f` once for the SVG and once for the PNG backend.
-macro_rules! both {
+/// The same drawing function for the SVG, PNG and PDF backends.
+macro_rules! backends {
     ($f:expr) => {
         (
             |root: DrawingArea<SVGBackend, Shift>| $f(root),
             |root: DrawingArea<BitMapBackend, Shift>| $f(root),
+            |root: DrawingArea<PdfBackend, Shift>| $f(root),
         )
     };
+}
+
+/// Height of a figure's title line, in inches.
+const TITLE_IN: f64 = 0.32;
+
+/// Draws `title` at the top of `root` and returns the area below it. A title wider than the
+/// figure is broken before its last parenthesis (or its last " — ") onto a second line; what
+/// still does not fit is set smaller, so nothing is clipped at any `--figure-width`.
+fn title_on<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    title: &str,
+) -> Result<DrawingArea<DB, Shift>, Box<dyn std::error::Error>>
+where
+    DB::ErrorType: 'static,
+{
+    let room = root.dim_in_pixel().0.saturating_sub(px(0.1));
+    let fits = |t: &str, pt: f64| widest(&[t.to_string()], pt) <= room;
+    let lines: Vec<&str> = if fits(title, TITLE_PT) {
+        vec![title]
+    } else if let Some(i) = title.rfind(" (").or_else(|| title.rfind(" — ")) {
+        vec![title[..i].trim_end(), title[i..].trim_start()]
+    } else {
+        vec![title]
+    };
+    let mut area = root.clone();
+    for line in lines {
+        let mut pt = TITLE_PT;
+        while pt > 5.0 && !fits(line, pt) {
+            pt -= 0.5;
+        }
+        area = area.titled(line, font(pt))?;
+    }
+    Ok(area)
+}
+
+/// The layout of a one-panel-per-method figure: columns, rows, and the figure's pixel size for
+/// panels `panel_h_in / panel_w_in` as tall as wide, `side_in` inches kept on the right (a
+/// colour bar) and `note_in` below the title (a key).
+fn panel_grid(look: &Look, n: usize, panel_h_in: f64, side_in: f64) -> ((usize, usize), (u32, u32)) {
+    let usable = look.width_in - side_in;
+    let cols = look.columns(n, usable, 1.5);
+    let rows = n.max(1).div_ceil(cols);
+    let panel_w = usable / cols as f64;
+    let h = TITLE_IN + rows as f64 * panel_w * panel_h_in;
+    ((rows, cols), (px(look.width_in), px(h)))
 }
 
 fn heatmap<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     stream: &str,
     data: &[MatrixStats],
+    look: &Look,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
     let title = format!("Test accuracy (%) after each task — {stream}");
-    let root = root.titled(&title, ("sans-serif", 24).into_font())?;
-    let (body, legend) = root.split_horizontally(root.dim_in_pixel().0 - 90);
-    let panels = body.split_evenly(grid(data.len()));
+    let root = title_on(&root, &title)?;
+    let ((rows, cols), _) = panel_grid(look, data.len(), 1.0, HEATMAP_BAR_IN);
+    let (body, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(px(HEATMAP_BAR_IN)));
+    let panels = body.split_evenly((rows, cols));
     for (panel, m) in panels.iter().zip(data) {
         let t = m.mean.first().map_or(0, Vec::len);
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{} (n = {})", m.method, m.n), ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(50)
-            .y_label_area_size(70)
+            .caption(format!("{} (n = {})", m.method, m.n), font(LABEL_PT))
+            .margin(px(0.05))
+            .x_label_area_size(px(0.32))
+            .y_label_area_size(px(0.4))
             .build_cartesian_2d(0.5f64..t as f64 + 0.5, -0.5f64..t as f64 + 0.5)?;
+        let every = t.div_ceil(10).max(1);
         chart
             .configure_mesh()
             .disable_mesh()
-            .x_labels(t)
-            .y_labels(t + 1)
+            .x_labels(t.div_ceil(every))
+            .y_labels((t + 1).div_ceil(every))
             .x_label_formatter(&|x| format!("{}", x.round() as i64))
             .y_label_formatter(&|y| {
                 let row = t as i64 - y.round() as i64;
@@ -250,10 +436,14 @@ where
                 }
             })
             .x_desc("evaluated task")
-            .y_desc("after training task")
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 16))
+            .y_desc("after task")
+            .label_style(font(TICK_PT))
+            .axis_desc_style(font(TICK_PT))
             .draw()?;
+        // Numbers in the cells only where a cell is wide enough for "100".
+        let (w, _) = chart.plotting_area().dim_in_pixel();
+        let cell_in = w as f64 / t.max(1) as f64 / PPI;
+        let numbers = cell_in >= 0.19;
         for (i, row) in m.mean.iter().enumerate() {
             let y = (t - i) as f64;
             for (j, &v) in row.iter().enumerate() {
@@ -262,36 +452,33 @@ where
                     [(x - 0.5, y - 0.5), (x + 0.5, y + 0.5)],
                     viridis(v).filled(),
                 )))?;
-                if t <= 12 {
+                if numbers {
                     let ink = if v > 0.6 { BLACK } else { WHITE };
                     chart.draw_series(std::iter::once(Text::new(
                         format!("{:.0}", v * 100.0),
                         (x, y),
-                        ("sans-serif", if t <= 6 { 15 } else { 11 })
-                            .into_font()
+                        font(CELL_PT)
                             .color(&ink)
-                            .pos(plotters::style::text_anchor::Pos::new(
-                                plotters::style::text_anchor::HPos::Center,
-                                plotters::style::text_anchor::VPos::Center,
-                            )),
+                            .pos(Pos::new(HPos::Center, VPos::Center)),
                     )))?;
                 }
             }
         }
     }
-    // Colour bar.
+    // Colour bar, at most 3 in tall, at the top.
+    let (_, h) = legend.dim_in_pixel();
     let mut bar = ChartBuilder::on(&legend)
-        .margin_top(60)
-        .margin_bottom(60)
-        .margin_right(10)
-        .y_label_area_size(45)
+        .margin_top(px(0.4))
+        .margin_bottom(px(0.4).max(h.saturating_sub(px(3.4))))
+        .margin_right(px(0.05))
+        .y_label_area_size(px(0.38))
         .build_cartesian_2d(0f64..1f64, 0f64..100f64)?;
     bar.configure_mesh()
         .disable_mesh()
         .disable_x_axis()
         .y_labels(6)
         .y_label_formatter(&|v| format!("{}%", tick(v)))
-        .label_style(("sans-serif", 14))
+        .label_style(font(TICK_PT))
         .draw()?;
     for k in 0..100 {
         let v = k as f64;
@@ -303,36 +490,56 @@ where
     Ok(())
 }
 
+/// Inches of the heatmap's colour bar column.
+const HEATMAP_BAR_IN: f64 = 0.6;
+
+/// Up to this many tasks, each panel of a per-task figure has a legend; beyond, the title
+/// says how the colours run.
+const TASK_LEGEND_MAX: usize = 5;
+
+/// The title's note on the task colours of a per-task figure.
+fn task_note(t: usize) -> String {
+    if t > TASK_LEGEND_MAX {
+        format!("; colour: task 1 dark purple → task {t} green")
+    } else {
+        String::new()
+    }
+}
+
 fn task_curves<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     stream: &str,
     data: &[MatrixStats],
+    look: &Look,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
+    let t = data.first().and_then(|m| m.mean.first()).map_or(0, Vec::len);
     let title = format!(
-        "Accuracy on each task as later tasks are learned — {stream} (mean ± sd over seeds)"
+        "Accuracy on each task as later tasks are learned — {stream} (mean ± sd{})",
+        task_note(t)
     );
-    let root = root.titled(&title, ("sans-serif", 22).into_font())?;
-    let panels = root.split_evenly(grid(data.len()));
+    let root = title_on(&root, &title)?;
+    let ((rows, cols), _) = panel_grid(look, data.len(), PANEL_H, 0.0);
+    let panels = root.split_evenly((rows, cols));
     for (panel, m) in panels.iter().zip(data) {
         let t = m.mean.first().map_or(0, Vec::len);
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{} (n = {})", m.method, m.n), ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(50)
-            .y_label_area_size(60)
+            .caption(format!("{} (n = {})", m.method, m.n), font(LABEL_PT))
+            .margin(px(0.06))
+            .x_label_area_size(px(0.32))
+            .y_label_area_size(px(0.4))
             .build_cartesian_2d(0.8f64..t as f64 + 0.2, 0f64..100f64)?;
         chart
             .configure_mesh()
-            .x_labels(t)
+            .x_labels(t.min(10))
             .x_label_formatter(&|x| format!("{}", x.round() as i64))
-            .x_desc("after training task")
-            .y_desc("test accuracy (%)")
+            .x_desc("after task")
+            .y_desc("accuracy (%)")
             .y_label_formatter(&tick)
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 16))
+            .label_style(font(TICK_PT))
+            .axis_desc_style(font(TICK_PT))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
         for j in 0..t {
@@ -342,21 +549,24 @@ where
             band_line(
                 &mut chart,
                 &points,
-                color(j),
-                2,
-                3,
+                task_color(j, t),
+                Line::solid(1.5, t),
                 format!("task {}", j + 1),
             )?;
         }
-        legend(&mut chart, 13)?;
+        if t <= TASK_LEGEND_MAX {
+            legend(&mut chart)?;
+        }
     }
     Ok(())
 }
 
+/// Panels of the per-method line figures: this many times as tall as wide.
+const PANEL_H: f64 = 0.8;
+
 /// The series legend, lower left on a translucent box.
 fn legend<'a, DB: DrawingBackend + 'a>(
     chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
-    font_size: u32,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -366,19 +576,41 @@ where
         .position(SeriesLabelPosition::LowerLeft)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.3))
-        .label_font(("sans-serif", font_size))
+        .label_font(font(TICK_PT))
         .draw()?;
     Ok(())
 }
 
+/// How a line is drawn: its width in points, whether dashed (a `+grapes` twin), and the
+/// sequence length it belongs to (markers shrink when more than 10 points crowd a panel).
+#[derive(Clone, Copy)]
+struct Line {
+    width_pt: f64,
+    dashed: bool,
+    points: usize,
+}
+
+impl Line {
+    fn solid(width_pt: f64, points: usize) -> Line {
+        Line {
+            width_pt,
+            dashed: false,
+            points,
+        }
+    }
+
+    fn pixels(self) -> u32 {
+        (self.width_pt * PPI / 72.0).round().max(1.0) as u32
+    }
+}
+
 /// A mean line with markers and a ± sd band (clipped to [0, 1]); `points` are
-/// (x, mean, sd) as fractions, drawn in percent.
+/// (x, mean, sd) as fractions, drawn in percent. A dashed line gets hollow markers.
 fn band_line<DB: DrawingBackend>(
     chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     points: &[(f64, f64, f64)],
     c: RGBColor,
-    width: u32,
-    marker: u32,
+    line: Line,
     label: String,
 ) -> DrawResult
 where
@@ -394,22 +626,102 @@ where
             .map(|&(x, m, s)| (x, 100.0 * (m - s).max(0.0)));
         chart.draw_series(std::iter::once(Polygon::new(
             upper.chain(lower).collect::<Vec<_>>(),
-            c.mix(0.18),
+            c.mix(if line.dashed { 0.06 } else { 0.12 }),
         )))?;
     }
-    let line: Vec<(f64, f64)> = points.iter().map(|&(x, m, _)| (x, 100.0 * m)).collect();
-    chart
-        .draw_series(LineSeries::new(line.clone(), c.stroke_width(width)))?
-        .label(label)
-        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(3)));
-    chart.draw_series(line.into_iter().map(|p| Circle::new(p, marker, c.filled())))?;
+    let line_points: Vec<(f64, f64)> = points.iter().map(|&(x, m, _)| (x, 100.0 * m)).collect();
+    let w = line.pixels();
+    let style = c.stroke_width(w);
+    let key = move |(x, y): (i32, i32)| {
+        PathElement::new(vec![(x, y), (x + pxi(0.18), y)], c.stroke_width(w))
+    };
+    if line.dashed {
+        chart
+            .draw_series(DashedLineSeries::new(
+                line_points.clone(),
+                pxi(0.06),
+                pxi(0.04),
+                style,
+            ))?
+            .label(label)
+            .legend(key);
+    } else {
+        chart
+            .draw_series(LineSeries::new(line_points.clone(), style))?
+            .label(label)
+            .legend(key);
+    }
+    // Markers shrink as the points crowd (20 tasks across a panel).
+    let r = if line.points > 10 { w.max(2) } else { w + 2 };
+    let marker = if line.dashed {
+        c.stroke_width(w.max(1))
+    } else {
+        c.filled()
+    };
+    chart.draw_series(
+        line_points
+            .into_iter()
+            .map(move |p| Circle::new(p, r, marker)),
+    )?;
     Ok(())
+}
+
+/// One entry of a figure's key column: a name and how its method is drawn.
+struct KeyEntry {
+    name: String,
+    color: RGBColor,
+    twin: bool,
+}
+
+/// The key column of a figure: one row per base method (a filled marker in its colour), then
+/// what a `+grapes` twin looks like when there is one.
+fn key_column<DB: DrawingBackend>(
+    key: &DrawingArea<DB, Shift>,
+    entries: &[KeyEntry],
+    twin_note: &str,
+) -> DrawResult
+where
+    DB::ErrorType: 'static,
+{
+    let f = anchored(TICK_PT, HPos::Left);
+    let row_h = pxi(0.16);
+    let row = |i: usize| pxi(0.35) + row_h * i as i32;
+    let x = pxi(0.1);
+    let r = pxi(0.035).max(2) as u32;
+    for (i, e) in entries.iter().enumerate() {
+        key.draw(&Circle::new((x, row(i)), r, e.color.filled()))?;
+        key.draw(&Text::new(
+            e.name.clone(),
+            (x + pxi(0.1), row(i)),
+            f.clone(),
+        ))?;
+    }
+    if entries.iter().any(|e| e.twin) {
+        let i = entries.len();
+        key.draw(&Circle::new((x, row(i) + row_h / 2), r, BLACK.stroke_width(1)))?;
+        for (k, line) in twin_note.split('\n').enumerate() {
+            key.draw(&Text::new(
+                line.to_string(),
+                (x + pxi(0.1), row(i) + row_h / 2 + k as i32 * row_h),
+                f.clone(),
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// Width of a key column for `names`, in pixels.
+fn key_width(names: &[String]) -> u32 {
+    let mut texts = names.to_vec();
+    texts.push("+ GRAPES: hollow,".to_string());
+    widest(&texts, TICK_PT) + px(0.3)
 }
 
 fn first_task<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     stream: &str,
     data: &[MatrixStats],
+    look: &Look,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -423,40 +735,59 @@ where
         .flat_map(|m| (1..=t).map(move |k| 100.0 * (m.mean[k][0] - m.sd[k][0])))
         .fold(100.0f64, f64::min);
     let y0 = ((low - 5.0) / 10.0).floor().clamp(0.0, 9.0) * 10.0;
-    let mut chart = ChartBuilder::on(&root)
-        .caption(
-            format!("Forgetting of task 1 — {stream} (mean ± sd over seeds)"),
-            ("sans-serif", 22),
-        )
-        .margin(15)
-        .x_label_area_size(50)
-        .y_label_area_size(60)
+    let root = title_on(
+        &root,
+        &format!("Forgetting of task 1 — {stream} (mean ± sd over seeds)"),
+    )?;
+    let names: Vec<String> = data.iter().map(|m| m.method.clone()).collect();
+    let bases = look.bases(&names);
+    let (w, _) = root.dim_in_pixel();
+    let (plot, key) = root.split_horizontally(w.saturating_sub(key_width(&bases)));
+    let mut chart = ChartBuilder::on(&plot)
+        .margin(px(0.08))
+        .x_label_area_size(px(0.35))
+        .y_label_area_size(px(0.45))
         .build_cartesian_2d(0.8f64..t as f64 + 0.2, y0..100f64)?;
     chart
         .configure_mesh()
-        .x_labels(t)
+        .x_labels(t.min(20))
         .x_label_formatter(&|x| format!("{}", x.round() as i64))
         .x_desc("after training task")
-        .y_desc("test accuracy on task 1 (%)")
+        .y_desc("accuracy on task 1 (%)")
         .y_label_formatter(&tick)
-        .label_style(("sans-serif", 15))
-        .axis_desc_style(("sans-serif", 16))
+        .label_style(font(TICK_PT))
+        .axis_desc_style(font(LABEL_PT))
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
-    for (i, m) in data.iter().enumerate() {
-        let points: Vec<(f64, f64, f64)> = (1..=t)
-            .map(|k| (k as f64, m.mean[k][0], m.sd[k][0]))
-            .collect();
-        band_line(
-            &mut chart,
-            &points,
-            color(i),
-            3,
-            4,
-            format!("{} (n = {})", m.method, m.n),
-        )?;
+    let mut entries = Vec::new();
+    for (k, base) in bases.iter().enumerate() {
+        let c = color(k);
+        let twin_name = format!("{base}{GRAPES_SUFFIX}");
+        let mut n = Vec::new();
+        let mut twin = false;
+        for (name, dashed) in [(base.as_str(), false), (twin_name.as_str(), true)] {
+            let Some(m) = data.iter().find(|m| m.method == name) else {
+                continue;
+            };
+            twin |= dashed;
+            n.push(m.n.to_string());
+            let points: Vec<(f64, f64, f64)> = (1..=t)
+                .map(|k| (k as f64, m.mean[k][0], m.sd[k][0]))
+                .collect();
+            let line = Line {
+                width_pt: 1.2,
+                dashed,
+                points: t,
+            };
+            band_line(&mut chart, &points, c, line, m.method.clone())?;
+        }
+        entries.push(KeyEntry {
+            name: format!("{base} (n = {})", n.join("/")),
+            color: c,
+            twin,
+        });
     }
-    legend(&mut chart, 15)?;
+    key_column(&key, &entries, "+ GRAPES: hollow,\ndashed")?;
     Ok(())
 }
 
@@ -465,18 +796,28 @@ fn bar_metrics() -> Vec<&'static MetricColumn> {
     METRICS.iter().filter(|c| c.headline).collect()
 }
 
-/// Up to this many methods, the metric panels stand side by side.
-const BAR_SIDE_BY_SIDE: usize = 6;
+/// Inches per method row of the bar figure (two bars when it has a `+grapes` twin).
+const BAR_ROW_IN: f64 = 0.24;
 
-fn bars<DB: DrawingBackend>(
-    root: DrawingArea<DB, Shift>,
+/// One bar: mean and spread in percent.
+type BarValue = Option<(f64, Option<f64>)>;
+
+/// A base method's row of the bar figure: its name, colour, and per metric the bar without
+/// and the bar with GRAPES (each absent when that method has no run).
+struct BarRow {
+    name: String,
+    color: RGBColor,
+    plain: bool,
+    twin: bool,
+    values: Vec<(BarValue, BarValue)>,
+}
+
+fn bar_rows(
     stream: &str,
     summary: &DataFrame,
     spread: Spread,
-) -> DrawResult
-where
-    DB::ErrorType: 'static,
-{
+    look: &Look,
+) -> PolarsResult<Vec<BarRow>> {
     let st = summary.column("stream")?.str()?.clone();
     let method = summary.column("method")?.str()?.clone();
     let rows: Vec<usize> = (0..summary.height())
@@ -486,144 +827,197 @@ where
         .iter()
         .map(|&i| method.get(i).unwrap_or("").to_string())
         .collect();
-    let spread_name = match spread {
-        Spread::Sd => "sd",
-        Spread::Sem => "sem",
-    };
-    // Error bars only where a spread exists (two or more completed seeds).
-    let first_spread = summary
-        .column(&format!("{}_{spread_name}", bar_metrics()[0].name))?
-        .f64()?
-        .clone();
-    let any_spread = rows
-        .iter()
-        .any(|&i| first_spread.get(i).is_some_and(f64::is_finite));
-    let title = if any_spread {
-        format!(
-            "Metrics per method — {stream} (bars: mean, error bars: ± {spread_name} over seeds)"
-        )
-    } else {
-        format!("Metrics per method — {stream} (one seed per method: no error bars)")
-    };
-    let root = root.titled(&title, ("sans-serif", 22).into_font())?;
-    // Few methods: the metrics side by side; many: one metric per row, names written upwards.
-    let stacked = names.len() > BAR_SIDE_BY_SIDE;
-    let panels = if stacked {
-        root.split_evenly((bar_metrics().len(), 1))
-    } else {
-        root.split_evenly((1, bar_metrics().len()))
-    };
-    for (panel, column) in panels.iter().zip(bar_metrics()) {
-        let (metric, label) = (column.name, column.axis);
-        let means = summary.column(&format!("{metric}_mean"))?.f64()?.clone();
-        let errs = summary
-            .column(&format!("{metric}_{spread_name}"))?
-            .f64()?
-            .clone();
-        let vals: Vec<(f64, Option<f64>)> = rows
-            .iter()
-            .map(|&i| {
-                (
-                    100.0 * means.get(i).unwrap_or(0.0),
-                    errs.get(i).filter(|e| e.is_finite()).map(|e| 100.0 * e),
-                )
-            })
-            .collect();
-        bar_panel(panel, &names, &vals, label, stacked)?;
+    let spread_name = spread_name(spread);
+    let mut columns = Vec::new();
+    for c in bar_metrics() {
+        columns.push((
+            summary.column(&format!("{}_mean", c.name))?.f64()?.clone(),
+            summary
+                .column(&format!("{}_{spread_name}", c.name))?
+                .f64()?
+                .clone(),
+        ));
     }
-    Ok(())
+    let value = |name: &str, k: usize| -> BarValue {
+        let i = *rows.get(names.iter().position(|n| n == name)?)?;
+        let (means, errs) = &columns[k];
+        let m = means.get(i).filter(|v| v.is_finite())?;
+        Some((100.0 * m, errs.get(i).filter(|e| e.is_finite()).map(|e| 100.0 * e)))
+    };
+    Ok(look
+        .bases(&names)
+        .into_iter()
+        .enumerate()
+        .map(|(k, base)| {
+            let twin = format!("{base}{GRAPES_SUFFIX}");
+            BarRow {
+                color: color(k),
+                plain: names.contains(&base),
+                twin: names.contains(&twin),
+                values: (0..bar_metrics().len())
+                    .map(|m| (value(&base, m), value(&twin, m)))
+                    .collect(),
+                name: base,
+            }
+        })
+        .collect())
 }
 
-/// One panel of the bar figure: a bar (and error bar) per method, for one metric.
-fn bar_panel<DB: DrawingBackend>(
-    panel: &DrawingArea<DB, Shift>,
-    names: &[String],
-    vals: &[(f64, Option<f64>)],
-    label: &str,
-    stacked: bool,
+fn spread_name(spread: Spread) -> &'static str {
+    match spread {
+        Spread::Sd => "sd",
+        Spread::Sem => "sem",
+    }
+}
+
+/// Pixel size of the bar figure of `n` method rows.
+fn bars_size(look: &Look, n: usize) -> (u32, u32) {
+    (
+        px(look.width_in),
+        px(TITLE_IN + 0.2 + 0.36 + BAR_ROW_IN * n.max(1) as f64 + 0.1),
+    )
+}
+
+/// Horizontal bars per method (rows in the config's order) for each headline metric
+/// (panels side by side); a method's `+grapes` twin is the lighter bar just under it.
+fn bars<DB: DrawingBackend>(
+    root: DrawingArea<DB, Shift>,
+    stream: &str,
+    rows: &[BarRow],
+    spread: Spread,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
-    let hi = vals
+    let spread_name = spread_name(spread);
+    let any_spread = rows
         .iter()
-        .map(|(m, e)| m + e.unwrap_or(0.0))
-        .fold(0.0f64, f64::max);
-    let lo = vals
-        .iter()
-        .map(|(m, e)| m - e.unwrap_or(0.0))
-        .fold(0.0f64, f64::min);
-    let pad = ((hi - lo) * 0.1).max(0.5);
-    let n = names.len();
-    let mut chart = ChartBuilder::on(panel)
-        .margin(12)
-        .x_label_area_size(if stacked { 140 } else { 70 })
-        .y_label_area_size(55)
-        .build_cartesian_2d(
-            -0.5f64..n as f64 - 0.5,
-            (lo - if lo < 0.0 { pad } else { 0.0 })..hi + pad,
-        )?;
-    let names_ref = names.to_vec();
-    chart
-        .configure_mesh()
-        .disable_x_mesh()
-        .x_labels(n.max(1))
-        .x_label_formatter(&move |x| {
-            let i = x.round();
-            if (x - i).abs() < 0.01 && i >= 0.0 {
-                let name = names_ref.get(i as usize).cloned().unwrap_or_default();
-                if stacked {
-                    // Labels are centred on their tick: a blank first half keeps the
-                    // upright name below the axis.
-                    format!("{}{name}", " ".repeat(name.chars().count() + 7))
-                } else {
-                    name
-                }
-            } else {
-                String::new()
-            }
-        })
-        .y_desc(label)
-        .y_label_formatter(&tick)
-        .label_style(("sans-serif", 14))
-        .x_label_style(if stacked {
-            ("sans-serif", 14)
-                .into_font()
-                .transform(FontTransform::Rotate90)
-        } else {
-            ("sans-serif", 14).into_font()
-        })
-        .axis_desc_style(("sans-serif", 16))
-        .light_line_style(WHITE.mix(0.0))
-        .draw()?;
-    for (i, (m, e)) in vals.iter().enumerate() {
-        let x = i as f64;
-        let c = color(i);
-        chart.draw_series(std::iter::once(Rectangle::new(
-            [(x - 0.35, 0.0), (x + 0.35, *m)],
-            c.mix(0.85).filled(),
-        )))?;
-        if let Some(e) = e {
-            chart.draw_series(std::iter::once(ErrorBar::new_vertical(
-                x,
-                m - e,
-                *m,
-                m + e,
-                BLACK.stroke_width(2),
-                12,
-            )))?;
-        }
-    }
-    if lo < 0.0 {
-        chart.draw_series(LineSeries::new(
-            vec![(-0.5, 0.0), (n as f64 - 0.5, 0.0)],
-            BLACK.stroke_width(1),
+        .flat_map(|r| &r.values)
+        .any(|(a, b)| [a, b].iter().any(|v| v.is_some_and(|v| v.1.is_some())));
+    let title = if any_spread {
+        format!("Metrics per method — {stream} (mean ± {spread_name} over seeds)")
+    } else {
+        format!("Metrics per method — {stream} (one seed per method: no error bars)")
+    };
+    let root = title_on(&root, &title)?;
+    let (key, body) = root.split_vertically(px(0.2));
+    if rows.iter().any(|r| r.twin) {
+        let y = key.dim_in_pixel().1 as i32 / 2;
+        let (w, h) = (pxi(0.22), pxi(0.09));
+        let mut x = pxi(0.2);
+        let f = anchored(TICK_PT, HPos::Left);
+        key.draw(&Rectangle::new([(x, y - h / 2), (x + w, y + h / 2)], KEY_GREY.filled()))?;
+        key.draw(&Text::new("method (colour)", (x + w + pxi(0.06), y), f.clone()))?;
+        x += pxi(1.4);
+        key.draw(&Rectangle::new(
+            [(x, y - h / 2), (x + w, y + h / 2)],
+            lighter(KEY_GREY, 0.4).filled(),
         ))?;
+        key.draw(&Rectangle::new([(x, y - h / 2), (x + w, y + h / 2)], KEY_GREY.stroke_width(1)))?;
+        key.draw(&Text::new(
+            "the same method + GRAPES (lighter, just below it)",
+            (x + w + pxi(0.06), y),
+            f,
+        ))?;
+    }
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    let label_w = widest(&names, TICK_PT) + px(0.12);
+    let (labels, panels_area) = body.split_horizontally(label_w);
+    let metrics = bar_metrics();
+    let panels = panels_area.split_evenly((1, metrics.len()));
+    let n = rows.len();
+    let y_of = |i: usize| (n - 1 - i) as f64;
+    for (k, (panel, column)) in panels.iter().zip(&metrics).enumerate() {
+        let all: Vec<(f64, Option<f64>)> = rows
+            .iter()
+            .flat_map(|r| [r.values[k].0, r.values[k].1])
+            .flatten()
+            .collect();
+        let hi = all.iter().map(|(m, e)| m + e.unwrap_or(0.0)).fold(0.0f64, f64::max);
+        let lo = all.iter().map(|(m, e)| m - e.unwrap_or(0.0)).fold(0.0f64, f64::min);
+        let pad = ((hi - lo) * 0.08).max(0.5);
+        let mut chart = ChartBuilder::on(panel)
+            .margin_left(px(0.04))
+            .margin_right(px(0.1))
+            .margin_top(px(0.02))
+            .x_label_area_size(px(0.36))
+            .build_cartesian_2d(
+                (lo - if lo < 0.0 { pad } else { 0.0 })..hi + pad,
+                -0.5f64..n as f64 - 0.5,
+            )?;
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .y_labels(0)
+            .x_labels(4)
+            .x_desc(column.axis)
+            .x_label_formatter(&tick)
+            .label_style(font(TICK_PT))
+            .axis_desc_style(font(TICK_PT))
+            .light_line_style(WHITE.mix(0.0))
+            .bold_line_style(BLACK.mix(0.12))
+            .draw()?;
+        for (i, r) in rows.iter().enumerate() {
+            let y = y_of(i);
+            let both = r.plain && r.twin;
+            let half = if both { 0.19 } else { 0.3 };
+            for (v, is_twin) in [(r.values[k].0, false), (r.values[k].1, true)] {
+                let Some((m, e)) = v else { continue };
+                let centre = match (both, is_twin) {
+                    (true, false) => y + 0.2,
+                    (true, true) => y - 0.2,
+                    _ => y,
+                };
+                let (y0, y1) = (centre - half, centre + half);
+                if is_twin {
+                    chart.draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y0), (m, y1)],
+                        lighter(r.color, 0.4).filled(),
+                    )))?;
+                    chart.draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y0), (m, y1)],
+                        r.color.stroke_width(1),
+                    )))?;
+                } else {
+                    chart.draw_series(std::iter::once(Rectangle::new(
+                        [(0.0, y0), (m, y1)],
+                        r.color.filled(),
+                    )))?;
+                }
+                if let Some(e) = e {
+                    chart.draw_series(std::iter::once(ErrorBar::new_horizontal(
+                        centre,
+                        m - e,
+                        m,
+                        m + e,
+                        BLACK.stroke_width(1),
+                        pxi(0.05) as u32,
+                    )))?;
+                }
+            }
+        }
+        if lo < 0.0 {
+            chart.draw_series(LineSeries::new(
+                vec![(0.0, -0.5), (0.0, n as f64 - 0.5)],
+                BLACK.stroke_width(1),
+            ))?;
+        }
+        if k == 0 {
+            // The method names, right-aligned beside the first panel's rows.
+            for (i, r) in rows.iter().enumerate() {
+                let (_, py) = chart.backend_coord(&(0.0, y_of(i)));
+                labels.draw(&Text::new(
+                    r.name.clone(),
+                    (label_w as i32 - pxi(0.06), py - labels.get_base_pixel().1),
+                    anchored(TICK_PT, HPos::Right),
+                ))?;
+            }
+        }
     }
     Ok(())
 }
 
-/// Draws every figure of `stream` into `dir` as PNG and SVG; returns the files written.
+/// Draws every figure of `stream` into `dir` as PNG, SVG and PDF; returns the files written.
 pub fn write_figures(
     dir: &Path,
     stream: &str,
@@ -631,62 +1025,52 @@ pub fn write_figures(
     metrics: &DataFrame,
     summary: &DataFrame,
     spread: Spread,
+    look: &Look,
 ) -> Result<Vec<PathBuf>, ExportError> {
     std::fs::create_dir_all(dir).map_err(|source| crate::experiment::store::StoreError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    let data = matrix_stats(accuracy, metrics, stream).map_err(|e| ExportError::Encode {
+    let encode = |e| ExportError::Encode {
         path: dir.to_path_buf(),
         source: e,
-    })?;
+    };
+    let mut data = matrix_stats(accuracy, metrics, stream).map_err(encode)?;
     if data.is_empty() {
         return Ok(Vec::new());
     }
+    data.sort_by(|a, b| {
+        look.rank(&a.method)
+            .cmp(&look.rank(&b.method))
+            .then_with(|| a.method.cmp(&b.method))
+    });
     let panels = data.len();
     let mut written = Vec::new();
-    let (a, b) = both!(|root| heatmap(root, stream, &data));
     written.extend(render(
         &dir.join(format!("{stream}-accuracy-matrix")),
-        grid_size(panels, (430, 480), 90, 40),
-        a,
-        b,
+        panel_grid(look, panels, 1.0, HEATMAP_BAR_IN).1,
+        backends!(|root| heatmap(root, stream, &data, look)),
     )?);
-    let (a, b) = both!(|root| task_curves(root, stream, &data));
     written.extend(render(
         &dir.join(format!("{stream}-task-accuracy")),
-        grid_size(panels, (520, 450), 0, 30),
-        a,
-        b,
+        panel_grid(look, panels, PANEL_H, 0.0).1,
+        backends!(|root| task_curves(root, stream, &data, look)),
     )?);
-    let (a, b) = both!(|root| first_task(root, stream, &data));
     written.extend(render(
         &dir.join(format!("{stream}-first-task")),
-        (760, 500),
-        a,
-        b,
+        (px(look.width_in), px(TITLE_IN + (look.width_in * 0.5).clamp(2.4, 4.5))),
+        backends!(|root| first_task(root, stream, &data, look)),
     )?);
-    let (a, b) = both!(|root| stability_plasticity(root, stream, summary, spread));
     written.extend(render(
         &dir.join(format!("{stream}-stability-plasticity")),
-        (1000 + LEGEND_WIDTH, 720),
-        a,
-        b,
+        (px(look.width_in), px(TITLE_IN + (look.width_in * 0.55).clamp(2.6, 5.0))),
+        backends!(|root| stability_plasticity(root, stream, summary, spread, look)),
     )?);
-    let (a, b) = both!(|root| bars(root, stream, summary, spread));
-    let methods = data.len() as u32;
+    let rows = bar_rows(stream, summary, spread, look).map_err(encode)?;
     written.extend(render(
         &dir.join(format!("{stream}-metrics")),
-        if data.len() > BAR_SIDE_BY_SIDE {
-            (
-                (90 + 60 * methods).max(900),
-                420 * bar_metrics().len() as u32 + 40,
-            )
-        } else {
-            (1500, 440)
-        },
-        a,
-        b,
+        bars_size(look, rows.len()),
+        backends!(|root| bars(root, stream, &rows, spread)),
     )?);
     Ok(written)
 }
@@ -700,21 +1084,19 @@ type PlanePoint = (String, f64, Option<f64>, f64, Option<f64>);
 
 /// Forgetting (y) against learning accuracy (x) per method, ± the spread over seeds in both
 /// directions: up and to the left forgets more and learns less. A method and its GRAPES twin
-/// (`name` and `name+grapes`) share a colour, the twin a hollow marker, joined by an arrow from
+/// (`name` and `name+grapes`) share a colour, the twin a hollow marker, joined by a line from
 /// the method to its twin, so the figure says at a glance what GRAPES does to each.
 fn stability_plasticity<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     stream: &str,
     summary: &DataFrame,
     spread: Spread,
+    look: &Look,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
-    let spread_name = match spread {
-        Spread::Sd => "sd",
-        Spread::Sem => "sem",
-    };
+    let spread_name = spread_name(spread);
     let st = summary.column("stream")?.str()?.clone();
     let method = summary.column("method")?.str()?.clone();
     let col =
@@ -740,15 +1122,16 @@ where
             ))
         })
         .collect();
-    let title =
-        format!("Stability–plasticity — {stream} (± {spread_name} over seeds; hollow: + GRAPES)");
-    let root = root.titled(&title, ("sans-serif", 22).into_font())?;
+    let title = format!("Stability–plasticity — {stream} (mean ± {spread_name} over seeds)");
+    let root = title_on(&root, &title)?;
     if points.is_empty() {
         return Ok(());
     }
-    // The legend gets its own column, so it never hides a point.
+    let names: Vec<String> = points.iter().map(|p| p.0.clone()).collect();
+    let bases = look.bases(&names);
+    // The key gets its own column, so it never hides a point.
     let (width, _) = root.dim_in_pixel();
-    let (root, key) = root.split_horizontally(width.saturating_sub(LEGEND_WIDTH));
+    let (plot, key) = root.split_horizontally(width.saturating_sub(key_width(&bases)));
     let span = |v: &dyn Fn(&PlanePoint) -> (f64, f64)| {
         let (lo, hi) = points
             .iter()
@@ -759,40 +1142,40 @@ where
     };
     let x = span(&|p| (p.1 - p.2.unwrap_or(0.0), p.1 + p.2.unwrap_or(0.0)));
     let y = span(&|p| (p.3 - p.4.unwrap_or(0.0), p.3 + p.4.unwrap_or(0.0)));
-    let mut chart = ChartBuilder::on(&root)
-        .margin(16)
-        .x_label_area_size(55)
-        .y_label_area_size(65)
+    let mut chart = ChartBuilder::on(&plot)
+        .margin(px(0.08))
+        .x_label_area_size(px(0.4))
+        .y_label_area_size(px(0.45))
         .build_cartesian_2d(x, y)?;
     chart
         .configure_mesh()
-        .x_desc("learning accuracy (%): each task right after it is learned")
+        .x_desc("learning accuracy (%): each task just after it is learned")
         .y_desc("forgetting (%)")
         .x_label_formatter(&tick)
         .y_label_formatter(&tick)
-        .label_style(("sans-serif", 14))
-        .axis_desc_style(("sans-serif", 16))
+        .label_style(font(TICK_PT))
+        .axis_desc_style(font(LABEL_PT))
         .light_line_style(BLACK.mix(0.05))
+        .bold_line_style(BLACK.mix(0.1))
         .draw()?;
-    // Colours by base method, in order of first appearance.
-    let base_of = |name: &str| name.strip_suffix(GRAPES_SUFFIX).unwrap_or(name).to_string();
-    let mut bases: Vec<String> = Vec::new();
-    for p in &points {
-        let b = base_of(&p.0);
-        if !bases.contains(&b) {
-            bases.push(b);
-        }
-    }
+    let r = pxi(0.035).max(2) as u32;
+    let cap = pxi(0.04) as u32;
+    let mut entries = Vec::new();
     for (k, base) in bases.iter().enumerate() {
         let c = color(k);
         let own = points.iter().find(|p| &p.0 == base);
         let twin = points
             .iter()
             .find(|p| p.0 == format!("{base}{GRAPES_SUFFIX}"));
+        entries.push(KeyEntry {
+            name: base.clone(),
+            color: c,
+            twin: twin.is_some(),
+        });
         if let (Some(a), Some(b)) = (own, twin) {
             chart.draw_series(std::iter::once(PathElement::new(
                 vec![(a.1, a.3), (b.1, b.3)],
-                c.mix(0.6).stroke_width(2),
+                c.mix(0.6).stroke_width(1),
             )))?;
         }
         for (p, hollow) in own
@@ -807,7 +1190,7 @@ where
                     p.1,
                     p.1 + e,
                     c.mix(0.7).stroke_width(1),
-                    8,
+                    cap,
                 )))?;
             }
             if let Some(e) = p.4 {
@@ -817,51 +1200,28 @@ where
                     p.3,
                     p.3 + e,
                     c.mix(0.7).stroke_width(1),
-                    8,
+                    cap,
                 )))?;
             }
-            let style = if hollow {
-                c.stroke_width(3)
+            if hollow {
+                chart.draw_series(std::iter::once(Circle::new((p.1, p.3), r, WHITE.filled())))?;
+                chart.draw_series(std::iter::once(Circle::new((p.1, p.3), r, c.stroke_width(2))))?;
             } else {
-                c.filled()
-            };
-            chart.draw_series(std::iter::once(Circle::new((p.1, p.3), 7, style)))?;
+                chart.draw_series(std::iter::once(Circle::new((p.1, p.3), r, c.filled())))?;
+            }
             if bases.len() > PALETTE.len() {
                 // Colours repeat: the names say which point is which.
                 chart.draw_series(std::iter::once(Text::new(
                     p.0.clone(),
                     (p.1, p.3),
-                    ("sans-serif", 13).into_font().color(&BLACK.mix(0.8)),
+                    font(CELL_PT).color(&BLACK.mix(0.8)),
                 )))?;
             }
         }
     }
-    // The legend: one colour per method, then the twins' marker.
-    let font = ("sans-serif", 14).into_font();
-    let row = |i: usize| 60 + 24 * i as i32;
-    for (k, base) in bases.iter().enumerate() {
-        key.draw(&Circle::new((18, row(k)), 6, color(k).filled()))?;
-        key.draw(&Text::new(base.clone(), (32, row(k) - 8), font.clone()))?;
-    }
-    if points.iter().any(|p| p.0.ends_with(GRAPES_SUFFIX)) {
-        let i = bases.len() + 1;
-        key.draw(&Circle::new((18, row(i)), 6, BLACK.stroke_width(2)))?;
-        key.draw(&Text::new(
-            "+ GRAPES (line from",
-            (32, row(i) - 8),
-            font.clone(),
-        ))?;
-        key.draw(&Text::new(
-            "the method to it)",
-            (32, row(i) + 10),
-            font.clone(),
-        ))?;
-    }
+    key_column(&key, &entries, "+ GRAPES: hollow,\njoined to its method")?;
     Ok(())
 }
-
-/// Pixels of the stability–plasticity figure's legend column.
-const LEGEND_WIDTH: u32 = 220;
 
 /// Mean and sd over seeds of the within-task curves of one method: per evaluated task, points
 /// (progress, mean, sd) in order of progress.
@@ -922,35 +1282,41 @@ fn curve_stats(curves: &DataFrame, stream: &str) -> PolarsResult<Vec<CurveStats>
         .collect())
 }
 
+
 fn learning_curves<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     stream: &str,
     data: &[CurveStats],
+    look: &Look,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
-    let title =
-        format!("Accuracy on each seen task during training — {stream} (mean ± sd over seeds)");
-    let root = root.titled(&title, ("sans-serif", 22).into_font())?;
-    let panels = root.split_evenly(grid(data.len()));
+    let t = data.first().map_or(0, |d| d.2.len());
+    let title = format!(
+        "Accuracy on each seen task during training — {stream} (mean ± sd{})",
+        task_note(t)
+    );
+    let root = title_on(&root, &title)?;
+    let ((rows, cols), _) = panel_grid(look, data.len(), PANEL_H, 0.0);
+    let panels = root.split_evenly((rows, cols));
     for (panel, (method, n, per_task)) in panels.iter().zip(data) {
         let t = per_task.len();
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{method} (n = {n})"), ("sans-serif", 20))
-            .margin(12)
-            .x_label_area_size(50)
-            .y_label_area_size(60)
+            .caption(format!("{method} (n = {n})"), font(LABEL_PT))
+            .margin(px(0.06))
+            .x_label_area_size(px(0.32))
+            .y_label_area_size(px(0.4))
             .build_cartesian_2d(0f64..t as f64, 0f64..100f64)?;
         chart
             .configure_mesh()
-            .x_labels(t + 1)
+            .x_labels((t + 1).min(11))
             .x_label_formatter(&tick)
             .y_label_formatter(&tick)
             .x_desc("training progress (tasks)")
-            .y_desc("test accuracy (%)")
-            .label_style(("sans-serif", 15))
-            .axis_desc_style(("sans-serif", 16))
+            .y_desc("accuracy (%)")
+            .label_style(font(TICK_PT))
+            .axis_desc_style(font(TICK_PT))
             .light_line_style(WHITE.mix(0.0))
             .draw()?;
         for (j, points) in per_task.iter().enumerate() {
@@ -958,54 +1324,57 @@ where
                 band_line(
                     &mut chart,
                     points,
-                    color(j),
-                    2,
-                    2,
+                    task_color(j, t),
+                    Line::solid(1.0, points.len()),
                     format!("task {}", j + 1),
                 )?;
             }
         }
-        legend(&mut chart, 13)?;
+        if t <= TASK_LEGEND_MAX {
+            legend(&mut chart)?;
+        }
     }
     Ok(())
 }
 
-/// Draws `<stream>-learning-curves` (PNG and SVG) when runs of `stream` recorded within-task
-/// curves; returns the files written (none otherwise).
+/// Draws `<stream>-learning-curves` (PNG, SVG and PDF) when runs of `stream` recorded
+/// within-task curves; returns the files written (none otherwise).
 pub fn write_learning_curves(
     dir: &Path,
     stream: &str,
     curves: &DataFrame,
+    look: &Look,
 ) -> Result<Vec<PathBuf>, ExportError> {
-    let data = curve_stats(curves, stream).map_err(|e| ExportError::Encode {
+    let mut data = curve_stats(curves, stream).map_err(|e| ExportError::Encode {
         path: dir.to_path_buf(),
         source: e,
     })?;
     if data.is_empty() {
         return Ok(Vec::new());
     }
+    data.sort_by(|a, b| look.rank(&a.0).cmp(&look.rank(&b.0)).then_with(|| a.0.cmp(&b.0)));
     std::fs::create_dir_all(dir).map_err(|source| crate::experiment::store::StoreError::Io {
         path: dir.to_path_buf(),
         source,
     })?;
-    let (a, b) = both!(|root| learning_curves(root, stream, &data));
     render(
         &dir.join(format!("{stream}-learning-curves")),
-        grid_size(data.len(), (560, 450), 0, 30),
-        a,
-        b,
+        panel_grid(look, data.len(), PANEL_H, 0.0).1,
+        backends!(|root| learning_curves(root, stream, &data, look)),
     )
 }
 
 /// The GRAPES figure: a forest plot per (stream, metric of
 /// [`super::grapes_effect::EFFECT_METRICS`]), rows = the streams, columns = the metrics: per
-/// method pair, the mean paired difference with − without GRAPES (points) and its 95% CI
-/// (bars), in percentage points, with the zero line. Green: the t-test says GRAPES helps at
-/// `alpha`; red: hurts; grey: no detectable effect. Writes nothing without pairs.
+/// method pair (in the config's order, top to bottom), the mean paired difference with −
+/// without GRAPES (points) and its 95% CI (bars), in percentage points, with the zero line.
+/// Bluish green: the t-test says GRAPES helps at `alpha`; vermillion: hurts; grey: no
+/// detectable effect. Writes nothing without pairs.
 pub fn write_grapes_effect(
     dir: &Path,
     frame: &DataFrame,
     alpha: f64,
+    look: &Look,
 ) -> Result<Vec<PathBuf>, ExportError> {
     if frame.height() == 0 {
         return Ok(Vec::new());
@@ -1031,15 +1400,16 @@ pub fn write_grapes_effect(
         .and_then(|c| Ok(c.str()?.iter().filter(|m| *m == Some("acc")).count()))
         .unwrap_or(0)
         .div_ceil(streams.len().max(1));
-    let (a, b) = both!(|root| grapes_effect(root, frame, &streams, alpha));
     render(
         &dir.join("grapes-effect"),
         (
-            1600,
-            40 + streams.len() as u32 * (120 + 26 * methods.max(3) as u32),
+            px(look.width_in),
+            px(TITLE_IN
+                + 0.25
+                + streams.len() as f64 * (0.55 + 0.17 * methods.max(2) as f64)
+                + if streams.len() > 1 { 0.2 * streams.len() as f64 } else { 0.0 }),
         ),
-        a,
-        b,
+        backends!(|root| grapes_effect(root, frame, &streams, alpha, look)),
     )
 }
 
@@ -1048,6 +1418,7 @@ fn grapes_effect<DB: DrawingBackend>(
     frame: &DataFrame,
     streams: &[String],
     alpha: f64,
+    look: &Look,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -1061,21 +1432,48 @@ where
     let low = frame.column("diff_ci95_low")?.f64()?.clone();
     let high = frame.column("diff_ci95_high")?.f64()?.clone();
     let p = frame.column("p_t")?.f64()?.clone();
-    let root = root.titled(
-        &format!("GRAPES on every method: with − without, paired by seed (mean, 95% CI; points) — green: helps, red: hurts, grey: no detectable effect (paired t, α = {alpha})"),
-        ("sans-serif", 19).into_font(),
+    let root = title_on(
+        &root,
+        "GRAPES on each method: with − without, paired by seed (mean and 95% CI)",
     )?;
-    let rows = root.split_evenly((streams.len(), EFFECT_METRICS.len()));
+    let (key, root) = root.split_vertically(px(0.25));
+    {
+        let y = key.dim_in_pixel().1 as i32 / 2;
+        let f = anchored(TICK_PT, HPos::Left);
+        let mut x = pxi(0.2);
+        for (c, what) in [
+            (HELPS, "helps".to_string()),
+            (HURTS, "hurts".to_string()),
+            (NO_EFFECT, format!("no detectable effect (paired t-test, α = {alpha})")),
+        ] {
+            key.draw(&Circle::new((x, y), pxi(0.03) as u32, c.filled()))?;
+            key.draw(&Text::new(what.clone(), (x + pxi(0.07), y), f.clone()))?;
+            x += widest(&[what], TICK_PT) as i32 + pxi(0.35);
+        }
+    }
+    let all_names: Vec<String> = (0..frame.height())
+        .filter_map(|i| base.get(i).map(str::to_string))
+        .collect();
+    let label_w = widest(&all_names, TICK_PT) + px(0.12);
+    let rows = root.split_evenly((streams.len(), 1));
     for (r, s) in streams.iter().enumerate() {
+        // Several streams: each row of panels under its stream's name.
+        let row = if streams.len() > 1 {
+            rows[r].titled(s, font(LABEL_PT))?
+        } else {
+            rows[r].clone()
+        };
+        let (labels, panels_area) = row.split_horizontally(label_w);
+        let panels = panels_area.split_evenly((1, EFFECT_METRICS.len()));
         for (c, name) in EFFECT_METRICS.iter().enumerate() {
             let column = MetricColumn::named(name).expect("a known metric");
-            let idx: Vec<usize> = (0..frame.height())
+            let mut idx: Vec<usize> = (0..frame.height())
                 .filter(|&i| st.get(i) == Some(s.as_str()) && metric.get(i) == Some(*name))
                 .collect();
-            let names: Vec<String> = idx
-                .iter()
-                .map(|&i| base.get(i).unwrap_or("").to_string())
-                .collect();
+            idx.sort_by(|&a, &b| {
+                let (a, b) = (base.get(a).unwrap_or(""), base.get(b).unwrap_or(""));
+                look.rank(a).cmp(&look.rank(b)).then_with(|| a.cmp(b))
+            });
             let pts: Vec<(f64, Option<(f64, f64)>)> = idx
                 .iter()
                 .map(|&i| {
@@ -1096,36 +1494,23 @@ where
                 .map(|(m, ci)| ci.map_or(*m, |c| c.1))
                 .fold(0.0f64, f64::max);
             let pad = ((hi - lo) * 0.08).max(0.2);
-            let k = names.len().max(1);
-            let panel = &rows[r * EFFECT_METRICS.len() + c];
-            let caption = format!("{s} — Δ {}", column.axis);
-            let mut chart = ChartBuilder::on(panel)
-                .caption(caption, ("sans-serif", 15))
-                .margin(8)
-                .x_label_area_size(30)
-                .y_label_area_size(if c == 0 { 120 } else { 10 })
+            let k = idx.len().max(1);
+            let caption = format!("Δ {}", column.axis);
+            let mut chart = ChartBuilder::on(&panels[c])
+                .caption(caption, font(TICK_PT))
+                .margin_left(px(0.04))
+                .margin_right(px(0.08))
+                .x_label_area_size(px(0.22))
                 .build_cartesian_2d((lo - pad)..(hi + pad), -0.5f64..k as f64 - 0.5)?;
-            let names_ref = names.clone();
-            let first = c == 0;
             chart
                 .configure_mesh()
                 .disable_y_mesh()
-                .y_labels(k)
-                .y_label_formatter(&move |y| {
-                    let i = y.round();
-                    if first && (y - i).abs() < 0.01 && i >= 0.0 {
-                        // Top to bottom in the frame's order.
-                        names_ref
-                            .get(names_ref.len().saturating_sub(1 + i as usize))
-                            .cloned()
-                            .unwrap_or_default()
-                    } else {
-                        String::new()
-                    }
-                })
+                .y_labels(0)
+                .x_labels(4)
                 .x_label_formatter(&tick)
-                .label_style(("sans-serif", 13))
+                .label_style(font(TICK_PT))
                 .light_line_style(WHITE.mix(0.0))
+                .bold_line_style(BLACK.mix(0.08))
                 .draw()?;
             chart.draw_series(LineSeries::new(
                 vec![(0.0, -0.5), (0.0, k as f64 - 0.5)],
@@ -1141,9 +1526,9 @@ where
                     alpha,
                 );
                 let col = match verdict.as_str() {
-                    "helps" => RGBColor(44, 160, 44),
-                    "hurts" => RGBColor(214, 39, 40),
-                    _ => RGBColor(110, 110, 110),
+                    "helps" => HELPS,
+                    "hurts" => HURTS,
+                    _ => NO_EFFECT,
                 };
                 if let Some((l, h)) = ci {
                     chart.draw_series(std::iter::once(ErrorBar::new_horizontal(
@@ -1152,12 +1537,68 @@ where
                         *m,
                         *h,
                         col.stroke_width(2),
-                        8,
+                        pxi(0.05) as u32,
                     )))?;
                 }
-                chart.draw_series(std::iter::once(Circle::new((*m, y), 5, col.filled())))?;
+                chart.draw_series(std::iter::once(Circle::new(
+                    (*m, y),
+                    pxi(0.03) as u32,
+                    col.filled(),
+                )))?;
+                if c == 0 {
+                    let (_, py) = chart.backend_coord(&(0.0, y));
+                    labels.draw(&Text::new(
+                        base.get(i).unwrap_or("").to_string(),
+                        (label_w as i32 - pxi(0.06), py - labels.get_base_pixel().1),
+                        anchored(TICK_PT, HPos::Right),
+                    ))?;
+                }
             }
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn methods_follow_the_config_order_with_twins_folded_in() {
+        let look = Look {
+            width_in: 7.0,
+            order: names(&["sgd", "sgd+grapes", "adam+grapes", "adam", "ewc"]),
+        };
+        // Stored (alphabetical) order in, the config's order out; `zeta` is not in the
+        // config, so it comes last; a twin without its method stands for itself.
+        let got = look.bases(&names(&[
+            "adam",
+            "adam+grapes",
+            "ewc",
+            "lone+grapes",
+            "sgd",
+            "sgd+grapes",
+            "zeta",
+        ]));
+        assert_eq!(got, names(&["sgd", "adam", "ewc", "lone+grapes", "zeta"]));
+        // Without a recorded order: by name.
+        let plain = Look::default();
+        assert_eq!(
+            plain.bases(&names(&["b", "a+grapes", "a"])),
+            names(&["a", "b"])
+        );
+    }
+
+    #[test]
+    fn panels_per_row_follow_the_page_width() {
+        let look = Look::default();
+        assert_eq!(look.columns(20, 6.4, 1.5), 4);
+        assert_eq!(look.columns(2, 6.4, 1.5), 2);
+        assert_eq!(look.columns(20, 3.5, 1.5), 2);
+        assert_eq!(look.columns(20, 1.0, 1.5), 1);
+    }
 }

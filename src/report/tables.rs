@@ -45,6 +45,8 @@ pub struct TableOptions {
     pub caption: Option<String>,
     /// LaTeX label.
     pub label: Option<String>,
+    /// Width of every figure, in inches (see [`super::plots::Look`]).
+    pub figure_width_in: f64,
 }
 
 impl Default for TableOptions {
@@ -56,6 +58,7 @@ impl Default for TableOptions {
             alpha: 0.05,
             caption: None,
             label: None,
+            figure_width_in: super::plots::DEFAULT_WIDTH_IN,
         }
     }
 }

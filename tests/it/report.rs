@@ -147,6 +147,19 @@ fn report_writes_every_frame_table_and_figure() {
         let svg =
             std::fs::read_to_string(dir.path().join(format!("figures/toy-{fig}.svg"))).unwrap();
         assert!(svg.contains("<svg") && svg.contains("toy"), "{fig}");
+        let pdf = std::fs::read(dir.path().join(format!("figures/toy-{fig}.pdf"))).unwrap();
+        assert_pdf_figure(&pdf, fig);
+    }
+    // A second report of the same runs writes the same PDF bytes (no date, no random id).
+    let again = tempfile::tempdir().unwrap();
+    build_report(&[dir.path().to_path_buf()], again.path(), &options()).unwrap();
+    for fig in ["accuracy-matrix", "metrics"] {
+        let name = format!("figures/toy-{fig}.pdf");
+        assert!(
+            std::fs::read(dir.path().join(&name)).unwrap()
+                == std::fs::read(again.path().join(&name)).unwrap(),
+            "{name} differs between two reports of the same runs"
+        );
     }
     // The diverged run is counted but not averaged.
     let md = &r.markdown;
@@ -158,6 +171,27 @@ fn report_writes_every_frame_table_and_figure() {
         "{md}"
     );
     assert!(md.contains("paired t-test"));
+}
+
+/// A generated figure is a one-page vector PDF with its text in an embedded font subset (a
+/// TrueType CID font with a ToUnicode map: no Type 3 font, no base-14 font left to the reader).
+fn assert_pdf_figure(pdf: &[u8], fig: &str) {
+    assert!(pdf.starts_with(b"%PDF-"), "{fig}");
+    let text = String::from_utf8_lossy(pdf);
+    for needed in [
+        "/Type /Page",
+        "/MediaBox",
+        "/CIDFontType2",
+        "/FontFile2",
+        "/ToUnicode",
+        "+DejaVuSans",
+    ] {
+        assert!(text.contains(needed), "{fig}: no {needed}");
+    }
+    for absent in ["/Type3", "/CreationDate", "/Producer", "/Subtype /Image"] {
+        assert!(!text.contains(absent), "{fig}: {absent}");
+    }
+    assert!(text.trim_end().ends_with("%%EOF"), "{fig}");
 }
 
 #[test]
@@ -264,7 +298,7 @@ fn an_empty_results_directory_is_a_clear_error() {
 }
 
 #[test]
-fn latex_table_compiles_with_pdflatex() {
+fn latex_table_and_pdf_figure_compile_with_pdflatex() {
     let have = Command::new("pdflatex")
         .arg("--version")
         .output()
@@ -286,7 +320,9 @@ fn latex_table_compiles_with_pdflatex() {
         ..options()
     };
     build_report(&[dir.path().to_path_buf()], dir.path(), &opts).unwrap();
-    let doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\begin{document}\n\\input{tables/summary.tex}\n\\end{document}\n";
+    // The table and a generated figure, included as it is (a paper's text width: 7 in here
+    // would overflow article's default, so at \\linewidth; fonts scale with it).
+    let doc = "\\documentclass{article}\n\\usepackage{booktabs}\n\\usepackage{graphicx}\n\\begin{document}\n\\input{tables/summary.tex}\n\\begin{figure}\n\\includegraphics[width=\\linewidth]{figures/toy-metrics.pdf}\n\\caption{Toy metrics.}\n\\end{figure}\n\\end{document}\n";
     std::fs::write(dir.path().join("doc.tex"), doc).unwrap();
     let out = Command::new("pdflatex")
         .args(["-interaction=nonstopmode", "-halt-on-error", "doc.tex"])
@@ -299,6 +335,11 @@ fn latex_table_compiles_with_pdflatex() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(Path::new(&dir.path().join("doc.pdf")).is_file());
+    let log = std::fs::read_to_string(dir.path().join("doc.log")).unwrap_or_default();
+    assert!(
+        log.contains("figures/toy-metrics.pdf"),
+        "the figure was not included:\n{log}"
+    );
     let tex = std::fs::read_to_string(dir.path().join("tables/summary.tex")).unwrap();
     assert!(
         tex.contains("\\toprule")
