@@ -8,9 +8,12 @@ line each, for the optimizer table's config. Standard library only.
 
     python3 scripts/pick-learning-rates.py results/tuning-optimizer-lr-hsu2018-split-mnist-task-il
 
-A pick needs every rate of the grid measured on the same number of seeds (at least 3);
-otherwise the optimizer is reported as incomplete and gets no pick, so a half-finished grid
-never picks silently.
+A pick needs every rate of the common grid (the rates at least half of the optimizers were
+run at) measured on the same number of seeds (at least 3), and the same number for any rate
+that extends that optimizer's grid; otherwise the optimizer is reported as incomplete and gets
+no pick, so a half-finished grid never picks silently. A pick at the lowest or highest rate an
+optimizer was run at is marked "(grid edge)": extend its grid (the config's sweep, run with
+`--methods <optimizer>`) until the best lies inside.
 """
 import csv
 import re
@@ -18,6 +21,21 @@ import sys
 from pathlib import Path
 
 TAG = re.compile(r"^(?P<method>[^\[]+)\[lr=(?P<lr>[^\]]+)\]$")
+
+
+def base_grid(grid):
+    """The rates measured for at least half of the plain optimizers: the common grid. Rates
+    beyond it extend some optimizers' grids (where a first pick sat at its edge)."""
+    plain = [g for m, g in grid.items() if not m.endswith("+grapes")]
+    rates = {lr for g in plain for lr in g}
+    return {lr for lr in rates if 2 * sum(lr in g for g in plain) >= len(plain)}
+
+
+def complete(g, base):
+    """An optimizer's grid is complete when it holds every rate of the common grid and every
+    rate it holds has the same number of seeds, at least 3."""
+    ns = {n for (_, _, n) in g.values()}
+    return base <= set(g) and len(ns) == 1 and min(ns) >= 3
 
 
 def main():
@@ -43,12 +61,16 @@ def main():
         sys.exit(f"pick-learning-rates: {path} has no rows named `method[lr=…]`")
     rates = sorted({lr for g in grid.values() for lr in g}, key=float)
     picks = {}
+    edges = set()
+    base = base_grid(grid)
     for method, g in grid.items():
         if method.endswith("+grapes"):
             continue
-        ns = {n for (_, _, n) in g.values()}
-        if len(g) == len(rates) and len(ns) == 1 and min(ns) >= 3:
+        if complete(g, base):
             picks[method] = max(g, key=lambda lr: g[lr][0])
+            own = sorted(g, key=float)
+            if picks[method] in (own[0], own[-1]):
+                edges.add(method)
     print("| optimizer | " + " | ".join(f"lr {lr}" for lr in rates) + " | pick |")
     print("|---|" + "---|" * (len(rates) + 1))
     for method in sorted(grid):
@@ -62,6 +84,8 @@ def main():
             text = f"{100 * mean:.2f}" + (f" ± {100 * sd:.2f}" if sd is not None else "") + f" ({n})"
             cells.append(f"**{text}**" if picks.get(base) == lr else text)
         pick = picks.get(base, "incomplete")
+        if base in edges and not method.endswith("+grapes"):
+            pick += " (grid edge)"
         print(f"| {method} | " + " | ".join(cells) + f" | {pick} |")
     print()
     print("Picked learning rates (method: lr), for the optimizer table's config:")

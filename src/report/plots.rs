@@ -81,6 +81,20 @@ fn font(points: f64) -> FontDesc<'static> {
     ("sans-serif", points * PPI / 72.0 * 1.24).into_font()
 }
 
+/// The figures' font at `points`, or smaller (down to 5 pt) until `text` fits across `area`.
+fn fitted<DB: DrawingBackend>(
+    text: &str,
+    area: &DrawingArea<DB, Shift>,
+    points: f64,
+) -> FontDesc<'static> {
+    let room = area.dim_in_pixel().0.saturating_sub(px(0.05));
+    let mut pt = points;
+    while pt > 5.0 && widest(&[text.to_string()], pt) > room {
+        pt -= 0.5;
+    }
+    font(pt)
+}
+
 /// Black text at `points`, anchored at `h` and centred vertically.
 fn anchored(points: f64, h: HPos) -> TextStyle<'static> {
     font(points).color(&BLACK).pos(Pos::new(h, VPos::Center))
@@ -100,8 +114,8 @@ impl Look {
     fn bases(&self, names: &[String]) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
         for n in names {
-            let base = n.strip_suffix(GRAPES_SUFFIX).unwrap_or(n);
-            let base = if names.iter().any(|m| m == base) { base } else { n };
+            let base = base_of(n);
+            let base = if names.iter().any(|m| *m == base) { &base } else { n };
             if !out.iter().any(|b| b == base) {
                 out.push(base.to_string());
             }
@@ -109,7 +123,7 @@ impl Look {
         out.sort_by(|a, b| {
             let r = |n: &str| {
                 self.rank(n)
-                    .min(self.rank(&format!("{n}{GRAPES_SUFFIX}")))
+                    .min(self.rank(&twin_of(n)))
             };
             r(a).cmp(&r(b)).then_with(|| a.cmp(b))
         });
@@ -415,12 +429,17 @@ where
     for (panel, m) in panels.iter().zip(data) {
         let t = m.mean.first().map_or(0, Vec::len);
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{} (n = {})", m.method, m.n), font(LABEL_PT))
+            .caption(
+                format!("{} (n = {})", m.method, m.n),
+                fitted(&format!("{} (n = {})", m.method, m.n), panel, LABEL_PT),
+            )
             .margin(px(0.05))
             .x_label_area_size(px(0.32))
             .y_label_area_size(px(0.4))
             .build_cartesian_2d(0.5f64..t as f64 + 0.5, -0.5f64..t as f64 + 0.5)?;
-        let every = t.div_ceil(10).max(1);
+        // At most one tick label per 0.22 in.
+        let most = ((panel.dim_in_pixel().0 as f64 / PPI - 0.45) / 0.22).floor().max(2.0) as usize;
+        let every = t.div_ceil(most).max(1);
         chart
             .configure_mesh()
             .disable_mesh()
@@ -526,7 +545,10 @@ where
     for (panel, m) in panels.iter().zip(data) {
         let t = m.mean.first().map_or(0, Vec::len);
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{} (n = {})", m.method, m.n), font(LABEL_PT))
+            .caption(
+                format!("{} (n = {})", m.method, m.n),
+                fitted(&format!("{} (n = {})", m.method, m.n), panel, LABEL_PT),
+            )
             .margin(px(0.06))
             .x_label_area_size(px(0.32))
             .y_label_area_size(px(0.4))
@@ -741,8 +763,20 @@ where
     )?;
     let names: Vec<String> = data.iter().map(|m| m.method.clone()).collect();
     let bases = look.bases(&names);
+    let seeds = |name: &str| data.iter().find(|m| m.method == name).map(|m| m.n);
+    let labels: Vec<String> = bases
+        .iter()
+        .map(|b| {
+            let n: Vec<String> = [seeds(b), seeds(&twin_of(b))]
+                .into_iter()
+                .flatten()
+                .map(|n| n.to_string())
+                .collect();
+            format!("{b} (n = {})", n.join("/"))
+        })
+        .collect();
     let (w, _) = root.dim_in_pixel();
-    let (plot, key) = root.split_horizontally(w.saturating_sub(key_width(&bases)));
+    let (plot, key) = root.split_horizontally(w.saturating_sub(key_width(&labels)));
     let mut chart = ChartBuilder::on(&plot)
         .margin(px(0.08))
         .x_label_area_size(px(0.35))
@@ -760,17 +794,15 @@ where
         .light_line_style(WHITE.mix(0.0))
         .draw()?;
     let mut entries = Vec::new();
-    for (k, base) in bases.iter().enumerate() {
+    for (k, (base, label)) in bases.iter().zip(labels).enumerate() {
         let c = color(k);
-        let twin_name = format!("{base}{GRAPES_SUFFIX}");
-        let mut n = Vec::new();
+        let twin_name = twin_of(base);
         let mut twin = false;
         for (name, dashed) in [(base.as_str(), false), (twin_name.as_str(), true)] {
             let Some(m) = data.iter().find(|m| m.method == name) else {
                 continue;
             };
             twin |= dashed;
-            n.push(m.n.to_string());
             let points: Vec<(f64, f64, f64)> = (1..=t)
                 .map(|k| (k as f64, m.mean[k][0], m.sd[k][0]))
                 .collect();
@@ -782,7 +814,7 @@ where
             band_line(&mut chart, &points, c, line, m.method.clone())?;
         }
         entries.push(KeyEntry {
-            name: format!("{base} (n = {})", n.join("/")),
+            name: label,
             color: c,
             twin,
         });
@@ -849,7 +881,7 @@ fn bar_rows(
         .into_iter()
         .enumerate()
         .map(|(k, base)| {
-            let twin = format!("{base}{GRAPES_SUFFIX}");
+            let twin = twin_of(&base);
             BarRow {
                 color: color(k),
                 plain: names.contains(&base),
@@ -1075,8 +1107,32 @@ pub fn write_figures(
     Ok(written)
 }
 
-/// The suffix that names a method's GRAPES twin (`sgd` → `sgd+grapes`).
+/// The suffix that names a method's GRAPES twin (`sgd` → `sgd+grapes`), before a sweep tag
+/// (`stable-sgd[dropout=0.5]` → `stable-sgd+grapes[dropout=0.5]`).
 const GRAPES_SUFFIX: &str = "+grapes";
+
+/// `name`'s sweep tag (`[dropout=0.5]`), or "".
+fn split_tag(name: &str) -> (&str, &str) {
+    match name.find('[') {
+        Some(i) if name.ends_with(']') => name.split_at(i),
+        _ => (name, ""),
+    }
+}
+
+/// The name of `name`'s GRAPES twin.
+fn twin_of(name: &str) -> String {
+    let (stem, tag) = split_tag(name);
+    format!("{stem}{GRAPES_SUFFIX}{tag}")
+}
+
+/// The name without GRAPES (`name` itself when it is not a twin).
+fn base_of(name: &str) -> String {
+    let (stem, tag) = split_tag(name);
+    match stem.strip_suffix(GRAPES_SUFFIX) {
+        Some(b) => format!("{b}{tag}"),
+        None => name.to_string(),
+    }
+}
 
 /// One method's point in the stability–plasticity plane: (name, learning accuracy, its
 /// spread, forgetting, its spread), in percent.
@@ -1166,7 +1222,7 @@ where
         let own = points.iter().find(|p| &p.0 == base);
         let twin = points
             .iter()
-            .find(|p| p.0 == format!("{base}{GRAPES_SUFFIX}"));
+            .find(|p| p.0 == twin_of(base));
         entries.push(KeyEntry {
             name: base.clone(),
             color: c,
@@ -1303,7 +1359,10 @@ where
     for (panel, (method, n, per_task)) in panels.iter().zip(data) {
         let t = per_task.len();
         let mut chart = ChartBuilder::on(panel)
-            .caption(format!("{method} (n = {n})"), font(LABEL_PT))
+            .caption(
+                format!("{method} (n = {n})"),
+                fitted(&format!("{method} (n = {n})"), panel, LABEL_PT),
+            )
             .margin(px(0.06))
             .x_label_area_size(px(0.32))
             .y_label_area_size(px(0.4))
@@ -1590,6 +1649,23 @@ mod tests {
         assert_eq!(
             plain.bases(&names(&["b", "a+grapes", "a"])),
             names(&["a", "b"])
+        );
+    }
+
+    #[test]
+    fn a_sweep_tag_stays_after_the_grapes_suffix() {
+        assert_eq!(twin_of("sgd"), "sgd+grapes");
+        assert_eq!(twin_of("stable-sgd[dropout=0.5]"), "stable-sgd+grapes[dropout=0.5]");
+        assert_eq!(base_of("stable-sgd+grapes[dropout=0.5]"), "stable-sgd[dropout=0.5]");
+        assert_eq!(base_of("sgd+grapes"), "sgd");
+        assert_eq!(base_of("sgd"), "sgd");
+        let look = Look {
+            width_in: 7.0,
+            order: names(&["s[d=0.5]", "s+grapes[d=0.5]", "s[d=0.25]", "s+grapes[d=0.25]"]),
+        };
+        assert_eq!(
+            look.bases(&names(&["s+grapes[d=0.25]", "s+grapes[d=0.5]", "s[d=0.25]", "s[d=0.5]"])),
+            names(&["s[d=0.5]", "s[d=0.25]"])
         );
     }
 
