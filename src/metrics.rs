@@ -778,3 +778,9 @@ mod tests {
         assert!(AccuracyMatrix::new(vec![vec![f64::NAN], vec![0.5]], None).is_err());
     }
 }
+
+impl crate::error::InputError for MatrixCsvError {
+    fn is_input_error(&self) -> bool {
+        true
+    }
+}

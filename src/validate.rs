@@ -290,3 +290,9 @@ mod tests {
         assert!(!e.contains('\n'));
     }
 }
+
+impl crate::error::InputError for KeyError {
+    fn is_input_error(&self) -> bool {
+        true
+    }
+}

@@ -38,12 +38,40 @@ pub(crate) mod tasks;
 pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
     let input = err
         .chain()
-        .any(|cause| cause.is::<settings::UsageError>() || clbench::error::is_input_error(cause));
+        .any(|cause| cause.is::<settings::UsageError>() || is_input_error(cause));
     if input {
         2
     } else {
         1
     }
+}
+
+/// Whether `err` (one link of an error chain) is an input error of one of the library's types:
+/// every library error type that can reach the command line, asked through
+/// [`clbench::error::InputError`]. A new error type that can reach a command is added here.
+fn is_input_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    use clbench::error::InputError;
+    macro_rules! ask {
+        ($($t:ty),* $(,)?) => {
+            $(
+                if let Some(e) = err.downcast_ref::<$t>() {
+                    return InputError::is_input_error(e);
+                }
+            )*
+        };
+    }
+    ask!(
+        clbench::data::DataError,
+        clbench::streams::StreamError,
+        clbench::experiment::ConfigError,
+        clbench::validate::KeyError,
+        clbench::metrics::MatrixCsvError,
+        clbench::report::ReportError,
+        clbench::experiment::ConfigurationConflict,
+        clbench::experiment::StoreError,
+        clbench::experiment::ExecuteError,
+    );
+    false
 }
 
 /// The message of a failed command: each cause of the chain once (library errors often show

@@ -955,3 +955,9 @@ mod tests {
         assert_eq!(cnn.key, "backward");
     }
 }
+
+impl crate::error::InputError for ConfigError {
+    fn is_input_error(&self) -> bool {
+        true
+    }
+}

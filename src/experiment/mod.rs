@@ -244,3 +244,9 @@ fn run_one(
     )?;
     Ok(record)
 }
+
+impl crate::error::InputError for ExecuteError {
+    fn is_input_error(&self) -> bool {
+        false
+    }
+}

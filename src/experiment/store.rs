@@ -689,3 +689,15 @@ pub fn accuracy_csv(record: &RunRecord) -> String {
     }
     csv
 }
+
+impl crate::error::InputError for ConfigurationConflict {
+    fn is_input_error(&self) -> bool {
+        true
+    }
+}
+
+impl crate::error::InputError for StoreError {
+    fn is_input_error(&self) -> bool {
+        false
+    }
+}
