@@ -902,21 +902,38 @@ fn spread_name(spread: Spread) -> &'static str {
     }
 }
 
-/// Pixel size of the bar figure of `n` method rows.
-fn bars_size(look: &Look, n: usize) -> (u32, u32) {
+/// Panels of the bar figure per row: as many metrics as fit at 1.2 in each beside a label
+/// column of `label_in` inches (all of them at 7 in; fewer, in several rows, at one column).
+fn bar_columns(look: &Look, label_in: f64) -> usize {
+    let metrics = bar_metrics().len();
+    (((look.width_in - label_in) / 1.2).floor() as usize).clamp(1, metrics)
+}
+
+/// Inches of one row of bar panels for `n` methods (the bars and the axis below them).
+fn bar_block_in(n: usize) -> f64 {
+    0.36 + BAR_ROW_IN * n.max(1) as f64 + 0.06
+}
+
+/// Pixel size of the bar figure of `rows`.
+fn bars_size(look: &Look, rows: &[BarRow]) -> (u32, u32) {
+    let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
+    let label_in = (widest(&names, TICK_PT) + px(0.12)) as f64 / PPI;
+    let blocks = bar_metrics().len().div_ceil(bar_columns(look, label_in));
     (
         px(look.width_in),
-        px(TITLE_IN + 0.2 + 0.36 + BAR_ROW_IN * n.max(1) as f64 + 0.1),
+        px(TITLE_IN + 0.2 + blocks as f64 * bar_block_in(rows.len())),
     )
 }
 
 /// Horizontal bars per method (rows in the config's order) for each headline metric
-/// (panels side by side); a method's `+grapes` twin is the lighter bar just under it.
+/// (panels side by side, in more than one row at narrow widths); a method's `+grapes` twin is
+/// the lighter bar just under it.
 fn bars<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     stream: &str,
     rows: &[BarRow],
     spread: Spread,
+    look: &Look,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
@@ -940,26 +957,33 @@ where
         let f = anchored(TICK_PT, HPos::Left);
         key.draw(&Rectangle::new([(x, y - h / 2), (x + w, y + h / 2)], KEY_GREY.filled()))?;
         key.draw(&Text::new("method (colour)", (x + w + pxi(0.06), y), f.clone()))?;
-        x += pxi(1.4);
+        x += pxi(1.25);
         key.draw(&Rectangle::new(
             [(x, y - h / 2), (x + w, y + h / 2)],
             lighter(KEY_GREY, 0.4).filled(),
         ))?;
         key.draw(&Rectangle::new([(x, y - h / 2), (x + w, y + h / 2)], KEY_GREY.stroke_width(1)))?;
         key.draw(&Text::new(
-            "the same method + GRAPES (lighter, just below it)",
+            "+ GRAPES (lighter, below)",
             (x + w + pxi(0.06), y),
             f,
         ))?;
     }
     let names: Vec<String> = rows.iter().map(|r| r.name.clone()).collect();
     let label_w = widest(&names, TICK_PT) + px(0.12);
-    let (labels, panels_area) = body.split_horizontally(label_w);
     let metrics = bar_metrics();
-    let panels = panels_area.split_evenly((1, metrics.len()));
+    let cols = bar_columns(look, label_w as f64 / PPI);
+    let blocks = body.split_evenly((metrics.len().div_ceil(cols), 1));
+    let mut panels = Vec::new();
+    for block in &blocks {
+        let (labels, panels_area) = block.split_horizontally(label_w);
+        for (j, panel) in panels_area.split_evenly((1, cols)).into_iter().enumerate() {
+            panels.push((panel, (j == 0).then(|| labels.clone())));
+        }
+    }
     let n = rows.len();
     let y_of = |i: usize| (n - 1 - i) as f64;
-    for (k, (panel, column)) in panels.iter().zip(&metrics).enumerate() {
+    for (k, ((panel, labels), column)) in panels.iter().zip(&metrics).enumerate() {
         let all: Vec<(f64, Option<f64>)> = rows
             .iter()
             .flat_map(|r| [r.values[k].0, r.values[k].1])
@@ -981,7 +1005,7 @@ where
             .configure_mesh()
             .disable_y_mesh()
             .y_labels(0)
-            .x_labels(4)
+            .x_labels(if cols < metrics.len() { 4 } else { 3 })
             .x_desc(column.axis)
             .x_label_formatter(&tick)
             .label_style(font(TICK_PT))
@@ -1034,8 +1058,8 @@ where
                 BLACK.stroke_width(1),
             ))?;
         }
-        if k == 0 {
-            // The method names, right-aligned beside the first panel's rows.
+        if let Some(labels) = labels {
+            // The method names, right-aligned beside the first panel of each row.
             for (i, r) in rows.iter().enumerate() {
                 let (_, py) = chart.backend_coord(&(0.0, y_of(i)));
                 labels.draw(&Text::new(
@@ -1101,8 +1125,8 @@ pub fn write_figures(
     let rows = bar_rows(stream, summary, spread, look).map_err(encode)?;
     written.extend(render(
         &dir.join(format!("{stream}-metrics")),
-        bars_size(look, rows.len()),
-        backends!(|root| bars(root, stream, &rows, spread)),
+        bars_size(look, &rows),
+        backends!(|root| bars(root, stream, &rows, spread, look)),
     )?);
     Ok(written)
 }
@@ -1198,6 +1222,14 @@ where
     };
     let x = span(&|p| (p.1 - p.2.unwrap_or(0.0), p.1 + p.2.unwrap_or(0.0)));
     let y = span(&|p| (p.3 - p.4.unwrap_or(0.0), p.3 + p.4.unwrap_or(0.0)));
+    let long = "learning accuracy (%): each task just after it is learned";
+    let room = plot.dim_in_pixel().0.saturating_sub(px(0.6));
+    let x_desc = if widest(&[long.to_string()], LABEL_PT) <= room {
+        long
+    } else {
+        "learning accuracy (%)"
+    };
+    let x_desc_font = font(LABEL_PT);
     let mut chart = ChartBuilder::on(&plot)
         .margin(px(0.08))
         .x_label_area_size(px(0.4))
@@ -1205,12 +1237,13 @@ where
         .build_cartesian_2d(x, y)?;
     chart
         .configure_mesh()
-        .x_desc("learning accuracy (%): each task just after it is learned")
+        .x_desc(x_desc)
         .y_desc("forgetting (%)")
+        .x_labels(((look.width_in - 1.5) / 0.45).clamp(3.0, 10.0) as usize)
         .x_label_formatter(&tick)
         .y_label_formatter(&tick)
         .label_style(font(TICK_PT))
-        .axis_desc_style(font(LABEL_PT))
+        .axis_desc_style(x_desc_font)
         .light_line_style(BLACK.mix(0.05))
         .bold_line_style(BLACK.mix(0.1))
         .draw()?;
@@ -1459,17 +1492,34 @@ pub fn write_grapes_effect(
         .and_then(|c| Ok(c.str()?.iter().filter(|m| *m == Some("acc")).count()))
         .unwrap_or(0)
         .div_ceil(streams.len().max(1));
+    let names: Vec<String> = frame
+        .column("method")
+        .and_then(|c| Ok(c.str()?.iter().flatten().map(str::to_string).collect()))
+        .unwrap_or_default();
+    let label_in = (widest(&names, TICK_PT) + px(0.12)) as f64 / PPI;
+    let blocks = super::grapes_effect::EFFECT_METRICS.len().div_ceil(effect_columns(look, label_in));
     render(
         &dir.join("grapes-effect"),
         (
             px(look.width_in),
             px(TITLE_IN
                 + 0.25
-                + streams.len() as f64 * (0.55 + 0.17 * methods.max(2) as f64)
+                + streams.len() as f64 * blocks as f64 * (0.55 + 0.17 * methods.max(2) as f64)
                 + if streams.len() > 1 { 0.2 * streams.len() as f64 } else { 0.0 }),
         ),
         backends!(|root| grapes_effect(root, frame, &streams, alpha, look)),
     )
+}
+
+/// Metric panels per row of the forest plot: all four when each gets at least 1.1 in beside
+/// the labels, else two (a 2 × 2 block per stream).
+fn effect_columns(look: &Look, label_in: f64) -> usize {
+    use super::grapes_effect::EFFECT_METRICS;
+    if (look.width_in - label_in) / EFFECT_METRICS.len() as f64 >= 1.1 {
+        EFFECT_METRICS.len()
+    } else {
+        2
+    }
 }
 
 fn grapes_effect<DB: DrawingBackend>(
@@ -1503,11 +1553,18 @@ where
         for (c, what) in [
             (HELPS, "helps".to_string()),
             (HURTS, "hurts".to_string()),
-            (NO_EFFECT, format!("no detectable effect (paired t-test, α = {alpha})")),
+            (
+                NO_EFFECT,
+                if look.width_in < 5.0 {
+                    format!("no detectable effect (α = {alpha})")
+                } else {
+                    format!("no detectable effect (paired t-test, α = {alpha})")
+                },
+            ),
         ] {
             key.draw(&Circle::new((x, y), pxi(0.03) as u32, c.filled()))?;
             key.draw(&Text::new(what.clone(), (x + pxi(0.07), y), f.clone()))?;
-            x += widest(&[what], TICK_PT) as i32 + pxi(0.35);
+            x += widest(&[what], TICK_PT) as i32 + pxi(0.25);
         }
     }
     let all_names: Vec<String> = (0..frame.height())
@@ -1522,9 +1579,16 @@ where
         } else {
             rows[r].clone()
         };
-        let (labels, panels_area) = row.split_horizontally(label_w);
-        let panels = panels_area.split_evenly((1, EFFECT_METRICS.len()));
+        let cols = effect_columns(look, label_w as f64 / PPI);
+        let mut panels = Vec::new();
+        for block in row.split_evenly((EFFECT_METRICS.len().div_ceil(cols), 1)) {
+            let (labels, panels_area) = block.split_horizontally(label_w);
+            for (j, panel) in panels_area.split_evenly((1, cols)).into_iter().enumerate() {
+                panels.push((panel, (j == 0).then(|| labels.clone())));
+            }
+        }
         for (c, name) in EFFECT_METRICS.iter().enumerate() {
+            let (panel, labels) = &panels[c];
             let column = MetricColumn::named(name).expect("a known metric");
             let mut idx: Vec<usize> = (0..frame.height())
                 .filter(|&i| st.get(i) == Some(s.as_str()) && metric.get(i) == Some(*name))
@@ -1555,8 +1619,9 @@ where
             let pad = ((hi - lo) * 0.08).max(0.2);
             let k = idx.len().max(1);
             let caption = format!("Δ {}", column.axis);
-            let mut chart = ChartBuilder::on(&panels[c])
-                .caption(caption, font(TICK_PT))
+            let caption_font = fitted(&caption, panel, TICK_PT);
+            let mut chart = ChartBuilder::on(panel)
+                .caption(caption, caption_font)
                 .margin_left(px(0.04))
                 .margin_right(px(0.08))
                 .x_label_area_size(px(0.22))
@@ -1604,7 +1669,7 @@ where
                     pxi(0.03) as u32,
                     col.filled(),
                 )))?;
-                if c == 0 {
+                if let Some(labels) = labels {
                     let (_, py) = chart.backend_coord(&(0.0, y));
                     labels.draw(&Text::new(
                         base.get(i).unwrap_or("").to_string(),
