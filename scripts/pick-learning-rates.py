@@ -9,7 +9,8 @@ line each, for the optimizer table's config. Standard library only.
     python3 scripts/pick-learning-rates.py results/tuning-optimizer-lr-hsu2018-split-mnist-task-il
 
 A pick needs every rate of the common grid (the rates at least half of the optimizers were
-run at) measured on the same number of seeds (at least 3), and the same number for any rate
+run at) measured on the same number of seeds (at least 3; a seed that diverged counts as
+measured, and a rate at which any seed diverged is never picked), and the same number for any rate
 that extends that optimizer's grid; otherwise the optimizer is reported as incomplete and gets
 no pick, so a half-finished grid never picks silently. A pick at the lowest or highest rate an
 optimizer was run at is marked "(grid edge)": extend its grid (the config's sweep, run with
@@ -34,8 +35,13 @@ def base_grid(grid):
 def complete(g, base):
     """An optimizer's grid is complete when it holds every rate of the common grid and every
     rate it holds has the same number of seeds, at least 3."""
-    ns = {n for (_, _, n) in g.values()}
-    return base <= set(g) and len(ns) == 1 and min(ns) >= 3
+    seeds = {n + diverged for (_, _, n, diverged) in g.values()}
+    return (
+        base <= set(g)
+        and len(seeds) == 1
+        and min(seeds) >= 3
+        and any(v[0] is not None for v in g.values())
+    )
 
 
 def main():
@@ -49,11 +55,24 @@ def main():
     with path.open() as f:
         for row in csv.DictReader(f):
             m = TAG.match(row["method"])
-            if not m or not row["acc_mean"]:
+            if not m:
+                skipped.append(row["method"])
+                continue
+            diverged = int(row["diverged"] or 0)
+            if diverged:
+                # A rate at which a seed diverged is measured, and never picked.
+                grid.setdefault(m["method"], {})[m["lr"]] = (None, None, int(row["n"]), diverged)
+                continue
+            if not row["acc_mean"]:
                 skipped.append(row["method"])
                 continue
             sd = float(row["acc_sd"]) if row["acc_sd"] else None
-            grid.setdefault(m["method"], {})[m["lr"]] = (float(row["acc_mean"]), sd, int(row["n"]))
+            grid.setdefault(m["method"], {})[m["lr"]] = (
+                float(row["acc_mean"]),
+                sd,
+                int(row["n"]),
+                0,
+            )
     if skipped:
         print(f"pick-learning-rates: left out (not `method[lr=…]` or no ACC): {', '.join(skipped)}",
               file=sys.stderr)
@@ -67,7 +86,7 @@ def main():
         if method.endswith("+grapes"):
             continue
         if complete(g, base):
-            picks[method] = max(g, key=lambda lr: g[lr][0])
+            picks[method] = max((lr for lr in g if g[lr][0] is not None), key=lambda lr: g[lr][0])
             own = sorted(g, key=float)
             if picks[method] in (own[0], own[-1]):
                 edges.add(method)
@@ -80,7 +99,10 @@ def main():
             if lr not in grid[method]:
                 cells.append("–")
                 continue
-            mean, sd, n = grid[method][lr]
+            mean, sd, n, diverged = grid[method][lr]
+            if mean is None:
+                cells.append(f"diverged {diverged} of {n + diverged}")
+                continue
             text = f"{100 * mean:.2f}" + (f" ± {100 * sd:.2f}" if sd is not None else "") + f" ({n})"
             cells.append(f"**{text}**" if picks.get(base) == lr else text)
         pick = picks.get(base, "incomplete")

@@ -283,3 +283,29 @@ fn platform_names_the_kernels_and_bench_refuses_kernels_it_cannot_run() {
         );
     }
 }
+
+#[test]
+fn figure_width_out_of_range_is_a_usage_error_that_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for width in ["0.5", "25", "NaN"] {
+        let out = dir.path().join(format!("w{width}"));
+        let o = clbench_in(
+            &[
+                "report",
+                "results/quickstart",
+                "--out",
+                out.to_str().unwrap(),
+                "--figure-width",
+                width,
+            ],
+            &repo(),
+        );
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("--figure-width {width}: expected a width in inches")),
+            "{}",
+            text(&o)
+        );
+        assert!(!out.exists(), "--figure-width {width} wrote {}", out.display());
+    }
+}
