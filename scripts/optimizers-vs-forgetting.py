@@ -123,12 +123,12 @@ def picks(scenario):
         if m and not m["method"].endswith("+grapes") and (row["acc_mean"] or int(row["diverged"] or 0)):
             grid.setdefault(m["method"], {})[m["lr"]] = row
     rates = sorted({lr for g in grid.values() for lr in g}, key=float)
-    base = {lr for lr in rates if 2 * sum(lr in g for g in grid.values()) >= len(grid)}
+    base = set.intersection(*(set(g) for g in grid.values())) if grid else set()
     out = {}
     for method, g in grid.items():
         seeds = {int(r["n"]) + int(r["diverged"] or 0) for r in g.values()}
         fine = [k for k, r in g.items() if not int(r["diverged"] or 0) and r["acc_mean"]]
-        if base <= set(g) and len(seeds) == 1 and min(seeds) >= 3 and fine:
+        if base <= set(g) and len(g) >= 7 and len(seeds) == 1 and min(seeds) >= 3 and fine:
             lr = max(fine, key=lambda k: float(g[k]["acc_mean"]))
             own = sorted(g, key=float)
             out[method] = (lr, g[lr], lr in (own[0], own[-1]), (own[0], own[-1]))

@@ -8,8 +8,7 @@ line each, for the optimizer table's config. Standard library only.
 
     python3 scripts/pick-learning-rates.py results/tuning-optimizer-lr-hsu2018-split-mnist-task-il
 
-A pick needs every rate of the common grid (the rates at least half of the optimizers were
-run at) measured on the same number of seeds (at least 3; a seed that diverged counts as
+A pick needs every rate of the common grid (the rates every optimizer was run at) measured on the same number of seeds (at least 3; a seed that diverged counts as
 measured, and a rate at which any seed diverged is never picked), and the same number for any rate
 that extends that optimizer's grid; otherwise the optimizer is reported as incomplete and gets
 no pick, so a half-finished grid never picks silently. A pick at the lowest or highest rate an
@@ -21,15 +20,17 @@ import re
 import sys
 from pathlib import Path
 
+# The tuning configs' common grid has 7 rates (1e-4 … 0.1 in half-decades): an optimizer with
+# fewer measured is still running, whatever the others hold.
+MIN_RATES = 7
 TAG = re.compile(r"^(?P<method>[^\[]+)\[lr=(?P<lr>[^\]]+)\]$")
 
 
 def base_grid(grid):
-    """The rates measured for at least half of the plain optimizers: the common grid. Rates
-    beyond it extend some optimizers' grids (where a first pick sat at its edge)."""
-    plain = [g for m, g in grid.items() if not m.endswith("+grapes")]
-    rates = {lr for g in plain for lr in g}
-    return {lr for lr in rates if 2 * sum(lr in g for g in plain) >= len(plain)}
+    """The rates every plain optimizer was run at: the common grid. Rates beyond it extend
+    some optimizers' grids (where a first pick sat at its edge)."""
+    plain = [set(g) for m, g in grid.items() if not m.endswith("+grapes")]
+    return set.intersection(*plain) if plain else set()
 
 
 def complete(g, base):
@@ -38,6 +39,7 @@ def complete(g, base):
     seeds = {n + diverged for (_, _, n, diverged) in g.values()}
     return (
         base <= set(g)
+        and len(g) >= MIN_RATES
         and len(seeds) == 1
         and min(seeds) >= 3
         and any(v[0] is not None for v in g.values())
