@@ -529,7 +529,9 @@ What still differs, and why:
 Every optimizer clbench has (PyTorch's defaults; momentum 0.9 where it takes one), each at the
 learning rate its own grid picks on a validation split (`configs/tuning/optimizer-lr-*.yaml`:
 10% of every digit's training images held out and scored, the test set never read; rates
-1e-4 … 0.1 in half-decades; the best mean final validation ACC over seeds 0–2 of the optimizer
+1e-4 … 0.1 in half-decades, extended past the edge for each optimizer whose best sat there until
+it lay inside (each scenario's grid is listed with its table; cells an optimizer did not need
+are not run); the best mean final validation ACC over seeds 0–2 of the optimizer
 without GRAPES, the rule of `scripts/pick-learning-rates.py`), then trained with and without
 GRAPES at that rate on the test protocol (`configs/optimizers-*.yaml`), seeds 0–4, optimizer
 state kept across tasks. GRAPES is compared at the plain optimizer's best rate, not tuned for
