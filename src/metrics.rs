@@ -612,6 +612,12 @@ impl RunMetrics {
     }
 }
 
+impl crate::error::InputError for MatrixCsvError {
+    fn is_input_error(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -776,11 +782,5 @@ mod tests {
             Err(MatrixError::OutOfRange { .. })
         ));
         assert!(AccuracyMatrix::new(vec![vec![f64::NAN], vec![0.5]], None).is_err());
-    }
-}
-
-impl crate::error::InputError for MatrixCsvError {
-    fn is_input_error(&self) -> bool {
-        true
     }
 }

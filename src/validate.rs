@@ -197,6 +197,12 @@ pub fn short_excerpt(text: &str) -> String {
     out
 }
 
+impl crate::error::InputError for KeyError {
+    fn is_input_error(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,11 +294,5 @@ mod tests {
         assert!(e.chars().count() <= 61 + 10, "{e}");
         assert!(e.ends_with('…'));
         assert!(!e.contains('\n'));
-    }
-}
-
-impl crate::error::InputError for KeyError {
-    fn is_input_error(&self) -> bool {
-        true
     }
 }

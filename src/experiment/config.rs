@@ -848,6 +848,12 @@ fn resolve_stream(stream: &str, dirs: &[PathBuf]) -> Result<PathBuf, String> {
         })
 }
 
+impl crate::error::InputError for ConfigError {
+    fn is_input_error(&self) -> bool {
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -953,11 +959,5 @@ mod tests {
         .check(ModelKind::Cnn)
         .unwrap_err();
         assert_eq!(cnn.key, "backward");
-    }
-}
-
-impl crate::error::InputError for ConfigError {
-    fn is_input_error(&self) -> bool {
-        true
     }
 }

@@ -115,7 +115,7 @@ impl Look {
         let mut out: Vec<String> = Vec::new();
         for n in names {
             let base = base_of(n);
-            let base = if names.iter().any(|m| *m == base) { &base } else { n };
+            let base = if names.contains(&base) { &base } else { n };
             if !out.iter().any(|b| b == base) {
                 out.push(base.to_string());
             }
