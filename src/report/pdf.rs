@@ -154,6 +154,27 @@ impl<'a> PdfBackend<'a> {
         self.content.set_line_width(width.max(1) as f32);
     }
 
+    /// One shape: its colour (and line width) set first, then the path `build` writes, then
+    /// the fill or the stroke (PDF allows no colour change inside a path). Invisible shapes
+    /// write nothing.
+    fn shape<S: BackendStyle>(&mut self, style: &S, fill: bool, build: impl FnOnce(&mut Content)) {
+        let c = style.color();
+        if c.alpha == 0.0 {
+            return;
+        }
+        if fill {
+            self.fill_color(c);
+        } else {
+            self.stroke_color(c, style.stroke_width());
+        }
+        build(&mut self.content);
+        if fill {
+            self.content.fill_nonzero();
+        } else {
+            self.content.stroke();
+        }
+    }
+
     fn face(&mut self, bold: bool) -> Result<&mut UsedFace, PdfError> {
         let slot = &mut self.faces[usize::from(bold)];
         if slot.is_none() {
@@ -304,6 +325,15 @@ fn rgb(c: BackendColor) -> (f32, f32, f32) {
     (f(c.rgb.0), f(c.rgb.1), f(c.rgb.2))
 }
 
+/// `points` as one open path (at least one point).
+fn trace(content: &mut Content, points: &[BackendCoord]) {
+    let (x, y) = points[0];
+    content.move_to(x as f32, y as f32);
+    for &(x, y) in &points[1..] {
+        content.line_to(x as f32, y as f32);
+    }
+}
+
 /// `v` turned as plotters' [`FontTransform`] turns text (y pointing down).
 fn turn(t: &FontTransform, (x, y): (f32, f32)) -> (f32, f32) {
     match t {
@@ -363,20 +393,10 @@ impl DrawingBackend for PdfBackend<'_> {
         style: &S,
         fill: bool,
     ) -> Drawn<PdfError> {
-        let c = style.color();
-        if c.alpha == 0.0 {
-            return Ok(());
-        }
         let (w, h) = ((x1 - x0) as f32, (y1 - y0) as f32);
-        if fill {
-            self.fill_color(c);
-            self.content
-                .rect(x0 as f32, y0 as f32, w, h)
-                .fill_nonzero();
-        } else {
-            self.stroke_color(c, style.stroke_width());
-            self.content.rect(x0 as f32, y0 as f32, w, h).stroke();
-        }
+        self.shape(style, fill, |content| {
+            content.rect(x0 as f32, y0 as f32, w, h);
+        });
         Ok(())
     }
 
@@ -385,20 +405,10 @@ impl DrawingBackend for PdfBackend<'_> {
         path: I,
         style: &S,
     ) -> Drawn<PdfError> {
-        let c = style.color();
-        if c.alpha == 0.0 {
-            return Ok(());
+        let points: Vec<BackendCoord> = path.into_iter().collect();
+        if !points.is_empty() {
+            self.shape(style, false, |content| trace(content, &points));
         }
-        let mut points = path.into_iter();
-        let Some((x, y)) = points.next() else {
-            return Ok(());
-        };
-        self.stroke_color(c, style.stroke_width());
-        self.content.move_to(x as f32, y as f32);
-        for (x, y) in points {
-            self.content.line_to(x as f32, y as f32);
-        }
-        self.content.stroke();
         Ok(())
     }
 
@@ -409,27 +419,18 @@ impl DrawingBackend for PdfBackend<'_> {
         style: &S,
         fill: bool,
     ) -> Drawn<PdfError> {
-        let c = style.color();
-        if c.alpha == 0.0 {
-            return Ok(());
-        }
         let (x, y, r) = (cx as f32, cy as f32, radius as f32);
         // Four cubic arcs; 0.5523 r puts the midpoints on the circle.
         let k = 0.552_284_8 * r;
-        self.content
-            .move_to(x + r, y)
-            .cubic_to(x + r, y + k, x + k, y + r, x, y + r)
-            .cubic_to(x - k, y + r, x - r, y + k, x - r, y)
-            .cubic_to(x - r, y - k, x - k, y - r, x, y - r)
-            .cubic_to(x + k, y - r, x + r, y - k, x + r, y)
-            .close_path();
-        if fill {
-            self.fill_color(c);
-            self.content.fill_nonzero();
-        } else {
-            self.stroke_color(c, style.stroke_width());
-            self.content.stroke();
-        }
+        self.shape(style, fill, |content| {
+            content
+                .move_to(x + r, y)
+                .cubic_to(x + r, y + k, x + k, y + r, x, y + r)
+                .cubic_to(x - k, y + r, x - r, y + k, x - r, y)
+                .cubic_to(x - r, y - k, x - k, y - r, x, y - r)
+                .cubic_to(x + k, y - r, x + r, y - k, x + r, y)
+                .close_path();
+        });
         Ok(())
     }
 
@@ -438,20 +439,13 @@ impl DrawingBackend for PdfBackend<'_> {
         vert: I,
         style: &S,
     ) -> Drawn<PdfError> {
-        let c = style.color();
-        if c.alpha == 0.0 {
-            return Ok(());
+        let points: Vec<BackendCoord> = vert.into_iter().collect();
+        if !points.is_empty() {
+            self.shape(style, true, |content| {
+                trace(content, &points);
+                content.close_path();
+            });
         }
-        let mut points = vert.into_iter();
-        let Some((x, y)) = points.next() else {
-            return Ok(());
-        };
-        self.fill_color(c);
-        self.content.move_to(x as f32, y as f32);
-        for (x, y) in points {
-            self.content.line_to(x as f32, y as f32);
-        }
-        self.content.close_path().fill_nonzero();
         Ok(())
     }
 
