@@ -3,11 +3,11 @@
 //! PNG, SVG and PDF figures.
 
 pub mod export;
+mod fonts;
 pub mod frames;
 pub mod grapes_effect;
 pub mod pdf;
 pub mod plots;
-mod fonts;
 pub mod stats;
 pub mod tables;
 

@@ -121,10 +121,7 @@ impl Look {
             }
         }
         out.sort_by(|a, b| {
-            let r = |n: &str| {
-                self.rank(n)
-                    .min(self.rank(&twin_of(n)))
-            };
+            let r = |n: &str| self.rank(n).min(self.rank(&twin_of(n)));
             r(a).cmp(&r(b)).then_with(|| a.cmp(b))
         });
         out
@@ -133,7 +130,9 @@ impl Look {
     /// Panels per row of a one-panel-per-method figure: as many of at least `min_in` inches
     /// as fit across `usable_in`, at most 6 and at most `n`.
     fn columns(&self, n: usize, usable_in: f64, min_in: f64) -> usize {
-        ((usable_in / min_in).floor() as usize).clamp(1, 6).min(n.max(1))
+        ((usable_in / min_in).floor() as usize)
+            .clamp(1, 6)
+            .min(n.max(1))
     }
 }
 
@@ -216,7 +215,6 @@ pub fn matrix_stats(
         })
         .collect())
 }
-
 
 fn register_fonts() {
     static DONE: OnceLock<()> = OnceLock::new();
@@ -403,7 +401,12 @@ where
 /// The layout of a one-panel-per-method figure: columns, rows, and the figure's pixel size for
 /// panels `panel_h_in / panel_w_in` as tall as wide, `side_in` inches kept on the right (a
 /// colour bar) and `note_in` below the title (a key).
-fn panel_grid(look: &Look, n: usize, panel_h_in: f64, side_in: f64) -> ((usize, usize), (u32, u32)) {
+fn panel_grid(
+    look: &Look,
+    n: usize,
+    panel_h_in: f64,
+    side_in: f64,
+) -> ((usize, usize), (u32, u32)) {
     let usable = look.width_in - side_in;
     let cols = look.columns(n, usable, 1.5);
     let rows = n.max(1).div_ceil(cols);
@@ -424,7 +427,8 @@ where
     let title = format!("Test accuracy (%) after each task — {stream}");
     let root = title_on(&root, &title)?;
     let ((rows, cols), _) = panel_grid(look, data.len(), 1.0, HEATMAP_BAR_IN);
-    let (body, legend) = root.split_horizontally(root.dim_in_pixel().0.saturating_sub(px(HEATMAP_BAR_IN)));
+    let (body, legend) =
+        root.split_horizontally(root.dim_in_pixel().0.saturating_sub(px(HEATMAP_BAR_IN)));
     let panels = body.split_evenly((rows, cols));
     for (panel, m) in panels.iter().zip(data) {
         let t = m.mean.first().map_or(0, Vec::len);
@@ -438,7 +442,9 @@ where
             .y_label_area_size(px(0.4))
             .build_cartesian_2d(0.5f64..t as f64 + 0.5, -0.5f64..t as f64 + 0.5)?;
         // At most one tick label per 0.22 in.
-        let most = ((panel.dim_in_pixel().0 as f64 / PPI - 0.45) / 0.22).floor().max(2.0) as usize;
+        let most = ((panel.dim_in_pixel().0 as f64 / PPI - 0.45) / 0.22)
+            .floor()
+            .max(2.0) as usize;
         let every = t.div_ceil(most).max(1);
         chart
             .configure_mesh()
@@ -534,7 +540,10 @@ fn task_curves<DB: DrawingBackend>(
 where
     DB::ErrorType: 'static,
 {
-    let t = data.first().and_then(|m| m.mean.first()).map_or(0, Vec::len);
+    let t = data
+        .first()
+        .and_then(|m| m.mean.first())
+        .map_or(0, Vec::len);
     let title = format!(
         "Accuracy on each task as later tasks are learned — {stream} (mean ± sd{})",
         task_note(t)
@@ -720,7 +729,11 @@ where
     }
     if entries.iter().any(|e| e.twin) {
         let i = entries.len();
-        key.draw(&Circle::new((x, row(i) + row_h / 2), r, BLACK.stroke_width(1)))?;
+        key.draw(&Circle::new(
+            (x, row(i) + row_h / 2),
+            r,
+            BLACK.stroke_width(1),
+        ))?;
         for (k, line) in twin_note.split('\n').enumerate() {
             key.draw(&Text::new(
                 line.to_string(),
@@ -874,7 +887,10 @@ fn bar_rows(
         let i = *rows.get(names.iter().position(|n| n == name)?)?;
         let (means, errs) = &columns[k];
         let m = means.get(i).filter(|v| v.is_finite())?;
-        Some((100.0 * m, errs.get(i).filter(|e| e.is_finite()).map(|e| 100.0 * e)))
+        Some((
+            100.0 * m,
+            errs.get(i).filter(|e| e.is_finite()).map(|e| 100.0 * e),
+        ))
     };
     Ok(look
         .bases(&names)
@@ -955,14 +971,24 @@ where
         let (w, h) = (pxi(0.22), pxi(0.09));
         let mut x = pxi(0.2);
         let f = anchored(TICK_PT, HPos::Left);
-        key.draw(&Rectangle::new([(x, y - h / 2), (x + w, y + h / 2)], KEY_GREY.filled()))?;
-        key.draw(&Text::new("method (colour)", (x + w + pxi(0.06), y), f.clone()))?;
+        key.draw(&Rectangle::new(
+            [(x, y - h / 2), (x + w, y + h / 2)],
+            KEY_GREY.filled(),
+        ))?;
+        key.draw(&Text::new(
+            "method (colour)",
+            (x + w + pxi(0.06), y),
+            f.clone(),
+        ))?;
         x += pxi(1.25);
         key.draw(&Rectangle::new(
             [(x, y - h / 2), (x + w, y + h / 2)],
             lighter(KEY_GREY, 0.4).filled(),
         ))?;
-        key.draw(&Rectangle::new([(x, y - h / 2), (x + w, y + h / 2)], KEY_GREY.stroke_width(1)))?;
+        key.draw(&Rectangle::new(
+            [(x, y - h / 2), (x + w, y + h / 2)],
+            KEY_GREY.stroke_width(1),
+        ))?;
         key.draw(&Text::new(
             "+ GRAPES (lighter, below)",
             (x + w + pxi(0.06), y),
@@ -989,8 +1015,14 @@ where
             .flat_map(|r| [r.values[k].0, r.values[k].1])
             .flatten()
             .collect();
-        let hi = all.iter().map(|(m, e)| m + e.unwrap_or(0.0)).fold(0.0f64, f64::max);
-        let lo = all.iter().map(|(m, e)| m - e.unwrap_or(0.0)).fold(0.0f64, f64::min);
+        let hi = all
+            .iter()
+            .map(|(m, e)| m + e.unwrap_or(0.0))
+            .fold(0.0f64, f64::max);
+        let lo = all
+            .iter()
+            .map(|(m, e)| m - e.unwrap_or(0.0))
+            .fold(0.0f64, f64::min);
         let pad = ((hi - lo) * 0.08).max(0.5);
         let mut chart = ChartBuilder::on(panel)
             .margin_left(px(0.04))
@@ -1114,12 +1146,18 @@ pub fn write_figures(
     )?);
     written.extend(render(
         &dir.join(format!("{stream}-first-task")),
-        (px(look.width_in), px(TITLE_IN + (look.width_in * 0.5).clamp(2.4, 4.5))),
+        (
+            px(look.width_in),
+            px(TITLE_IN + (look.width_in * 0.5).clamp(2.4, 4.5)),
+        ),
         backends!(|root| first_task(root, stream, &data, look)),
     )?);
     written.extend(render(
         &dir.join(format!("{stream}-stability-plasticity")),
-        (px(look.width_in), px(TITLE_IN + (look.width_in * 0.55).clamp(2.6, 5.0))),
+        (
+            px(look.width_in),
+            px(TITLE_IN + (look.width_in * 0.55).clamp(2.6, 5.0)),
+        ),
         backends!(|root| stability_plasticity(root, stream, summary, spread, look)),
     )?);
     let rows = bar_rows(stream, summary, spread, look).map_err(encode)?;
@@ -1253,9 +1291,7 @@ where
     for (k, base) in bases.iter().enumerate() {
         let c = color(k);
         let own = points.iter().find(|p| &p.0 == base);
-        let twin = points
-            .iter()
-            .find(|p| p.0 == twin_of(base));
+        let twin = points.iter().find(|p| p.0 == twin_of(base));
         entries.push(KeyEntry {
             name: base.clone(),
             color: c,
@@ -1294,7 +1330,11 @@ where
             }
             if hollow {
                 chart.draw_series(std::iter::once(Circle::new((p.1, p.3), r, WHITE.filled())))?;
-                chart.draw_series(std::iter::once(Circle::new((p.1, p.3), r, c.stroke_width(2))))?;
+                chart.draw_series(std::iter::once(Circle::new(
+                    (p.1, p.3),
+                    r,
+                    c.stroke_width(2),
+                )))?;
             } else {
                 chart.draw_series(std::iter::once(Circle::new((p.1, p.3), r, c.filled())))?;
             }
@@ -1371,7 +1411,6 @@ fn curve_stats(curves: &DataFrame, stream: &str) -> PolarsResult<Vec<CurveStats>
         .collect())
 }
 
-
 fn learning_curves<DB: DrawingBackend>(
     root: DrawingArea<DB, Shift>,
     stream: &str,
@@ -1444,7 +1483,11 @@ pub fn write_learning_curves(
     if data.is_empty() {
         return Ok(Vec::new());
     }
-    data.sort_by(|a, b| look.rank(&a.0).cmp(&look.rank(&b.0)).then_with(|| a.0.cmp(&b.0)));
+    data.sort_by(|a, b| {
+        look.rank(&a.0)
+            .cmp(&look.rank(&b.0))
+            .then_with(|| a.0.cmp(&b.0))
+    });
     std::fs::create_dir_all(dir).map_err(|source| crate::experiment::store::StoreError::Io {
         path: dir.to_path_buf(),
         source,
@@ -1497,7 +1540,9 @@ pub fn write_grapes_effect(
         .and_then(|c| Ok(c.str()?.iter().flatten().map(str::to_string).collect()))
         .unwrap_or_default();
     let label_in = (widest(&names, TICK_PT) + px(0.12)) as f64 / PPI;
-    let blocks = super::grapes_effect::EFFECT_METRICS.len().div_ceil(effect_columns(look, label_in));
+    let blocks = super::grapes_effect::EFFECT_METRICS
+        .len()
+        .div_ceil(effect_columns(look, label_in));
     render(
         &dir.join("grapes-effect"),
         (
@@ -1505,7 +1550,11 @@ pub fn write_grapes_effect(
             px(TITLE_IN
                 + 0.25
                 + streams.len() as f64 * blocks as f64 * (0.55 + 0.17 * methods.max(2) as f64)
-                + if streams.len() > 1 { 0.2 * streams.len() as f64 } else { 0.0 }),
+                + if streams.len() > 1 {
+                    0.2 * streams.len() as f64
+                } else {
+                    0.0
+                }),
         ),
         backends!(|root| grapes_effect(root, frame, &streams, alpha, look)),
     )
@@ -1720,16 +1769,32 @@ mod tests {
     #[test]
     fn a_sweep_tag_stays_after_the_grapes_suffix() {
         assert_eq!(twin_of("sgd"), "sgd+grapes");
-        assert_eq!(twin_of("stable-sgd[dropout=0.5]"), "stable-sgd+grapes[dropout=0.5]");
-        assert_eq!(base_of("stable-sgd+grapes[dropout=0.5]"), "stable-sgd[dropout=0.5]");
+        assert_eq!(
+            twin_of("stable-sgd[dropout=0.5]"),
+            "stable-sgd+grapes[dropout=0.5]"
+        );
+        assert_eq!(
+            base_of("stable-sgd+grapes[dropout=0.5]"),
+            "stable-sgd[dropout=0.5]"
+        );
         assert_eq!(base_of("sgd+grapes"), "sgd");
         assert_eq!(base_of("sgd"), "sgd");
         let look = Look {
             width_in: 7.0,
-            order: names(&["s[d=0.5]", "s+grapes[d=0.5]", "s[d=0.25]", "s+grapes[d=0.25]"]),
+            order: names(&[
+                "s[d=0.5]",
+                "s+grapes[d=0.5]",
+                "s[d=0.25]",
+                "s+grapes[d=0.25]",
+            ]),
         };
         assert_eq!(
-            look.bases(&names(&["s+grapes[d=0.25]", "s+grapes[d=0.5]", "s[d=0.25]", "s[d=0.5]"])),
+            look.bases(&names(&[
+                "s+grapes[d=0.25]",
+                "s+grapes[d=0.5]",
+                "s[d=0.25]",
+                "s[d=0.5]"
+            ])),
             names(&["s[d=0.5]", "s[d=0.25]"])
         );
     }

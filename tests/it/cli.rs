@@ -302,10 +302,16 @@ fn figure_width_out_of_range_is_a_usage_error_that_writes_nothing() {
         );
         assert_eq!(o.status.code(), Some(2), "{}", text(&o));
         assert!(
-            text(&o).contains(&format!("--figure-width {width}: expected a width in inches")),
+            text(&o).contains(&format!(
+                "--figure-width {width}: expected a width in inches"
+            )),
             "{}",
             text(&o)
         );
-        assert!(!out.exists(), "--figure-width {width} wrote {}", out.display());
+        assert!(
+            !out.exists(),
+            "--figure-width {width} wrote {}",
+            out.display()
+        );
     }
 }
