@@ -109,6 +109,9 @@ OPTIMIZERS = [
     ("rmsprop", "RMSprop"),
     ("adagrad", "Adagrad"),
 ]
+# The tuning configs' common grid has 7 rates (1e-4 … 0.1), as in scripts/pick-learning-rates.py:
+# an optimizer with fewer measured is still running.
+MIN_RATES = 7
 LR_TAG = re.compile(r"^(?P<method>[^\[]+)\[lr=(?P<lr>[^\]]+)\]$")
 
 
@@ -128,7 +131,7 @@ def picks(scenario):
     for method, g in grid.items():
         seeds = {int(r["n"]) + int(r["diverged"] or 0) for r in g.values()}
         fine = [k for k, r in g.items() if not int(r["diverged"] or 0) and r["acc_mean"]]
-        if base <= set(g) and len(g) >= 7 and len(seeds) == 1 and min(seeds) >= 3 and fine:
+        if base <= set(g) and len(g) >= MIN_RATES and len(seeds) == 1 and min(seeds) >= 3 and fine:
             lr = max(fine, key=lambda k: float(g[k]["acc_mean"]))
             own = sorted(g, key=float)
             out[method] = (lr, g[lr], lr in (own[0], own[-1]), (own[0], own[-1]))
@@ -158,8 +161,16 @@ def optimizer_table_section():
     for scenario, title in OPT_SCENARIOS:
         chosen, rates = picks(scenario)
         configured = configured_rates(scenario)
+        store_rows = summary(f"optimizers-{scenario}")
         for method, (lr, *_) in chosen.items():
             for name in (method, f"{method}+grapes"):
+                if name in store_rows and name not in configured:
+                    sys.exit(
+                        f"optimizers-vs-forgetting: results/optimizers-{scenario}/ holds {name}, "
+                        f"but no `lr:` of it can be read from configs/optimizers-{scenario}.yaml "
+                        "(expected `optimizer: {name: …, lr: …}` on one line), so its rate "
+                        "cannot be checked against the tuning pick"
+                    )
                 if name in configured and float(configured[name]) != float(lr):
                     sys.exit(
                         f"optimizers-vs-forgetting: configs/optimizers-{scenario}.yaml runs {name} "

@@ -22,7 +22,7 @@ pub use frames::{
 };
 pub use tables::{Spread, TableOptions};
 
-use crate::experiment::store::{write_atomic, RunStore, StoreError};
+use crate::experiment::store::{write_atomic, RunStore, StoreError, EXPERIMENT_FILE};
 
 /// What can go wrong while building a report.
 #[derive(Debug, thiserror::Error)]
@@ -143,11 +143,15 @@ pub fn load_runs(sources: &[PathBuf]) -> Result<LoadedRuns, ReportError> {
     let mut warnings = Vec::new();
     let mut order: Vec<String> = Vec::new();
     for source in sources {
-        for method in RunStore::new(source)
-            .experiment()
-            .map(|e| e.methods)
-            .unwrap_or_default()
-        {
+        let planned = RunStore::new(source).experiment().map(|e| e.methods);
+        if planned.is_none() && source.join(EXPERIMENT_FILE).exists() {
+            warnings.push(format!(
+                "{}: cannot be read; figures list this store's methods by name instead of in \
+                 its plan order",
+                source.join(EXPERIMENT_FILE).display()
+            ));
+        }
+        for method in planned.unwrap_or_default() {
             if !order.contains(&method) {
                 order.push(method);
             }

@@ -87,12 +87,21 @@ fn fitted<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
     points: f64,
 ) -> FontDesc<'static> {
-    let room = area.dim_in_pixel().0.saturating_sub(px(0.05));
+    font(points_to_fit(
+        text,
+        area.dim_in_pixel().0.saturating_sub(px(0.05)),
+        points,
+    ))
+}
+
+/// The largest size from `points` down to 5 pt, in half points, at which `text` is at most
+/// `room` pixels wide (5 pt when none is).
+fn points_to_fit(text: &str, room: u32, points: f64) -> f64 {
     let mut pt = points;
     while pt > 5.0 && widest(&[text.to_string()], pt) > room {
         pt -= 0.5;
     }
-    font(pt)
+    pt
 }
 
 /// Black text at `points`, anchored at `h` and centred vertically.
@@ -389,11 +398,7 @@ where
     };
     let mut area = root.clone();
     for line in lines {
-        let mut pt = TITLE_PT;
-        while pt > 5.0 && !fits(line, pt) {
-            pt -= 0.5;
-        }
-        area = area.titled(line, font(pt))?;
+        area = area.titled(line, font(points_to_fit(line, room, TITLE_PT)))?;
     }
     Ok(area)
 }
