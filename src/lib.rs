@@ -22,13 +22,16 @@
 //! - [`experiment`]: config files, the plan of runs, the run store and each run's summary;
 //! - [`report`]: polars frames built from the run store, and their exports;
 //! - [`mod@bench`]: the throughput measurements behind `clbench bench`;
-//! - [`platform`]: where a run ran (machine, build, kernels), stored beside every run.
+//! - [`platform`]: where a run ran (machine, build, kernels), stored beside every run;
+//! - [`plugin`]: methods from other crates (a strategy or an optimizer), registered by name;
+//! - [`cli`]: the command line, which a plugin crate's binary runs with its registry.
 //!
 //! Beneath them: [`validate`] (the checked-settings shape every config block follows and its
 //! [`validate::KeyError`]), [`error`] (which errors are the user's input), [`yaml`] (error
 //! messages with "did you mean" hints) and [`rng`] (portable seeded randomness).
 
 pub mod bench;
+pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod error;
@@ -37,6 +40,7 @@ pub mod metrics;
 pub mod models;
 pub mod optim;
 pub mod platform;
+pub mod plugin;
 pub mod report;
 pub mod rng;
 pub mod strategy;

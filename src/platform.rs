@@ -54,6 +54,10 @@ pub struct Platform {
     pub device: String,
     /// Threads of the run's pool.
     pub threads: usize,
+    /// The plugin methods the run used ([`crate::plugin`]), `"<kind> <name>"` → `"<crate>
+    /// <version>"`; absent for built-in methods.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub plugins: std::collections::BTreeMap<String, String>,
 }
 
 impl Platform {
@@ -69,6 +73,7 @@ impl Platform {
             kernel_path: path,
             device: device.into(),
             threads,
+            plugins: Default::default(),
         }
     }
 

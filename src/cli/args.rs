@@ -256,7 +256,8 @@ pub(crate) struct SlurmArgs {
     /// Shell line run before clbench in every array task (repeatable; e.g. "module load rust").
     #[arg(long = "setup", value_name = "LINE")]
     pub(crate) setup: Vec<String>,
-    /// The clbench executable as the compute nodes see it [default: clbench, from PATH].
+    /// The clbench executable as the compute nodes see it [default: this binary's file name,
+    /// `clbench` or a plugin crate's binary, from PATH].
     #[arg(long = "bin", value_name = "PATH")]
     pub(crate) bin: Option<String>,
     /// Extra arguments of every `clbench run` (e.g. "--device cuda"), split on whitespace.
@@ -300,10 +301,10 @@ pub(crate) enum DataCommand {
         connect_timeout: u64,
         /// Seconds without a byte from a mirror (no answer, or a stalled download) before it
         /// is given up.
-        #[arg(long, default_value_t = clbench::data::fetch::FetchOptions::DEFAULT_READ_TIMEOUT_S)]
+        #[arg(long, default_value_t = crate::data::fetch::FetchOptions::DEFAULT_READ_TIMEOUT_S)]
         read_timeout: u64,
         /// Seconds one file may take from one mirror in all.
-        #[arg(long, default_value_t = clbench::data::fetch::FetchOptions::DEFAULT_TOTAL_TIMEOUT_S)]
+        #[arg(long, default_value_t = crate::data::fetch::FetchOptions::DEFAULT_TOTAL_TIMEOUT_S)]
         total_timeout: u64,
     },
 }

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 
-use clbench::bench::{self, BenchModel, TrainMeasurement};
-use clbench::engine::kernels::{run_on, thread_pool, Isa};
-use clbench::optim::GrapesMode;
-use clbench::platform::{KernelPath, Platform};
+use crate::bench::{self, BenchModel, TrainMeasurement};
+use crate::engine::kernels::{run_on, thread_pool, Isa};
+use crate::optim::GrapesMode;
+use crate::platform::{KernelPath, Platform};
 
 use super::args::{BenchArgs, BenchModelsArg, PlatformArgs};
 use super::settings::BenchSettings;

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 
-use clbench::data::{self, catalog, fetch};
+use crate::data::{self, catalog, fetch};
 
 use super::args::DataCommand;
 

@@ -8,8 +8,8 @@ use anyhow::Result;
 use super::args::{RunArgs, ValidateArgs};
 use super::report::write_report;
 use super::settings::{RunSettings, UsageError};
-use clbench::experiment::store::ExperimentRecord;
-use clbench::experiment::{self, check_configurations, Experiment, PlannedRun, RunStore};
+use crate::experiment::store::ExperimentRecord;
+use crate::experiment::{self, check_configurations, Experiment, PlannedRun, RunStore};
 
 /// A progress bar per task (one run at a time) or one overall bar (parallel runs), shown only on
 /// a terminal and without -q.
@@ -19,7 +19,7 @@ pub(crate) struct BarObserver {
     label: String,
 }
 
-impl clbench::train::Observer for BarObserver {
+impl crate::train::Observer for BarObserver {
     fn task_started(&self, task: usize, steps: usize) {
         self.bar.reset();
         self.bar.set_length(steps as u64);
@@ -46,7 +46,7 @@ impl clbench::train::Observer for BarObserver {
 pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
     let settings = RunSettings::new(args)?;
     if let Some(isa) = settings.kernels {
-        clbench::engine::kernels::Isa::choose(isa).map_err(anyhow::Error::msg)?;
+        crate::engine::kernels::Isa::choose(isa).map_err(anyhow::Error::msg)?;
     }
     let exp = Experiment::load(&settings.config)?;
     let out = settings
@@ -105,7 +105,7 @@ pub(crate) fn run_command(args: RunArgs, progress: bool) -> Result<ExitCode> {
         anyhow::bail!("no run completed; nothing to report");
     }
     let report = write_report(std::slice::from_ref(&out), &out, &settings.tables)?;
-    say!("{}", clbench::report::summary_text(&report.summary)?);
+    say!("{}", crate::report::summary_text(&report.summary)?);
     say!(
         "\n{} trained, {} already complete, {} left to other writers, {} diverged, {} failed; results in {}",
         executed.trained.len(),
@@ -134,9 +134,9 @@ fn check_data(runs: &[PlannedRun], load: bool) -> Result<()> {
     names.dedup();
     for name in names {
         if load {
-            clbench::data::load(name)?;
+            crate::data::load(name)?;
         } else {
-            clbench::data::find(name)?;
+            crate::data::find(name)?;
         }
     }
     Ok(())
@@ -301,8 +301,8 @@ pub(crate) fn validate_command(args: ValidateArgs) -> Result<ExitCode> {
 /// did not write (it would overwrite `metrics.csv`, `summary.md`, `tables/…`), and for `run`
 /// a report folder without runs (its tables come from other stores).
 pub(crate) fn refuse_foreign_output(out: &Path, command: &str) -> Result<(), UsageError> {
-    use clbench::experiment::OutputFolder;
-    let kind = clbench::experiment::classify_output(out).map_err(|e| {
+    use crate::experiment::OutputFolder;
+    let kind = crate::experiment::classify_output(out).map_err(|e| {
         UsageError(format!(
             "--out {}: cannot read the folder: {e}",
             out.display()

@@ -1,6 +1,16 @@
 //! The `clbench` command line, split as ripgrep splits its own: [`args`] holds the raw flags as
 //! clap parses them, [`settings`] checks them once into the values the library takes, and one
-//! module per group of subcommands does the work. `main.rs` only dispatches.
+//! module per group of subcommands does the work. [`main`] dispatches; clbench's `main.rs`
+//! and a plugin crate's binary ([`crate::plugin`]) only call it.
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::plugin::Registry;
+use args::{Cli, Command, TasksCommand, Verbosity};
 
 /// `println!` that fails instead of panicking: the line goes to standard output, and a write
 /// that fails (a full disk, a closed file) returns a [`StdoutError`] from the enclosing
@@ -48,9 +58,9 @@ pub(crate) fn exit_code(err: &anyhow::Error) -> u8 {
 
 /// Whether `err` (one link of an error chain) is an input error of one of the library's types:
 /// every library error type that can reach the command line, asked through
-/// [`clbench::error::InputError`]. A new error type that can reach a command is added here.
+/// [`crate::error::InputError`]. A new error type that can reach a command is added here.
 fn is_input_error(err: &(dyn std::error::Error + 'static)) -> bool {
-    use clbench::error::InputError;
+    use crate::error::InputError;
     macro_rules! ask {
         ($($t:ty),* $(,)?) => {
             $(
@@ -61,15 +71,15 @@ fn is_input_error(err: &(dyn std::error::Error + 'static)) -> bool {
         };
     }
     ask!(
-        clbench::data::DataError,
-        clbench::streams::StreamError,
-        clbench::experiment::ConfigError,
-        clbench::validate::KeyError,
-        clbench::metrics::MatrixCsvError,
-        clbench::report::ReportError,
-        clbench::experiment::ConfigurationConflict,
-        clbench::experiment::StoreError,
-        clbench::experiment::ExecuteError,
+        crate::data::DataError,
+        crate::streams::StreamError,
+        crate::experiment::ConfigError,
+        crate::validate::KeyError,
+        crate::metrics::MatrixCsvError,
+        crate::report::ReportError,
+        crate::experiment::ConfigurationConflict,
+        crate::experiment::StoreError,
+        crate::experiment::ExecuteError,
     );
     false
 }
@@ -140,4 +150,85 @@ impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// Runs the command line of a binary that knows clbench's methods and `registry`'s (see
+/// [`crate::plugin`]) on the process's arguments: parses the flags, sets up logging, runs the
+/// subcommand and returns its exit code (0 done, 1 failed, 2 the user's input was wrong).
+/// clbench's own binary is `clbench::cli::main(Registry::builtin())`.
+pub fn main(registry: Registry) -> ExitCode {
+    // Output piped into a program that stops reading (`clbench tasks describe … | head`) ends
+    // the process quietly, as for any Unix tool, instead of a panic on the failed print.
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    main_from(registry, std::env::args_os())
+}
+
+/// [`main`] on the given arguments (the first is the program's name), e.g. to run a command in
+/// a test. Logging is set up by the first call in a process.
+pub fn main_from<I, T>(registry: Registry, args: I) -> ExitCode
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 2 } else { 0 });
+        }
+    };
+    if let Err(err) = registry.install() {
+        let _ = writeln!(std::io::stderr(), "error: {err}");
+        return ExitCode::from(2);
+    }
+    init_logging(&cli.verbosity);
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            // A standard error that cannot be written leaves only the exit code to tell.
+            let _ = writeln!(std::io::stderr(), "error: {}", message(&err));
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> Result<ExitCode> {
+    let progress = !cli.verbosity.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    match cli.command {
+        Command::Data(cmd) => data::data_command(cmd, progress),
+        Command::Tasks(TasksCommand::Describe { file, seed }) => {
+            tasks::describe_command(&file, seed)
+        }
+        Command::Run(args) => experiment::run_command(args, progress),
+        Command::Report(args) => report::report_command(args),
+        Command::Validate(args) => experiment::validate_command(args),
+        Command::Slurm(args) => slurm::slurm_command(args),
+        Command::Bench(args) => bench::bench_command(args),
+        Command::Metrics(args) => report::metrics_command(args),
+        Command::Platform(args) => bench::platform_command(args),
+    }
+}
+
+/// Logs to standard error: info by default, `-v` debug, `-vv` trace, `-q` errors only;
+/// `RUST_LOG` overrides.
+fn init_logging(v: &Verbosity) {
+    let default = match (v.quiet, v.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        (false, _) => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // A second call in one process (`main_from` in a test) keeps the first subscriber.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .try_init();
 }

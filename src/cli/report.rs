@@ -62,8 +62,7 @@ fn check_report_output(dirs: &[PathBuf], out: &Path) -> Result<(), UsageError> {
         }
         return Ok(());
     }
-    if clbench::experiment::classify_output(out).ok()
-        == Some(clbench::experiment::OutputFolder::Store)
+    if crate::experiment::classify_output(out).ok() == Some(crate::experiment::OutputFolder::Store)
     {
         return Err(UsageError(format!(
             "--out {}: holds runs of its own that this report does not read; its tables would \
@@ -76,8 +75,8 @@ fn check_report_output(dirs: &[PathBuf], out: &Path) -> Result<(), UsageError> {
 
 /// The stores' runs, with an explicit `--baseline` that names no method of them refused (a
 /// typo would silently drop every significance marker).
-fn load_checked(dirs: &[PathBuf], args: &TableArgs) -> Result<clbench::report::LoadedRuns> {
-    let loaded = clbench::report::load_runs(dirs)?;
+fn load_checked(dirs: &[PathBuf], args: &TableArgs) -> Result<crate::report::LoadedRuns> {
+    let loaded = crate::report::load_runs(dirs)?;
     if let Some(b) = &args.baseline {
         let methods = loaded.methods();
         if !methods.contains(&b.as_str()) {
@@ -101,13 +100,8 @@ fn load_checked(dirs: &[PathBuf], args: &TableArgs) -> Result<clbench::report::L
 fn check_report(args: &ReportArgs, out: &Path) -> Result<ExitCode> {
     let scratch = super::Scratch::new("clbench-check")?;
     let opts = table_options(&args.tables, &args.dirs[0])?;
-    let built = load_checked(&args.dirs, &args.tables).and_then(|loaded| {
-        Ok(clbench::report::write_report(
-            loaded,
-            scratch.path(),
-            &opts,
-        )?)
-    });
+    let built = load_checked(&args.dirs, &args.tables)
+        .and_then(|loaded| Ok(crate::report::write_report(loaded, scratch.path(), &opts)?));
     let report = built?;
     for w in &report.warnings {
         tell!("warning: {w}");
@@ -194,14 +188,14 @@ pub(crate) fn write_report(
     dirs: &[PathBuf],
     out: &std::path::Path,
     args: &TableArgs,
-) -> Result<clbench::report::Report> {
+) -> Result<crate::report::Report> {
     let opts = table_options(args, &dirs[0])?;
     let loaded = load_checked(dirs, args)?;
     let known = opts
         .baseline
         .as_deref()
         .is_none_or(|b| loaded.methods().contains(&b));
-    let report = clbench::report::write_report(loaded, out, &opts)?;
+    let report = crate::report::write_report(loaded, out, &opts)?;
     for w in &report.warnings {
         tracing::warn!("{w}");
     }
@@ -217,13 +211,13 @@ pub(crate) fn write_report(
 
 /// `clbench metrics`: the metrics of one accuracy matrix from a CSV file.
 pub(crate) fn metrics_command(args: MetricsArgs) -> Result<ExitCode> {
-    let text = clbench::yaml::read_input(&args.matrix).map_err(|e| {
+    let text = crate::yaml::read_input(&args.matrix).map_err(|e| {
         UsageError(format!(
             "{}: cannot read the file: {e}",
             args.matrix.display()
         ))
     })?;
-    let m = clbench::metrics::parse_matrix_csv(&text, &args.matrix)?;
+    let m = crate::metrics::parse_matrix_csv(&text, &args.matrix)?;
     let s = m.summary();
     // FWT against row 0: a matrix from another framework carries no random baseline.
     let fields: [(&str, Option<f64>); 6] = [

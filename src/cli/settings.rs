@@ -5,11 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::engine::kernels::Isa;
 use candle_core::Device;
-use clbench::engine::kernels::Isa;
 
 use super::args::{BenchArgs, RunArgs, SlurmArgs, SpreadArg, TableArgs};
-use clbench::report::{Spread, TableOptions};
+use crate::report::{Spread, TableOptions};
 
 /// A bad command-line value (exit code 2).
 #[derive(Debug, thiserror::Error)]
@@ -217,7 +217,7 @@ fn check_table_args(args: &TableArgs) -> Result<(), UsageError> {
     if args.digits > 6 {
         return usage(format!("--digits {}: expected at most 6", args.digits));
     }
-    let (lo, hi) = clbench::report::plots::WIDTH_RANGE_IN;
+    let (lo, hi) = crate::report::plots::WIDTH_RANGE_IN;
     if !(args.figure_width >= lo && args.figure_width <= hi) {
         return usage(format!(
             "--figure-width {}: expected a width in inches from {lo} to {hi} (7: two columns, 3.5: one)",
@@ -238,11 +238,11 @@ pub(crate) fn table_options(args: &TableArgs, dir: &Path) -> Result<TableOptions
         },
         digits: args.digits,
         baseline: args.baseline.clone().or_else(|| {
-            let found = clbench::report::default_baseline(dir);
-            if found.is_none() && dir.join(clbench::experiment::store::EXPERIMENT_FILE).exists() {
+            let found = crate::report::default_baseline(dir);
+            if found.is_none() && dir.join(crate::experiment::store::EXPERIMENT_FILE).exists() {
                 tracing::warn!(
                     "{}: cannot be read; no default baseline, so no significance markers (give --baseline)",
-                    dir.join(clbench::experiment::store::EXPERIMENT_FILE).display()
+                    dir.join(crate::experiment::store::EXPERIMENT_FILE).display()
                 );
             }
             found

@@ -9,8 +9,8 @@
 use std::path::Path;
 use std::process::ExitCode;
 
+use crate::experiment::{self, Experiment};
 use anyhow::{Context, Result};
-use clbench::experiment::{self, Experiment};
 
 use super::args::SlurmArgs;
 use super::settings::{check_slurm_args, UsageError};
@@ -34,7 +34,7 @@ pub(crate) fn slurm_command(args: SlurmArgs) -> Result<ExitCode> {
     match &args.script {
         Some(path) => {
             refuse_overwrite(path, &args.config)?;
-            clbench::experiment::store::write_atomic(path, script.as_bytes())?;
+            crate::experiment::store::write_atomic(path, script.as_bytes())?;
             tell!(
                 "wrote {} ({runs} runs in {shards} array tasks; logs in {}); submit with: sbatch {}",
                 path.display(),
@@ -104,7 +104,13 @@ pub(crate) fn array_script(
     let shards = shard_count(args, runs);
     let config = args.config.display().to_string();
     let out_text = out.display().to_string();
-    let bin = args.bin.clone().unwrap_or_else(|| "clbench".into());
+    // A plugin crate's binary (`clbench::plugin`) writes scripts that run itself.
+    let bin = args.bin.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+            .unwrap_or_else(|| "clbench".into())
+    });
     let report = if args.separate_outs {
         format!(
             "{bin} report {}/shard-* --out {}",

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use clbench::streams::{OutputLayout, StreamSpec, TaskStream};
+use crate::streams::{OutputLayout, StreamSpec, TaskStream};
 
 /// A serializable value as its YAML word (`permuted`, `class-incremental`).
 fn yaml_word<T: serde::Serialize>(v: &T) -> String {
@@ -49,9 +49,9 @@ pub(crate) fn describe_command(file: &Path, seed: u64) -> Result<ExitCode> {
         if shift < 0.0 { "−" } else { "+" },
         shift.abs(),
         match stream.spec.normalize {
-            Some(clbench::streams::Normalize::Stats(_)) =>
+            Some(crate::streams::Normalize::Stats(_)) =>
                 " (standardized with the stream's mean and sd)",
-            Some(clbench::streams::Normalize::Dataset(true)) =>
+            Some(crate::streams::Normalize::Dataset(true)) =>
                 " (standardized with the dataset's mean and sd)",
             _ => " (scaled to [0, 1])",
         }

@@ -49,11 +49,52 @@ impl ConfigError {
 pub struct MethodConfig {
     /// Display name, unique within the experiment (e.g. `sgd+grapes`).
     pub name: String,
-    /// The optimizer, with `grapes: off|propagating|local`.
+    /// The optimizer, with `grapes: off|propagating|local` (a built-in one, or a plugin's:
+    /// [`OptimizerConfig::from_block`]).
+    #[serde(
+        deserialize_with = "optimizer_block",
+        serialize_with = "write_optimizer_block"
+    )]
     pub optimizer: OptimizerConfig,
-    /// The continual-learning strategy (default: `finetune`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The continual-learning strategy (default: `finetune`; a plugin's:
+    /// [`StrategyConfig::from_block`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "strategy_block",
+        serialize_with = "write_strategy_block"
+    )]
     pub strategy: Option<StrategyConfig>,
+}
+
+fn optimizer_block<'de, D: serde::Deserializer<'de>>(d: D) -> Result<OptimizerConfig, D::Error> {
+    OptimizerConfig::from_block(serde_yaml::Value::deserialize(d)?)
+        .map_err(serde::de::Error::custom)
+}
+
+fn write_optimizer_block<S: serde::Serializer>(
+    o: &OptimizerConfig,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    o.to_block().serialize(s)
+}
+
+fn strategy_block<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<StrategyConfig>, D::Error> {
+    match Option::<serde_yaml::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) => StrategyConfig::from_block(v)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
+}
+
+fn write_strategy_block<S: serde::Serializer>(
+    st: &Option<StrategyConfig>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    st.as_ref().map(StrategyConfig::to_block).serialize(s)
 }
 
 /// Training settings as written.
@@ -275,6 +316,7 @@ impl Experiment {
                     .strategy
                     .take()
                     .map(StrategyConfig::with_recorded_defaults);
+                m.optimizer = m.optimizer.clone().with_recorded_defaults();
             }
             let tag = (!combo.is_empty()).then(|| tag_of(&combo));
             if let Some(same) = variants.iter().find(|v: &&Variant| v.config == cfg) {
@@ -758,9 +800,11 @@ fn is_located(e: &ConfigError) -> bool {
     matches!(e, ConfigError::Parse { message, .. } if message.starts_with("line "))
 }
 
-/// serde reports an error inside a method's strategy block at the method (`methods[1]: unknown
-/// field …`); when the keys it expected are a strategy's (or none: `finetune`), the error is
-/// named `methods[1].strategy` instead.
+/// serde reports an error inside a method's optimizer or strategy block at the method
+/// (`methods[1]: unknown field …`, both blocks being read through their own functions); when
+/// the keys it expected are an optimizer's (they include `lr`), the error is named
+/// `methods[1].optimizer`, when they are a strategy's (or none: `finetune`),
+/// `methods[1].strategy`.
 fn strategy_path(message: String) -> String {
     const METHOD_KEYS: [&str; 3] = ["`name`", "`optimizer`", "`strategy`"];
     let Some(rest) = message.strip_prefix("methods[") else {
@@ -769,6 +813,9 @@ fn strategy_path(message: String) -> String {
     let Some((index, tail)) = rest.split_once("]: unknown field `") else {
         return message;
     };
+    if tail.contains("`lr`") {
+        return format!("methods[{index}].optimizer: unknown field `{tail}");
+    }
     let in_method = METHOD_KEYS.iter().any(|k| tail.contains(k));
     if in_method {
         return message;

@@ -13,6 +13,9 @@ use serde::{Deserialize, Serialize};
 
 pub use grapes::GrapesMode;
 
+use std::sync::Arc;
+
+use crate::plugin::{PluginBlock, Registry, UpdateRule, UpdateStep};
 use crate::validate::{non_negative, not_applicable, positive, unit_interval, Checked, KeyError};
 
 /// Updates parameters from gradients.
@@ -100,6 +103,12 @@ pub struct OptimizerConfig {
     /// GRAPES variant: `off` (default), `propagating` or `local`.
     #[serde(default)]
     pub grapes: GrapesMode,
+    /// A plugin optimizer's block (every key but `lr` and `grapes`, which are above), when
+    /// `name` is not a built-in optimizer ([`crate::plugin`]). Read and written by
+    /// [`OptimizerConfig::from_block`] and [`OptimizerConfig::to_block`], which a method's
+    /// `optimizer:` goes through.
+    #[serde(skip)]
+    pub plugin: Option<PluginBlock>,
 }
 
 /// A validated optimizer configuration.
@@ -136,16 +145,132 @@ pub enum OptimizerSettings {
         initial_accumulator: f64,
         weight_decay: f64,
     },
+    /// An optimizer from another crate ([`crate::plugin::OptimizerPlugin`]).
+    Plugin { lr: f64, rule: PluginRule },
+}
+
+/// A checked plugin optimizer: its recorded block (what identifies it) and its rule.
+#[derive(Clone)]
+pub struct PluginRule {
+    block: PluginBlock,
+    rule: Arc<dyn UpdateRule>,
+}
+
+impl PluginRule {
+    /// The block as the run records it.
+    pub fn block(&self) -> &PluginBlock {
+        &self.block
+    }
+}
+
+impl PartialEq for PluginRule {
+    fn eq(&self, other: &Self) -> bool {
+        self.block == other.block
+    }
+}
+
+impl std::fmt::Debug for PluginRule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.rule)
+    }
 }
 
 /// The optimizer names accepted in configs.
 pub const OPTIMIZER_NAMES: &[&str] = &["sgd", "adam", "adamw", "rmsprop", "adagrad"];
 
 impl OptimizerConfig {
+    /// Reads an `optimizer:` block: a built-in optimizer's keys into the fields (serde's
+    /// errors for unknown keys), any other name's keys but `lr` and `grapes` into
+    /// [`OptimizerConfig::plugin`].
+    pub fn from_block(value: serde_yaml::Value) -> std::result::Result<OptimizerConfig, String> {
+        let builtin = match value.get("name").and_then(serde_yaml::Value::as_str) {
+            Some(name) => OPTIMIZER_NAMES.contains(&name.to_ascii_lowercase().as_str()),
+            None => true,
+        };
+        if builtin {
+            return serde_yaml::from_value(value).map_err(|e| e.to_string());
+        }
+        let serde_yaml::Value::Mapping(map) = value else {
+            return Err("expected a mapping of the optimizer's keys".into());
+        };
+        let (block, kept) = PluginBlock::split(map, &["lr", "grapes"])?;
+        #[derive(Deserialize)]
+        struct Common {
+            lr: f64,
+            #[serde(default)]
+            grapes: GrapesMode,
+        }
+        let common: Common =
+            serde_yaml::from_value(serde_yaml::Value::Mapping(kept)).map_err(|e| e.to_string())?;
+        Ok(OptimizerConfig {
+            name: block.name.clone(),
+            lr: common.lr,
+            momentum: None,
+            nesterov: None,
+            dampening: None,
+            weight_decay: None,
+            betas: None,
+            eps: None,
+            alpha: None,
+            initial_accumulator: None,
+            grapes: common.grapes,
+            plugin: Some(block),
+        })
+    }
+
+    /// The block as written back (a run's config): the fields of a built-in optimizer, or a
+    /// plugin's `name`, `lr`, its keys, `grapes` and `plugin`.
+    pub fn to_block(&self) -> serde_yaml::Value {
+        match &self.plugin {
+            None => serde_yaml::to_value(self).expect("an optimizer block serializes"),
+            Some(block) => {
+                let mut m = block.to_mapping();
+                let origin = m.shift_remove(crate::plugin::ORIGIN_KEY);
+                m.insert("lr".into(), self.lr.into());
+                // `name` first, then `lr`, as for the built-in optimizers.
+                let mut ordered = serde_yaml::Mapping::new();
+                for key in ["name", "lr"] {
+                    if let Some(v) = m.shift_remove(key) {
+                        ordered.insert(key.into(), v);
+                    }
+                }
+                ordered.extend(m);
+                ordered.insert(
+                    "grapes".into(),
+                    serde_yaml::to_value(self.grapes).expect("a GRAPES mode serializes"),
+                );
+                if let Some(origin) = origin {
+                    ordered.insert(crate::plugin::ORIGIN_KEY.into(), origin);
+                }
+                serde_yaml::Value::Mapping(ordered)
+            }
+        }
+    }
+
+    /// The block with what a run's identity must record written out: a plugin's settings as
+    /// its type writes them and its `plugin` origin ([`crate::plugin`]); built-in blocks are
+    /// unchanged.
+    pub fn with_recorded_defaults(mut self) -> OptimizerConfig {
+        if let Some(block) = self.plugin.take() {
+            self.plugin = Some(Registry::current().record_optimizer(block));
+        }
+        self
+    }
+
     /// Checks every value into [`OptimizerSettings`]; an error names the key inside the
     /// optimizer block.
     pub fn check(&self) -> Checked<OptimizerSettings> {
         let lr = positive("lr", self.lr)?;
+        if let Some(block) = &self.plugin {
+            let rule = Registry::current().check_optimizer(block)?;
+            return Ok(OptimizerSettings::Plugin {
+                lr,
+                rule: PluginRule {
+                    block: block.clone(),
+                    rule,
+                },
+            });
+        }
         let name = self.name.to_ascii_lowercase();
         let not_for =
             |key: &str, set: bool| not_applicable(key, set, &format!("optimizer `{name}`"));
@@ -273,6 +398,14 @@ impl OptimizerSettings {
 
     /// A fresh optimizer with these settings.
     pub fn build(&self) -> Box<dyn Optimizer + Send> {
+        if let OptimizerSettings::Plugin { lr, rule } = self {
+            return Box::new(PluginOptimizer {
+                lr: *lr,
+                rule: rule.rule.clone(),
+                state: Vec::new(),
+                pulled: Vec::new(),
+            });
+        }
         Box::new(Stateful {
             settings: self.clone(),
             state: Vec::new(),
@@ -285,7 +418,8 @@ impl OptimizerSettings {
             OptimizerSettings::Sgd { lr, .. }
             | OptimizerSettings::Adam { lr, .. }
             | OptimizerSettings::RmsProp { lr, .. }
-            | OptimizerSettings::Adagrad { lr, .. } => lr,
+            | OptimizerSettings::Adagrad { lr, .. }
+            | OptimizerSettings::Plugin { lr, .. } => lr,
         }
     }
 
@@ -295,7 +429,8 @@ impl OptimizerSettings {
             OptimizerSettings::Sgd { lr, .. }
             | OptimizerSettings::Adam { lr, .. }
             | OptimizerSettings::RmsProp { lr, .. }
-            | OptimizerSettings::Adagrad { lr, .. } => *lr = new,
+            | OptimizerSettings::Adagrad { lr, .. }
+            | OptimizerSettings::Plugin { lr, .. } => *lr = new,
         }
         self
     }
@@ -406,6 +541,9 @@ enum Rule {
 impl Rule {
     fn new(s: &OptimizerSettings, first_step: bool, steps: i32) -> Rule {
         match *s {
+            OptimizerSettings::Plugin { .. } => {
+                unreachable!("a plugin optimizer is built as a `PluginOptimizer`")
+            }
             OptimizerSettings::Sgd {
                 lr,
                 momentum,
@@ -676,6 +814,137 @@ impl Optimizer for Stateful {
 
     fn set_learning_rate(&mut self, lr: f64) {
         self.settings = self.settings.clone().with_lr(lr);
+    }
+}
+
+/// A plugin's update rule ([`crate::plugin::OptimizerPlugin`]) with the state, learning rate
+/// and step counts clbench keeps for it.
+struct PluginOptimizer {
+    lr: f64,
+    rule: Arc<dyn UpdateRule>,
+    /// Per parameter tensor: its updates so far and its state buffers.
+    state: Vec<(u64, Vec<Vec<f32>>)>,
+    /// The gradient with a penalty's pull added, per tensor (reused between steps).
+    pulled: Vec<f32>,
+}
+
+impl PluginOptimizer {
+    /// One update of tensor `i`. Large tensors go in parallel chunks, as the built-in rules
+    /// do (the plugin's rule is elementwise, so the result does not depend on it).
+    fn update(&mut self, i: usize, p: &mut [f32], g: &[f32]) {
+        assert_eq!(p.len(), g.len(), "parameter and gradient sizes differ");
+        let buffers = self.rule.state_buffers();
+        let (steps, state) = &mut self.state[i];
+        if state.len() != buffers || state.iter().any(|b| b.len() != p.len()) {
+            *state = vec![vec![0.0; p.len()]; buffers];
+            *steps = 0;
+        }
+        *steps += 1;
+        let step = UpdateStep {
+            lr: self.lr as f32,
+            step: *steps,
+            tensor: i,
+            offset: 0,
+        };
+        const CHUNK: usize = 1 << 15;
+        let rule = self.rule.as_ref();
+        if p.len() < 2 * CHUNK || rayon::current_num_threads() < 2 {
+            let mut chunks: Vec<&mut [f32]> = state.iter_mut().map(|b| &mut b[..]).collect();
+            rule.update(&step, p, g, &mut chunks);
+            return;
+        }
+        use rayon::prelude::*;
+        // Every state buffer cut into the same chunks as the parameter.
+        let mut per_chunk: Vec<Vec<&mut [f32]>> =
+            (0..p.len().div_ceil(CHUNK)).map(|_| Vec::new()).collect();
+        for buffer in state.iter_mut() {
+            for (c, part) in buffer.chunks_mut(CHUNK).enumerate() {
+                per_chunk[c].push(part);
+            }
+        }
+        p.par_chunks_mut(CHUNK)
+            .zip(g.par_chunks(CHUNK))
+            .zip(per_chunk.par_iter_mut())
+            .enumerate()
+            .for_each(|(c, ((p, g), st))| {
+                let step = UpdateStep {
+                    offset: c * CHUNK,
+                    ..step
+                };
+                rule.update(&step, p, g, st);
+            });
+    }
+}
+
+impl Optimizer for PluginOptimizer {
+    fn step(&mut self, params: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
+        if self.state.len() != params.len() {
+            self.state = vec![(0, Vec::new()); params.len()];
+        }
+        for (i, (var, grad)) in params.iter().zip(grads).enumerate() {
+            let Some(g) = grad else { continue };
+            let shape = var.shape().clone();
+            let mut p = var
+                .as_tensor()
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?;
+            let g = g
+                .flatten_all()?
+                .to_dtype(candle_core::DType::F32)?
+                .to_vec1::<f32>()?;
+            self.update(i, &mut p, &g);
+            var.set(&Tensor::from_vec(p, shape, var.device())?.to_dtype(var.dtype())?)?;
+        }
+        Ok(())
+    }
+
+    fn step_slices_pulled(
+        &mut self,
+        params: &mut [&mut [f32]],
+        grads: &[Option<&[f32]>],
+        mut pull: Option<&mut Pull>,
+    ) {
+        if self.state.len() != params.len() {
+            self.state = vec![(0, Vec::new()); params.len()];
+        }
+        for (i, (p, g)) in params.iter_mut().zip(grads).enumerate() {
+            let Some(g) = g else { continue };
+            match pull.as_deref_mut() {
+                None => self.update(i, p, g),
+                Some(q) => {
+                    // The penalty's gradient added first (the built-in rules add it inside
+                    // their own pass: the same numbers), the copy for SI on the way.
+                    let (a, b) = (&q.a[i], &q.b[i]);
+                    let mut pulled = std::mem::take(&mut self.pulled);
+                    pulled.clear();
+                    pulled.extend(
+                        g.iter()
+                            .zip(p.iter())
+                            .enumerate()
+                            .map(|(j, (&g, &p))| g + q.s * (a[j] * p - b[j])),
+                    );
+                    if let Some((record, with_pull)) = q.record.as_mut() {
+                        let src: &[f32] = if *with_pull { &pulled } else { g };
+                        record[i].copy_from_slice(src);
+                    }
+                    self.update(i, p, &pulled);
+                    self.pulled = pulled;
+                }
+            }
+        }
+    }
+
+    fn reset(&mut self) {
+        self.state.clear();
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.lr = lr;
     }
 }
 

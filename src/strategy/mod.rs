@@ -32,6 +32,7 @@ pub mod memory;
 pub mod penalty;
 
 use std::ops::Range;
+use std::sync::Arc;
 
 use candle_core::Result;
 use serde::{Deserialize, Serialize};
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::{Engine, Objective};
 use crate::models::loss::DistillScale;
 use crate::optim::GrapesMode;
+use crate::plugin::{BuildStrategy, PluginBlock, Registry};
 use crate::streams::{Example, MixedBatch, TaskStream};
 use crate::validate::{at_least_one, fraction, non_negative, positive, Checked, KeyError};
 
@@ -315,7 +317,26 @@ pub enum StrategyConfig {
         #[serde(default = "per_task")]
         weight: LossWeight,
     },
+    /// A strategy from another crate ([`crate::plugin::StrategyPlugin`]), read and written by
+    /// [`StrategyConfig::from_block`] and [`StrategyConfig::to_block`].
+    #[serde(skip)]
+    Plugin(PluginBlock),
 }
+
+/// The names of the built-in strategies.
+pub const STRATEGY_NAMES: &[&str] = &[
+    "finetune",
+    "joint",
+    "ewc",
+    "online-ewc",
+    "l2",
+    "si",
+    "mas",
+    "replay",
+    "agem",
+    "gem",
+    "lwf",
+];
 
 fn one() -> f64 {
     1.0
@@ -356,19 +377,51 @@ pub const STRATEGY_KEYS: &[&str] = &[
 ];
 
 /// A validated strategy (see [`StrategyConfig::check`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct StrategySettings(StrategyConfig);
+#[derive(Debug, Clone)]
+pub struct StrategySettings(StrategyConfig, Option<Arc<dyn BuildStrategy>>);
+
+impl PartialEq for StrategySettings {
+    fn eq(&self, other: &Self) -> bool {
+        self.0 == other.0
+    }
+}
 
 impl Default for StrategySettings {
     fn default() -> Self {
-        StrategySettings(StrategyConfig::Finetune {})
+        StrategySettings(StrategyConfig::Finetune {}, None)
     }
 }
 
 impl StrategyConfig {
-    /// The strategy's name as written (`ewc`, `online-ewc`, …).
-    pub fn name(&self) -> &'static str {
+    /// Reads a `strategy:` block: a built-in strategy by serde (its errors for unknown keys
+    /// and values), any other name as a [`StrategyConfig::Plugin`] block, checked later
+    /// against the registry.
+    pub fn from_block(value: serde_yaml::Value) -> std::result::Result<StrategyConfig, String> {
+        let plugin = match value.get("name").and_then(serde_yaml::Value::as_str) {
+            Some(name) => !STRATEGY_NAMES.contains(&name),
+            None => false,
+        };
+        match value {
+            serde_yaml::Value::Mapping(map) if plugin => {
+                let (block, _) = PluginBlock::split(map, &[])?;
+                Ok(StrategyConfig::Plugin(block))
+            }
+            value => serde_yaml::from_value(value).map_err(|e| e.to_string()),
+        }
+    }
+
+    /// The block as written back (a run's config).
+    pub fn to_block(&self) -> serde_yaml::Value {
         match self {
+            StrategyConfig::Plugin(block) => serde_yaml::Value::Mapping(block.to_mapping()),
+            builtin => serde_yaml::to_value(builtin).expect("a strategy block serializes"),
+        }
+    }
+
+    /// The strategy's name as written (`ewc`, `online-ewc`, …).
+    pub fn name(&self) -> &str {
+        match self {
+            StrategyConfig::Plugin(block) => &block.name,
             StrategyConfig::Finetune {} => "finetune",
             StrategyConfig::Joint { .. } => "joint",
             StrategyConfig::Ewc { .. } => "ewc",
@@ -386,9 +439,23 @@ impl StrategyConfig {
     /// The block with the defaults that a run's identity must record written out: SI's
     /// `gradient` (its default changed from `task-loss` to `total`; runs stored before carry
     /// no key). Applied to every method of an experiment before its runs are planned.
+    /// A plugin's block gets its settings as its type writes them and its `plugin` origin
+    /// ([`crate::plugin`]).
     pub fn with_recorded_defaults(mut self) -> StrategyConfig {
-        if let StrategyConfig::Si { gradient, .. } = &mut self {
-            *gradient = Some(gradient.unwrap_or_default());
+        match &mut self {
+            StrategyConfig::Si { gradient, .. } => *gradient = Some(gradient.unwrap_or_default()),
+            StrategyConfig::Plugin(block) => {
+                let block = std::mem::replace(
+                    block,
+                    PluginBlock {
+                        name: String::new(),
+                        origin: None,
+                        settings: Default::default(),
+                    },
+                );
+                return StrategyConfig::Plugin(Registry::current().record_strategy(block));
+            }
+            _ => {}
         }
         self
     }
@@ -412,6 +479,10 @@ impl StrategyConfig {
             Ok(())
         };
         match self {
+            StrategyConfig::Plugin(block) => {
+                let plugin = Registry::current().check_strategy(block)?;
+                return Ok(StrategySettings(self.clone(), Some(plugin)));
+            }
             StrategyConfig::Finetune {} | StrategyConfig::Joint { .. } => {}
             StrategyConfig::Ewc {
                 lambda, samples: s, ..
@@ -471,7 +542,7 @@ impl StrategyConfig {
                 weight(w)?;
             }
         }
-        Ok(StrategySettings(self.clone()))
+        Ok(StrategySettings(self.clone(), None))
     }
 }
 
@@ -483,7 +554,11 @@ impl StrategySettings {
 
     /// Builds the runtime strategy for a run with `batch_size` examples per step.
     pub fn build(&self, batch_size: usize) -> Box<dyn Strategy> {
+        if let Some(plugin) = &self.1 {
+            return plugin.build(batch_size);
+        }
         match self.0 {
+            StrategyConfig::Plugin(_) => unreachable!("a checked plugin block has its builder"),
             StrategyConfig::Finetune {} => Box::new(Finetune),
             StrategyConfig::Joint { data } => Box::new(Joint { data }),
             StrategyConfig::Ewc {

@@ -170,15 +170,18 @@ impl<'a> Trainer<'a> {
             tasks: Vec::new(),
             curves: Vec::new(),
             parameters: net.num_parameters(),
-            platform: Some(Platform::current(
-                if settings.backward.is_fused(device) {
-                    KernelPath::Portable
-                } else {
-                    KernelPath::Candle
-                },
-                &device_name(device),
-                crate::engine::kernels::threads(),
-            )),
+            platform: Some(Platform {
+                plugins: crate::plugin::plugins_of(method),
+                ..Platform::current(
+                    if settings.backward.is_fused(device) {
+                        KernelPath::Portable
+                    } else {
+                        KernelPath::Candle
+                    },
+                    &device_name(device),
+                    crate::engine::kernels::threads(),
+                )
+            }),
         };
         Ok(Trainer {
             stream,

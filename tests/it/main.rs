@@ -11,6 +11,7 @@ mod fused_cnn;
 mod golden;
 mod grapes;
 mod integrity;
+mod plugins;
 mod report;
 mod stats;
 mod strategies;

@@ -746,7 +746,10 @@ fn strategy_blocks_are_validated_with_the_key_named() {
             "{name: gem, budget: 10, per: class}",
             "unknown variant `class`",
         ),
-        ("{name: gme, budget: 10}", "unknown variant `gme`"),
+        (
+            "{name: gme, budget: 10}",
+            "unknown strategy `gme`; expected one of finetune",
+        ),
     ] {
         let e = config(strategy).unwrap_err().to_string();
         assert!(e.contains(expected), "{strategy}: {e}");
