@@ -57,6 +57,8 @@
 //! Names may not be those of built-in methods or of another plugin: [`Registry::install`]
 //! (called by [`crate::cli::main`]) says which, and the binary exits with code 2.
 
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;

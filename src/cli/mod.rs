@@ -1,7 +1,9 @@
-//! The `clbench` command line, split as ripgrep splits its own: [`args`] holds the raw flags as
-//! clap parses them, [`settings`] checks them once into the values the library takes, and one
+//! The `clbench` command line, split as ripgrep splits its own: `args` holds the raw flags as
+//! clap parses them, `settings` checks them once into the values the library takes, and one
 //! module per group of subcommands does the work. [`main`] dispatches; clbench's `main.rs`
 //! and a plugin crate's binary ([`crate::plugin`]) only call it.
+
+#![warn(missing_docs)]
 
 use std::io::Write;
 use std::process::ExitCode;
