@@ -35,10 +35,10 @@
 //!
 //! # What a plugin gets
 //!
-//! - **Its block, checked like a built-in one.** Every key of the block except `name` (for an
-//!   optimizer also `lr` and `grapes`, which every optimizer has) is deserialized into the
-//!   settings type, so `#[serde(deny_unknown_fields)]` turns a misspelt key into an error that
-//!   names it, and [`StrategyPlugin::check`] / [`OptimizerPlugin::check`] return a
+//! - **Its block, checked like a built-in one.** Every key of the block except `name` and
+//!   `plugin` (reserved, below; for an optimizer also `lr` and `grapes`, which every optimizer
+//!   has) is deserialized into the settings type, so `#[serde(deny_unknown_fields)]` turns a
+//!   misspelt key into an error that names it, and [`StrategyPlugin::check`] / [`OptimizerPlugin::check`] return a
 //!   [`KeyError`] for a value that cannot be used. Both stop `validate` and `run` with exit
 //!   code 2, exactly as for a built-in method.
 //! - **Its identity in the store.** Before runs are planned, the block is rewritten from the
