@@ -396,9 +396,11 @@ pub struct FmaPeak {
     /// The highest `cpu MHz` of `/proc/cpuinfo`, in GHz (a virtual machine reports its nominal
     /// clock there), when known.
     pub nominal_ghz: Option<f64>,
-    /// FMA units per core: 2, assumed (every AVX2 and AVX-512 server core since Haswell and
-    /// Zen 2 has two; some low-end AVX-512 Xeons have one).
+    /// Vector FMAs of the kernels' width each core starts per cycle ([`vector_fmas_per_cycle`]):
+    /// 2 on most AVX2 and AVX-512 server cores, 1 for AVX-512 on AMD Zen 4.
     pub fma_units: usize,
+    /// Where `fma_units` comes from, for the derivation line.
+    pub fma_source: &'static str,
     /// `f32` lanes of the kernels' vectors (16 AVX-512, 8 AVX2, 1 scalar).
     pub lanes: usize,
     /// `cores × ghz × fma_units × lanes × 2` (an FMA is two FLOPs).
@@ -424,19 +426,22 @@ impl FmaPeak {
         };
         let available = std::thread::available_parallelism().map_or(1, usize::from);
         let cores = threads.clamp(1, available);
-        let lanes = crate::engine::kernels::Isa::detected().lanes();
+        let isa = crate::engine::kernels::Isa::detected();
+        let lanes = isa.lanes();
+        let (fma_units, fma_source) = vector_fmas_per_cycle(isa);
         Some(FmaPeak {
             cores,
             ghz,
             clock,
             nominal_ghz,
-            fma_units: 2,
+            fma_units,
+            fma_source,
             lanes,
-            gflop_per_s: cores as f64 * ghz * 2.0 * lanes as f64 * 2.0,
+            gflop_per_s: cores as f64 * ghz * fma_units as f64 * lanes as f64 * 2.0,
         })
     }
 
-    /// `2 cores × 3.70 GHz (measured; 2.60 nominal) × 2 FMA units (assumed) × 16 lanes × 2 FLOP
+    /// `2 cores × 3.70 GHz (measured; 2.60 nominal) × 2 FMA/cycle (assumed) × 16 lanes × 2 FLOP
     /// = 473.6 GFLOP/s`.
     pub fn derivation(&self) -> String {
         let nominal = match (self.clock, self.nominal_ghz) {
@@ -444,11 +449,53 @@ impl FmaPeak {
             _ => String::new(),
         };
         format!(
-            "{} cores × {:.2} GHz ({}{nominal}) × {} FMA units (assumed) × {} lanes × 2 FLOP = \
+            "{} cores × {:.2} GHz ({}{nominal}) × {} FMA/cycle ({}) × {} lanes × 2 FLOP = \
              {:.1} GFLOP/s",
-            self.cores, self.ghz, self.clock, self.fma_units, self.lanes, self.gflop_per_s
+            self.cores,
+            self.ghz,
+            self.clock,
+            self.fma_units,
+            self.fma_source,
+            self.lanes,
+            self.gflop_per_s
         )
     }
+}
+
+/// Vector FMAs of `isa`'s width one core starts per cycle, and why: AMD's family 19h cores
+/// (Zen 3 and Zen 4) have two 256-bit FMA pipes, and Zen 4 runs each 512-bit FMA on both, so
+/// AVX-512 starts one per cycle there (the same FLOPs as AVX2's two); every other AVX2 or
+/// AVX-512 core is assumed to have two (Intel since Haswell, Zen 2, Zen 5; a few low-end
+/// AVX-512 Xeons have one). The scalar kernel: 2, one per pipe.
+pub fn vector_fmas_per_cycle(isa: crate::engine::kernels::Isa) -> (usize, &'static str) {
+    use crate::engine::kernels::Isa;
+    #[cfg(target_arch = "x86_64")]
+    {
+        if isa == Isa::Avx512 && amd_family() == Some(0x19) {
+            return (1, "Zen 4: 512-bit FMAs on two 256-bit pipes");
+        }
+    }
+    let _ = isa;
+    (2, "assumed")
+}
+
+/// The CPU family of an AMD processor (base family plus extended family, from CPUID leaf 1);
+/// `None` for other vendors.
+#[cfg(target_arch = "x86_64")]
+fn amd_family() -> Option<u32> {
+    use std::arch::x86_64::__cpuid;
+    // CPUID exists on every x86-64 processor; leaves 0 and 1 always exist.
+    let (vendor, leaf1) = (__cpuid(0), __cpuid(1));
+    let mut name = Vec::with_capacity(12);
+    for r in [vendor.ebx, vendor.edx, vendor.ecx] {
+        name.extend_from_slice(&r.to_le_bytes());
+    }
+    if name != b"AuthenticAMD" {
+        return None;
+    }
+    let base = (leaf1.eax >> 8) & 0xF;
+    let extended = (leaf1.eax >> 20) & 0xFF;
+    Some(if base == 0xF { base + extended } else { base })
 }
 
 /// One core's clock while busy, in GHz: the best of three timings of a chain of dependent
