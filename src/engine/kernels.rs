@@ -425,6 +425,10 @@ const KC: usize = 256;
 const MC: usize = 128;
 /// Columns of `b` packed at once.
 const NC: usize = 1024;
+/// A `b` with contiguous rows is read in place, not packed, when the product has at most this
+/// many row tiles (each panel of `b` is then read this often; packing it would cost about as
+/// much). Speed only: the chains are the same.
+const DIRECT_B_TILES: usize = 4;
 
 /// A register-tile kernel: `MR × NR` chains advanced `kc` steps.
 trait MicroKernel {
@@ -432,12 +436,21 @@ trait MicroKernel {
     const NR: usize;
 
     /// `c[i][j] = fma chain over p < kc of a[p][i] · b[p][j]`, starting from `c` (`load`) or
-    /// from zero. `a` holds `kc × MR` values (packed, step-major), `b` `kc × NR`; `c` is an
-    /// `MR × NR` tile with row stride `c_rs`.
+    /// from zero. `a` holds `kc × MR` values (packed, step-major), `b` `kc` rows of `NR`
+    /// values, row `p` at `b + p·b_rs` (`b_rs = NR`: a packed panel; larger: the rows of an
+    /// operand read in place); `c` is an `MR × NR` tile with row stride `c_rs`.
     ///
     /// # Safety
     /// The pointers must be valid for those extents and the CPU must run the kernel.
-    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, c_rs: usize, load: bool);
+    unsafe fn tile(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        b_rs: usize,
+        c: *mut f32,
+        c_rs: usize,
+        load: bool,
+    );
 }
 
 /// The portable kernel: `f32::mul_add` is one rounding on every target.
@@ -447,7 +460,15 @@ impl MicroKernel for Scalar {
     const MR: usize = 4;
     const NR: usize = 8;
 
-    unsafe fn tile(kc: usize, a: *const f32, b: *const f32, c: *mut f32, c_rs: usize, load: bool) {
+    unsafe fn tile(
+        kc: usize,
+        a: *const f32,
+        b: *const f32,
+        b_rs: usize,
+        c: *mut f32,
+        c_rs: usize,
+        load: bool,
+    ) {
         let mut acc = [[0f32; 8]; 4];
         if load {
             for (i, row) in acc.iter_mut().enumerate() {
@@ -458,7 +479,7 @@ impl MicroKernel for Scalar {
         }
         for p in 0..kc {
             let a = std::slice::from_raw_parts(a.add(p * 4), 4);
-            let b = std::slice::from_raw_parts(b.add(p * 8), 8);
+            let b = std::slice::from_raw_parts(b.add(p * b_rs), 8);
             for (row, &ai) in acc.iter_mut().zip(a) {
                 for (v, &bj) in row.iter_mut().zip(b) {
                     *v = ai.mul_add(bj, *v);
@@ -496,11 +517,12 @@ mod x86 {
                     kc: usize,
                     a: *const f32,
                     b: *const f32,
+                    b_rs: usize,
                     c: *mut f32,
                     c_rs: usize,
                     load: bool,
                 ) {
-                    $tile(kc, a, b, c, c_rs, load)
+                    $tile(kc, a, b, b_rs, c, c_rs, load)
                 }
             }
 
@@ -509,6 +531,7 @@ mod x86 {
                 kc: usize,
                 a: *const f32,
                 b: *const f32,
+                b_rs: usize,
                 c: *mut f32,
                 c_rs: usize,
                 load: bool,
@@ -521,8 +544,8 @@ mod x86 {
                     }
                 }
                 for p in 0..kc {
-                    let b0 = $load(b.add(p * 2 * $lanes));
-                    let b1 = $load(b.add(p * 2 * $lanes + $lanes));
+                    let b0 = $load(b.add(p * b_rs));
+                    let b1 = $load(b.add(p * b_rs + $lanes));
                     let ap = a.add(p * $mr);
                     for (i, row) in acc.iter_mut().enumerate() {
                         let ai = $splat(*ap.add(i));
@@ -641,9 +664,21 @@ impl Block {
             for jc in (0..n).step_by(NC) {
                 let nc = NC.min(n - jc);
                 let panels_b = nc.div_ceil(K::NR);
+                // Whole panels of a `b` with contiguous rows are read in place when few
+                // row tiles reuse each (packing would copy as much as the tiles read); only a
+                // last, partial panel is packed (zero-padded).
+                let whole = nc / K::NR;
+                let direct = self.b.cs == 1 && m <= DIRECT_B_TILES * K::MR;
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
-                    pack(pack_b, self.b.at(pc, jc), kc, nc, K::NR, true);
+                    if direct {
+                        if whole < panels_b {
+                            let jr = whole * K::NR;
+                            pack(pack_b, self.b.at(pc, jc + jr), kc, nc - jr, K::NR, true);
+                        }
+                    } else {
+                        pack(pack_b, self.b.at(pc, jc), kc, nc, K::NR, true);
+                    }
                     let load = self.accumulate || pc > 0;
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
@@ -651,13 +686,19 @@ impl Block {
                         for jp in 0..panels_b {
                             let jr = jp * K::NR;
                             let nr = K::NR.min(nc - jr);
-                            let bp = pack_b.as_ptr().add(jp * kc * K::NR);
+                            let (bp, b_rs) = if !direct {
+                                (pack_b.as_ptr().add(jp * kc * K::NR), K::NR)
+                            } else if jp < whole {
+                                (self.b.at(pc, jc + jr).ptr, self.b.rs)
+                            } else {
+                                (pack_b.as_ptr(), K::NR)
+                            };
                             for ir in (0..mc).step_by(K::MR) {
                                 let mr = K::MR.min(mc - ir);
                                 let ap = pack_a.as_ptr().add((ir / K::MR) * kc * K::MR);
                                 let c = self.c.add((ic + ir) * self.c_rs + jc + jr);
                                 if mr == K::MR && nr == K::NR {
-                                    K::tile(kc, ap, bp, c, self.c_rs, load);
+                                    K::tile(kc, ap, bp, b_rs, c, self.c_rs, load);
                                 } else {
                                     edge.fill(0.0);
                                     if load {
@@ -667,7 +708,7 @@ impl Block {
                                             }
                                         }
                                     }
-                                    K::tile(kc, ap, bp, edge.as_mut_ptr(), K::NR, true);
+                                    K::tile(kc, ap, bp, b_rs, edge.as_mut_ptr(), K::NR, true);
                                     for i in 0..mr {
                                         for j in 0..nr {
                                             *c.add(i * self.c_rs + j) = edge[i * K::NR + j];
@@ -822,6 +863,7 @@ mod tests {
         (130, 40, 9, false, true),
         (5, 7, 3, true, false),
         (9, 33, 0, false, false),
+        (9, 70, 5, false, false),
     ];
     #[cfg(not(miri))]
     const SHAPES: &[(usize, usize, usize, bool, bool)] = &[
@@ -835,6 +877,10 @@ mod tests {
         (1, 1, 1, false, false),
         (7, 3, 0, false, false),
         (13, 37, 300, false, false),
+        // `b` read in place (few row tiles, contiguous rows): the CNN's convolutions.
+        (16, 4608, 25, false, false),
+        (32, 512, 400, false, false),
+        (32, 1100, 30, true, false),
     ];
     #[cfg(miri)]
     const THREADS: &[usize] = &[1, 2];
