@@ -743,6 +743,32 @@ struct ParamState {
     steps: i32,
 }
 
+/// The tensor entry point of every optimizer ([`Optimizer::step`]): each parameter with a
+/// gradient is copied to the host, updated there by `update(index, θ, g)` (the rule written
+/// once on slices) and written back.
+fn step_on_host(
+    params: &[Var],
+    grads: &[Option<Tensor>],
+    mut update: impl FnMut(usize, &mut [f32], &[f32]),
+) -> Result<()> {
+    for (i, (var, grad)) in params.iter().zip(grads).enumerate() {
+        let Some(g) = grad else { continue };
+        let shape = var.shape().clone();
+        let mut p = var
+            .as_tensor()
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        let g = g
+            .flatten_all()?
+            .to_dtype(candle_core::DType::F32)?
+            .to_vec1::<f32>()?;
+        update(i, &mut p, &g);
+        var.set(&Tensor::from_vec(p, shape, var.device())?.to_dtype(var.dtype())?)?;
+    }
+    Ok(())
+}
+
 /// Settings plus per-parameter state: every rule shares this layout.
 struct Stateful {
     settings: OptimizerSettings,
@@ -760,22 +786,10 @@ impl Stateful {
 impl Optimizer for Stateful {
     fn step(&mut self, params: &[Var], grads: &[Option<Tensor>]) -> Result<()> {
         self.ensure_state(params.len());
-        for ((var, grad), st) in params.iter().zip(grads).zip(self.state.iter_mut()) {
-            let Some(g) = grad else { continue };
-            let shape = var.shape().clone();
-            let mut p = var
-                .as_tensor()
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()?;
-            let g = g
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()?;
-            self.settings.update(&mut p, &g, st, None);
-            var.set(&Tensor::from_vec(p, shape, var.device())?.to_dtype(var.dtype())?)?;
-        }
-        Ok(())
+        let (settings, state) = (&self.settings, &mut self.state);
+        step_on_host(params, grads, |i, p, g| {
+            settings.update(p, g, &mut state[i], None)
+        })
     }
 
     fn step_slices_pulled(
@@ -881,22 +895,7 @@ impl Optimizer for PluginOptimizer {
         if self.state.len() != params.len() {
             self.state = vec![(0, Vec::new()); params.len()];
         }
-        for (i, (var, grad)) in params.iter().zip(grads).enumerate() {
-            let Some(g) = grad else { continue };
-            let shape = var.shape().clone();
-            let mut p = var
-                .as_tensor()
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()?;
-            let g = g
-                .flatten_all()?
-                .to_dtype(candle_core::DType::F32)?
-                .to_vec1::<f32>()?;
-            self.update(i, &mut p, &g);
-            var.set(&Tensor::from_vec(p, shape, var.device())?.to_dtype(var.dtype())?)?;
-        }
-        Ok(())
+        step_on_host(params, grads, |i, p, g| self.update(i, p, g))
     }
 
     fn step_slices_pulled(

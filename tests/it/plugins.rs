@@ -58,18 +58,19 @@ fn plugin_methods_run_into_a_store_that_the_plain_binary_reports() {
     let dir = tempfile::tempdir().unwrap();
     let config = small_config(dir.path(), METHODS);
     let out = dir.path().join("out");
-    let code = clbench::cli::main_from(
-        registry(),
-        [
+    // The example's binary, in this process: `own-methods run <config> --out <out>`.
+    let run_own = || {
+        let args = [
             "own-methods",
             "run",
             config.to_str().unwrap(),
             "--out",
             out.to_str().unwrap(),
             "-q",
-        ],
-    );
-    assert_eq!(code, ExitCode::SUCCESS);
+        ];
+        clbench::cli::main_from(registry(), args)
+    };
+    assert_eq!(run_own(), ExitCode::SUCCESS);
 
     // Each plugin block is recorded with its settings written out and its origin.
     let runs: Vec<_> = std::fs::read_dir(out.join("runs"))
@@ -134,18 +135,7 @@ fn plugin_methods_run_into_a_store_that_the_plain_binary_reports() {
     assert!(o.status.success(), "{}", text(&o));
 
     // Running again resumes (same ids); a pinned older version of the plugin is refused.
-    let code = clbench::cli::main_from(
-        registry(),
-        [
-            "own-methods",
-            "run",
-            config.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "-q",
-        ],
-    );
-    assert_eq!(code, ExitCode::SUCCESS);
+    assert_eq!(run_own(), ExitCode::SUCCESS);
     assert_eq!(std::fs::read_dir(out.join("runs")).unwrap().count(), 4);
     let pinned = small_config(
         dir.path(),
