@@ -441,23 +441,18 @@ impl StrategyConfig {
     /// no key). Applied to every method of an experiment before its runs are planned.
     /// A plugin's block gets its settings as its type writes them and its `plugin` origin
     /// ([`crate::plugin`]).
-    pub fn with_recorded_defaults(mut self) -> StrategyConfig {
-        match &mut self {
-            StrategyConfig::Si { gradient, .. } => *gradient = Some(gradient.unwrap_or_default()),
+    pub fn with_recorded_defaults(self) -> StrategyConfig {
+        match self {
+            StrategyConfig::Si { c, xi, gradient } => StrategyConfig::Si {
+                c,
+                xi,
+                gradient: Some(gradient.unwrap_or_default()),
+            },
             StrategyConfig::Plugin(block) => {
-                let block = std::mem::replace(
-                    block,
-                    PluginBlock {
-                        name: String::new(),
-                        origin: None,
-                        settings: Default::default(),
-                    },
-                );
-                return StrategyConfig::Plugin(Registry::current().record_strategy(block));
+                StrategyConfig::Plugin(Registry::current().record_strategy(block))
             }
-            _ => {}
+            other => other,
         }
-        self
     }
 
     /// Checks every value into [`StrategySettings`]; an error names the key inside the
