@@ -183,17 +183,32 @@ trait Kind<T: ?Sized>: Send + Sync {
 
 struct Typed<S>(PhantomData<fn() -> S>);
 
-/// Deserializes a plugin's settings; an error names the key where serde says which.
+/// Deserializes a plugin's settings; an error names the key where serde says which. (Read
+/// from their YAML text, so that serde_yaml tracks the path of a value of the wrong type; the
+/// line and column of that text, which is not the user's file, are dropped.)
 fn deserialize<S: DeserializeOwned>(settings: &serde_yaml::Mapping) -> Checked<S> {
-    serde_yaml::from_value(serde_yaml::Value::Mapping(settings.clone())).map_err(|e| {
-        let message = e.to_string();
-        let key = ["unknown field `", "missing field `"]
+    let text = serde_yaml::to_string(settings).expect("a mapping serializes");
+    serde_yaml::from_str(&text).map_err(|e| {
+        let mut message = e.to_string();
+        if let Some(at) = message.rfind(" at line ") {
+            message.truncate(at);
+        }
+        // `unknown field `k``, `missing field `k``, or `k: invalid type …`.
+        let named = ["unknown field `", "missing field `"]
             .iter()
             .find_map(|m| message.split(m).nth(1))
             .and_then(|rest| rest.split('`').next())
-            .unwrap_or_default()
-            .to_string();
-        KeyError::new(key, message)
+            .map(str::to_string);
+        let prefixed = message.split_once(": ").and_then(|(k, rest)| {
+            settings
+                .contains_key(k)
+                .then(|| (k.to_string(), rest.to_string()))
+        });
+        match (named, prefixed) {
+            (Some(key), _) => KeyError::new(key, message),
+            (None, Some((key, rest))) => KeyError::new(key, rest),
+            (None, None) => KeyError::new("", message),
+        }
     })
 }
 

@@ -160,6 +160,11 @@ fn a_plugin_block_is_checked_like_a_built_in_one() {
             "  - name: r\n    optimizer: {name: sgd, lr: 0.1}\n    strategy: {name: rwalk, lamda: 1.0}\n",
             "methods[0].strategy.lamda",
         ),
+        // A value of the wrong type.
+        (
+            "  - name: r\n    optimizer: {name: sgd, lr: 0.1}\n    strategy: {name: rwalk, lambda: strong}\n",
+            "methods[0].strategy.lambda",
+        ),
         // A value the plugin's check refuses.
         (
             "  - name: r\n    optimizer: {name: sgd, lr: 0.1}\n    strategy: {name: rwalk, lambda: -1.0}\n",
