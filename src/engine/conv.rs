@@ -111,6 +111,8 @@ struct ChunkWork {
     scratch: Vec<f32>,
     /// Error of `cols`.
     dcols: Vec<f32>,
+    /// A stage's weight gradient of this chunk, transposed (`[c_in·k·k, c_out]`).
+    grad_w_t: Vec<f32>,
 }
 
 impl Stage {
@@ -225,20 +227,29 @@ impl Stage {
         } else {
             d
         };
-        // ∇W [c_out, depth] = δ [c_out, n] · colsᵀ (cols stored [depth, n]).
-        work.grad_w.resize(self.c_out * depth, 0.0);
+        // ∇Wᵀ [depth, c_out] = cols [depth, n] · δᵀ (δ stored [c_out, n]), then transposed
+        // into ∇W [c_out, depth]. Each element is the same chain over the n pixels as in
+        // ∇W = δ · colsᵀ; this way round the product reads `cols` in place and packs only δ
+        // (c_out ≤ depth rows) into panels, where the other way transposed both.
+        ws.grad_w_t.resize(depth * self.c_out, 0.0);
         mm(
-            self.c_out,
             depth,
+            self.c_out,
             n,
-            &mut work.grad_w,
-            error,
-            false,
+            &mut ws.grad_w_t,
             &work.cols,
+            false,
+            error,
             true,
             false,
             1,
         );
+        work.grad_w.resize(self.c_out * depth, 0.0);
+        for (d, row) in ws.grad_w_t.chunks_exact(self.c_out).enumerate() {
+            for (c, &g) in row.iter().enumerate() {
+                work.grad_w[c * depth + d] = g;
+            }
+        }
         if self.bias.is_some() {
             work.grad_b.clear();
             work.grad_b

@@ -429,22 +429,30 @@ const NC: usize = 1024;
 /// many row tiles (each panel of `b` is then read this often; packing it would cost about as
 /// much). Speed only: the chains are the same.
 const DIRECT_B_TILES: usize = 4;
+/// An `a` with contiguous rows (packing it is a transposition) is read in place, not packed,
+/// when the product has at most this many column panels (each row tile of `a` is then read this
+/// often): the convolutions' weight gradients, the output layer's forward pass. Speed only.
+const DIRECT_A_PANELS: usize = 2;
 
 /// A register-tile kernel: `MR × NR` chains advanced `kc` steps.
 trait MicroKernel {
     const MR: usize;
     const NR: usize;
 
-    /// `c[i][j] = fma chain over p < kc of a[p][i] · b[p][j]`, starting from `c` (`load`) or
-    /// from zero. `a` holds `kc × MR` values (packed, step-major), `b` `kc` rows of `NR`
-    /// values, row `p` at `b + p·b_rs` (`b_rs = NR`: a packed panel; larger: the rows of an
-    /// operand read in place); `c` is an `MR × NR` tile with row stride `c_rs`.
+    /// `c[i][j] = fma chain over p < kc of a[i][p] · b[p][j]`, starting from `c` (`load`) or
+    /// from zero. `a`'s element `(i, p)` is at `a + p·MR + i` (packed, step-major) or, with
+    /// `a_rs > 0`, at `a + i·a_rs + p` (the rows of an operand read in place); `b` holds `kc`
+    /// rows of `NR` values, row `p` at `b + p·b_rs` (`b_rs = NR`: a packed panel; larger: the
+    /// rows of an operand read in place); `c` is an `MR × NR` tile with row stride `c_rs`.
+    /// Either way of reading `a` or `b` gives the same chains.
     ///
     /// # Safety
     /// The pointers must be valid for those extents and the CPU must run the kernel.
+    #[allow(clippy::too_many_arguments)]
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        a_rs: usize,
         b: *const f32,
         b_rs: usize,
         c: *mut f32,
@@ -463,6 +471,7 @@ impl MicroKernel for Scalar {
     unsafe fn tile(
         kc: usize,
         a: *const f32,
+        a_rs: usize,
         b: *const f32,
         b_rs: usize,
         c: *mut f32,
@@ -477,10 +486,11 @@ impl MicroKernel for Scalar {
                 }
             }
         }
+        let (a_is, a_ps) = if a_rs > 0 { (a_rs, 1) } else { (1, 4) };
         for p in 0..kc {
-            let a = std::slice::from_raw_parts(a.add(p * 4), 4);
             let b = std::slice::from_raw_parts(b.add(p * b_rs), 8);
-            for (row, &ai) in acc.iter_mut().zip(a) {
+            for (i, row) in acc.iter_mut().enumerate() {
+                let ai = *a.add(i * a_is + p * a_ps);
                 for (v, &bj) in row.iter_mut().zip(b) {
                     *v = ai.mul_add(bj, *v);
                 }
@@ -516,20 +526,29 @@ mod x86 {
                 unsafe fn tile(
                     kc: usize,
                     a: *const f32,
+                    a_rs: usize,
                     b: *const f32,
                     b_rs: usize,
                     c: *mut f32,
                     c_rs: usize,
                     load: bool,
                 ) {
-                    $tile(kc, a, b, b_rs, c, c_rs, load)
+                    if a_rs > 0 {
+                        $tile::<true>(kc, a, a_rs, b, b_rs, c, c_rs, load)
+                    } else {
+                        $tile::<false>(kc, a, 0, b, b_rs, c, c_rs, load)
+                    }
                 }
             }
 
+            /// The tile; `DIRECT_A`: `a`'s rows read in place (row stride `a_rs`), else `a`
+            /// packed step-major (the strides are constants, so the packed loop is unchanged).
             #[target_feature(enable = $feature)]
-            unsafe fn $tile(
+            #[allow(clippy::too_many_arguments)]
+            unsafe fn $tile<const DIRECT_A: bool>(
                 kc: usize,
                 a: *const f32,
+                a_rs: usize,
                 b: *const f32,
                 b_rs: usize,
                 c: *mut f32,
@@ -543,12 +562,13 @@ mod x86 {
                         row[1] = $load(c.add(i * c_rs + $lanes));
                     }
                 }
+                let (a_is, a_ps) = if DIRECT_A { (a_rs, 1) } else { (1, $mr) };
                 for p in 0..kc {
                     let b0 = $load(b.add(p * b_rs));
                     let b1 = $load(b.add(p * b_rs + $lanes));
-                    let ap = a.add(p * $mr);
+                    let ap = a.add(p * a_ps);
                     for (i, row) in acc.iter_mut().enumerate() {
-                        let ai = $splat(*ap.add(i));
+                        let ai = $splat(*ap.add(i * a_is));
                         row[0] = $fma(ai, b0, row[0]);
                         row[1] = $fma(ai, b1, row[1]);
                     }
@@ -669,6 +689,9 @@ impl Block {
                 // last, partial panel is packed (zero-padded).
                 let whole = nc / K::NR;
                 let direct = self.b.cs == 1 && m <= DIRECT_B_TILES * K::MR;
+                // Whole row tiles of an `a` with contiguous rows are read in place when few
+                // panels reuse each; a last, partial row tile is packed (zero-padded).
+                let direct_a = self.a.cs == 1 && n <= DIRECT_A_PANELS * K::NR;
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
                     if direct {
@@ -682,7 +705,17 @@ impl Block {
                     let load = self.accumulate || pc > 0;
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
-                        pack(pack_a, self.a.at(ic, pc), kc, mc, K::MR, false);
+                        let whole_a = if direct_a { mc / K::MR * K::MR } else { 0 };
+                        if whole_a < mc {
+                            pack(
+                                pack_a,
+                                self.a.at(ic + whole_a, pc),
+                                kc,
+                                mc - whole_a,
+                                K::MR,
+                                false,
+                            );
+                        }
                         for jp in 0..panels_b {
                             let jr = jp * K::NR;
                             let nr = K::NR.min(nc - jr);
@@ -695,10 +728,15 @@ impl Block {
                             };
                             for ir in (0..mc).step_by(K::MR) {
                                 let mr = K::MR.min(mc - ir);
-                                let ap = pack_a.as_ptr().add((ir / K::MR) * kc * K::MR);
+                                let (ap, a_rs) = if ir < whole_a {
+                                    (self.a.at(ic + ir, pc).ptr, self.a.rs)
+                                } else {
+                                    let tile = (ir - whole_a) / K::MR;
+                                    (pack_a.as_ptr().add(tile * kc * K::MR), 0)
+                                };
                                 let c = self.c.add((ic + ir) * self.c_rs + jc + jr);
                                 if mr == K::MR && nr == K::NR {
-                                    K::tile(kc, ap, bp, b_rs, c, self.c_rs, load);
+                                    K::tile(kc, ap, a_rs, bp, b_rs, c, self.c_rs, load);
                                 } else {
                                     edge.fill(0.0);
                                     if load {
@@ -708,7 +746,16 @@ impl Block {
                                             }
                                         }
                                     }
-                                    K::tile(kc, ap, bp, b_rs, edge.as_mut_ptr(), K::NR, true);
+                                    K::tile(
+                                        kc,
+                                        ap,
+                                        a_rs,
+                                        bp,
+                                        b_rs,
+                                        edge.as_mut_ptr(),
+                                        K::NR,
+                                        true,
+                                    );
                                     for i in 0..mr {
                                         for j in 0..nr {
                                             *c.add(i * self.c_rs + j) = edge[i * K::NR + j];
@@ -864,6 +911,8 @@ mod tests {
         (5, 7, 3, true, false),
         (9, 33, 0, false, false),
         (9, 70, 5, false, false),
+        // `a` read in place (contiguous rows, few column panels), with a packed last row tile.
+        (11, 9, 6, false, false),
     ];
     #[cfg(not(miri))]
     const SHAPES: &[(usize, usize, usize, bool, bool)] = &[
@@ -881,6 +930,12 @@ mod tests {
         (16, 4608, 25, false, false),
         (32, 512, 400, false, false),
         (32, 1100, 30, true, false),
+        // `a` read in place (contiguous rows, few column panels): the convolutions' weight
+        // gradients (both orientations), with partial row tiles.
+        (16, 25, 4608, false, true),
+        (25, 16, 4608, false, true),
+        (400, 32, 512, false, true),
+        (37, 61, 70, false, false),
     ];
     #[cfg(miri)]
     const THREADS: &[usize] = &[1, 2];
