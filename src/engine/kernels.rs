@@ -746,16 +746,7 @@ impl Block {
                                             }
                                         }
                                     }
-                                    K::tile(
-                                        kc,
-                                        ap,
-                                        a_rs,
-                                        bp,
-                                        b_rs,
-                                        edge.as_mut_ptr(),
-                                        K::NR,
-                                        true,
-                                    );
+                                    K::tile(kc, ap, a_rs, bp, b_rs, edge.as_mut_ptr(), K::NR, true);
                                     for i in 0..mr {
                                         for j in 0..nr {
                                             *c.add(i * self.c_rs + j) = edge[i * K::NR + j];
