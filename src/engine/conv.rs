@@ -45,7 +45,7 @@ use candle_core::Result;
 use rayon::prelude::*;
 
 use super::fused::{activate, derive, Dense};
-use super::kernels::{copy_short, mm};
+use super::kernels::{copy_short, mm, Isa};
 use super::{Dropout, Fused, FusedPasses, Objective};
 use crate::models::pool::{pool_plane, pooled_side};
 use crate::models::{Activation, LayerKind, Network};
@@ -227,28 +227,45 @@ impl Stage {
         } else {
             d
         };
-        // ∇Wᵀ [depth, c_out] = cols [depth, n] · δᵀ (δ stored [c_out, n]), then transposed
-        // into ∇W [c_out, depth]. Each element is the same chain over the n pixels as in
-        // ∇W = δ · colsᵀ; this way round the product reads `cols` in place and packs only δ
-        // (c_out ≤ depth rows) into panels, where the other way transposed both.
-        ws.grad_w_t.resize(depth * self.c_out, 0.0);
-        mm(
-            depth,
-            self.c_out,
-            n,
-            &mut ws.grad_w_t,
-            &work.cols,
-            false,
-            error,
-            true,
-            false,
-            1,
-        );
+        // ∇W [c_out, depth] = δ [c_out, n] · colsᵀ, or ∇Wᵀ [depth, c_out] = cols · δᵀ then
+        // transposed: each element is the same chain over the n pixels either way. The second
+        // reads `cols` in place and packs only δ into panels, where the first transposes
+        // `cols` into them; it is taken unless it costs more whole register tiles (a few
+        // output channels fill a tile's columns poorly: 8 or 16 of the AVX-512 tile's 32).
         work.grad_w.resize(self.c_out * depth, 0.0);
-        for (d, row) in ws.grad_w_t.chunks_exact(self.c_out).enumerate() {
-            for (c, &g) in row.iter().enumerate() {
-                work.grad_w[c * depth + d] = g;
+        let isa = Isa::detected();
+        if isa.padded_area(depth, self.c_out) <= isa.padded_area(self.c_out, depth) {
+            ws.grad_w_t.resize(depth * self.c_out, 0.0);
+            mm(
+                depth,
+                self.c_out,
+                n,
+                &mut ws.grad_w_t,
+                &work.cols,
+                false,
+                error,
+                true,
+                false,
+                1,
+            );
+            for (d, row) in ws.grad_w_t.chunks_exact(self.c_out).enumerate() {
+                for (c, &g) in row.iter().enumerate() {
+                    work.grad_w[c * depth + d] = g;
+                }
             }
+        } else {
+            mm(
+                self.c_out,
+                depth,
+                n,
+                &mut work.grad_w,
+                error,
+                false,
+                &work.cols,
+                true,
+                false,
+                1,
+            );
         }
         if self.bias.is_some() {
             work.grad_b.clear();

@@ -158,6 +158,24 @@ impl Isa {
             Isa::Scalar => 1,
         }
     }
+
+    /// The register tile of this kernel, `(rows, columns)` of `c`: a product's work is its
+    /// `m × n` rounded up to whole tiles (for a caller choosing between two equal products).
+    pub fn tile(self) -> (usize, usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512 => (x86::Avx512::MR, x86::Avx512::NR),
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx2Fma => (x86::Avx2::MR, x86::Avx2::NR),
+            _ => (Scalar::MR, Scalar::NR),
+        }
+    }
+
+    /// `m × n` rounded up to this kernel's whole register tiles.
+    pub fn padded_area(self, m: usize, n: usize) -> usize {
+        let (mr, nr) = self.tile();
+        m.div_ceil(mr) * mr * n.div_ceil(nr) * nr
+    }
 }
 
 impl fmt::Display for Isa {
