@@ -679,8 +679,9 @@ struct Block {
 }
 
 impl Block {
-    /// Packs `b` in blocks of `KC × NC` and `a` in blocks of `MC × KC`, and runs the kernel
-    /// on every tile; edge tiles go through a zero-padded copy.
+    /// Packs `b` in blocks of `KC × NC` and `a` in blocks of `MC × KC` (either read in place
+    /// instead where few tiles reuse it: [`DIRECT_B_TILES`], [`DIRECT_A_PANELS`]), and runs
+    /// the kernel on every tile; edge tiles go through a zero-padded copy.
     ///
     /// # Safety
     /// As [`Product::run`].
