@@ -12,11 +12,12 @@
 //! The fully connected layers are `Dense`, which the CNN's fused step ([`super::conv`]) uses
 //! for its layers after the convolutions, asking it for the error of its input as well.
 
+use std::cell::RefCell;
 use std::ops::Range;
 
 use candle_core::Result;
 
-use super::kernels::{mm, threads};
+use super::kernels::{self, mm, threads};
 use super::{Dropout, Engine, Fused, FusedPasses, Objective};
 use crate::models::loss::{output_error, Targets};
 use crate::models::{Activation, Layer, Network};
@@ -504,7 +505,19 @@ fn last_input<'a>(acts: &'a [Vec<f32>], x: &'a [f32]) -> &'a [f32] {
     acts.last().map_or(x, Vec::as_slice)
 }
 
+thread_local! {
+    /// `[out, batch]` outputs of [`linear`]'s transposed product, kept between calls.
+    static TRANSPOSED_OUTPUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
 /// `dst [batch, out] = input [batch, in] · Wᵀ (+ b)`.
+///
+/// Where the batch is small enough for the product to read `W`'s rows in place
+/// ([`kernels::reads_a_in_place`]) and the transposed product takes no more register tiles, it
+/// is computed as `dstᵀ [out, batch] = W · inputᵀ` and transposed: that packs the small
+/// `input` instead of transposing the whole weight matrix into panels at every step. Each
+/// element is the same chain over `in` either way (the kernels' summation rule), so the bits do
+/// not depend on the choice; the bias is added after the chain in both.
 fn linear(
     batch: usize,
     layer: LayerRef,
@@ -513,18 +526,40 @@ fn linear(
     dst: &mut [f32],
     par: usize,
 ) {
-    mm(
-        batch,
-        layer.out,
-        layer.inp,
-        dst,
-        input,
-        false,
-        &params[layer.weight],
-        true,
-        false,
-        par,
-    );
+    let isa = kernels::Isa::detected();
+    let transposed = kernels::reads_a_in_place(batch)
+        && isa.padded_area(layer.out, batch) <= isa.padded_area(batch, layer.out);
+    if transposed {
+        TRANSPOSED_OUTPUT.with_borrow_mut(|out_t| {
+            out_t.resize(layer.out * batch, 0.0);
+            mm(
+                layer.out,
+                batch,
+                layer.inp,
+                out_t,
+                &params[layer.weight],
+                false,
+                input,
+                true,
+                false,
+                par,
+            );
+            kernels::transpose(dst, out_t, layer.out, batch);
+        });
+    } else {
+        mm(
+            batch,
+            layer.out,
+            layer.inp,
+            dst,
+            input,
+            false,
+            &params[layer.weight],
+            true,
+            false,
+            par,
+        );
+    }
     if let Some(b) = layer.bias {
         let bias = &params[b];
         for row in dst.chunks_exact_mut(layer.out) {

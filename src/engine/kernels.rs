@@ -449,8 +449,15 @@ const NC: usize = 1024;
 const DIRECT_B_TILES: usize = 4;
 /// An `a` with contiguous rows (packing it is a transposition) is read in place, not packed,
 /// when the product has at most this many column panels (each row tile of `a` is then read this
-/// often): the convolutions' weight gradients, the output layer's forward pass. Speed only.
-const DIRECT_A_PANELS: usize = 2;
+/// often): the convolutions' weight gradients, the fully connected layers' forward pass as
+/// `W · inputᵀ` (see [`reads_a_in_place`]). Speed only.
+const DIRECT_A_PANELS: usize = 4;
+
+/// Whether a product of `n` columns (per thread share) reads an `a` with contiguous rows in
+/// place instead of packing it (at most [`DIRECT_A_PANELS`] panels of the detected kernel).
+pub fn reads_a_in_place(n: usize) -> bool {
+    n <= DIRECT_A_PANELS * Isa::detected().tile().1
+}
 
 /// A register-tile kernel: `MR × NR` chains advanced `kc` steps.
 trait MicroKernel {
@@ -847,6 +854,23 @@ unsafe fn pack(
     }
 }
 
+/// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`, both row-major: whole 8 × 8 blocks through
+/// AVX registers where the kernels use them, the rest one value at a time (data movement only).
+pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+    assert!(
+        src.len() >= rows * cols && dst.len() >= rows * cols,
+        "matrix sizes"
+    );
+    // SAFETY: `src` holds `rows` rows of `cols` values (asserted above).
+    let (r0, c0) = unsafe { transpose_blocks(dst, rows, src.as_ptr(), cols, 1, rows, cols) };
+    for r in 0..rows {
+        let first = if r < r0 { c0 } else { 0 };
+        for c in first..cols {
+            dst[c * rows + r] = src[r * cols + c];
+        }
+    }
+}
+
 /// Transposes whole 8 × 8 blocks of `src` (width position `l` at `l·along`, step `p` at
 /// `p·step`, contiguous along the steps) into `out[p·lanes + l]`, with AVX where the kernels use
 /// it. Returns `(rows, steps)`: the blocks cover width positions `< rows` and steps `< steps`
@@ -923,6 +947,9 @@ mod tests {
         (9, 70, 5, false, false),
         // `a` read in place (contiguous rows, few column panels), with a packed last row tile.
         (11, 9, 6, false, false),
+        // The same with four column panels of the scalar kernel, the last one partial (the
+        // fully connected forward pass as `W · inputᵀ`).
+        (17, 27, 5, false, true),
     ];
     #[cfg(not(miri))]
     const SHAPES: &[(usize, usize, usize, bool, bool)] = &[
@@ -946,6 +973,11 @@ mod tests {
         (25, 16, 4608, false, true),
         (400, 32, 512, false, true),
         (37, 61, 70, false, false),
+        // The fully connected forward pass as `W · inputᵀ` (`a` = W read in place for up to
+        // four column panels): 2×1000 at batch 128, the CNN's hidden layer, a partial panel.
+        (1000, 128, 784, false, true),
+        (128, 128, 256, false, true),
+        (1000, 100, 1000, false, true),
     ];
     #[cfg(miri)]
     const THREADS: &[usize] = &[1, 2];
@@ -983,6 +1015,26 @@ mod tests {
                              {isa}, {threads} threads)"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// [`transpose`] moves every value to its transposed place, whole 8 × 8 blocks and edges.
+    #[test]
+    fn transpose_transposes() {
+        let large = if cfg!(miri) { (5, 3) } else { (128, 1000) };
+        for (rows, cols) in [(1, 1), (3, 17), (8, 8), (9, 16), (16, 9), (37, 45), large] {
+            let src = values(rows * cols, 6);
+            let mut dst = vec![f32::NAN; rows * cols];
+            transpose(&mut dst, &src, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        dst[c * rows + r].to_bits(),
+                        src[r * cols + c].to_bits(),
+                        "{rows}×{cols} at ({r}, {c})"
+                    );
                 }
             }
         }

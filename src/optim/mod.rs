@@ -15,6 +15,8 @@ pub use grapes::GrapesMode;
 
 use std::sync::Arc;
 
+#[cfg(target_arch = "x86_64")]
+use crate::engine::kernels::Isa;
 use crate::plugin::{PluginBlock, Registry, UpdateRule, UpdateStep};
 use crate::validate::{non_negative, not_applicable, positive, unit_interval, Checked, KeyError};
 
@@ -603,7 +605,70 @@ impl Rule {
     /// The update of aligned chunks, the gradient of element j being `g[j]`, or with a pull
     /// `(s, a, b, record)`, `g[j] + s·(a[j]·θ[j] − b[j])` at the parameter before its update,
     /// copied into the record (with the pull or before it) as it is read.
+    ///
+    /// The loops are compiled three times, for the vector registers of the product kernel this
+    /// process uses ([`Isa::detected`]): AVX-512, AVX2 and the plain x86-64 (or other) target.
+    /// Every operation is elementwise and rounded once by IEEE 754 (multiplications and
+    /// additions are never contracted into fused multiply-adds, square roots and divisions are
+    /// exact), so the three give the same bits; the wider registers make the pass about as fast
+    /// as memory allows (Adam's square roots and divisions, four lanes at a time on plain
+    /// x86-64, took 14 % of a 2×1000 step on one thread).
     fn apply(
+        self,
+        p: &mut [f32],
+        g: &[f32],
+        first: &mut [f32],
+        second: &mut [f32],
+        pull: Option<PullSlices>,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        match Isa::detected() {
+            // SAFETY: the CPU runs the chosen kernel's instruction set (`Isa::detected` picks
+            // only one this CPU runs), and AVX-512F or AVX2 is all that the copies enable.
+            Isa::Avx512 => return unsafe { self.apply_avx512(p, g, first, second, pull) },
+            Isa::Avx2Fma => return unsafe { self.apply_avx2(p, g, first, second, pull) },
+            Isa::Scalar => {}
+        }
+        self.apply_portable(p, g, first, second, pull)
+    }
+
+    /// [`Rule::apply`] compiled for AVX-512F.
+    ///
+    /// # Safety
+    /// The CPU must run AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn apply_avx512(
+        self,
+        p: &mut [f32],
+        g: &[f32],
+        first: &mut [f32],
+        second: &mut [f32],
+        pull: Option<PullSlices>,
+    ) {
+        self.apply_portable(p, g, first, second, pull)
+    }
+
+    /// [`Rule::apply`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// The CPU must run AVX2.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn apply_avx2(
+        self,
+        p: &mut [f32],
+        g: &[f32],
+        first: &mut [f32],
+        second: &mut [f32],
+        pull: Option<PullSlices>,
+    ) {
+        self.apply_portable(p, g, first, second, pull)
+    }
+
+    /// [`Rule::apply`] for whatever target the caller is compiled for.
+    #[inline(always)]
+    fn apply_portable(
         self,
         p: &mut [f32],
         g: &[f32],
