@@ -61,13 +61,14 @@ pub struct Pull<'a> {
     pub a: &'a [Vec<f32>],
     /// Per parameter tensor, the constant terms.
     pub b: &'a [Vec<f32>],
-    /// Where to copy each updated element's gradient as the pass reads it (SI's path
-    /// integral), and whether the copy includes the pull (`true`) or is the gradient before
-    /// it.
-    pub record: Option<(&'a mut [Vec<f32>], bool)>,
+    /// SI's path integral ω, per parameter tensor, accumulated in the same pass: for every
+    /// updated element `ω −= g̃ · (θ_new − θ_old)`, θ_old the parameter before its update and g̃
+    /// its gradient with the pull (`true`) or before it (`false`). The same numbers as copying
+    /// g̃ and running `ω −= g̃ · (θ_new − θ_old)` as a pass of its own after the update.
+    pub path: Option<(&'a mut [Vec<f32>], bool)>,
 }
 
-/// One parameter tensor's share of a [`Pull`]: `(s, a, b, record)`.
+/// One parameter tensor's share of a [`Pull`]: `(s, a, b, path)`.
 type PullSlices<'a> = (f32, &'a [f32], &'a [f32], Option<(&'a mut [f32], bool)>);
 
 /// The optimizer of a method, as written in an experiment config.
@@ -406,6 +407,7 @@ impl OptimizerSettings {
                 rule: rule.rule.clone(),
                 state: Vec::new(),
                 pulled: Vec::new(),
+                before: Vec::new(),
             });
         }
         Box::new(Stateful {
@@ -443,12 +445,12 @@ impl OptimizerSettings {
     /// on it).
     fn update(&self, p: &mut [f32], g: &[f32], st: &mut ParamState, pull: Option<PullSlices>) {
         assert_eq!(p.len(), g.len(), "parameter and gradient sizes differ");
-        if let Some((_, a, b, record)) = &pull {
+        if let Some((_, a, b, path)) = &pull {
             let n = p.len();
             assert!(a.len() == n && b.len() == n, "pull sizes differ");
             assert!(
-                record.as_ref().is_none_or(|r| r.0.len() == n),
-                "record size differs"
+                path.as_ref().is_none_or(|r| r.0.len() == n),
+                "path integral size differs"
             );
         }
         let n = p.len();
@@ -473,13 +475,13 @@ impl OptimizerSettings {
             return;
         }
         use rayon::prelude::*;
-        // The record, if any, is cut into the same chunks as the parameter.
-        let (pull, record) = match pull {
-            Some((s, a, b, record)) => (Some((s, a, b)), record),
+        // The path integral, if any, is cut into the same chunks as the parameter.
+        let (pull, path) = match pull {
+            Some((s, a, b, path)) => (Some((s, a, b)), path),
             None => (None, None),
         };
-        let with_pull = record.as_ref().is_some_and(|r| r.1);
-        let mut records: Vec<Option<&mut [f32]>> = match record {
+        let with_pull = path.as_ref().is_some_and(|r| r.1);
+        let mut paths: Vec<Option<&mut [f32]>> = match path {
             Some((r, _)) => r.chunks_mut(CHUNK).map(Some).collect(),
             None => (0..n.div_ceil(CHUNK)).map(|_| None).collect(),
         };
@@ -487,7 +489,7 @@ impl OptimizerSettings {
             .zip(g.par_chunks(CHUNK))
             .zip(first.par_chunks_mut(CHUNK))
             .zip(second.par_chunks_mut(CHUNK))
-            .zip(records.par_iter_mut())
+            .zip(paths.par_iter_mut())
             .enumerate()
             .for_each(|(c, ((((p, g), m), v), rec))| {
                 let at = c * CHUNK..c * CHUNK + p.len();
@@ -603,8 +605,9 @@ impl Rule {
     }
 
     /// The update of aligned chunks, the gradient of element j being `g[j]`, or with a pull
-    /// `(s, a, b, record)`, `g[j] + s·(a[j]·θ[j] − b[j])` at the parameter before its update,
-    /// copied into the record (with the pull or before it) as it is read.
+    /// `(s, a, b, path)`, `g[j] + s·(a[j]·θ[j] − b[j])` at the parameter before its update,
+    /// SI's path integral `ω[j] −= g̃ · (θ_new − θ_old)` accumulated on the way (g̃ with the pull
+    /// or before it, see [`Pull::path`]).
     ///
     /// The loops are compiled three times, for the vector registers of the product kernel this
     /// process uses ([`Isa::detected`]): AVX-512, AVX2 and the plain x86-64 (or other) target.
@@ -677,25 +680,43 @@ impl Rule {
         pull: Option<PullSlices>,
     ) {
         let n = p.len();
+        let g = &g[..n];
         match pull {
-            None => self.apply_with(p, first, second, |j, _| g[j]),
+            None => self.apply_with(p, first, second, |j, _| g[j], |_, _, _| {}),
             Some((s, a, b, None)) => {
                 let (a, b) = (&a[..n], &b[..n]);
-                self.apply_with(p, first, second, |j, p| g[j] + s * (a[j] * p - b[j]))
+                self.apply_with(
+                    p,
+                    first,
+                    second,
+                    |j, p| g[j] + s * (a[j] * p - b[j]),
+                    |_, _, _| {},
+                )
             }
-            Some((s, a, b, Some((record, with_pull)))) => {
-                let (a, b, record) = (&a[..n], &b[..n], &mut record[..n]);
-                self.apply_with(p, first, second, |j, p| {
-                    let pulled = g[j] + s * (a[j] * p - b[j]);
-                    record[j] = if with_pull { pulled } else { g[j] };
-                    pulled
-                })
+            Some((s, a, b, Some((omega, with_pull)))) => {
+                let (a, b, omega) = (&a[..n], &b[..n], &mut omega[..n]);
+                // g̃ is computed again from the same values, so it has the bits the update used.
+                self.apply_with(
+                    p,
+                    first,
+                    second,
+                    |j, p| g[j] + s * (a[j] * p - b[j]),
+                    |j, old, new| {
+                        let g = if with_pull {
+                            g[j] + s * (a[j] * old - b[j])
+                        } else {
+                            g[j]
+                        };
+                        omega[j] -= g * (new - old);
+                    },
+                )
             }
         }
     }
 
-    /// The rules, each element's gradient from `grad(j, θ_j)` (indexed loops: the gradient is
-    /// read through the closure by index, so every buffer is, over slices cut to `n`).
+    /// The rules, each element's gradient from `grad(j, θ_j)`, and `done(j, θ_old, θ_new)`
+    /// after each element's update (indexed loops: the gradient is read through the closure by
+    /// index, so every buffer is, over slices cut to `n`).
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
     fn apply_with(
@@ -704,6 +725,7 @@ impl Rule {
         first: &mut [f32],
         second: &mut [f32],
         mut grad: impl FnMut(usize, f32) -> f32,
+        mut done: impl FnMut(usize, f32, f32),
     ) {
         let n = p.len();
         let (first, second) = (&mut first[..n], &mut second[..n]);
@@ -715,8 +737,10 @@ impl Rule {
                 ..
             } => {
                 for j in 0..n {
-                    let g = grad(j, p[j]);
+                    let old = p[j];
+                    let g = grad(j, old);
                     p[j] -= lr * (g + wd * p[j]);
+                    done(j, old, p[j]);
                 }
             }
             Rule::Sgd {
@@ -728,7 +752,8 @@ impl Rule {
                 first_step,
             } => {
                 for j in 0..n {
-                    let d = grad(j, p[j]) + wd * p[j];
+                    let old = p[j];
+                    let d = grad(j, old) + wd * p[j];
                     let buf = &mut first[j];
                     *buf = if first_step {
                         d
@@ -737,6 +762,7 @@ impl Rule {
                     };
                     let step = if nesterov { d + m * *buf } else { *buf };
                     p[j] -= lr * step;
+                    done(j, old, p[j]);
                 }
             }
             Rule::Adam {
@@ -750,7 +776,8 @@ impl Rule {
                 decoupled,
             } => {
                 for j in 0..n {
-                    let g = grad(j, p[j]);
+                    let old = p[j];
+                    let g = grad(j, old);
                     let g = if decoupled {
                         p[j] *= 1.0 - lr * wd;
                         g
@@ -761,6 +788,7 @@ impl Rule {
                     *m = b1 * *m + (1.0 - b1) * g;
                     *v = b2 * *v + (1.0 - b2) * g * g;
                     p[j] -= lr * (*m / c1) / ((*v / c2).sqrt() + eps);
+                    done(j, old, p[j]);
                 }
             }
             Rule::RmsProp {
@@ -771,7 +799,8 @@ impl Rule {
                 momentum: m,
             } => {
                 for j in 0..n {
-                    let g = grad(j, p[j]) + wd * p[j];
+                    let old = p[j];
+                    let g = grad(j, old) + wd * p[j];
                     let v = &mut second[j];
                     *v = a * *v + (1.0 - a) * g * g;
                     let step = g / (v.sqrt() + eps);
@@ -782,15 +811,18 @@ impl Rule {
                     } else {
                         p[j] -= lr * step;
                     }
+                    done(j, old, p[j]);
                 }
             }
             Rule::Adagrad { lr, wd, eps } => {
                 // torch.optim.Adagrad: sum += g²; p −= lr · g / (√sum + ε).
                 for j in 0..n {
-                    let g = grad(j, p[j]) + wd * p[j];
+                    let old = p[j];
+                    let g = grad(j, old) + wd * p[j];
                     let sum = &mut second[j];
                     *sum += g * g;
                     p[j] -= lr * (g / (sum.sqrt() + eps));
+                    done(j, old, p[j]);
                 }
             }
         }
@@ -872,11 +904,11 @@ impl Optimizer for Stateful {
         {
             if let Some(g) = g {
                 let pull = pull.as_deref_mut().map(|q| {
-                    let record = q
-                        .record
+                    let path = q
+                        .path
                         .as_mut()
                         .map(|(r, with)| (r[i].as_mut_slice(), *with));
-                    (q.s, q.a[i].as_slice(), q.b[i].as_slice(), record)
+                    (q.s, q.a[i].as_slice(), q.b[i].as_slice(), path)
                 });
                 self.settings.update(p, g, st, pull);
             }
@@ -905,6 +937,8 @@ struct PluginOptimizer {
     state: Vec<(u64, Vec<Vec<f32>>)>,
     /// The gradient with a penalty's pull added, per tensor (reused between steps).
     pulled: Vec<f32>,
+    /// A tensor's values before its update, for SI's path integral (reused between steps).
+    before: Vec<f32>,
 }
 
 impl PluginOptimizer {
@@ -978,7 +1012,7 @@ impl Optimizer for PluginOptimizer {
                 None => self.update(i, p, g),
                 Some(q) => {
                     // The penalty's gradient added first (the built-in rules add it inside
-                    // their own pass: the same numbers), the copy for SI on the way.
+                    // their own pass: the same numbers), SI's path integral after the update.
                     let (a, b) = (&q.a[i], &q.b[i]);
                     let mut pulled = std::mem::take(&mut self.pulled);
                     pulled.clear();
@@ -988,12 +1022,22 @@ impl Optimizer for PluginOptimizer {
                             .enumerate()
                             .map(|(j, (&g, &p))| g + q.s * (a[j] * p - b[j])),
                     );
-                    if let Some((record, with_pull)) = q.record.as_mut() {
-                        let src: &[f32] = if *with_pull { &pulled } else { g };
-                        record[i].copy_from_slice(src);
+                    let mut before = std::mem::take(&mut self.before);
+                    if q.path.is_some() {
+                        before.clear();
+                        before.extend_from_slice(p);
                     }
                     self.update(i, p, &pulled);
+                    if let Some((omega, with_pull)) = q.path.as_mut() {
+                        let g: &[f32] = if *with_pull { &pulled } else { g };
+                        for (((w, &g), &new), &old) in
+                            omega[i].iter_mut().zip(g).zip(p.iter()).zip(&before)
+                        {
+                            *w -= g * (new - old);
+                        }
+                    }
                     self.pulled = pulled;
+                    self.before = before;
                 }
             }
         }

@@ -692,8 +692,8 @@ pub trait Strategy: Send {
 
     /// A quadratic penalty whose gradient the optimizer may add inside its own pass instead of
     /// [`Strategy::regularize`] adding it before (the same numbers, one pass over the
-    /// parameters fewer), with the gradient copied into the strategy's buffer on the way where
-    /// it needs one (SI). When this is `Some`, the trainer does not call `regularize`; a
+    /// parameters fewer), with SI's path integral accumulated on the way where the strategy
+    /// has one ([`crate::optim::Pull::path`]). When this is `Some`, the trainer does not call `regularize`; a
     /// strategy returns `Some` only when its `regularize` would do exactly this and nothing
     /// else.
     fn pull(&mut self) -> Option<crate::optim::Pull<'_>> {

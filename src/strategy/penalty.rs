@@ -99,7 +99,7 @@ impl QuadraticPenalty {
             s: 2.0 * self.scale,
             a: &self.a,
             b: &self.b,
-            record: None,
+            path: None,
         })
     }
 
@@ -323,16 +323,27 @@ fn log_importance(what: &str, task: usize, importance: &[Vec<f32>]) {
 }
 
 /// Synaptic intelligence's running path integral within a task.
+///
+/// Where the penalty acts (every task after the first), the optimizer accumulates ω in its own
+/// pass ([`crate::optim::Pull::path`]); otherwise the gradient is copied in
+/// [`Strategy::regularize`] and ω accumulated by a pass of its own in
+/// [`Strategy::after_update`], which keeps `before` current. Both compute
+/// `ω −= g · (θ_new − θ_old)` from the same values.
 #[derive(Debug, Clone, Default)]
 struct PathIntegral {
     /// Parameters at the start of the task.
     start: Vec<Vec<f32>>,
     /// `ω = −Σ g Δθ` so far in this task.
     omega: Vec<Vec<f32>>,
-    /// The gradient of the last step (before the penalty), and the parameters before its
-    /// update (kept current by [`Strategy::after_update`], which reads them anyway).
+    /// The gradient of the last step (before the penalty or with it), and the parameters
+    /// before its update: the separate pass's inputs.
     grads: Vec<Vec<f32>>,
     before: Vec<Vec<f32>>,
+    /// The last update accumulated ω in the optimizer's pass (the separate pass is skipped).
+    fused: bool,
+    /// `before` was not kept current by the last updates (they were fused): refreshed before
+    /// the separate pass is needed again.
+    before_stale: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -437,17 +448,21 @@ impl Strategy for Penalized {
             path.omega = p.iter().map(|v| vec![0.0; v.len()]).collect();
             path.grads = path.omega.clone();
             path.before = p.to_vec();
+            path.fused = false;
+            path.before_stale = false;
         }
         Ok(())
     }
 
-    /// The penalty in the optimizer's pass; SI's pass also copies each gradient for its path
-    /// integral (with the penalty for `gradient: total`, before it for `task-loss`). While the
-    /// penalty adds nothing (SI's first task), SI keeps [`Strategy::regularize`], which copies.
+    /// The penalty in the optimizer's pass; for SI the same pass accumulates the path integral
+    /// (on the gradient with the penalty for `gradient: total`, before it for `task-loss`).
+    /// While the penalty adds nothing (SI's first task), SI keeps [`Strategy::regularize`],
+    /// which copies the gradient for [`Strategy::after_update`]'s pass.
     fn pull(&mut self) -> Option<Pull<'_>> {
         let mut pull = self.penalty.pull()?;
         if let Kind::Si { path, gradient, .. } = &mut self.kind {
-            pull.record = Some((&mut path.grads, *gradient == SiGradient::Total));
+            path.fused = true;
+            pull.path = Some((&mut path.omega, *gradient == SiGradient::Total));
         }
         Some(pull)
     }
@@ -458,6 +473,10 @@ impl Strategy for Penalized {
             // penalty added.
             Kind::Si { path, gradient, .. } => {
                 let total = *gradient == SiGradient::Total;
+                if path.before_stale {
+                    path.before.clone_from_slice(params);
+                    path.before_stale = false;
+                }
                 for i in (0..params.len()).filter(|&i| touched[i]) {
                     self.penalty.add_gradient_copying(
                         i,
@@ -474,6 +493,12 @@ impl Strategy for Penalized {
 
     fn after_update(&mut self, params: &[Vec<f32>], touched: &[bool]) {
         if let Kind::Si { path, .. } = &mut self.kind {
+            if path.fused {
+                // The optimizer's pass accumulated ω; `before` was left behind.
+                path.fused = false;
+                path.before_stale = true;
+                return;
+            }
             // ω −= g · (θ_new − θ_old), and θ_old ← θ_new for the next step, in one pass.
             for i in (0..params.len()).filter(|&i| touched[i]) {
                 elementwise2(
