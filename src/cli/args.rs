@@ -198,9 +198,10 @@ pub(crate) struct BenchArgs {
     #[arg(long)]
     pub(crate) kernels: Option<String>,
     /// Measure the continual-learning strategies instead: each one's seconds per training step
-    /// (Adam, task 2 of a two-task permuted MNIST) relative to fine-tuning, beside its FLOP
-    /// ratio (penalties 1, replay and A-GEM 2, LwF 1 + forward/training FLOP), at
-    /// 784-1000-1000-10 batch 128 and 784-256-256-10 batch 64 (needs the MNIST files).
+    /// (Adam, task 2 of a two-task permuted MNIST) relative to a fine-tuning run timed just
+    /// before it (median of 3 rounds), beside its FLOP ratio (penalties 1, replay and A-GEM 2,
+    /// LwF 1 + forward/training FLOP), at 784-1000-1000-10 batch 128 and 784-256-256-10 batch
+    /// 64 (needs the MNIST files).
     #[arg(long)]
     pub(crate) strategies: bool,
 }

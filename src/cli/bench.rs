@@ -273,19 +273,23 @@ fn strategy_costs(out: &Output, duration: Duration) -> Result<()> {
             &stream,
             &device,
         )?;
+        // Each strategy is timed right after a fine-tuning run of its own, and compared with
+        // it: this host's speed drifts by tens of percent within a minute, so a ratio to a
+        // fine-tuning run measured a whole round earlier drifted with it.
+        let others = bench::BENCH_STRATEGIES.len() - 1;
         let per_round = duration.as_secs_f64() / STRATEGY_ROUNDS as f64;
-        let steps =
-            ((per_round / bench::BENCH_STRATEGIES.len() as f64 / probe) as usize).clamp(20, 5000);
+        let steps = ((per_round / (2 * others) as f64 / probe) as usize).clamp(20, 5000);
         let mut seconds = vec![Vec::new(); bench::BENCH_STRATEGIES.len()];
         let mut ratios = vec![Vec::new(); bench::BENCH_STRATEGIES.len()];
+        let time = |s: &str| bench::strategy_step_seconds(&model, batch, s, steps, &stream, &device);
         for _ in 0..STRATEGY_ROUNDS {
-            let round: Vec<f64> = bench::BENCH_STRATEGIES
-                .iter()
-                .map(|s| bench::strategy_step_seconds(&model, batch, s, steps, &stream, &device))
-                .collect::<candle_core::Result<_>>()?;
-            for (k, &t) in round.iter().enumerate() {
+            for (k, block) in bench::BENCH_STRATEGIES.iter().enumerate().skip(1) {
+                let finetune = time(bench::BENCH_STRATEGIES[0])?;
+                let t = time(block)?;
+                seconds[0].push(finetune);
+                ratios[0].push(1.0);
                 seconds[k].push(t);
-                ratios[k].push(t / round[0]);
+                ratios[k].push(t / finetune);
             }
         }
         for (k, block) in bench::BENCH_STRATEGIES.iter().enumerate() {
