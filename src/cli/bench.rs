@@ -281,7 +281,8 @@ fn strategy_costs(out: &Output, duration: Duration) -> Result<()> {
         let steps = ((per_round / (2 * others) as f64 / probe) as usize).clamp(20, 5000);
         let mut seconds = vec![Vec::new(); bench::BENCH_STRATEGIES.len()];
         let mut ratios = vec![Vec::new(); bench::BENCH_STRATEGIES.len()];
-        let time = |s: &str| bench::strategy_step_seconds(&model, batch, s, steps, &stream, &device);
+        let time =
+            |s: &str| bench::strategy_step_seconds(&model, batch, s, steps, &stream, &device);
         for _ in 0..STRATEGY_ROUNDS {
             for (k, block) in bench::BENCH_STRATEGIES.iter().enumerate().skip(1) {
                 let finetune = time(bench::BENCH_STRATEGIES[0])?;

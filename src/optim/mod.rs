@@ -506,6 +506,29 @@ impl OptimizerSettings {
     }
 }
 
+/// [`Rule::apply`]'s loops compiled with a target feature: `$name` runs
+/// [`Rule::apply_portable`] inlined into a function that enables `$feature`.
+macro_rules! rule_apply_for {
+    ($(#[$doc:meta])* $name:ident, $feature:literal) => {
+        $(#[$doc])*
+        ///
+        /// # Safety
+        /// The CPU must run the instruction set this copy enables.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $name(
+            self,
+            p: &mut [f32],
+            g: &[f32],
+            first: &mut [f32],
+            second: &mut [f32],
+            pull: Option<PullSlices>,
+        ) {
+            self.apply_portable(p, g, first, second, pull)
+        }
+    };
+}
+
 /// One update rule with its constants for the current step, applied to aligned chunks of a
 /// parameter, its gradient and its two state buffers (momentum or first moment; second moment).
 #[derive(Debug, Clone, Copy)]
@@ -635,39 +658,16 @@ impl Rule {
         self.apply_portable(p, g, first, second, pull)
     }
 
-    /// [`Rule::apply`] compiled for AVX-512F.
-    ///
-    /// # Safety
-    /// The CPU must run AVX-512F.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn apply_avx512(
-        self,
-        p: &mut [f32],
-        g: &[f32],
-        first: &mut [f32],
-        second: &mut [f32],
-        pull: Option<PullSlices>,
-    ) {
-        self.apply_portable(p, g, first, second, pull)
-    }
-
-    /// [`Rule::apply`] compiled for AVX2.
-    ///
-    /// # Safety
-    /// The CPU must run AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn apply_avx2(
-        self,
-        p: &mut [f32],
-        g: &[f32],
-        first: &mut [f32],
-        second: &mut [f32],
-        pull: Option<PullSlices>,
-    ) {
-        self.apply_portable(p, g, first, second, pull)
-    }
+    rule_apply_for!(
+        /// [`Rule::apply`] compiled for AVX-512F.
+        apply_avx512,
+        "avx512f"
+    );
+    rule_apply_for!(
+        /// [`Rule::apply`] compiled for AVX2.
+        apply_avx2,
+        "avx2"
+    );
 
     /// [`Rule::apply`] for whatever target the caller is compiled for.
     #[inline(always)]
