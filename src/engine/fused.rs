@@ -530,22 +530,24 @@ fn linear(
     let transposed = kernels::reads_a_in_place(batch)
         && isa.padded_area(layer.out, batch) <= isa.padded_area(batch, layer.out);
     if transposed {
-        TRANSPOSED_OUTPUT.with_borrow_mut(|out_t| {
-            out_t.resize(layer.out * batch, 0.0);
-            mm(
-                layer.out,
-                batch,
-                layer.inp,
-                out_t,
-                &params[layer.weight],
-                false,
-                input,
-                true,
-                false,
-                par,
-            );
-            kernels::transpose(dst, out_t, layer.out, batch);
-        });
+        // Taken out of the thread-local for the product (not borrowed across it: while `mm`
+        // waits for its shares this thread may run other work of the pool).
+        let mut out_t = TRANSPOSED_OUTPUT.take();
+        out_t.resize(layer.out * batch, 0.0);
+        mm(
+            layer.out,
+            batch,
+            layer.inp,
+            &mut out_t,
+            &params[layer.weight],
+            false,
+            input,
+            true,
+            false,
+            par,
+        );
+        kernels::transpose(dst, &out_t, layer.out, batch);
+        TRANSPOSED_OUTPUT.set(out_t);
     } else {
         mm(
             batch,
