@@ -193,21 +193,27 @@ pub struct SetAside {
 }
 
 impl SetAside {
-    /// Copies the engine's current gradients and flags (reusing the buffers).
+    /// Moves the engine's current gradients and flags aside, leaving the engine buffers of the
+    /// same sizes (whose contents are stale: the caller zeroes the flags before using them).
+    /// The buffers are swapped, not copied.
     pub fn take(&mut self, engine: &mut dyn crate::engine::Engine) {
         let (g, t) = engine.grads_mut();
         self.grads.resize(g.len(), Vec::new());
-        for (dst, src) in self.grads.iter_mut().zip(g.iter()) {
-            dst.clone_from(src);
+        for (kept, live) in self.grads.iter_mut().zip(g.iter_mut()) {
+            if kept.len() != live.len() {
+                *kept = vec![0.0; live.len()];
+            }
+            std::mem::swap(kept, live);
         }
-        self.touched = t.to_vec();
+        self.touched.clear();
+        self.touched.extend_from_slice(t);
     }
 
-    /// Writes the gradients and flags back into the engine.
-    pub fn restore(&self, engine: &mut dyn crate::engine::Engine) {
+    /// Puts the gradients and flags back into the engine (swapping the buffers again).
+    pub fn restore(&mut self, engine: &mut dyn crate::engine::Engine) {
         let (g, t) = engine.grads_mut();
-        for (dst, src) in g.iter_mut().zip(&self.grads) {
-            dst.copy_from_slice(src);
+        for (live, kept) in g.iter_mut().zip(self.grads.iter_mut()) {
+            std::mem::swap(live, kept);
         }
         t.copy_from_slice(&self.touched);
     }
@@ -246,15 +252,11 @@ pub fn project(
     r: &[Vec<f32>],
     r_touched: &[bool],
 ) -> bool {
-    let (mut dot, mut norm) = (0.0f64, 0.0f64);
-    for i in (0..g.len()).filter(|&i| r_touched[i]) {
-        for (&a, &b) in g[i].iter().zip(&r[i]) {
-            norm += b as f64 * b as f64;
-            if g_touched[i] {
-                dot += a as f64 * b as f64;
-            }
-        }
-    }
+    // Two independent chains, one per thread where the pool has two.
+    let (dot, norm) = rayon::join(
+        || serial_dot(g, r, |i| r_touched[i] && g_touched[i]),
+        || serial_dot(r, r, |i| r_touched[i]),
+    );
     if dot >= 0.0 || norm == 0.0 {
         return false;
     }
@@ -267,6 +269,19 @@ pub fn project(
         g[i].iter_mut().zip(&r[i]).for_each(|(a, &b)| *a -= c * b);
     }
     true
+}
+
+/// `Σ a·b` in f64 over the parameters `i` with `which(i)`, element after element in parameter
+/// order: one serial chain, whose order fixes the bits of every projected step (so it is not
+/// split into partial sums; A-GEM's two chains run side by side instead).
+fn serial_dot(a: &[Vec<f32>], b: &[Vec<f32>], which: impl Fn(usize) -> bool) -> f64 {
+    let mut sum = 0.0f64;
+    for i in (0..a.len()).filter(|&i| which(i)) {
+        for (&x, &y) in a[i].iter().zip(&b[i]) {
+            sum += x as f64 * y as f64;
+        }
+    }
+    sum
 }
 
 impl Strategy for Agem {
