@@ -854,19 +854,58 @@ unsafe fn pack(
     }
 }
 
+/// Transpositions of at least this many values are split between the pool's threads (a split
+/// of a smaller one costs more in wake-ups than it saves; under Miri small ones are split too,
+/// so that its tests reach the split).
+const PARALLEL_TRANSPOSE: usize = if cfg!(miri) { 16 } else { 32 * 1024 };
+
 /// `dst [cols, rows] = srcᵀ` for `src [rows, cols]`, both row-major: whole 8 × 8 blocks through
 /// AVX registers where the kernels use them, the rest one value at a time (data movement only).
+/// Large ones are split between the pool's threads by rows of `dst` (whole blocks of 8).
 pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
     assert!(
         src.len() >= rows * cols && dst.len() >= rows * cols,
         "matrix sizes"
     );
-    // SAFETY: `src` holds `rows` rows of `cols` values (asserted above).
-    let (r0, c0) = unsafe { transpose_blocks(dst, rows, src.as_ptr(), cols, 1, rows, cols) };
+    let dst = &mut dst[..rows * cols];
+    let par = threads();
+    let per = if par > 1 && rows * cols >= PARALLEL_TRANSPOSE {
+        cols.div_ceil(par).next_multiple_of(8)
+    } else {
+        cols
+    };
+    if per >= cols || rows == 0 {
+        transpose_columns(dst, src, rows, cols, 0..cols);
+    } else {
+        use rayon::prelude::*;
+        dst.par_chunks_mut(per * rows)
+            .enumerate()
+            .for_each(|(i, part)| {
+                let first = i * per;
+                transpose_columns(part, src, rows, cols, first..(first + per).min(cols));
+            });
+    }
+}
+
+/// `out[(c − first)·rows + r] = src[r·cols + c]` for the columns `c` of `src [rows, cols]` in
+/// `columns = first..end`: those rows of `srcᵀ`.
+fn transpose_columns(
+    out: &mut [f32],
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    columns: std::ops::Range<usize>,
+) {
+    assert!(columns.end <= cols && src.len() >= rows * cols);
+    let (first, width) = (columns.start, columns.len());
+    // SAFETY: `src` holds `rows` rows of `cols` values (asserted above), so columns
+    // `first..first + width` of every row lie inside it.
+    let (r0, c0) =
+        unsafe { transpose_blocks(out, rows, src.as_ptr().add(first), cols, 1, rows, width) };
     for r in 0..rows {
-        let first = if r < r0 { c0 } else { 0 };
-        for c in first..cols {
-            dst[c * rows + r] = src[r * cols + c];
+        let done = if r < r0 { c0 } else { 0 };
+        for c in done..width {
+            out[c * rows + r] = src[r * cols + first + c];
         }
     }
 }
@@ -1024,10 +1063,18 @@ mod tests {
     #[test]
     fn transpose_transposes() {
         let large = if cfg!(miri) { (5, 3) } else { (128, 1000) };
-        for (rows, cols) in [(1, 1), (3, 17), (8, 8), (9, 16), (16, 9), (37, 45), large] {
+        // Split between two threads (above PARALLEL_TRANSPOSE; with ragged last parts too).
+        let split = if cfg!(miri) {
+            [(16, 40), (6, 20), (9, 17)]
+        } else {
+            [(1000, 128), (333, 100), (260, 131)]
+        };
+        let shapes = [(1, 1), (3, 17), (8, 8), (9, 16), (16, 9), (37, 45), large];
+        let pool = thread_pool(2).unwrap();
+        for (rows, cols) in shapes.into_iter().chain(split) {
             let src = values(rows * cols, 6);
             let mut dst = vec![f32::NAN; rows * cols];
-            transpose(&mut dst, &src, rows, cols);
+            run_on(&pool, || transpose(&mut dst, &src, rows, cols));
             for r in 0..rows {
                 for c in 0..cols {
                     assert_eq!(
