@@ -1,7 +1,8 @@
 //! Milliseconds per training step of one `clbench bench` model, as quantiles over a fixed
 //! number of steps (minimum, 10th percentile, median): a steadier A/B measure than a rate over
 //! a time window on a machine whose speed drifts. The fused step `clbench run` uses, one batch
-//! of random pixels, SGD with momentum (or Adam: `adam`).
+//! of random pixels, SGD with momentum (or Adam: `adam`), the pool's threads polling for work as
+//! in a task of `clbench run`.
 //!
 //! ```text
 //! cargo build --example step_time
@@ -53,20 +54,23 @@ fn main() {
             .collect();
         let t: Vec<u32> = (0..batch).map(|_| rng.below(10) as u32).collect();
         let mut times = Vec::new();
-        for _ in 0..steps {
-            let s = std::time::Instant::now();
-            engine.zero_grad();
-            let part = Part {
-                pixels: &x,
-                targets: Targets::Hard(&t),
-                head: 0,
-                range: None,
-                weight: 1.0,
-            };
-            engine.accumulate(&part, GrapesMode::Off).unwrap();
-            engine.apply(opt.as_mut()).unwrap();
-            times.push(s.elapsed().as_secs_f64());
-        }
+        // The pool's other threads poll for the products' shares, as in `clbench run`.
+        kernels::with_threads_polling(|| {
+            for _ in 0..steps {
+                let s = std::time::Instant::now();
+                engine.zero_grad();
+                let part = Part {
+                    pixels: &x,
+                    targets: Targets::Hard(&t),
+                    head: 0,
+                    range: None,
+                    weight: 1.0,
+                };
+                engine.accumulate(&part, GrapesMode::Off).unwrap();
+                engine.apply(opt.as_mut()).unwrap();
+                times.push(s.elapsed().as_secs_f64());
+            }
+        });
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let q = |f: f64| times[((times.len() - 1) as f64 * f) as usize] * 1e3;
         println!(

@@ -49,6 +49,67 @@ pub fn run_on<R: Send>(pool: &rayon::ThreadPool, work: impl FnOnce() -> R + Send
     pool.install(|| span.in_scope(work))
 }
 
+/// Runs `work` on this thread while the pool's other threads poll for the work it forks (the
+/// shares of its products) instead of going to sleep between forks.
+///
+/// A rayon worker that finds no work yields a few dozen times and then sleeps; waking it takes
+/// a system call and, on a virtual machine, the hypervisor's interrupt to an idle vCPU. Between
+/// a training step's products (the elementwise passes, the small output layer, the next
+/// batch) that happened at nearly every product. Here each other thread of the pool runs one
+/// polling job for the whole of `work`: it executes any job of the pool it can take
+/// ([`rayon::yield_now`]) and otherwise yields its CPU to the operating system between short
+/// spins, so it never sleeps, and a process sharing the CPU still gets it. The polling stops
+/// when `work` returns or unwinds. Scheduling only: what runs where does not change any
+/// product's chains (see the module documentation), so results keep their bits.
+///
+/// With one thread, or outside a rayon pool, this is `work()`.
+pub fn with_threads_polling<R>(work: impl FnOnce() -> R) -> R {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    /// Sets the flag when `work` returns or unwinds, so the pollers (and the scope) end.
+    struct Done<'a>(&'a AtomicBool);
+    impl Drop for Done<'_> {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::Release);
+        }
+    }
+    /// Polls between yields of the CPU to the operating system.
+    const SPINS_PER_YIELD: u32 = 64;
+    let Some(owner) = rayon::current_thread_index() else {
+        return work();
+    };
+    let pollers = threads() - 1;
+    if pollers == 0 {
+        return work();
+    }
+    let done = AtomicBool::new(false);
+    rayon::in_place_scope(|scope| {
+        for _ in 0..pollers {
+            scope.spawn(|_| {
+                // A poller that the owner itself picks up (while it waits for a share that
+                // another thread took) ends at once: the owner is the one that ends `work`.
+                if rayon::current_thread_index() == Some(owner) {
+                    return;
+                }
+                let mut idle = 0u32;
+                while !done.load(Ordering::Acquire) {
+                    if rayon::yield_now() == Some(rayon::Yield::Executed) {
+                        idle = 0;
+                        continue;
+                    }
+                    idle = idle.wrapping_add(1);
+                    if idle % SPINS_PER_YIELD == 0 {
+                        std::thread::yield_now();
+                    } else {
+                        std::hint::spin_loop();
+                    }
+                }
+            });
+        }
+        let _done = Done(&done);
+        work()
+    })
+}
+
 /// The threads of the current rayon pool (the job's pool, see [`run_on`]).
 pub fn threads() -> usize {
     rayon::current_num_threads().max(1)
@@ -187,8 +248,9 @@ impl fmt::Display for Isa {
 /// The kernel of this process's products (see [`Isa::detected`]).
 static CHOSEN: OnceLock<Isa> = OnceLock::new();
 
-/// Products with fewer multiply-adds than this are not split between threads.
-const SPLIT_MIN_WORK: usize = 1 << 21;
+/// Products with fewer multiply-adds than this are not split between threads (about 5 µs of
+/// work; a fork costs far less while the pool's threads poll, see [`with_threads_polling`]).
+const SPLIT_MIN_WORK: usize = 1 << 20;
 /// Smallest share of the split dimension per thread.
 const SPLIT_MIN_SHARE: usize = 64;
 
@@ -1090,6 +1152,50 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// [`with_threads_polling`] returns `work`'s value; products inside it keep their bits and
+    /// have their shares taken by the polling threads; outside a pool and with one thread it
+    /// is `work()`; a panic in `work` reaches the caller (the pollers stop, nothing hangs).
+    #[test]
+    fn polling_threads_take_the_shares_and_stop_with_the_work() {
+        let (m, n, k) = if cfg!(miri) { (9, 70, 5) } else { (1000, 128, 784) };
+        let a = values(m * k, 7);
+        let b = values(k * n, 8);
+        let mut want = vec![0.0; m * n];
+        reference(m, n, k, &mut want, &a, false, &b, true, false);
+        assert_eq!(with_threads_polling(|| 7), 7);
+        for threads in [1, 2, 3] {
+            let pool = thread_pool(threads).unwrap();
+            let (got, workers) = run_on(&pool, || {
+                with_threads_polling(|| {
+                    let mut got = vec![0.0; m * n];
+                    let workers = std::sync::Mutex::new(std::collections::HashSet::new());
+                    for _ in 0..3 {
+                        mm(m, n, k, &mut got, &a, false, &b, true, false, threads);
+                        // Two halves of a fork: with pollers, another thread takes one.
+                        // (The first half runs here, long enough for the second to be taken.)
+                        rayon::join(
+                            || {
+                                std::thread::sleep(std::time::Duration::from_millis(1));
+                                workers.lock().unwrap().insert(rayon::current_thread_index())
+                            },
+                            || workers.lock().unwrap().insert(rayon::current_thread_index()),
+                        );
+                    }
+                    (got, workers.into_inner().unwrap().len())
+                })
+            });
+            assert!(want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert_eq!(workers > 1, threads > 1, "{threads} threads: {workers} took work");
+        }
+        let pool = thread_pool(2).unwrap();
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            run_on(&pool, || with_threads_polling(|| panic!("work failed")))
+        }));
+        assert!(caught.is_err());
+        // The pool still serves work afterwards: its polling thread stopped.
+        assert_eq!(run_on(&pool, || with_threads_polling(|| rayon::join(|| 1, || 2))), (1, 2));
     }
 
     /// The chain is a real product: against an `f64` triple loop. (Not under Miri: the test

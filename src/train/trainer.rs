@@ -11,7 +11,7 @@ use super::{
     evaluate, Budget, CurvePoint, LayerFactors, Method, Observer, RunRecord, RunStatus,
     TaskTraining, TrainSettings,
 };
-use crate::engine::{engine_for, Engine, Objective};
+use crate::engine::{engine_for, kernels, Engine, Objective};
 use crate::models::loss::Targets;
 use crate::models::{ModelSpec, Network};
 use crate::optim::grapes::FactorStatsAccumulator;
@@ -250,29 +250,34 @@ impl<'a> Trainer<'a> {
         }
         let mut progress = TaskProgress::default();
         let mut divergence = None;
-        for step in 1..=steps {
-            let started = Instant::now();
-            order.next_batch(stage, t, &mut self.examples, &mut self.data);
-            let loss = self.step(stage, t, &mut progress.factors)?;
-            progress.seconds += started.elapsed().as_secs_f64();
-            progress.samples += self.data.len();
-            if !loss.is_finite() {
-                divergence = Some(Divergence {
-                    task: t,
-                    step,
-                    loss,
-                });
-                break;
-            }
-            progress.loss_sum += loss as f64;
-            progress.steps += 1;
-            self.observer.step_done(loss);
-            if let Some(every) = self.settings.eval_every {
-                if step % every == 0 && step != steps {
-                    self.record_curve(stage, t, step)?;
+        // The pool's other threads poll for the steps' product shares all task long instead
+        // of sleeping between products (scheduling only; see the function).
+        kernels::with_threads_polling(|| -> candle_core::Result<()> {
+            for step in 1..=steps {
+                let started = Instant::now();
+                order.next_batch(stage, t, &mut self.examples, &mut self.data);
+                let loss = self.step(stage, t, &mut progress.factors)?;
+                progress.seconds += started.elapsed().as_secs_f64();
+                progress.samples += self.data.len();
+                if !loss.is_finite() {
+                    divergence = Some(Divergence {
+                        task: t,
+                        step,
+                        loss,
+                    });
+                    break;
+                }
+                progress.loss_sum += loss as f64;
+                progress.steps += 1;
+                self.observer.step_done(loss);
+                if let Some(every) = self.settings.eval_every {
+                    if step % every == 0 && step != steps {
+                        self.record_curve(stage, t, step)?;
+                    }
                 }
             }
-        }
+            Ok(())
+        })?;
         self.observer.task_finished(t);
         // Importance estimates and evaluations see the whole network.
         self.engine.set_dropout(None)?;
