@@ -97,7 +97,7 @@ pub fn with_threads_polling<R>(work: impl FnOnce() -> R) -> R {
                         continue;
                     }
                     idle = idle.wrapping_add(1);
-                    if idle % SPINS_PER_YIELD == 0 {
+                    if idle.is_multiple_of(SPINS_PER_YIELD) {
                         std::thread::yield_now();
                     } else {
                         std::hint::spin_loop();
