@@ -132,6 +132,7 @@ impl Dense {
             params,
             &mut self.out,
             threads(),
+            None,
         );
         &self.out
     }
@@ -199,7 +200,15 @@ impl Dense {
             let layer = self.heads[o.head];
             let buf = &mut self.term_error;
             buf.resize(batch * layer.out, 0.0);
-            linear(batch, layer, last_input(&self.acts, x), params, buf, par);
+            linear(
+                batch,
+                layer,
+                last_input(&self.acts, x),
+                params,
+                buf,
+                par,
+                None,
+            );
             let loss = output_error_rows(buf, layer.out, &o.targets, o.range.clone(), o.weight);
             losses.push(loss);
             if !loss.is_finite() {
@@ -285,10 +294,14 @@ impl Dense {
             } else {
                 &self.acts[l]
             };
-            derive(self.activation, d, h);
-            if mode == GrapesMode::Propagating {
-                grapes::modulate_in_place(d, &factors[l]);
-            }
+            // Elementwise, so split between the threads by rows.
+            let (activation, propagating) = (self.activation, mode == GrapesMode::Propagating);
+            kernels::rows_in_parallel(d, layer.out, |start, rows| {
+                derive(activation, rows, &h[start..start + rows.len()]);
+                if propagating {
+                    grapes::modulate_in_place(rows, &factors[l]);
+                }
+            });
             let input: &[f32] = if l == 0 { x } else { &self.acts[l - 1] };
             // Local GRAPES scales this layer's own weight and bias gradients only: its error
             // rows are scaled in a copy, while `deltas[l]` (passed down) stays unmodulated.
@@ -457,8 +470,7 @@ fn forward_hidden(
         let input: &[f32] = if l == 0 { x } else { &before[l - 1] };
         let act = &mut rest[0];
         act.resize(batch * layer.out, 0.0);
-        linear(batch, layer, input, params, act, par);
-        activate(activation, act);
+        linear(batch, layer, input, params, act, par, Some(activation));
         after(l, act);
     }
 }
@@ -488,17 +500,36 @@ fn layer_grads(
     );
     touched[layer.weight] = true;
     if let Some(b) = layer.bias {
-        let gb = &mut grads[b];
-        if !touched[b] {
+        bias_grads(&mut grads[b], !touched[b], d, layer.out);
+        touched[b] = true;
+    }
+}
+
+/// `gb [out] (+)= Σ_rows d [rows, out]`, each element summed over the rows in their order (from
+/// zero when `fresh`); split between the threads by ranges of `out` where `d` is large (each
+/// element's sum stays one chain on one thread, so the bits do not depend on the split).
+fn bias_grads(gb: &mut [f32], fresh: bool, d: &[f32], out: usize) {
+    let sum = |first: usize, gb: &mut [f32]| {
+        if fresh {
             gb.fill(0.0);
         }
-        for row in d.chunks_exact(layer.out) {
-            for (g, v) in gb.iter_mut().zip(row) {
+        for row in d.chunks_exact(out) {
+            for (g, v) in gb.iter_mut().zip(&row[first..]) {
                 *g += v;
             }
         }
-        touched[b] = true;
+    };
+    let par = threads().min(out / 16);
+    if par < 2 || d.len() < 32 * 1024 {
+        sum(0, gb);
+        return;
     }
+    // Ranges of whole 64-byte lines of `gb` and of each row of `d`.
+    let per = out.div_ceil(par).next_multiple_of(16);
+    use rayon::prelude::*;
+    gb.par_chunks_mut(per)
+        .enumerate()
+        .for_each(|(i, part)| sum(i * per, part));
 }
 
 fn last_input<'a>(acts: &'a [Vec<f32>], x: &'a [f32]) -> &'a [f32] {
@@ -510,7 +541,8 @@ thread_local! {
     static TRANSPOSED_OUTPUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `dst [batch, out] = input [batch, in] · Wᵀ (+ b)`.
+/// `dst [batch, out] = input [batch, in] · Wᵀ (+ b)`, then `activation` (when given) applied in
+/// place: the bias and the activation in one pass over the rows, split between the threads.
 ///
 /// Where the batch is small enough for the product to read `W`'s rows in place
 /// ([`kernels::reads_a_in_place`]) and the transposed product takes no more register tiles, it
@@ -525,7 +557,23 @@ fn linear(
     params: &[Vec<f32>],
     dst: &mut [f32],
     par: usize,
+    activation: Option<Activation>,
 ) {
+    let bias = layer.bias.map(|b| params[b].as_slice());
+    // Per element: the chain, + bias, then the activation (the order of the separate passes
+    // this replaces).
+    let finish = |_: usize, rows: &mut [f32]| {
+        if let Some(bias) = bias {
+            for row in rows.chunks_exact_mut(layer.out) {
+                for (v, b) in row.iter_mut().zip(bias) {
+                    *v += b;
+                }
+            }
+        }
+        if let Some(act) = activation {
+            activate(act, rows);
+        }
+    };
     let isa = kernels::Isa::detected();
     let transposed = kernels::reads_a_in_place(batch)
         && isa.padded_area(layer.out, batch) <= isa.padded_area(batch, layer.out);
@@ -546,7 +594,8 @@ fn linear(
             false,
             par,
         );
-        kernels::transpose(dst, &out_t, layer.out, batch);
+        // The bias and activation on each thread's rows as soon as it has transposed them.
+        kernels::transpose_then(dst, &out_t, layer.out, batch, |rows| finish(0, rows));
         TRANSPOSED_OUTPUT.set(out_t);
     } else {
         mm(
@@ -561,14 +610,7 @@ fn linear(
             false,
             par,
         );
-    }
-    if let Some(b) = layer.bias {
-        let bias = &params[b];
-        for row in dst.chunks_exact_mut(layer.out) {
-            for (v, b) in row.iter_mut().zip(bias) {
-                *v += b;
-            }
-        }
+        kernels::rows_in_parallel(dst, layer.out, finish);
     }
 }
 

@@ -930,6 +930,19 @@ const PARALLEL_TRANSPOSE: usize = if cfg!(miri) { 16 } else { 32 * 1024 };
 /// AVX registers where the kernels use them, the rest one value at a time (data movement only).
 /// Large ones are split between the pool's threads by rows of `dst` (whole blocks of 8).
 pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
+    transpose_then(dst, src, rows, cols, |_| {});
+}
+
+/// [`transpose`], then `then` on the rows of `dst` that each thread has just written (whole
+/// rows of `rows` values, in one call per thread's part), while they are in its cache: an
+/// elementwise pass over the result without a pass of its own.
+pub fn transpose_then(
+    dst: &mut [f32],
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    then: impl Fn(&mut [f32]) + Sync,
+) {
     assert!(
         src.len() >= rows * cols && dst.len() >= rows * cols,
         "matrix sizes"
@@ -943,6 +956,7 @@ pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
     };
     if per >= cols || rows == 0 {
         transpose_columns(dst, src, rows, cols, 0..cols);
+        then(dst);
     } else {
         use rayon::prelude::*;
         dst.par_chunks_mut(per * rows)
@@ -950,8 +964,29 @@ pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
             .for_each(|(i, part)| {
                 let first = i * per;
                 transpose_columns(part, src, rows, cols, first..(first + per).min(cols));
+                then(part);
             });
     }
+}
+
+/// Elementwise passes over at least this many values are split between the pool's threads.
+const PARALLEL_ELEMENTWISE: usize = if cfg!(miri) { 16 } else { 32 * 1024 };
+
+/// `f(start, run)` on `v` (whole rows of `row` values), split between the pool's threads into
+/// contiguous runs of whole rows where `v` is large ([`PARALLEL_ELEMENTWISE`]); `start` is the
+/// run's offset in `v`. For elementwise passes, whose results do not depend on the split.
+pub fn rows_in_parallel(v: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
+    let rows = v.len() / row.max(1);
+    let par = threads().min(rows);
+    if par < 2 || v.len() < PARALLEL_ELEMENTWISE {
+        f(0, v);
+        return;
+    }
+    let run = rows.div_ceil(par) * row;
+    use rayon::prelude::*;
+    v.par_chunks_mut(run)
+        .enumerate()
+        .for_each(|(i, part)| f(i * run, part));
 }
 
 /// `out[(c − first)·rows + r] = src[r·cols + c]` for the columns `c` of `src [rows, cols]` in
@@ -1159,7 +1194,11 @@ mod tests {
     /// is `work()`; a panic in `work` reaches the caller (the pollers stop, nothing hangs).
     #[test]
     fn polling_threads_take_the_shares_and_stop_with_the_work() {
-        let (m, n, k) = if cfg!(miri) { (9, 70, 5) } else { (1000, 128, 784) };
+        let (m, n, k) = if cfg!(miri) {
+            (9, 70, 5)
+        } else {
+            (1000, 128, 784)
+        };
         let a = values(m * k, 7);
         let b = values(k * n, 8);
         let mut want = vec![0.0; m * n];
@@ -1173,21 +1212,44 @@ mod tests {
                     let workers = std::sync::Mutex::new(std::collections::HashSet::new());
                     for _ in 0..3 {
                         mm(m, n, k, &mut got, &a, false, &b, true, false, threads);
-                        // Two halves of a fork: with pollers, another thread takes one.
-                        // (The first half runs here, long enough for the second to be taken.)
-                        rayon::join(
-                            || {
-                                std::thread::sleep(std::time::Duration::from_millis(1));
-                                workers.lock().unwrap().insert(rayon::current_thread_index())
-                            },
-                            || workers.lock().unwrap().insert(rayon::current_thread_index()),
-                        );
                     }
+                    // Two halves of a fork: the first waits (up to 10 s, for a loaded
+                    // machine) until another thread has taken the second.
+                    let taken = std::sync::atomic::AtomicBool::new(false);
+                    rayon::join(
+                        || {
+                            let started = std::time::Instant::now();
+                            while threads > 1
+                                && !taken.load(std::sync::atomic::Ordering::Acquire)
+                                && started.elapsed().as_secs() < 10
+                            {
+                                std::thread::yield_now();
+                            }
+                            workers
+                                .lock()
+                                .unwrap()
+                                .insert(rayon::current_thread_index())
+                        },
+                        || {
+                            taken.store(true, std::sync::atomic::Ordering::Release);
+                            workers
+                                .lock()
+                                .unwrap()
+                                .insert(rayon::current_thread_index())
+                        },
+                    );
                     (got, workers.into_inner().unwrap().len())
                 })
             });
-            assert!(want.iter().zip(&got).all(|(x, y)| x.to_bits() == y.to_bits()));
-            assert_eq!(workers > 1, threads > 1, "{threads} threads: {workers} took work");
+            assert!(want
+                .iter()
+                .zip(&got)
+                .all(|(x, y)| x.to_bits() == y.to_bits()));
+            assert_eq!(
+                workers > 1,
+                threads > 1,
+                "{threads} threads: {workers} took work"
+            );
         }
         let pool = thread_pool(2).unwrap();
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -1195,7 +1257,47 @@ mod tests {
         }));
         assert!(caught.is_err());
         // The pool still serves work afterwards: its polling thread stopped.
-        assert_eq!(run_on(&pool, || with_threads_polling(|| rayon::join(|| 1, || 2))), (1, 2));
+        assert_eq!(
+            run_on(&pool, || with_threads_polling(|| rayon::join(|| 1, || 2))),
+            (1, 2)
+        );
+    }
+
+    /// [`transpose_then`] runs its pass once on every row of the result, after the
+    /// transposition, split or not; [`rows_in_parallel`] hands every run its offset.
+    #[test]
+    fn passes_after_a_transposition_and_by_rows_see_every_value_once() {
+        let pool = thread_pool(2).unwrap();
+        let shapes = if cfg!(miri) {
+            [(3, 5), (16, 40)]
+        } else {
+            [(37, 45), (1000, 128)]
+        };
+        for (rows, cols) in shapes {
+            let src = values(rows * cols, 9);
+            let mut dst = vec![f32::NAN; rows * cols];
+            run_on(&pool, || {
+                transpose_then(&mut dst, &src, rows, cols, |part| {
+                    assert_eq!(part.len() % rows, 0, "whole rows");
+                    part.iter_mut().for_each(|v| *v += 1.0);
+                })
+            });
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(dst[c * rows + r], src[r * cols + c] + 1.0, "{rows}×{cols}");
+                }
+            }
+            let mut v = vec![0.0f32; rows * cols];
+            run_on(&pool, || {
+                rows_in_parallel(&mut v, cols, |start, run| {
+                    assert_eq!(start % cols, 0, "whole rows");
+                    for (i, x) in run.iter_mut().enumerate() {
+                        *x += (start + i) as f32;
+                    }
+                })
+            });
+            assert!(v.iter().enumerate().all(|(i, &x)| x == i as f32));
+        }
     }
 
     /// The chain is a real product: against an `f64` triple loop. (Not under Miri: the test
