@@ -685,7 +685,9 @@ mod x86 {
     );
 
     /// `out[p·lanes + l] = src[l·along + p]` for `l < rows`, `p < steps` (both multiples of 8),
-    /// in 8 × 8 blocks through AVX registers.
+    /// in 8 × 8 blocks through AVX registers, eight rows of `out` at a time, so that `out` is
+    /// written front to back (its rows in whole cache lines; the rows of `src` that one pass
+    /// reads are read again by the next while they are in cache).
     #[target_feature(enable = "avx")]
     pub(super) unsafe fn transpose_8x8_blocks(
         out: *mut f32,
@@ -695,8 +697,8 @@ mod x86 {
         rows: usize,
         steps: usize,
     ) {
-        for l0 in (0..rows).step_by(8) {
-            for p0 in (0..steps).step_by(8) {
+        for p0 in (0..steps).step_by(8) {
+            for l0 in (0..rows).step_by(8) {
                 let r = |i: usize| _mm256_loadu_ps(src.add((l0 + i) * along + p0));
                 let (r0, r1, r2, r3, r4, r5, r6, r7) =
                     (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
