@@ -536,6 +536,11 @@ fn last_input<'a>(acts: &'a [Vec<f32>], x: &'a [f32]) -> &'a [f32] {
     acts.last().map_or(x, Vec::as_slice)
 }
 
+/// What one value of a packing transposition costs, in multiply-adds of a register tile's
+/// lanes: about two cycles a value, against the 64 lane multiply-adds per cycle of two AVX-512
+/// FMA units. Chooses between [`linear`]'s two ways only (speed, not bits).
+const TRANSPOSITION_COST: usize = 128;
+
 thread_local! {
     /// `[out, batch]` outputs of [`linear`]'s transposed product, kept between calls.
     static TRANSPOSED_OUTPUT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
@@ -575,8 +580,14 @@ fn linear(
         }
     };
     let isa = kernels::Isa::detected();
+    // Each way's cost: its register tiles' multiply-adds plus the transposition its packing
+    // needs (`inputᵀ` one way, `Wᵀ` the other).
+    let cost = |area: usize, transposed_values: usize| {
+        area * layer.inp + TRANSPOSITION_COST * transposed_values
+    };
     let transposed = kernels::reads_a_in_place(batch)
-        && isa.padded_area(layer.out, batch) <= isa.padded_area(batch, layer.out);
+        && cost(isa.padded_area(layer.out, batch), batch * layer.inp)
+            <= cost(isa.padded_area(batch, layer.out), layer.out * layer.inp);
     if transposed {
         // Taken out of the thread-local for the product (not borrowed across it: while `mm`
         // waits for its shares this thread may run other work of the pool).
