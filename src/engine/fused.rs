@@ -520,7 +520,7 @@ fn bias_grads(gb: &mut [f32], fresh: bool, d: &[f32], out: usize) {
         }
     };
     let par = threads().min(out / 16);
-    if par < 2 || d.len() < 32 * 1024 {
+    if par < 2 || d.len() < kernels::PARALLEL_ELEMENTWISE {
         sum(0, gb);
         return;
     }
@@ -550,11 +550,13 @@ thread_local! {
 /// place: the bias and the activation in one pass over the rows, split between the threads.
 ///
 /// Where the batch is small enough for the product to read `W`'s rows in place
-/// ([`kernels::reads_a_in_place`]) and the transposed product takes no more register tiles, it
-/// is computed as `dstᵀ [out, batch] = W · inputᵀ` and transposed: that packs the small
-/// `input` instead of transposing the whole weight matrix into panels at every step. Each
-/// element is the same chain over `in` either way (the kernels' summation rule), so the bits do
-/// not depend on the choice; the bias is added after the chain in both.
+/// ([`kernels::reads_a_in_place`]) and it costs no more ([`TRANSPOSITION_COST`]: register
+/// tiles plus the packing's transposition), it is computed as `dstᵀ [out, batch] = W · inputᵀ`
+/// and transposed: that packs the small `input` instead of transposing the whole weight matrix
+/// into panels at every step (a wide hidden layer); an output layer of few units, whose `Wᵀ` is
+/// smaller than `inputᵀ`, goes the other way. Each element is the same chain over `in` either
+/// way (the kernels' summation rule), so the bits do not depend on the choice; the bias is
+/// added after the chain in both.
 fn linear(
     batch: usize,
     layer: LayerRef,

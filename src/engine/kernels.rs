@@ -521,7 +521,7 @@ const DIRECT_B_TILES: usize = 4;
 const DIRECT_A_PANELS: usize = 4;
 
 /// Whether a product of `n` columns (per thread share) reads an `a` with contiguous rows in
-/// place instead of packing it (at most [`DIRECT_A_PANELS`] panels of the detected kernel).
+/// place instead of packing it (at most four column panels of the detected kernel).
 pub fn reads_a_in_place(n: usize) -> bool {
     n <= DIRECT_A_PANELS * Isa::detected().tile().1
 }
@@ -972,10 +972,10 @@ pub fn transpose_then(
 }
 
 /// Elementwise passes over at least this many values are split between the pool's threads.
-const PARALLEL_ELEMENTWISE: usize = if cfg!(miri) { 16 } else { 32 * 1024 };
+pub(crate) const PARALLEL_ELEMENTWISE: usize = if cfg!(miri) { 16 } else { 32 * 1024 };
 
 /// `f(start, run)` on `v` (whole rows of `row` values), split between the pool's threads into
-/// contiguous runs of whole rows where `v` is large ([`PARALLEL_ELEMENTWISE`]); `start` is the
+/// contiguous runs of whole rows where `v` is large (from 32 k values); `start` is the
 /// run's offset in `v`. For elementwise passes, whose results do not depend on the split.
 pub fn rows_in_parallel(v: &mut [f32], row: usize, f: impl Fn(usize, &mut [f32]) + Sync) {
     let rows = v.len() / row.max(1);
