@@ -87,9 +87,11 @@ pub fn with_threads_polling<R>(work: impl FnOnce() -> R) -> R {
             scope.spawn(|_| {
                 // A poller that the owner itself picks up (while it waits for a share that
                 // another thread took) ends at once: the owner is the one that ends `work`.
-                if rayon::current_thread_index() == Some(owner) {
+                // So does one that a polling thread picks up: one poller per thread.
+                if rayon::current_thread_index() == Some(owner) || POLLING.get() {
                     return;
                 }
+                POLLING.set(true);
                 let mut idle = 0u32;
                 while !done.load(Ordering::Acquire) {
                     if rayon::yield_now() == Some(rayon::Yield::Executed) {
@@ -103,11 +105,17 @@ pub fn with_threads_polling<R>(work: impl FnOnce() -> R) -> R {
                         std::hint::spin_loop();
                     }
                 }
+                POLLING.set(false);
             });
         }
         let _done = Done(&done);
         work()
     })
+}
+
+thread_local! {
+    /// Whether this thread runs a poller of [`with_threads_polling`].
+    static POLLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// The threads of the current rayon pool (the job's pool, see [`run_on`]).
