@@ -202,9 +202,9 @@ pub fn train_throughput(
         }
         Ok(())
     };
-    // As the trainer runs a task's steps: the pool's other threads polling for the products'
-    // shares (see `with_threads_polling`).
-    let (steps, elapsed) = crate::engine::kernels::with_threads_polling(|| -> Result<_> {
+    // As the trainer runs a task's steps: on the CPU, the pool's other threads polling for
+    // the products' shares (see `with_threads_polling`).
+    let mut timed = || -> Result<_> {
         for i in 0..warmup {
             step(i)?;
         }
@@ -215,7 +215,12 @@ pub fn train_throughput(
             steps += 1;
         }
         Ok((steps, started.elapsed().as_secs_f64()))
-    })?;
+    };
+    let (steps, elapsed) = if device.is_cpu() {
+        crate::engine::kernels::with_threads_polling(timed)?
+    } else {
+        timed()?
+    };
     let samples_per_s = (steps * batch) as f64 / elapsed;
     let flop = model.flop_per_sample;
     Ok(TrainMeasurement {

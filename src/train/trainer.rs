@@ -250,9 +250,11 @@ impl<'a> Trainer<'a> {
         }
         let mut progress = TaskProgress::default();
         let mut divergence = None;
-        // The pool's other threads poll for the steps' product shares all task long instead
-        // of sleeping between products (scheduling only; see the function).
-        kernels::with_threads_polling(|| -> candle_core::Result<()> {
+        // On the CPU, the pool's other threads poll for the steps' product shares all task
+        // long instead of sleeping between products (scheduling only; see the function). A
+        // GPU computes the products itself: there they would only spin.
+        let on_cpu = self.net.params.first().is_none_or(|p| p.device().is_cpu());
+        let mut steps_of_task = || -> candle_core::Result<()> {
             for step in 1..=steps {
                 let started = Instant::now();
                 order.next_batch(stage, t, &mut self.examples, &mut self.data);
@@ -277,7 +279,12 @@ impl<'a> Trainer<'a> {
                 }
             }
             Ok(())
-        })?;
+        };
+        if on_cpu {
+            kernels::with_threads_polling(steps_of_task)?;
+        } else {
+            steps_of_task()?;
+        }
         self.observer.task_finished(t);
         // Importance estimates and evaluations see the whole network.
         self.engine.set_dropout(None)?;
