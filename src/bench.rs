@@ -167,8 +167,8 @@ fn random_batches(batch: usize, count: usize) -> Result<Vec<(Vec<f32>, Vec<u32>)
 
 /// Trains `model` with SGD (lr 0.01, momentum 0.9), ± propagating GRAPES, on random data:
 /// `warmup` steps, then as many steps as fit in `duration`, through the engine `clbench run`
-/// uses (the fused step on CPU), with the pool's threads polling for work as in a task of
-/// `clbench run`. Runs on the current rayon pool (see
+/// uses (the fused step on CPU), with the pool's threads polling for work on the CPU as in a
+/// task of `clbench run`. Runs on the current rayon pool (see
 /// [`crate::engine::kernels::run_on`]).
 pub fn train_throughput(
     model: &BenchModel,
@@ -204,23 +204,19 @@ pub fn train_throughput(
     };
     // As the trainer runs a task's steps: on the CPU, the pool's other threads polling for
     // the products' shares (see `with_threads_polling`).
-    let mut timed = || -> Result<_> {
-        for i in 0..warmup {
-            step(i)?;
-        }
-        let started = Instant::now();
-        let mut steps = 0;
-        while started.elapsed() < duration || steps < 5 {
-            step(steps)?;
-            steps += 1;
-        }
-        Ok((steps, started.elapsed().as_secs_f64()))
-    };
-    let (steps, elapsed) = if device.is_cpu() {
-        crate::engine::kernels::with_threads_polling(timed)?
-    } else {
-        timed()?
-    };
+    let (steps, elapsed) =
+        crate::engine::kernels::with_threads_polling_if(device.is_cpu(), || {
+            for i in 0..warmup {
+                step(i)?;
+            }
+            let started = Instant::now();
+            let mut steps = 0;
+            while started.elapsed() < duration || steps < 5 {
+                step(steps)?;
+                steps += 1;
+            }
+            Ok::<_, candle_core::Error>((steps, started.elapsed().as_secs_f64()))
+        })?;
     let samples_per_s = (steps * batch) as f64 / elapsed;
     let flop = model.flop_per_sample;
     Ok(TrainMeasurement {

@@ -113,6 +113,16 @@ pub fn with_threads_polling<R>(work: impl FnOnce() -> R) -> R {
     })
 }
 
+/// [`with_threads_polling`] where `poll` (the products run on the CPU), else `work()`: a GPU
+/// computes them itself, and polling threads would only spin.
+pub fn with_threads_polling_if<R>(poll: bool, work: impl FnOnce() -> R) -> R {
+    if poll {
+        with_threads_polling(work)
+    } else {
+        work()
+    }
+}
+
 thread_local! {
     /// Whether this thread runs a poller of [`with_threads_polling`].
     static POLLING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };

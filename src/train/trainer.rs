@@ -254,7 +254,7 @@ impl<'a> Trainer<'a> {
         // long instead of sleeping between products (scheduling only; see the function). A
         // GPU computes the products itself: there they would only spin.
         let on_cpu = self.net.params.first().is_none_or(|p| p.device().is_cpu());
-        let mut steps_of_task = || -> candle_core::Result<()> {
+        kernels::with_threads_polling_if(on_cpu, || -> candle_core::Result<()> {
             for step in 1..=steps {
                 let started = Instant::now();
                 order.next_batch(stage, t, &mut self.examples, &mut self.data);
@@ -279,12 +279,7 @@ impl<'a> Trainer<'a> {
                 }
             }
             Ok(())
-        };
-        if on_cpu {
-            kernels::with_threads_polling(steps_of_task)?;
-        } else {
-            steps_of_task()?;
-        }
+        })?;
         self.observer.task_finished(t);
         // Importance estimates and evaluations see the whole network.
         self.engine.set_dropout(None)?;
