@@ -807,20 +807,23 @@ impl Block {
                 let direct_a = self.a.cs == 1 && n <= DIRECT_A_PANELS * K::NR;
                 for pc in (0..k).step_by(KC) {
                     let kc = KC.min(k - pc);
+                    let mut packed_b = std::ptr::null();
                     if direct {
                         if whole < panels_b {
                             let jr = whole * K::NR;
-                            pack(pack_b, self.b.at(pc, jc + jr), kc, nc - jr, K::NR, true);
+                            packed_b =
+                                pack(pack_b, self.b.at(pc, jc + jr), kc, nc - jr, K::NR, true);
                         }
                     } else {
-                        pack(pack_b, self.b.at(pc, jc), kc, nc, K::NR, true);
+                        packed_b = pack(pack_b, self.b.at(pc, jc), kc, nc, K::NR, true);
                     }
                     let load = self.accumulate || pc > 0;
                     for ic in (0..m).step_by(MC) {
                         let mc = MC.min(m - ic);
                         let whole_a = if direct_a { mc / K::MR * K::MR } else { 0 };
+                        let mut packed_a = std::ptr::null();
                         if whole_a < mc {
-                            pack(
+                            packed_a = pack(
                                 pack_a,
                                 self.a.at(ic + whole_a, pc),
                                 kc,
@@ -833,11 +836,11 @@ impl Block {
                             let jr = jp * K::NR;
                             let nr = K::NR.min(nc - jr);
                             let (bp, b_rs) = if !direct {
-                                (pack_b.as_ptr().add(jp * kc * K::NR), K::NR)
+                                (packed_b.add(jp * kc * K::NR), K::NR)
                             } else if jp < whole {
                                 (self.b.at(pc, jc + jr).ptr, self.b.rs)
                             } else {
-                                (pack_b.as_ptr(), K::NR)
+                                (packed_b, K::NR)
                             };
                             for ir in (0..mc).step_by(K::MR) {
                                 let mr = K::MR.min(mc - ir);
@@ -845,7 +848,7 @@ impl Block {
                                     (self.a.at(ic + ir, pc).ptr, self.a.rs)
                                 } else {
                                     let tile = (ir - whole_a) / K::MR;
-                                    (pack_a.as_ptr().add(tile * kc * K::MR), 0)
+                                    (packed_a.add(tile * kc * K::MR), 0)
                                 };
                                 let c = self.c.add((ic + ir) * self.c_rs + jc + jr);
                                 if mr == K::MR && nr == K::NR {
@@ -893,9 +896,15 @@ pub(crate) fn copy_short(dst: &mut [f32], src: &[f32]) {
     }
 }
 
+/// Packed blocks start on a 64-byte boundary (this many `f32`s), so that no vector load of a
+/// packed panel is split across two cache lines. Speed only.
+const ALIGN_FLOATS: usize = 16;
+
 /// Packs `depth × width` values of `src` into panels of `lanes` along the width, each panel
 /// step-major (`panel[p·lanes + l]`), zero-padded to whole panels. `src` is seen as
 /// `[depth, width]` when `depth_rows` (the `b` side), else as `[width, depth]` (the `a` side).
+/// Returns the start of the packed block inside `dst` (aligned to [`ALIGN_FLOATS`]); `dst` is
+/// grown as needed and kept by the caller between products.
 ///
 /// # Safety
 /// `src` must be valid for the whole `depth × width` block.
@@ -906,10 +915,19 @@ unsafe fn pack(
     width: usize,
     lanes: usize,
     depth_rows: bool,
-) {
+) -> *const f32 {
     let panels = width.div_ceil(lanes);
-    dst.clear();
-    dst.resize(panels * depth * lanes, 0.0);
+    let len = panels * depth * lanes;
+    // Grown, never cleared: every value of a whole panel is written below, and only a last,
+    // partial panel is zeroed first (its lanes past `width` are the padding).
+    if dst.len() < len + ALIGN_FLOATS - 1 {
+        dst.resize(len + ALIGN_FLOATS - 1, 0.0);
+    }
+    let skip = dst.as_ptr().align_offset(ALIGN_FLOATS * 4).min(ALIGN_FLOATS - 1);
+    let dst = &mut dst[skip..skip + len];
+    if !width.is_multiple_of(lanes) {
+        dst[(panels - 1) * depth * lanes..].fill(0.0);
+    }
     // Element (p, w): step p of width position w.
     let (step, along) = if depth_rows {
         (src.rs, src.cs)
@@ -939,6 +957,7 @@ unsafe fn pack(
             }
         }
     }
+    dst.as_ptr()
 }
 
 /// Transpositions of at least this many values are split between the pool's threads (a split
