@@ -286,18 +286,24 @@ impl Dense {
                     error_below(d, &[(above, &upper[0])], params, batch, layer.out, par);
                 }
             }
-            let d = &mut self.deltas[l];
+            // Elementwise, so split between the threads by rows: through the dropout mask,
+            // then the activation's derivative (at its undropped output), then propagating
+            // GRAPES.
+            let mask = dropped.then(|| self.masks[l].as_slice());
             let h = if dropped {
-                // Through the mask, then the activation at its undropped output.
-                d.iter_mut().zip(&self.masks[l]).for_each(|(d, m)| *d *= m);
                 &self.undropped[l]
             } else {
                 &self.acts[l]
             };
-            // Elementwise, so split between the threads by rows.
             let (activation, propagating) = (self.activation, mode == GrapesMode::Propagating);
-            kernels::rows_in_parallel(d, layer.out, |start, rows| {
-                derive(activation, rows, &h[start..start + rows.len()]);
+            kernels::rows_in_parallel(&mut self.deltas[l], layer.out, |start, rows| {
+                let at = start..start + rows.len();
+                if let Some(mask) = mask {
+                    rows.iter_mut()
+                        .zip(&mask[at.clone()])
+                        .for_each(|(d, m)| *d *= m);
+                }
+                derive(activation, rows, &h[at]);
                 if propagating {
                     grapes::modulate_in_place(rows, &factors[l]);
                 }
@@ -608,7 +614,7 @@ fn linear(
             par,
         );
         // The bias and activation on each thread's rows as soon as it has transposed them.
-        kernels::transpose_then(dst, &out_t, layer.out, batch, |rows| finish(0, rows));
+        kernels::transpose_then(dst, &out_t, layer.out, batch, finish);
         TRANSPOSED_OUTPUT.set(out_t);
     } else {
         mm(

@@ -923,7 +923,10 @@ unsafe fn pack(
     if dst.len() < len + ALIGN_FLOATS - 1 {
         dst.resize(len + ALIGN_FLOATS - 1, 0.0);
     }
-    let skip = dst.as_ptr().align_offset(ALIGN_FLOATS * 4).min(ALIGN_FLOATS - 1);
+    let skip = dst
+        .as_ptr()
+        .align_offset(ALIGN_FLOATS * 4)
+        .min(ALIGN_FLOATS - 1);
     let dst = &mut dst[skip..skip + len];
     if !width.is_multiple_of(lanes) {
         dst[(panels - 1) * depth * lanes..].fill(0.0);
@@ -969,18 +972,19 @@ const PARALLEL_TRANSPOSE: usize = if cfg!(miri) { 16 } else { 32 * 1024 };
 /// AVX registers where the kernels use them, the rest one value at a time (data movement only).
 /// Large ones are split between the pool's threads by rows of `dst` (whole blocks of 8).
 pub fn transpose(dst: &mut [f32], src: &[f32], rows: usize, cols: usize) {
-    transpose_then(dst, src, rows, cols, |_| {});
+    transpose_then(dst, src, rows, cols, |_, _| {});
 }
 
-/// [`transpose`], then `then` on the rows of `dst` that each thread has just written (whole
-/// rows of `rows` values, in one call per thread's part), while they are in its cache: an
-/// elementwise pass over the result without a pass of its own.
+/// [`transpose`], then `then(start, run)` on the rows of `dst` that each thread has just
+/// written (whole rows of `rows` values, in one call per thread's part; `start` is the run's
+/// offset in `dst`), while they are in its cache: an elementwise pass over the result without
+/// a pass of its own.
 pub fn transpose_then(
     dst: &mut [f32],
     src: &[f32],
     rows: usize,
     cols: usize,
-    then: impl Fn(&mut [f32]) + Sync,
+    then: impl Fn(usize, &mut [f32]) + Sync,
 ) {
     assert!(
         src.len() >= rows * cols && dst.len() >= rows * cols,
@@ -995,7 +999,7 @@ pub fn transpose_then(
     };
     if per >= cols || rows == 0 {
         transpose_columns(dst, src, rows, cols, 0..cols);
-        then(dst);
+        then(0, dst);
     } else {
         use rayon::prelude::*;
         dst.par_chunks_mut(per * rows)
@@ -1003,7 +1007,7 @@ pub fn transpose_then(
             .for_each(|(i, part)| {
                 let first = i * per;
                 transpose_columns(part, src, rows, cols, first..(first + per).min(cols));
-                then(part);
+                then(first * rows, part);
             });
     }
 }
@@ -1303,7 +1307,7 @@ mod tests {
     }
 
     /// [`transpose_then`] runs its pass once on every row of the result, after the
-    /// transposition, split or not; [`rows_in_parallel`] hands every run its offset.
+    /// transposition, split or not; both it and [`rows_in_parallel`] hand every run its offset.
     #[test]
     fn passes_after_a_transposition_and_by_rows_see_every_value_once() {
         let pool = thread_pool(2).unwrap();
@@ -1316,14 +1320,18 @@ mod tests {
             let src = values(rows * cols, 9);
             let mut dst = vec![f32::NAN; rows * cols];
             run_on(&pool, || {
-                transpose_then(&mut dst, &src, rows, cols, |part| {
+                transpose_then(&mut dst, &src, rows, cols, |start, part| {
+                    assert_eq!(start % rows, 0, "whole rows");
                     assert_eq!(part.len() % rows, 0, "whole rows");
-                    part.iter_mut().for_each(|v| *v += 1.0);
+                    for (i, v) in part.iter_mut().enumerate() {
+                        *v += (start + i) as f32;
+                    }
                 })
             });
             for r in 0..rows {
                 for c in 0..cols {
-                    assert_eq!(dst[c * rows + r], src[r * cols + c] + 1.0, "{rows}×{cols}");
+                    let at = c * rows + r;
+                    assert_eq!(dst[at], src[r * cols + c] + at as f32, "{rows}×{cols}");
                 }
             }
             let mut v = vec![0.0f32; rows * cols];
