@@ -27,6 +27,9 @@ fn main() {
         ("error 2: δ·W", 128, 1000, 1000, false, false),
         ("grad W2: δᵀ·h", 1000, 1000, 128, true, false),
         ("grad W1: δᵀ·x", 1000, 784, 128, true, false),
+        ("head fwd", 128, 10, 1000, false, true),
+        ("head error", 128, 1000, 10, false, false),
+        ("head grads", 10, 1000, 128, true, false),
         ("2048³", 2048, 2048, 2048, false, false),
     ];
     kernels::run_on(&pool, || {
