@@ -12,6 +12,8 @@
 //! - **Colour**: one colour-blind-safe palette, Okabe & Ito (2008), for methods; a method and
 //!   its `+grapes` twin share their hue (the twin: lighter bar with an outline, hollow marker,
 //!   dashed line), so the colour says which method and the shade says with or without GRAPES.
+//!   Past the palette's eight colours the markers change shape (circle, square, triangle,
+//!   diamond: [`mark`]), so no two methods of a figure look alike.
 //!   Ordered quantities (tasks, accuracy) use viridis. The forest plot's verdicts: bluish
 //!   green helps, vermillion hurts, grey no detectable effect.
 //! - **Order**: methods in the order of the experiment's config (the plan order its store
@@ -255,6 +257,117 @@ const KEY_GREY: RGBColor = RGBColor(110, 110, 110);
 
 fn color(i: usize) -> RGBColor {
     PALETTE[i % PALETTE.len()]
+}
+
+/// A marker's shape. Methods `8k … 8k + 7` of a figure get `SHAPES[k]`: the palette's
+/// colours over again, each with another shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Circle,
+    Square,
+    Triangle,
+    Diamond,
+}
+
+const SHAPES: [Shape; 4] = [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Diamond];
+
+/// How the `i`-th method of a figure is drawn: its colour and its markers' shape.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Mark {
+    color: RGBColor,
+    shape: Shape,
+}
+
+/// The `i`-th method's mark: [`PALETTE`]'s colours in turn, the shape changing every eight.
+fn mark(i: usize) -> Mark {
+    Mark {
+        color: color(i),
+        shape: SHAPES[(i / PALETTE.len()) % SHAPES.len()],
+    }
+}
+
+/// A circle of colour `color`: the mark of lines and keys that only a colour tells apart.
+fn round(color: RGBColor) -> Mark {
+    Mark {
+        color,
+        shape: Shape::Circle,
+    }
+}
+
+/// The corners of `shape` around `(0, 0)`, about as large as a circle of radius `r` pixels
+/// (a circle has none).
+fn corners(shape: Shape, r: i32) -> Vec<(i32, i32)> {
+    let scaled = |f: f64| (f64::from(r) * f).round() as i32;
+    match shape {
+        Shape::Circle => Vec::new(),
+        Shape::Square => {
+            let s = scaled(0.9);
+            vec![(-s, -s), (s, -s), (s, s), (-s, s)]
+        }
+        Shape::Triangle => {
+            let (h, w) = (scaled(1.2), scaled(1.05));
+            vec![(0, -h), (w, scaled(0.7)), (-w, scaled(0.7))]
+        }
+        Shape::Diamond => {
+            let d = scaled(1.25);
+            vec![(0, -d), (d, 0), (0, d), (-d, 0)]
+        }
+    }
+}
+
+/// How a marker is painted: filled, outlined with white inside (covers what is under it), or
+/// outlined only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Paint {
+    Filled,
+    Hollow,
+    Outline,
+}
+
+/// Draws `mark`'s marker at `at` (coordinates of `area`), radius `r` pixels, outlines `stroke`
+/// pixels wide.
+fn draw_mark<DB, CT>(
+    area: &DrawingArea<DB, CT>,
+    at: CT::From,
+    mark: Mark,
+    r: i32,
+    paint: Paint,
+    stroke: u32,
+) -> DrawResult
+where
+    DB: DrawingBackend,
+    DB::ErrorType: 'static,
+    CT: CoordTranslate,
+    CT::From: Clone,
+{
+    let c = mark.color;
+    if mark.shape == Shape::Circle {
+        match paint {
+            Paint::Filled => area.draw(&Circle::new(at, r, c.filled()))?,
+            Paint::Hollow => {
+                area.draw(&Circle::new(at.clone(), r, WHITE.filled()))?;
+                area.draw(&Circle::new(at, r, c.stroke_width(stroke)))?;
+            }
+            Paint::Outline => area.draw(&Circle::new(at, r, c.stroke_width(stroke)))?,
+        }
+        return Ok(());
+    }
+    let corners = corners(mark.shape, r);
+    let mut closed = corners.clone();
+    closed.push(corners[0]);
+    match paint {
+        Paint::Filled => {
+            area.draw(&(EmptyElement::at(at) + Polygon::new(corners, c.filled())))?;
+        }
+        Paint::Hollow => {
+            area.draw(&(EmptyElement::at(at.clone()) + Polygon::new(corners, WHITE.filled())))?;
+            area.draw(&(EmptyElement::at(at) + PathElement::new(closed, c.stroke_width(stroke))))?;
+        }
+        Paint::Outline => {
+            area.draw(&(EmptyElement::at(at) + PathElement::new(closed, c.stroke_width(stroke))))?;
+        }
+    }
+    Ok(())
 }
 
 /// `c` mixed with white: the `+grapes` twin's lighter fill.
@@ -585,7 +698,7 @@ where
             band_line(
                 &mut chart,
                 &points,
-                task_color(j, t),
+                round(task_color(j, t)),
                 Line::solid(1.5, t),
                 format!("task {}", j + 1),
             )?;
@@ -640,18 +753,19 @@ impl Line {
     }
 }
 
-/// A mean line with markers and a ± sd band (clipped to [0, 1]); `points` are
-/// (x, mean, sd) as fractions, drawn in percent. A dashed line gets hollow markers.
+/// A mean line with markers of `mark` and a ± sd band (clipped to [0, 1]); `points` are
+/// (x, mean, sd) as fractions, drawn in percent. A dashed line gets outlined markers.
 fn band_line<DB: DrawingBackend>(
     chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     points: &[(f64, f64, f64)],
-    c: RGBColor,
+    mark: Mark,
     line: Line,
     label: String,
 ) -> DrawResult
 where
     DB::ErrorType: 'static,
 {
+    let c = mark.color;
     if points.len() > 1 {
         let upper = points
             .iter()
@@ -689,28 +803,27 @@ where
     }
     // Markers shrink as the points crowd (20 tasks across a panel).
     let r = if line.points > 10 { w.max(2) } else { w + 2 };
-    let marker = if line.dashed {
-        c.stroke_width(w.max(1))
+    let paint = if line.dashed {
+        Paint::Outline
     } else {
-        c.filled()
+        Paint::Filled
     };
-    chart.draw_series(
-        line_points
-            .into_iter()
-            .map(move |p| Circle::new(p, r, marker)),
-    )?;
+    let area = chart.plotting_area();
+    for p in line_points {
+        draw_mark(area, p, mark, r as i32, paint, w.max(1))?;
+    }
     Ok(())
 }
 
 /// One entry of a figure's key column: a name and how its method is drawn.
 struct KeyEntry {
     name: String,
-    color: RGBColor,
+    mark: Mark,
     twin: bool,
 }
 
-/// The key column of a figure: one row per base method (a filled marker in its colour), then
-/// what a `+grapes` twin looks like when there is one.
+/// The key column of a figure: one row per base method (its filled marker), then what a
+/// `+grapes` twin looks like when there is one.
 fn key_column<DB: DrawingBackend>(
     key: &DrawingArea<DB, Shift>,
     entries: &[KeyEntry],
@@ -723,9 +836,9 @@ where
     let row_h = pxi(0.16);
     let row = |i: usize| pxi(0.35) + row_h * i as i32;
     let x = pxi(0.1);
-    let r = pxi(0.035).max(2) as u32;
+    let r = pxi(0.035).max(2);
     for (i, e) in entries.iter().enumerate() {
-        key.draw(&Circle::new((x, row(i)), r, e.color.filled()))?;
+        draw_mark(key, (x, row(i)), e.mark, r, Paint::Filled, 1)?;
         key.draw(&Text::new(
             e.name.clone(),
             (x + pxi(0.1), row(i)),
@@ -813,7 +926,7 @@ where
         .draw()?;
     let mut entries = Vec::new();
     for (k, (base, label)) in bases.iter().zip(labels).enumerate() {
-        let c = color(k);
+        let method_mark = mark(k);
         let twin_name = twin_of(base);
         let mut twin = false;
         for (name, dashed) in [(base.as_str(), false), (twin_name.as_str(), true)] {
@@ -829,11 +942,11 @@ where
                 dashed,
                 points: t,
             };
-            band_line(&mut chart, &points, c, line, m.method.clone())?;
+            band_line(&mut chart, &points, method_mark, line, m.method.clone())?;
         }
         entries.push(KeyEntry {
             name: label,
-            color: c,
+            mark: method_mark,
             twin,
         });
     }
@@ -1290,16 +1403,17 @@ where
         .light_line_style(BLACK.mix(0.05))
         .bold_line_style(BLACK.mix(0.1))
         .draw()?;
-    let r = pxi(0.035).max(2) as u32;
+    let r = pxi(0.035).max(2);
     let cap = pxi(0.04) as u32;
     let mut entries = Vec::new();
     for (k, base) in bases.iter().enumerate() {
-        let c = color(k);
+        let method_mark = mark(k);
+        let c = method_mark.color;
         let own = points.iter().find(|p| &p.0 == base);
         let twin = points.iter().find(|p| p.0 == twin_of(base));
         entries.push(KeyEntry {
             name: base.clone(),
-            color: c,
+            mark: method_mark,
             twin: twin.is_some(),
         });
         if let (Some(a), Some(b)) = (own, twin) {
@@ -1333,24 +1447,8 @@ where
                     cap,
                 )))?;
             }
-            if hollow {
-                chart.draw_series(std::iter::once(Circle::new((p.1, p.3), r, WHITE.filled())))?;
-                chart.draw_series(std::iter::once(Circle::new(
-                    (p.1, p.3),
-                    r,
-                    c.stroke_width(2),
-                )))?;
-            } else {
-                chart.draw_series(std::iter::once(Circle::new((p.1, p.3), r, c.filled())))?;
-            }
-            if bases.len() > PALETTE.len() {
-                // Colours repeat: the names say which point is which.
-                chart.draw_series(std::iter::once(Text::new(
-                    p.0.clone(),
-                    (p.1, p.3),
-                    font(CELL_PT).color(&BLACK.mix(0.8)),
-                )))?;
-            }
+            let paint = if hollow { Paint::Hollow } else { Paint::Filled };
+            draw_mark(chart.plotting_area(), (p.1, p.3), method_mark, r, paint, 2)?;
         }
     }
     key_column(&key, &entries, "+ GRAPES: hollow,\njoined to its method")?;
@@ -1460,7 +1558,7 @@ where
                 band_line(
                     &mut chart,
                     points,
-                    task_color(j, t),
+                    round(task_color(j, t)),
                     Line::solid(1.0, points.len()),
                     format!("task {}", j + 1),
                 )?;
@@ -1811,5 +1909,27 @@ mod tests {
         assert_eq!(look.columns(2, 6.4, 1.5), 2);
         assert_eq!(look.columns(20, 3.5, 1.5), 2);
         assert_eq!(look.columns(20, 1.0, 1.5), 1);
+    }
+
+    /// Up to 32 methods, no two look alike; the first eight keep the plain circles (so
+    /// figures of up to eight methods did not change), and every shape fits the room of a
+    /// circle of the same radius (about: the triangle and diamond reach a little past it).
+    #[test]
+    fn methods_past_the_palette_change_shape_not_look() {
+        let marks: Vec<Mark> = (0..32).map(mark).collect();
+        for (i, a) in marks.iter().enumerate() {
+            for b in &marks[i + 1..] {
+                assert_ne!(a, b, "two methods drawn alike");
+            }
+        }
+        assert!(marks[..PALETTE.len()].iter().all(|m| m.shape == Shape::Circle));
+        assert_eq!(marks[8].color, marks[0].color);
+        assert_eq!(marks[8].shape, Shape::Square);
+        for shape in SHAPES {
+            let r = 10;
+            for (x, y) in corners(shape, r) {
+                assert!(x.abs() <= 13 && y.abs() <= 13, "{shape:?} at ({x}, {y})");
+            }
+        }
     }
 }
