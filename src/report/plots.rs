@@ -13,7 +13,7 @@
 //!   its `+grapes` twin share their hue (the twin: lighter bar with an outline, hollow marker,
 //!   dashed line), so the colour says which method and the shade says with or without GRAPES.
 //!   Past the palette's eight colours the markers change shape (circle, square, triangle,
-//!   diamond: [`mark`]), so no two methods of a figure look alike.
+//!   diamond), so no two methods of a figure look alike.
 //!   Ordered quantities (tasks, accuracy) use viridis. The forest plot's verdicts: bluish
 //!   green helps, vermillion hurts, grey no detectable effect.
 //! - **Order**: methods in the order of the experiment's config (the plan order its store
