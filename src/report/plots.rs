@@ -269,7 +269,12 @@ enum Shape {
     Diamond,
 }
 
-const SHAPES: [Shape; 4] = [Shape::Circle, Shape::Square, Shape::Triangle, Shape::Diamond];
+const SHAPES: [Shape; 4] = [
+    Shape::Circle,
+    Shape::Square,
+    Shape::Triangle,
+    Shape::Diamond,
+];
 
 /// How the `i`-th method of a figure is drawn: its colour and its markers' shape.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -1922,7 +1927,9 @@ mod tests {
                 assert_ne!(a, b, "two methods drawn alike");
             }
         }
-        assert!(marks[..PALETTE.len()].iter().all(|m| m.shape == Shape::Circle));
+        assert!(marks[..PALETTE.len()]
+            .iter()
+            .all(|m| m.shape == Shape::Circle));
         assert_eq!(marks[8].color, marks[0].color);
         assert_eq!(marks[8].shape, Shape::Square);
         for shape in SHAPES {
