@@ -7,6 +7,7 @@ the committed tables' numbers. Standard library only.
     python3 scripts/baselines-tables.py permuted   # permuted MNIST, 10 tasks
     python3 scripts/baselines-tables.py grapes     # GRAPES on every baseline (ACC, forgetting)
     python3 scripts/baselines-tables.py grapes-permuted  # the same for permuted MNIST, 4 metrics
+    python3 scripts/baselines-tables.py padding    # permuted MNIST padded against unpadded
 
 `grapes` reads results/grapes-on-baselines/tables/grapes_effect.csv, the merged report of the
 four split-MNIST directories (`clbench report results/split-mnist-* --out
@@ -15,6 +16,12 @@ tables/grapes_effect.md: "helps"/"hurts" when the paired t-test over at least 3 
 p < 0.05 (by the metric's direction), otherwise no detectable effect.
 `grapes-permuted` reads results/permuted-mnist-10-baselines/tables/grapes_effect.csv the same
 way; a cell reads "n < 3" until three seeds of both methods have completed.
+`padding` sets the permuted-MNIST table made on the 784 unpadded pixels
+(results/permuted-mnist-10-baselines-unpadded) beside the one made on the images padded to
+32×32 before permuting (results/permuted-mnist-10-baselines), method by method: mean ± sd over
+the seeds of each and the difference of the means (padded − unpadded). The two streams draw
+different permutations and initializations for a seed, so the seeds are not paired; the
+difference is shown with Welch's standard error (√(sd₁²/n₁ + sd₂²/n₂)).
 """
 import csv
 import sys
@@ -175,6 +182,37 @@ def grapes_permuted_table():
         print(f"| {label.split(' (')[0]} | " + " | ".join(cells) + " |")
 
 
+def padding_table(unpadded="permuted-mnist-10-baselines-unpadded",
+                  padded="permuted-mnist-10-baselines"):
+    old, new = summary(unpadded), summary(padded)
+    metrics = [("acc", "ACC"), ("forgetting", "forgetting"),
+               ("learning_accuracy", "learning acc.")]
+    print("| method | " + " | ".join(f"{t} unpadded | {t} padded | Δ{t}" for _, t in metrics)
+          + " |")
+    print("|:--|" + "--:|" * (3 * len(metrics)))
+    for method, label in METHODS:
+        for name in (method, method + "+grapes"):
+            cells = []
+            for metric, _ in metrics:
+                cells += [cell(old, name, metric), cell(new, name, metric),
+                          difference(old.get(name), new.get(name), metric)]
+            shown = label.split(" (")[0] + (" + GRAPES" if name != method else "")
+            print(f"| {shown} | " + " | ".join(cells) + " |")
+
+
+def difference(a, b, metric):
+    """`mean_b − mean_a ± √(sd_a²/n_a + sd_b²/n_b)` in percentage points, or – where either is
+    missing or rests on fewer than two seeds."""
+    if a is None or b is None or not a[f"{metric}_mean"] or not b[f"{metric}_mean"]:
+        return "–"
+    if int(a["n"]) < 2 or int(b["n"]) < 2 or not a[f"{metric}_sd"] or not b[f"{metric}_sd"]:
+        return "–"
+    d = 100 * (float(b[f"{metric}_mean"]) - float(a[f"{metric}_mean"]))
+    se = 100 * (float(a[f"{metric}_sd"]) ** 2 / int(a["n"])
+                + float(b[f"{metric}_sd"]) ** 2 / int(b["n"])) ** 0.5
+    return f"{d:+.2f} ± {se:.2f}"
+
+
 if __name__ == "__main__":
     if sys.argv[1:] == ["permuted"]:
         permuted_table()
@@ -182,5 +220,7 @@ if __name__ == "__main__":
         grapes_table()
     elif sys.argv[1:] == ["grapes-permuted"]:
         grapes_permuted_table()
+    elif sys.argv[1:2] == ["padding"]:
+        padding_table(*sys.argv[2:4])
     else:
         split_tables()
