@@ -6,8 +6,12 @@
 //!
 //! ```text
 //! cargo build --example step_time
-//! target/debug/examples/step_time <threads> <1000|256|256b10|cnn16|cnn8> <steps> [adam]
+//! target/debug/examples/step_time <threads> <1000|256|256b10|cnn16|cnn8> <steps> [adam] [apart]
 //! ```
+//!
+//! The step is `Engine::accumulate_and_apply`, as a fine-tuning step of `clbench run` takes it
+//! (the MLP's update applied inside its backward pass); `apart` times the gradients and the
+//! update as two passes instead (as a step with a penalty or replay takes them).
 use candle_core::Device;
 use clbench::bench::BenchModel;
 use clbench::engine::{engine_for, kernels, BackwardPath, Part};
@@ -19,7 +23,7 @@ use clbench::streams::OutputLayout;
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     if args.len() < 4 {
-        eprintln!("usage: step_time <threads> <1000|256|256b10|cnn16|cnn8> <steps> [adam]");
+        eprintln!("usage: step_time <threads> <1000|256|256b10|cnn16|cnn8> <steps> [adam] [apart]");
         std::process::exit(2);
     }
     let threads: usize = args[1].parse().unwrap();
@@ -42,7 +46,8 @@ fn main() {
             &Device::Cpu,
         )
         .unwrap();
-        let mut opt = if args.get(4).map(String::as_str) == Some("adam") {
+        let apart = args[4..].iter().any(|a| a == "apart");
+        let mut opt = if args[4..].iter().any(|a| a == "adam") {
             OptimizerSettings::adam(1e-4).build()
         } else {
             OptimizerSettings::sgd_momentum(0.01, 0.9).build()
@@ -58,7 +63,6 @@ fn main() {
         kernels::with_threads_polling(|| {
             for _ in 0..steps {
                 let s = std::time::Instant::now();
-                engine.zero_grad();
                 let part = Part {
                     pixels: &x,
                     targets: Targets::Hard(&t),
@@ -66,8 +70,16 @@ fn main() {
                     range: None,
                     weight: 1.0,
                 };
-                engine.accumulate(&part, GrapesMode::Off).unwrap();
-                engine.apply(opt.as_mut()).unwrap();
+                if apart {
+                    engine.zero_grad();
+                    engine.accumulate(&part, GrapesMode::Off).unwrap();
+                    engine.apply(opt.as_mut()).unwrap();
+                } else {
+                    let objective = [part.objective()];
+                    engine
+                        .accumulate_and_apply(&x, &objective, GrapesMode::Off, opt.as_mut())
+                        .unwrap();
+                }
                 times.push(s.elapsed().as_secs_f64());
             }
         });

@@ -12,7 +12,7 @@ use candle_core::{Device, Result};
 use serde::Serialize;
 
 use crate::data::IMAGE_PIXELS;
-use crate::engine::{engine_for, kernels, BackwardPath, Part};
+use crate::engine::{engine_for, kernels, BackwardPath, Objective};
 use crate::models::loss::Targets;
 use crate::models::{ModelConfig, ModelKind, ModelSpec, Network};
 use crate::optim::{GrapesMode, OptimizerSettings};
@@ -174,7 +174,7 @@ pub const WINDOW_PARTS: usize = 5;
 
 /// Trains `model` with SGD (lr 0.01, momentum 0.9), ± propagating GRAPES, on random data:
 /// `warmup` steps, then as many steps as fit in `duration`, through the engine `clbench run`
-/// uses (the fused step on CPU), with the pool's threads polling for work on the CPU as in a
+/// uses (the fused step on CPU) and as its trainer takes a fine-tuning step, with the pool's threads polling for work on the CPU as in a
 /// task of `clbench run`; the rate is the median of [`WINDOW_PARTS`] equal parts of `duration`.
 /// Runs on the current rayon pool (see [`crate::engine::kernels::run_on`]).
 pub fn train_throughput(
@@ -194,19 +194,17 @@ pub fn train_throughput(
     let mut optimizer = OptimizerSettings::sgd_momentum(0.01, 0.9).build();
     let mut engine = engine_for(&net, BackwardPath::Auto, device)?;
     let data = random_batches(batch, 8)?;
+    // A fine-tuning step as the trainer takes it (`Engine::accumulate_and_apply`: on the fused
+    // MLP, the update applied inside the backward pass).
     let mut step = |i: usize| -> Result<()> {
         let (x, t) = &data[i % data.len()];
-        engine.zero_grad();
-        let part = Part {
-            pixels: x,
+        let objective = [Objective {
             targets: Targets::Hard(t),
             head: 0,
             range: None,
             weight: 1.0,
-        };
-        if engine.accumulate(&part, grapes)?.is_finite() {
-            engine.apply(optimizer.as_mut())?;
-        }
+        }];
+        engine.accumulate_and_apply(x, &objective, grapes, optimizer.as_mut())?;
         Ok(())
     };
     // As the trainer runs a task's steps: on the CPU, the pool's other threads polling for

@@ -21,7 +21,7 @@ use super::kernels::{self, mm, threads};
 use super::{Dropout, Engine, Fused, FusedPasses, Objective};
 use crate::models::loss::{output_error, Targets};
 use crate::models::{Activation, Layer, Network};
-use crate::optim::{grapes, GrapesMode};
+use crate::optim::{grapes, GrapesMode, Optimizer};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LayerRef {
@@ -74,6 +74,8 @@ pub(super) struct Dense {
     dropout: Option<Dropout>,
     masks: Vec<Vec<f32>>,
     undropped: Vec<Vec<f32>>,
+    /// A bias gradient on its way into the optimizer ([`Dense::backward_updating`]).
+    bias_gradient: Vec<f32>,
 }
 
 impl Dense {
@@ -100,6 +102,7 @@ impl Dense {
             dropout: None,
             masks: Vec::new(),
             undropped: Vec::new(),
+            bias_gradient: Vec::new(),
         })
     }
 
@@ -253,38 +256,88 @@ impl Dense {
         factors: &[Vec<f32>],
         input_delta: Option<&mut Vec<f32>>,
     ) {
+        let mut sink = IntoGrads {
+            params,
+            grads,
+            touched,
+        };
+        self.backward_into(&mut sink, x, mode, factors, input_delta);
+    }
+
+    /// [`Dense::backward`] with each layer's gradients going straight into `optimizer`'s
+    /// update of its parameters, block by block as the weight gradient's rows are computed
+    /// ([`kernels::mm_finished`]), instead of into gradient buffers: the same bits as the
+    /// backward pass followed by the optimizer's step over those gradients, without the
+    /// gradients ever reaching memory. `optimizer` must apply in parts
+    /// ([`Optimizer::applies_in_parts`]).
+    pub(super) fn backward_updating(
+        &mut self,
+        params: &mut [Vec<f32>],
+        optimizer: &mut (dyn Optimizer + Send),
+        x: &[f32],
+        mode: GrapesMode,
+        factors: &[Vec<f32>],
+    ) {
+        let mut bias = std::mem::take(&mut self.bias_gradient);
+        let mut sink = IntoUpdate {
+            params,
+            optimizer,
+            bias: &mut bias,
+        };
+        self.backward_into(&mut sink, x, mode, factors, None);
+        self.bias_gradient = bias;
+    }
+
+    /// The backward pass, each layer's gradients handed to `sink`. Every layer's error is
+    /// passed down before its own gradients are taken, so that a sink that updates the layer
+    /// ([`IntoUpdate`]) does so after the last read of its weights (the order changes no bit:
+    /// the products are independent).
+    fn backward_into(
+        &mut self,
+        sink: &mut impl LayerSink,
+        x: &[f32],
+        mode: GrapesMode,
+        factors: &[Vec<f32>],
+        input_delta: Option<&mut Vec<f32>>,
+    ) {
         let par = threads();
         let batch = x.len() / self.input_width();
         let heads: Vec<(LayerRef, &[f32])> = self.errors[..self.heads_used]
             .iter()
             .map(|(h, e)| (self.heads[*h], e.as_slice()))
             .collect();
-        // Output layers: never modulated.
-        for &(layer, error) in &heads {
-            layer_grads(
-                grads,
-                touched,
-                batch,
-                layer,
-                error,
-                last_input(&self.acts, x),
-                par,
-            );
-        }
-        // Hidden layers, top down.
         let dropped = self.dropout.is_some();
-        for l in (0..self.hidden.len()).rev() {
+        let top = self.hidden.len();
+        // Hidden layers, top down: each one's error, then the gradients of the layer above it
+        // (the output layers above the top one; never modulated).
+        for l in (0..top).rev() {
             let layer = self.hidden[l];
             {
                 let (lower, upper) = self.deltas.split_at_mut(l + 1);
                 let d = &mut lower[l];
                 d.resize(batch * layer.out, 0.0);
-                if l + 1 == self.hidden.len() {
-                    error_below(d, &heads, params, batch, layer.out, par);
+                if l + 1 == top {
+                    error_below(d, &heads, sink.params(), batch, layer.out, par);
                 } else {
                     let above = self.hidden[l + 1];
-                    error_below(d, &[(above, &upper[0])], params, batch, layer.out, par);
+                    error_below(
+                        d,
+                        &[(above, &upper[0])],
+                        sink.params(),
+                        batch,
+                        layer.out,
+                        par,
+                    );
                 }
+            }
+            if l + 1 == top {
+                for &(head, error) in &heads {
+                    sink.finish(batch, head, error, &self.acts[l], par);
+                }
+            } else {
+                let error =
+                    local_error(&mut self.scratch, &self.deltas[l + 1], mode, factors, l + 1);
+                sink.finish(batch, self.hidden[l + 1], error, &self.acts[l], par);
             }
             // Elementwise, so split between the threads by rows: through the dropout mask,
             // then the activation's derivative (at its undropped output), then propagating
@@ -308,27 +361,155 @@ impl Dense {
                     grapes::modulate_in_place(rows, &factors[l]);
                 }
             });
-            let input: &[f32] = if l == 0 { x } else { &self.acts[l - 1] };
-            // Local GRAPES scales this layer's own weight and bias gradients only: its error
-            // rows are scaled in a copy, while `deltas[l]` (passed down) stays unmodulated.
-            let error: &[f32] = if mode == GrapesMode::Local {
-                self.scratch.clone_from(&self.deltas[l]);
-                grapes::modulate_in_place(&mut self.scratch, &factors[l]);
-                &self.scratch
-            } else {
-                &self.deltas[l]
-            };
-            layer_grads(grads, touched, batch, layer, error, input, par);
         }
+        // The error of the input, then the gradients of the first layer (the output layers
+        // when there is no hidden one).
         if let Some(dst) = input_delta {
             let width = self.input_width();
             dst.resize(batch * width, 0.0);
             match self.hidden.first() {
-                Some(&first) => {
-                    error_below(dst, &[(first, &self.deltas[0])], params, batch, width, par)
-                }
-                None => error_below(dst, &heads, params, batch, width, par),
+                Some(&first) => error_below(
+                    dst,
+                    &[(first, &self.deltas[0])],
+                    sink.params(),
+                    batch,
+                    width,
+                    par,
+                ),
+                None => error_below(dst, &heads, sink.params(), batch, width, par),
             }
+        }
+        match self.hidden.first() {
+            Some(&first) => {
+                let error = local_error(&mut self.scratch, &self.deltas[0], mode, factors, 0);
+                sink.finish(batch, first, error, x, par);
+            }
+            None => {
+                for &(head, error) in &heads {
+                    sink.finish(batch, head, error, x, par);
+                }
+            }
+        }
+    }
+}
+
+/// The error that hidden layer `l`'s own weight and bias gradients are taken from: `delta`
+/// (its error, as passed down), or with local GRAPES a copy in `scratch` scaled by the layer's
+/// factors (local GRAPES modulates a layer's own gradients only).
+fn local_error<'a>(
+    scratch: &'a mut Vec<f32>,
+    delta: &'a [f32],
+    mode: GrapesMode,
+    factors: &[Vec<f32>],
+    l: usize,
+) -> &'a [f32] {
+    if mode == GrapesMode::Local {
+        scratch.clear();
+        scratch.extend_from_slice(delta);
+        grapes::modulate_in_place(scratch, &factors[l]);
+        scratch
+    } else {
+        delta
+    }
+}
+
+/// Where [`Dense::backward_into`] reads the parameters and puts each layer's gradients.
+trait LayerSink {
+    /// The parameters (as the forward pass used them, for every layer not finished yet).
+    fn params(&self) -> &[Vec<f32>];
+    /// `layer`'s weight and bias gradients from its error `d` `[batch, out]` and its input
+    /// `[batch, in]`; after this the pass reads none of `layer`'s parameters again.
+    fn finish(&mut self, batch: usize, layer: LayerRef, d: &[f32], input: &[f32], par: usize);
+}
+
+/// Gradients into the step's gradient buffers (added where `touched`, else overwriting).
+struct IntoGrads<'a> {
+    params: &'a [Vec<f32>],
+    grads: &'a mut [Vec<f32>],
+    touched: &'a mut [bool],
+}
+
+impl LayerSink for IntoGrads<'_> {
+    fn params(&self) -> &[Vec<f32>] {
+        self.params
+    }
+
+    fn finish(&mut self, batch: usize, layer: LayerRef, d: &[f32], input: &[f32], par: usize) {
+        layer_grads(self.grads, self.touched, batch, layer, d, input, par);
+    }
+}
+
+/// Gradients straight into the optimizer's update of the layer's parameters
+/// ([`Dense::backward_updating`]); `bias` holds a bias gradient on its way.
+struct IntoUpdate<'a> {
+    params: &'a mut [Vec<f32>],
+    optimizer: &'a mut (dyn Optimizer + Send),
+    bias: &'a mut Vec<f32>,
+}
+
+/// A parameter's values, written by the threads of [`kernels::mm_finished`] in the disjoint
+/// runs it hands over.
+struct SharedValues(*mut f32);
+
+// SAFETY: only used to write disjoint runs of one parameter from the threads of one product
+// (see `IntoUpdate::finish`), while the parameter is borrowed exclusively.
+unsafe impl Sync for SharedValues {}
+
+impl SharedValues {
+    fn at(&self, offset: usize) -> *mut f32 {
+        // SAFETY (of the callers' use): `offset` lies inside the parameter.
+        self.0.wrapping_add(offset)
+    }
+}
+
+impl LayerSink for IntoUpdate<'_> {
+    fn params(&self) -> &[Vec<f32>] {
+        self.params
+    }
+
+    fn finish(&mut self, batch: usize, layer: LayerRef, d: &[f32], input: &[f32], par: usize) {
+        let count = self.params.len();
+        let weight = &mut self.params[layer.weight];
+        let len = weight.len();
+        let values = SharedValues(weight.as_mut_ptr());
+        let update = self
+            .optimizer
+            .begin_partial(count, layer.weight, len)
+            .expect("an optimizer that applies in parts");
+        let width = layer.inp;
+        // gW [out, in] = dᵀ [out, batch] · input [batch, in], each finished run of a row
+        // updated as it is handed over.
+        kernels::mm_finished(
+            layer.out,
+            layer.inp,
+            batch,
+            d,
+            true,
+            input,
+            false,
+            par,
+            &|row, col, g| {
+                let offset = row * width + col;
+                assert!(offset + g.len() <= len, "run outside the weight");
+                // SAFETY: `mm_finished` hands every element over once, in runs that never
+                // overlap, so the threads write disjoint values of the weight, which this sink
+                // borrows exclusively (asserted inside it above); the state is the update's.
+                unsafe {
+                    let p = std::slice::from_raw_parts_mut(values.at(offset), g.len());
+                    update.apply(offset, p, g);
+                }
+            },
+        );
+        if let Some(b) = layer.bias {
+            self.bias.resize(layer.out, 0.0);
+            bias_grads(self.bias, true, d, layer.out);
+            let p = &mut self.params[b];
+            let update = self
+                .optimizer
+                .begin_partial(count, b, p.len())
+                .expect("an optimizer that applies in parts");
+            // SAFETY: the whole parameter, once, from this thread alone.
+            unsafe { update.apply(0, p, self.bias) };
         }
     }
 }
@@ -447,6 +628,30 @@ impl FusedPasses for MlpPasses {
         self.dense
             .backward(params, grads, touched, x, mode, factors, None);
         losses
+    }
+
+    fn accumulate_updating(
+        &mut self,
+        params: &mut [Vec<f32>],
+        optimizer: &mut (dyn Optimizer + Send),
+        factors: &mut [Vec<f32>],
+        x: &[f32],
+        objectives: &[Objective],
+        mode: GrapesMode,
+    ) -> Option<Vec<f32>> {
+        let losses = self.dense.objectives_error(params, x, objectives);
+        // A step whose data loss is not finite updates nothing (see `Engine::accumulate_and_apply`).
+        if !self.dense.has_error() || !losses.first().is_some_and(|l| l.is_finite()) {
+            return Some(losses);
+        }
+        if mode.is_on() {
+            for (f, layer) in factors.iter_mut().zip(&self.dense.hidden) {
+                grapes::modulation_factors_into(&params[layer.weight], layer.out, f);
+            }
+        }
+        self.dense
+            .backward_updating(params, optimizer, x, mode, factors);
+        Some(losses)
     }
 
     fn logits(&mut self, params: &[Vec<f32>], x: &[f32], head: usize) -> Vec<f32> {

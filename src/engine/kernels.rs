@@ -324,34 +324,109 @@ pub fn mm_with(
 ) {
     assert!(isa.runs_here(), "this CPU cannot run the {isa} kernel");
     let product = Product::new(m, n, k, c, a, a_t, b, b_t, accumulate);
-    let split_rows = m >= n;
-    let len = m.max(n);
-    let shares = threads.max(1).min(len / SPLIT_MIN_SHARE);
-    if shares < 2 || m.saturating_mul(n).saturating_mul(k) < SPLIT_MIN_WORK {
-        // SAFETY: `Product::new` checked that the whole product lies inside the three slices;
-        // `isa` runs on this CPU (asserted above).
-        unsafe { product.run(isa, 0..len, split_rows) };
+    product.run_split(isa, threads);
+}
+
+/// What [`mm_finished`] hands its `finish`: `finish(row, col, values)` receives the finished
+/// elements `(row, col) … (row, col + values.len() − 1)` of the product.
+pub type Finish<'a> = dyn Fn(usize, usize, &[f32]) + Sync + 'a;
+
+/// `c = a · b` as [`mm`] computes it (the same chains, so the same bits), but never stored
+/// as a whole: each thread computes its share block by block into a scratch buffer of its own
+/// and hands every finished run of a row to `finish` (see [`Finish`]) while it is in cache;
+/// every element is handed over exactly once, the runs of one call to `finish` never overlap
+/// another's, and calls come from several threads at once. The fused step applies the
+/// optimizer's update to a weight this way as its gradient is computed, without the gradient
+/// ever reaching memory. Products deeper than one packed block (`KC` = 256 steps: a weight
+/// gradient over a batch of more than 256) are computed whole into a thread-local buffer
+/// first, then handed over row by row.
+#[allow(clippy::too_many_arguments)]
+pub fn mm_finished(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    threads: usize,
+    finish: &Finish,
+) {
+    mm_finished_with(Isa::detected(), m, n, k, a, a_t, b, b_t, threads, finish);
+}
+
+/// [`mm_finished`] with a given kernel; panics if this CPU cannot run it.
+#[allow(clippy::too_many_arguments)]
+pub fn mm_finished_with(
+    isa: Isa,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[f32],
+    a_t: bool,
+    b: &[f32],
+    b_t: bool,
+    threads: usize,
+    finish: &Finish,
+) {
+    assert!(isa.runs_here(), "this CPU cannot run the {isa} kernel");
+    if k > KC {
+        let mut c = WHOLE_PRODUCT.take();
+        c.resize(m * n, 0.0);
+        mm_with(isa, m, n, k, &mut c, a, a_t, b, b_t, false, threads);
+        rows_in_parallel(&mut c, n, |start, rows| {
+            for (i, row) in rows.chunks_exact(n).enumerate() {
+                finish(start / n + i, 0, row);
+            }
+        });
+        WHOLE_PRODUCT.set(c);
         return;
     }
-    // Share boundaries on whole register tiles, as even as the tiles allow: a partial last
-    // tile costs a whole one (1000 columns of 32-wide tiles split 512 | 488, 16 tiles each; cut
-    // at 480 | 520 they were 15 | 17). Speed only: the chains do not depend on the split.
-    let (mr, nr) = isa.tile();
-    let grain = if split_rows { mr } else { nr };
-    let tiles = len.div_ceil(grain);
-    let bound = |i: usize| {
-        if i == shares {
-            len
-        } else {
-            ((tiles * i + shares / 2) / shares * grain).min(len)
+    let mut product = Product::new(m, n, k, &mut [], a, a_t, b, b_t, false);
+    product.finish = Some(finish);
+    product.run_split(isa, threads);
+}
+
+thread_local! {
+    /// [`mm_finished`]'s whole product where it is deeper than one block, kept between calls.
+    static WHOLE_PRODUCT: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Product<'_> {
+    /// Runs the product, split between `threads` threads as [`mm`] describes (`isa` must run
+    /// on this CPU: the callers assert it).
+    fn run_split(&self, isa: Isa, threads: usize) {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let product = self;
+        let split_rows = m >= n;
+        let len = m.max(n);
+        let shares = threads.max(1).min(len / SPLIT_MIN_SHARE);
+        if shares < 2 || m.saturating_mul(n).saturating_mul(k) < SPLIT_MIN_WORK {
+            // SAFETY: `Product::new` checked that the whole product lies inside the three slices
+            // (or that it goes to `finish`); `isa` runs on this CPU (the callers assert it).
+            unsafe { product.run(isa, 0..len, split_rows) };
+            return;
         }
-    };
-    use rayon::prelude::*;
-    (0..shares).into_par_iter().for_each(|i| {
-        // SAFETY: the shares are disjoint ranges of rows (or columns) of `c`, inside the slices
-        // (checked by `Product::new`); `a` and `b` are only read; `isa` runs on this CPU.
-        unsafe { product.run(isa, bound(i)..bound(i + 1), split_rows) };
-    });
+        // Share boundaries on whole register tiles, as even as the tiles allow: a partial last
+        // tile costs a whole one (1000 columns of 32-wide tiles split 512 | 488, 16 tiles each; cut
+        // at 480 | 520 they were 15 | 17). Speed only: the chains do not depend on the split.
+        let (mr, nr) = isa.tile();
+        let grain = if split_rows { mr } else { nr };
+        let tiles = len.div_ceil(grain);
+        let bound = |i: usize| {
+            if i == shares {
+                len
+            } else {
+                ((tiles * i + shares / 2) / shares * grain).min(len)
+            }
+        };
+        use rayon::prelude::*;
+        (0..shares).into_par_iter().for_each(|i| {
+            // SAFETY: the shares are disjoint ranges of rows (or columns) of `c`, inside the slices
+            // (checked by `Product::new`); `a` and `b` are only read; `isa` runs on this CPU.
+            unsafe { product.run(isa, bound(i)..bound(i + 1), split_rows) };
+        });
+    }
 }
 
 /// `c [m, n] = a [m, k] · b [k, n]`, row-major, by the `gemm` crate (candle's CPU matmul) with
@@ -426,6 +501,8 @@ struct Product<'a> {
     a: Operand,
     b: Operand,
     accumulate: bool,
+    /// Where finished elements go instead of `c` ([`mm_finished`]; `c` is then empty).
+    finish: Option<&'a Finish<'a>>,
     _borrows: PhantomData<(&'a mut [f32], &'a [f32])>,
 }
 
@@ -449,8 +526,9 @@ impl<'a> Product<'a> {
         b_t: bool,
         accumulate: bool,
     ) -> Product<'a> {
+        // `c` may be empty only for `mm_finished`, which sets `finish` before running.
         assert!(
-            c.len() >= m * n && a.len() >= m * k && b.len() >= k * n,
+            (c.is_empty() || c.len() >= m * n) && a.len() >= m * k && b.len() >= k * n,
             "matrix sizes"
         );
         let (a_rs, a_cs) = if a_t { (1, m) } else { (k, 1) };
@@ -471,6 +549,7 @@ impl<'a> Product<'a> {
                 cs: b_cs,
             },
             accumulate,
+            finish: None,
             _borrows: PhantomData,
         }
     }
@@ -488,27 +567,37 @@ impl<'a> Product<'a> {
             self.m,
             self.n
         );
+        // With `finish`, `c` is never written (the block computes into its scratch).
+        let c_at = |offset: usize| {
+            if self.finish.is_some() {
+                self.c
+            } else {
+                self.c.add(offset)
+            }
+        };
         let block = if split_rows {
             Block {
                 m: range.len(),
                 n: self.n,
                 k: self.k,
-                c: self.c.add(range.start * self.n),
+                c: c_at(range.start * self.n),
                 c_rs: self.n,
                 a: self.a.at(range.start, 0),
                 b: self.b,
                 accumulate: self.accumulate,
+                finish: self.finish.map(|f| (f, range.start, 0)),
             }
         } else {
             Block {
                 m: self.m,
                 n: range.len(),
                 k: self.k,
-                c: self.c.add(range.start),
+                c: c_at(range.start),
                 c_rs: self.n,
                 a: self.a,
                 b: self.b.at(0, range.start),
                 accumulate: self.accumulate,
+                finish: self.finish.map(|f| (f, 0, range.start)),
             }
         };
         match isa {
@@ -755,13 +844,15 @@ mod x86 {
 }
 
 thread_local! {
-    /// Packing buffers of this thread, kept between products: (`a` block, `b` block).
-    static PACKS: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+    /// Buffers of this thread, kept between products: packed `a` block, packed `b` block, and
+    /// the scratch block of [`mm_finished`].
+    static PACKS: RefCell<(Vec<f32>, Vec<f32>, Vec<f32>)> =
+        const { RefCell::new((Vec::new(), Vec::new(), Vec::new())) };
 }
 
 /// One thread's part of a product: `c [m, n] (+)= a [m, k] · b [k, n]`, `c` with row stride
 /// `c_rs`.
-struct Block {
+struct Block<'f> {
     m: usize,
     n: usize,
     k: usize,
@@ -770,12 +861,18 @@ struct Block {
     a: Operand,
     b: Operand,
     accumulate: bool,
+    /// [`mm_finished`]'s `finish` and where this block starts in the product (row, column):
+    /// the block is then computed into the thread's scratch, one block of `MC` rows at a
+    /// time, and handed over (`k` is at most one packed block, `accumulate` false).
+    finish: Option<(&'f Finish<'f>, usize, usize)>,
 }
 
-impl Block {
+impl Block<'_> {
     /// Packs `b` in blocks of `KC × NC` and `a` in blocks of `MC × KC` (either read in place
     /// instead where few tiles reuse it: [`DIRECT_B_TILES`], [`DIRECT_A_PANELS`]), and runs
-    /// the kernel on every tile; edge tiles go through a zero-padded copy.
+    /// the kernel on every tile; edge tiles go through a zero-padded copy. With `finish`, the
+    /// tiles of each `MC × NC` block of `c` go to the scratch buffer instead, and its rows to
+    /// `finish` once the block is done.
     ///
     /// # Safety
     /// As [`Product::run`].
@@ -784,16 +881,23 @@ impl Block {
         if m == 0 || n == 0 {
             return;
         }
+        debug_assert!(self.finish.is_none() || (k <= KC && !self.accumulate));
         if k == 0 {
-            if !self.accumulate {
+            if let Some((finish, row0, col0)) = self.finish {
+                let zeros = vec![0f32; n];
+                (0..m).for_each(|i| finish(row0 + i, col0, &zeros));
+            } else if !self.accumulate {
                 for i in 0..m {
                     std::ptr::write_bytes(self.c.add(i * self.c_rs), 0, n);
                 }
             }
             return;
         }
-        PACKS.with_borrow_mut(|(pack_a, pack_b)| {
+        PACKS.with_borrow_mut(|(pack_a, pack_b, scratch)| {
             let mut edge = vec![0f32; K::MR * K::NR];
+            if self.finish.is_some() {
+                scratch.resize(MC.min(m) * NC.min(n), 0.0);
+            }
             for jc in (0..n).step_by(NC) {
                 let nc = NC.min(n - jc);
                 let panels_b = nc.div_ceil(K::NR);
@@ -850,25 +954,37 @@ impl Block {
                                     let tile = (ir - whole_a) / K::MR;
                                     (packed_a.add(tile * kc * K::MR), 0)
                                 };
-                                let c = self.c.add((ic + ir) * self.c_rs + jc + jr);
+                                // The tile's place: in `c`, or in the block's scratch
+                                // (rows of `nc` values).
+                                let (c, c_rs) = if self.finish.is_some() {
+                                    (scratch.as_mut_ptr().add(ir * nc + jr), nc)
+                                } else {
+                                    (self.c.add((ic + ir) * self.c_rs + jc + jr), self.c_rs)
+                                };
                                 if mr == K::MR && nr == K::NR {
-                                    K::tile(kc, ap, a_rs, bp, b_rs, c, self.c_rs, load);
+                                    K::tile(kc, ap, a_rs, bp, b_rs, c, c_rs, load);
                                 } else {
                                     edge.fill(0.0);
                                     if load {
                                         for i in 0..mr {
                                             for j in 0..nr {
-                                                edge[i * K::NR + j] = *c.add(i * self.c_rs + j);
+                                                edge[i * K::NR + j] = *c.add(i * c_rs + j);
                                             }
                                         }
                                     }
                                     K::tile(kc, ap, a_rs, bp, b_rs, edge.as_mut_ptr(), K::NR, true);
                                     for i in 0..mr {
                                         for j in 0..nr {
-                                            *c.add(i * self.c_rs + j) = edge[i * K::NR + j];
+                                            *c.add(i * c_rs + j) = edge[i * K::NR + j];
                                         }
                                     }
                                 }
+                            }
+                        }
+                        // The block's elements are final (one packed block of depth).
+                        if let Some((finish, row0, col0)) = self.finish {
+                            for (i, row) in scratch[..mc * nc].chunks_exact(nc).enumerate() {
+                                finish(row0 + ic + i, col0 + jc, row);
                             }
                         }
                     }
@@ -1199,6 +1315,53 @@ mod tests {
                              {isa}, {threads} threads)"
                         );
                     }
+                }
+            }
+        }
+    }
+
+    /// [`mm_finished`] hands every element over exactly once, with the bits of the plain chain,
+    /// for every kernel and thread count, at the same shapes (those deeper than one packed block
+    /// through its whole-product path) and at a weight gradient wider than one block of
+    /// columns.
+    #[test]
+    fn finished_products_hand_over_the_bits_of_the_plain_chain_once() {
+        use std::sync::Mutex;
+        let pool = |t| thread_pool(t).unwrap();
+        let wide: &[(usize, usize, usize, bool, bool)] = if cfg!(miri) {
+            &[(9, 21, 4, true, false)]
+        } else {
+            &[(300, 2100, 64, true, false), (2100, 300, 128, true, false)]
+        };
+        for &(m, n, k, a_t, b_t) in SHAPES.iter().chain(wide) {
+            let a = values(m * k, 1);
+            let b = values(k * n, 2);
+            let mut want = vec![0.0; m * n];
+            reference(m, n, k, &mut want, &a, a_t, &b, b_t, false);
+            for isa in Isa::available() {
+                for &threads in THREADS {
+                    // NaN marks an element not handed over yet.
+                    let got = Mutex::new(vec![f32::NAN; m * n]);
+                    let finish = |row: usize, col: usize, run: &[f32]| {
+                        let mut got = got.lock().unwrap();
+                        for (j, &v) in run.iter().enumerate() {
+                            let slot = &mut got[row * n + col + j];
+                            assert!(slot.is_nan(), "({row}, {}) handed over twice", col + j);
+                            *slot = v;
+                        }
+                    };
+                    run_on(&pool(threads), || {
+                        mm_finished_with(isa, m, n, k, &a, a_t, &b, b_t, threads, &finish)
+                    });
+                    let got = got.into_inner().unwrap();
+                    let same = want
+                        .iter()
+                        .zip(&got)
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "{m}×{k}·{k}×{n} (a_t {a_t}, b_t {b_t}, {isa}, {threads} threads)"
+                    );
                 }
             }
         }

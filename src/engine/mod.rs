@@ -171,6 +171,24 @@ pub trait FusedPasses {
         objectives: &[Objective],
         mode: GrapesMode,
     ) -> Vec<f32>;
+    /// [`FusedPasses::accumulate`] into zeroed gradients followed by `optimizer`'s step, with
+    /// each parameter updated as soon as the backward pass has its gradient and no gradient
+    /// stored (`touched` is left alone); nothing is updated when the first objective's loss
+    /// is not finite. The same bits as the two apart. `None` (the default) where these passes
+    /// cannot; then nothing was done. Called only with an optimizer that
+    /// [`Optimizer::applies_in_parts`].
+    #[allow(clippy::too_many_arguments)]
+    fn accumulate_updating(
+        &mut self,
+        _params: &mut [Vec<f32>],
+        _optimizer: &mut (dyn Optimizer + Send),
+        _factors: &mut [Vec<f32>],
+        _x: &[f32],
+        _objectives: &[Objective],
+        _mode: GrapesMode,
+    ) -> Option<Vec<f32>> {
+        None
+    }
     /// Logits `[rows, head outputs]` of `x` with `params`, nothing dropped.
     fn logits(&mut self, params: &[Vec<f32>], x: &[f32], head: usize) -> Vec<f32>;
     /// Turns training-time dropout on or off (see [`Engine::set_dropout`]).
@@ -262,6 +280,29 @@ impl<P: FusedPasses> Engine for Fused<P> {
         self.host.state_mut()
     }
 
+    fn accumulate_and_apply(
+        &mut self,
+        pixels: &[f32],
+        objectives: &[Objective],
+        grapes: GrapesMode,
+        optimizer: &mut (dyn Optimizer + Send),
+    ) -> Result<Vec<f32>> {
+        if optimizer.applies_in_parts() {
+            self.host.zero_grad();
+            if let Some(losses) = self.passes.accumulate_updating(
+                &mut self.host.params,
+                optimizer,
+                &mut self.factors,
+                pixels,
+                objectives,
+                grapes,
+            ) {
+                return Ok(losses);
+            }
+        }
+        accumulate_then_apply(self, pixels, objectives, grapes, optimizer)
+    }
+
     fn apply_pulled(
         &mut self,
         optimizer: &mut (dyn Optimizer + Send),
@@ -302,6 +343,22 @@ pub fn engine_for(net: &Network, path: BackwardPath, device: &Device) -> Result<
     } else {
         Box::new(TensorEngine::new(net, path.resolve(net), device)?)
     })
+}
+
+/// [`Engine::accumulate_and_apply`] as two passes: the gradients, then the update.
+fn accumulate_then_apply<E: Engine + ?Sized>(
+    engine: &mut E,
+    pixels: &[f32],
+    objectives: &[Objective],
+    grapes: GrapesMode,
+    optimizer: &mut (dyn Optimizer + Send),
+) -> Result<Vec<f32>> {
+    engine.zero_grad();
+    let losses = engine.accumulate_all(pixels, objectives, grapes)?;
+    if losses.first().is_some_and(|l| l.is_finite()) {
+        engine.apply(optimizer)?;
+    }
+    Ok(losses)
 }
 
 /// One term of a step's objective: a batch scored on one head.
@@ -381,6 +438,22 @@ pub trait Engine {
                 )
             })
             .collect()
+    }
+    /// The step of a trainer whose strategy needs nothing between the backward pass and the
+    /// update: the gradients zeroed, [`Engine::accumulate_all`], then `optimizer`'s step
+    /// ([`Engine::apply`]) unless the first objective's loss is not finite; returns the
+    /// losses. The fused MLP engine applies each weight's update while the backward pass
+    /// computes its gradient, block by block in cache ([`fused::MlpPasses`]), and stores no
+    /// gradient: afterwards no parameter has one ([`Engine::grads_mut`]). The same bits either
+    /// way.
+    fn accumulate_and_apply(
+        &mut self,
+        pixels: &[f32],
+        objectives: &[Objective],
+        grapes: GrapesMode,
+        optimizer: &mut (dyn Optimizer + Send),
+    ) -> Result<Vec<f32>> {
+        accumulate_then_apply(self, pixels, objectives, grapes, optimizer)
     }
     /// The gradients, and which parameters have one since [`Engine::zero_grad`] (the others
     /// are zero and are left alone by the optimizer).

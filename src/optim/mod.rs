@@ -42,6 +42,24 @@ pub trait Optimizer {
         grads: &[Option<&[f32]>],
         pull: Option<&mut Pull>,
     );
+    /// Starts this step's update of parameter `i` (of `params` parameter tensors, `len`
+    /// values) to be applied in parts ([`PartialUpdate::apply`]): the fused step updates each
+    /// block of a weight's rows as soon as the backward pass has computed its gradient. The
+    /// state advances as one [`Optimizer::step_slices`] with a gradient for `i` would advance
+    /// it, so applying every part once gives that step's bits. `None` where the optimizer
+    /// cannot (the default; plugin rules): the caller then applies whole gradients.
+    fn begin_partial(
+        &mut self,
+        _params: usize,
+        _i: usize,
+        _len: usize,
+    ) -> Option<PartialUpdate<'_>> {
+        None
+    }
+    /// Whether [`Optimizer::begin_partial`] gives an update (for every parameter).
+    fn applies_in_parts(&self) -> bool {
+        false
+    }
     /// Forgets all state (momentum buffers, moment estimates, accumulators, step counts).
     fn reset(&mut self);
     /// The learning rate the next update uses.
@@ -66,6 +84,46 @@ pub struct Pull<'a> {
     /// its gradient with the pull (`true`) or before it (`false`). The same numbers as copying
     /// g̃ and running `ω −= g̃ · (θ_new − θ_old)` as a pass of its own after the update.
     pub path: Option<(&'a mut [Vec<f32>], bool)>,
+}
+
+/// One step's update of one parameter, applied in parts ([`Optimizer::begin_partial`]): the
+/// rule with this step's constants and the parameter's state buffers. The update is
+/// elementwise, so the parts may come in any order and from several threads at once.
+pub struct PartialUpdate<'a> {
+    rule: Rule,
+    first: *mut f32,
+    second: *mut f32,
+    len: usize,
+    _state: std::marker::PhantomData<&'a mut [f32]>,
+}
+
+// SAFETY: a `PartialUpdate` holds the exclusive borrow of one parameter's state for `'a`;
+// threads that share it write disjoint ranges of it (`PartialUpdate::apply` requires it).
+unsafe impl Send for PartialUpdate<'_> {}
+unsafe impl Sync for PartialUpdate<'_> {}
+
+impl PartialUpdate<'_> {
+    /// Updates the parameter's values `offset .. offset + p.len()` (`p`) with their gradient
+    /// `g`, exactly as the whole update would.
+    ///
+    /// # Safety
+    /// Parts applied while another is being applied (from other threads) must not overlap; each
+    /// value must be updated once per step.
+    pub unsafe fn apply(&self, offset: usize, p: &mut [f32], g: &[f32]) {
+        let n = p.len();
+        assert!(
+            offset <= self.len && n <= self.len - offset && g.len() == n,
+            "part outside the parameter"
+        );
+        // SAFETY: inside the state buffers (asserted above); no other part overlaps (caller).
+        let (first, second) = unsafe {
+            (
+                std::slice::from_raw_parts_mut(self.first.add(offset), n),
+                std::slice::from_raw_parts_mut(self.second.add(offset), n),
+            )
+        };
+        self.rule.apply(p, g, first, second, None);
+    }
 }
 
 /// One parameter tensor's share of a [`Pull`]: `(s, a, b, path)`.
@@ -439,6 +497,26 @@ impl OptimizerSettings {
         self
     }
 
+    /// Starts one update of a parameter of `n` values: its state (created at the first
+    /// update) advanced by a step, and the rule with this step's constants.
+    fn begin(&self, st: &mut ParamState, n: usize) -> Rule {
+        let first_step = st.first.is_empty();
+        if first_step {
+            st.first = vec![0.0; n];
+            let start = match *self {
+                OptimizerSettings::Adagrad {
+                    initial_accumulator,
+                    ..
+                } => initial_accumulator as f32,
+                _ => 0.0,
+            };
+            st.second = vec![start; n];
+        }
+        assert_eq!(st.first.len(), n, "parameter size changed");
+        st.steps += 1;
+        Rule::new(self, first_step, st.steps)
+    }
+
     /// One update of parameter `p` with gradient `g` and its state, in place. The rules are
     /// PyTorch's (`torch.optim.SGD`, `Adam`, `AdamW`, `RMSprop`, `Adagrad`). Large parameters
     /// are updated in parallel chunks (the update is elementwise, so the result does not depend
@@ -454,20 +532,7 @@ impl OptimizerSettings {
             );
         }
         let n = p.len();
-        let first_step = st.first.is_empty();
-        if first_step {
-            st.first = vec![0.0; n];
-            let start = match *self {
-                OptimizerSettings::Adagrad {
-                    initial_accumulator,
-                    ..
-                } => initial_accumulator as f32,
-                _ => 0.0,
-            };
-            st.second = vec![start; n];
-        }
-        st.steps += 1;
-        let rule = Rule::new(self, first_step, st.steps);
+        let rule = self.begin(st, n);
         let (first, second) = (&mut st.first[..], &mut st.second[..]);
         const CHUNK: usize = 1 << 15;
         if n < 2 * CHUNK || rayon::current_num_threads() < 2 {
@@ -913,6 +978,23 @@ impl Optimizer for Stateful {
                 self.settings.update(p, g, st, pull);
             }
         }
+    }
+
+    fn applies_in_parts(&self) -> bool {
+        true
+    }
+
+    fn begin_partial(&mut self, params: usize, i: usize, len: usize) -> Option<PartialUpdate<'_>> {
+        self.ensure_state(params);
+        let st = &mut self.state[i];
+        let rule = self.settings.begin(st, len);
+        Some(PartialUpdate {
+            rule,
+            first: st.first.as_mut_ptr(),
+            second: st.second.as_mut_ptr(),
+            len,
+            _state: std::marker::PhantomData,
+        })
     }
 
     fn reset(&mut self) {

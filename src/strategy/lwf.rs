@@ -103,6 +103,11 @@ pub fn distillation_terms(stream: &TaskStream, task: usize) -> Vec<DistillationT
 }
 
 impl Strategy for Lwf {
+    // Distillation is an objective on the current pixels; nothing touches the gradients.
+    fn leaves_gradients_alone(&self, _task: usize) -> bool {
+        true
+    }
+
     fn data_weight(&self, task: usize) -> f32 {
         self.weight.weights(task).0
     }

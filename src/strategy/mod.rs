@@ -703,6 +703,16 @@ pub trait Strategy: Send {
     /// After the optimizer updated the parameters.
     fn after_update(&mut self, _params: &[Vec<f32>], _touched: &[bool]) {}
 
+    /// Whether the steps of `task` need nothing between the backward pass and the update:
+    /// [`Strategy::extend_gradients`], [`Strategy::regularize`], [`Strategy::pull`] and
+    /// [`Strategy::after_update`] do nothing then (data weights and
+    /// [`Strategy::objectives_on`] are allowed). The trainer may then let the engine apply the
+    /// optimizer inside the backward pass ([`crate::engine::Engine::accumulate_and_apply`]),
+    /// where no gradient is kept. The default, `false`, is always safe.
+    fn leaves_gradients_alone(&self, _task: usize) -> bool {
+        false
+    }
+
     /// After the last step of `task`.
     fn after_task(&mut self, _ctx: &mut Context, _task: usize) -> Result<()> {
         Ok(())
@@ -711,7 +721,11 @@ pub trait Strategy: Send {
 
 /// Plain sequential training.
 pub struct Finetune;
-impl Strategy for Finetune {}
+impl Strategy for Finetune {
+    fn leaves_gradients_alone(&self, _task: usize) -> bool {
+        true
+    }
+}
 
 /// Joint training on the union of several tasks.
 pub struct Joint {
@@ -732,5 +746,9 @@ impl Strategy for Joint {
             (JointData::Once, _) => PhaseBudget::Skip,
             _ => PhaseBudget::OneTask,
         }
+    }
+
+    fn leaves_gradients_alone(&self, _task: usize) -> bool {
+        true
     }
 }

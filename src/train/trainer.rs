@@ -302,10 +302,37 @@ impl<'a> Trainer<'a> {
         factors: &mut FactorStatsAccumulator,
     ) -> candle_core::Result<f32> {
         let grapes = self.method.grapes;
-        self.engine.zero_grad();
         let n = self.data.len() as f32;
         let data_weight = self.strategy.data_weight(t);
         let single = self.data.groups().len() == 1;
+        if single && self.strategy.leaves_gradients_alone(t) {
+            // Nothing between the backward pass and the update: the engine may apply the
+            // optimizer inside the backward pass (the same bits).
+            let g = &self.data.groups()[0];
+            let mut objectives = vec![Objective {
+                targets: Targets::Hard(&g.batch.targets),
+                head: g.head,
+                range: g.range.clone(),
+                weight: data_weight,
+            }];
+            objectives.extend(self.strategy.objectives_on(
+                &mut context(stage, &mut self.engine, grapes, self.seed),
+                t,
+                &g.batch.pixels,
+                1.0,
+            )?);
+            let loss = self.engine.accumulate_and_apply(
+                &g.batch.pixels,
+                &objectives,
+                grapes,
+                self.optimizer.as_mut(),
+            )?[0];
+            if loss.is_finite() && grapes.is_on() {
+                factors.add_slices(self.engine.factors());
+            }
+            return Ok(loss);
+        }
+        self.engine.zero_grad();
         let mut loss = 0.0f32;
         for g in self.data.groups() {
             let share = g.batch.len() as f32 / n;

@@ -329,3 +329,121 @@ fn dropout_leaves_evaluation_and_the_off_step_alone() {
     };
     assert_eq!(g(&dropped), g(&plain));
 }
+
+/// The optimizer applied inside the backward pass, each weight updated block by block as its
+/// gradient is computed (`Engine::accumulate_and_apply` on the fused MLP), gives the bits of
+/// the gradients and the update as two passes: every rule, with and without biases and
+/// GRAPES (both modes), with dropout, with a second objective on another head and a soft
+/// one on the same head (LwF's), at batches below and above one packed block of depth (256),
+/// on 1 to 3 threads, over several steps (the optimizers' state included).
+#[test]
+fn updating_inside_the_backward_pass_keeps_the_bits() {
+    use clbench::engine::kernels::{run_on, thread_pool};
+    use clbench::engine::Objective;
+    use clbench::models::loss::{DistillScale, Targets};
+    let rules = [
+        "{name: sgd, lr: 0.05}",
+        "{name: sgd, lr: 0.05, momentum: 0.9}",
+        "{name: sgd, lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.01}",
+        "{name: adam, lr: 0.001}",
+        "{name: adamw, lr: 0.01}",
+        "{name: rmsprop, lr: 0.01, momentum: 0.5}",
+        "{name: adagrad, lr: 0.01, weight_decay: 0.01}",
+    ];
+    let heads = OutputLayout::MultiHead { sizes: vec![10, 4] };
+    // (hidden, bias, rows, GRAPES, dropout, objectives: 1 = labels, 2 = + another head,
+    // 3 = + soft targets on the same head)
+    type Case = (&'static [usize], bool, usize, GrapesMode, bool, usize);
+    let cases: &[Case] = &[
+        (&[40, 24], true, 16, GrapesMode::Off, false, 1),
+        (&[40, 24], false, 16, GrapesMode::Propagating, false, 1),
+        (&[40, 24], true, 16, GrapesMode::Local, true, 2),
+        (&[200], true, 300, GrapesMode::Off, false, 3),
+        (&[], true, 16, GrapesMode::Off, false, 2),
+    ];
+    for yaml in rules {
+        let cfg: OptimizerConfig = serde_yaml::from_str(yaml).unwrap();
+        for &(hidden, bias, rows, mode, dropout, objectives) in cases {
+            for threads in [1, 2, 3] {
+                let what = format!(
+                    "{yaml}, {hidden:?} bias {bias}, batch {rows}, {mode:?}, dropout {dropout}, \
+                     {objectives} objectives, {threads} threads"
+                );
+                let network = net(hidden, Activation::Relu, bias, &heads);
+                let mut params = Vec::new();
+                for updating in [false, true] {
+                    let mut engine = FusedMlp::from_network(&network).unwrap();
+                    if dropout {
+                        let rng = SeedRng::derive(9, "dropout", 1);
+                        engine.set_dropout(Some(Dropout::new(0.25, rng))).unwrap();
+                    }
+                    let mut opt = cfg.check().unwrap().build();
+                    let mut losses = Vec::new();
+                    run_on(&thread_pool(threads).unwrap(), || {
+                        for s in 0..3 {
+                            let (x, t) = batch(rows, 10, 40 + s);
+                            let (_, t2) = batch(rows, 4, 60 + s);
+                            let soft: Vec<f32> = (0..rows * 10)
+                                .map(|i| ((i * 7919) % 13) as f32 / 78.0 / 10.0 * 6.0)
+                                .collect();
+                            let mut parts = vec![Objective {
+                                targets: Targets::Hard(&t),
+                                head: 0,
+                                range: None,
+                                weight: 1.0,
+                            }];
+                            if objectives == 2 {
+                                parts.push(Objective {
+                                    targets: Targets::Hard(&t2),
+                                    head: 1,
+                                    range: None,
+                                    weight: 0.5,
+                                });
+                            }
+                            if objectives == 3 {
+                                parts.push(Objective {
+                                    targets: Targets::Soft {
+                                        probs: &soft,
+                                        temperature: 2.0,
+                                        scale: DistillScale::None,
+                                    },
+                                    head: 0,
+                                    range: None,
+                                    weight: 3.0,
+                                });
+                            }
+                            let l = if updating {
+                                engine
+                                    .accumulate_and_apply(&x, &parts, mode, opt.as_mut())
+                                    .unwrap()
+                            } else {
+                                engine.zero_grad();
+                                let l = engine.accumulate_all(&x, &parts, mode).unwrap();
+                                engine.apply(opt.as_mut()).unwrap();
+                                l
+                            };
+                            losses.push(l);
+                        }
+                    });
+                    if updating {
+                        assert!(
+                            engine.gradients().iter().all(Option::is_none),
+                            "{what}: no gradient is kept"
+                        );
+                    }
+                    params.push((engine.params().to_vec(), losses));
+                }
+                let bits = |p: &Vec<Vec<f32>>| -> Vec<Vec<u32>> {
+                    p.iter()
+                        .map(|v| v.iter().map(|x| x.to_bits()).collect())
+                        .collect()
+                };
+                assert_eq!(params[0].1, params[1].1, "{what}: losses");
+                assert!(
+                    bits(&params[0].0) == bits(&params[1].0),
+                    "{what}: parameters"
+                );
+            }
+        }
+    }
+}
