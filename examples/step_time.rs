@@ -77,7 +77,7 @@ fn main() {
                 } else {
                     let objective = [part.objective()];
                     engine
-                        .accumulate_and_apply(&x, &objective, GrapesMode::Off, opt.as_mut())
+                        .accumulate_and_apply(&x, &objective, GrapesMode::Off, opt.as_mut(), None)
                         .unwrap();
                 }
                 times.push(s.elapsed().as_secs_f64());

@@ -204,7 +204,7 @@ pub fn train_throughput(
             range: None,
             weight: 1.0,
         }];
-        engine.accumulate_and_apply(x, &objective, grapes, optimizer.as_mut())?;
+        engine.accumulate_and_apply(x, &objective, grapes, optimizer.as_mut(), None)?;
         Ok(())
     };
     // As the trainer runs a task's steps: on the CPU, the pool's other threads polling for

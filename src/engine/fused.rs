@@ -21,7 +21,7 @@ use super::kernels::{self, mm, threads};
 use super::{Dropout, Engine, Fused, FusedPasses, Objective};
 use crate::models::loss::{output_error, Targets};
 use crate::models::{Activation, Layer, Network};
-use crate::optim::{grapes, GrapesMode, Optimizer};
+use crate::optim::{grapes, GrapesMode, Optimizer, Pull};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LayerRef {
@@ -265,7 +265,7 @@ impl Dense {
     }
 
     /// [`Dense::backward`] with each layer's gradients going straight into `optimizer`'s
-    /// update of its parameters, block by block as the weight gradient's rows are computed
+    /// update of its parameters (with a penalty's `pull` added inside it), block by block as the weight gradient's rows are computed
     /// ([`kernels::mm_finished`]), instead of into gradient buffers: the same bits as the
     /// backward pass followed by the optimizer's step over those gradients, without the
     /// gradients ever reaching memory. `optimizer` must apply in parts
@@ -274,6 +274,7 @@ impl Dense {
         &mut self,
         params: &mut [Vec<f32>],
         optimizer: &mut (dyn Optimizer + Send),
+        pull: Option<&mut Pull>,
         x: &[f32],
         mode: GrapesMode,
         factors: &[Vec<f32>],
@@ -282,6 +283,7 @@ impl Dense {
         let mut sink = IntoUpdate {
             params,
             optimizer,
+            pull,
             bias: &mut bias,
         };
         self.backward_into(&mut sink, x, mode, factors, None);
@@ -441,9 +443,10 @@ impl LayerSink for IntoGrads<'_> {
 
 /// Gradients straight into the optimizer's update of the layer's parameters
 /// ([`Dense::backward_updating`]); `bias` holds a bias gradient on its way.
-struct IntoUpdate<'a> {
+struct IntoUpdate<'a, 'p> {
     params: &'a mut [Vec<f32>],
     optimizer: &'a mut (dyn Optimizer + Send),
+    pull: Option<&'a mut Pull<'p>>,
     bias: &'a mut Vec<f32>,
 }
 
@@ -462,7 +465,7 @@ impl SharedValues {
     }
 }
 
-impl LayerSink for IntoUpdate<'_> {
+impl LayerSink for IntoUpdate<'_, '_> {
     fn params(&self) -> &[Vec<f32>] {
         self.params
     }
@@ -476,6 +479,10 @@ impl LayerSink for IntoUpdate<'_> {
             .optimizer
             .begin_partial(count, layer.weight, len)
             .expect("an optimizer that applies in parts");
+        let update = match self.pull.as_deref_mut() {
+            Some(pull) => update.pulled(pull, layer.weight),
+            None => update,
+        };
         let width = layer.inp;
         // gW [out, in] = dᵀ [out, batch] · input [batch, in], each finished run of a row
         // updated as it is handed over.
@@ -508,6 +515,10 @@ impl LayerSink for IntoUpdate<'_> {
                 .optimizer
                 .begin_partial(count, b, p.len())
                 .expect("an optimizer that applies in parts");
+            let update = match self.pull.as_deref_mut() {
+                Some(pull) => update.pulled(pull, b),
+                None => update,
+            };
             // SAFETY: the whole parameter, once, from this thread alone.
             unsafe { update.apply(0, p, self.bias) };
         }
@@ -634,6 +645,7 @@ impl FusedPasses for MlpPasses {
         &mut self,
         params: &mut [Vec<f32>],
         optimizer: &mut (dyn Optimizer + Send),
+        pull: Option<&mut Pull>,
         factors: &mut [Vec<f32>],
         x: &[f32],
         objectives: &[Objective],
@@ -650,7 +662,7 @@ impl FusedPasses for MlpPasses {
             }
         }
         self.dense
-            .backward_updating(params, optimizer, x, mode, factors);
+            .backward_updating(params, optimizer, pull, x, mode, factors);
         Some(losses)
     }
 

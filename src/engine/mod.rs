@@ -171,7 +171,8 @@ pub trait FusedPasses {
         objectives: &[Objective],
         mode: GrapesMode,
     ) -> Vec<f32>;
-    /// [`FusedPasses::accumulate`] into zeroed gradients followed by `optimizer`'s step, with
+    /// [`FusedPasses::accumulate`] into zeroed gradients followed by `optimizer`'s step (with a
+    /// penalty's `pull`, as [`Engine::apply_pulled`]), with
     /// each parameter updated as soon as the backward pass has its gradient and no gradient
     /// stored (`touched` is left alone); nothing is updated when the first objective's loss
     /// is not finite. The same bits as the two apart. `None` (the default) where these passes
@@ -182,6 +183,7 @@ pub trait FusedPasses {
         &mut self,
         _params: &mut [Vec<f32>],
         _optimizer: &mut (dyn Optimizer + Send),
+        _pull: Option<&mut Pull>,
         _factors: &mut [Vec<f32>],
         _x: &[f32],
         _objectives: &[Objective],
@@ -286,12 +288,14 @@ impl<P: FusedPasses> Engine for Fused<P> {
         objectives: &[Objective],
         grapes: GrapesMode,
         optimizer: &mut (dyn Optimizer + Send),
+        mut pull: Option<&mut Pull>,
     ) -> Result<Vec<f32>> {
         if optimizer.applies_in_parts() {
             self.host.zero_grad();
             if let Some(losses) = self.passes.accumulate_updating(
                 &mut self.host.params,
                 optimizer,
+                pull.as_deref_mut(),
                 &mut self.factors,
                 pixels,
                 objectives,
@@ -300,7 +304,7 @@ impl<P: FusedPasses> Engine for Fused<P> {
                 return Ok(losses);
             }
         }
-        accumulate_then_apply(self, pixels, objectives, grapes, optimizer)
+        accumulate_then_apply(self, pixels, objectives, grapes, optimizer, pull)
     }
 
     fn apply_pulled(
@@ -352,11 +356,12 @@ fn accumulate_then_apply<E: Engine + ?Sized>(
     objectives: &[Objective],
     grapes: GrapesMode,
     optimizer: &mut (dyn Optimizer + Send),
+    pull: Option<&mut Pull>,
 ) -> Result<Vec<f32>> {
     engine.zero_grad();
     let losses = engine.accumulate_all(pixels, objectives, grapes)?;
     if losses.first().is_some_and(|l| l.is_finite()) {
-        engine.apply(optimizer)?;
+        engine.apply_pulled(optimizer, pull)?;
     }
     Ok(losses)
 }
@@ -440,20 +445,21 @@ pub trait Engine {
             .collect()
     }
     /// The step of a trainer whose strategy needs nothing between the backward pass and the
-    /// update: the gradients zeroed, [`Engine::accumulate_all`], then `optimizer`'s step
-    /// ([`Engine::apply`]) unless the first objective's loss is not finite; returns the
-    /// losses. The fused MLP engine applies each weight's update while the backward pass
-    /// computes its gradient, block by block in cache ([`fused::MlpPasses`]), and stores no
-    /// gradient: afterwards no parameter has one ([`Engine::grads_mut`]). The same bits either
-    /// way.
+    /// update but a penalty's `pull`: the gradients zeroed, [`Engine::accumulate_all`], then
+    /// `optimizer`'s step ([`Engine::apply_pulled`]) unless the first objective's loss is not
+    /// finite; returns the losses. The fused MLP engine applies each weight's update while the
+    /// backward pass computes its gradient, block by block in cache ([`fused::MlpPasses`]),
+    /// and stores no gradient: afterwards no parameter has one ([`Engine::grads_mut`]). The
+    /// same bits either way.
     fn accumulate_and_apply(
         &mut self,
         pixels: &[f32],
         objectives: &[Objective],
         grapes: GrapesMode,
         optimizer: &mut (dyn Optimizer + Send),
+        pull: Option<&mut Pull>,
     ) -> Result<Vec<f32>> {
-        accumulate_then_apply(self, pixels, objectives, grapes, optimizer)
+        accumulate_then_apply(self, pixels, objectives, grapes, optimizer, pull)
     }
     /// The gradients, and which parameters have one since [`Engine::zero_grad`] (the others
     /// are zero and are left alone by the optimizer).

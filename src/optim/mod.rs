@@ -94,15 +94,52 @@ pub struct PartialUpdate<'a> {
     first: *mut f32,
     second: *mut f32,
     len: usize,
+    pull: Option<PartialPull>,
     _state: std::marker::PhantomData<&'a mut [f32]>,
 }
 
-// SAFETY: a `PartialUpdate` holds the exclusive borrow of one parameter's state for `'a`;
-// threads that share it write disjoint ranges of it (`PartialUpdate::apply` requires it).
+/// The parameter's share of a [`Pull`] in a [`PartialUpdate`]: `s`, the starts of `a` and `b`,
+/// and of SI's path integral with its flag.
+#[derive(Clone, Copy)]
+struct PartialPull {
+    s: f32,
+    a: *const f32,
+    b: *const f32,
+    path: Option<(*mut f32, bool)>,
+}
+
+// SAFETY: a `PartialUpdate` holds the exclusive borrow of one parameter's state (and of its
+// path integral, with a pull) for `'a`, and reads the pull's coefficients; threads that share
+// it write disjoint ranges (`PartialUpdate::apply` requires it).
 unsafe impl Send for PartialUpdate<'_> {}
 unsafe impl Sync for PartialUpdate<'_> {}
 
-impl PartialUpdate<'_> {
+impl<'a> PartialUpdate<'a> {
+    /// The update with parameter `i`'s share of a penalty's `pull` added to its gradient
+    /// inside the update ([`Optimizer::step_slices_pulled`]'s numbers), SI's path integral
+    /// accumulated on the way where the pull has one.
+    pub fn pulled<'b>(mut self, pull: &'b mut Pull<'_>, i: usize) -> PartialUpdate<'b>
+    where
+        'a: 'b,
+    {
+        let (a, b) = (&pull.a[i], &pull.b[i]);
+        assert!(
+            a.len() == self.len && b.len() == self.len,
+            "pull sizes differ"
+        );
+        let path = pull.path.as_mut().map(|(r, with)| {
+            assert_eq!(r[i].len(), self.len, "path integral size differs");
+            (r[i].as_mut_ptr(), *with)
+        });
+        self.pull = Some(PartialPull {
+            s: pull.s,
+            a: a.as_ptr(),
+            b: b.as_ptr(),
+            path,
+        });
+        self
+    }
+
     /// Updates the parameter's values `offset .. offset + p.len()` (`p`) with their gradient
     /// `g`, exactly as the whole update would.
     ///
@@ -122,7 +159,18 @@ impl PartialUpdate<'_> {
                 std::slice::from_raw_parts_mut(self.second.add(offset), n),
             )
         };
-        self.rule.apply(p, g, first, second, None);
+        // SAFETY: the pull's buffers have the parameter's length (asserted in `pulled`); the
+        // path integral's part is this part's alone (caller).
+        let pull = self.pull.map(|q| unsafe {
+            (
+                q.s,
+                std::slice::from_raw_parts(q.a.add(offset), n),
+                std::slice::from_raw_parts(q.b.add(offset), n),
+                q.path
+                    .map(|(r, with)| (std::slice::from_raw_parts_mut(r.add(offset), n), with)),
+            )
+        });
+        self.rule.apply(p, g, first, second, pull);
     }
 }
 
@@ -993,6 +1041,7 @@ impl Optimizer for Stateful {
             first: st.first.as_mut_ptr(),
             second: st.second.as_mut_ptr(),
             len,
+            pull: None,
             _state: std::marker::PhantomData,
         })
     }

@@ -703,12 +703,13 @@ pub trait Strategy: Send {
     /// After the optimizer updated the parameters.
     fn after_update(&mut self, _params: &[Vec<f32>], _touched: &[bool]) {}
 
-    /// Whether the steps of `task` need nothing between the backward pass and the update:
-    /// [`Strategy::extend_gradients`], [`Strategy::regularize`], [`Strategy::pull`] and
-    /// [`Strategy::after_update`] do nothing then (data weights and
-    /// [`Strategy::objectives_on`] are allowed). The trainer may then let the engine apply the
-    /// optimizer inside the backward pass ([`crate::engine::Engine::accumulate_and_apply`]),
-    /// where no gradient is kept. The default, `false`, is always safe.
+    /// Whether the steps of `task` need nothing between the backward pass and the update but
+    /// [`Strategy::pull`]: [`Strategy::extend_gradients`] and [`Strategy::regularize`] do
+    /// nothing then, and [`Strategy::after_update`] reads no gradient flag (data weights and
+    /// [`Strategy::objectives_on`] are allowed; a strategy with objectives on the pixels must
+    /// not have a pull). The trainer may then let the engine apply the optimizer, with the
+    /// pull, inside the backward pass ([`crate::engine::Engine::accumulate_and_apply`]), where
+    /// no gradient is kept. The default, `false`, is always safe.
     fn leaves_gradients_alone(&self, _task: usize) -> bool {
         false
     }

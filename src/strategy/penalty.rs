@@ -458,6 +458,13 @@ impl Strategy for Penalized {
     /// (on the gradient with the penalty for `gradient: total`, before it for `task-loss`).
     /// While the penalty adds nothing (SI's first task), SI keeps [`Strategy::regularize`],
     /// which copies the gradient for [`Strategy::after_update`]'s pass.
+    // While the penalty acts, its pull is all a step needs (SI's `after_update` then only
+    // marks its path integral as accumulated by the pull); before the first anchor, SI's
+    // `regularize` copies the gradients for its path integral.
+    fn leaves_gradients_alone(&self, _task: usize) -> bool {
+        self.penalty.acts()
+    }
+
     fn pull(&mut self) -> Option<Pull<'_>> {
         let mut pull = self.penalty.pull()?;
         if let Kind::Si { path, gradient, .. } = &mut self.kind {

@@ -306,30 +306,52 @@ impl<'a> Trainer<'a> {
         let data_weight = self.strategy.data_weight(t);
         let single = self.data.groups().len() == 1;
         if single && self.strategy.leaves_gradients_alone(t) {
-            // Nothing between the backward pass and the update: the engine may apply the
-            // optimizer inside the backward pass (the same bits).
+            // Nothing between the backward pass and the update but the strategy's pull: the
+            // engine may apply the optimizer inside the backward pass (the same bits).
             let g = &self.data.groups()[0];
-            let mut objectives = vec![Objective {
+            let data = Objective {
                 targets: Targets::Hard(&g.batch.targets),
                 head: g.head,
                 range: g.range.clone(),
                 weight: data_weight,
-            }];
-            objectives.extend(self.strategy.objectives_on(
+            };
+            let more = self.strategy.objectives_on(
                 &mut context(stage, &mut self.engine, grapes, self.seed),
                 t,
                 &g.batch.pixels,
                 1.0,
-            )?);
-            let loss = self.engine.accumulate_and_apply(
-                &g.batch.pixels,
-                &objectives,
-                grapes,
-                self.optimizer.as_mut(),
-            )?[0];
-            if loss.is_finite() && grapes.is_on() {
+            )?;
+            let loss = if more.is_empty() {
+                drop(more);
+                let mut pull = self.strategy.pull();
+                self.engine.accumulate_and_apply(
+                    &g.batch.pixels,
+                    std::slice::from_ref(&data),
+                    grapes,
+                    self.optimizer.as_mut(),
+                    pull.as_mut(),
+                )?[0]
+            } else {
+                // A strategy with objectives on the pixels has no pull
+                // (`Strategy::leaves_gradients_alone`).
+                let mut objectives = vec![data.clone()];
+                objectives.extend(more);
+                self.engine.accumulate_and_apply(
+                    &g.batch.pixels,
+                    &objectives,
+                    grapes,
+                    self.optimizer.as_mut(),
+                    None,
+                )?[0]
+            };
+            if !loss.is_finite() {
+                return Ok(loss);
+            }
+            if grapes.is_on() {
                 factors.add_slices(self.engine.factors());
             }
+            let (params, _, touched) = self.engine.state_mut();
+            self.strategy.after_update(params, touched);
             return Ok(loss);
         }
         self.engine.zero_grad();

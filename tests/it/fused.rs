@@ -6,7 +6,7 @@ use clbench::engine::tensor::batch_gradients;
 use clbench::engine::BackwardPath;
 use clbench::engine::{Dropout, Engine, FusedMlp};
 use clbench::models::{logit_mask, mlp, one_hot, Activation, ModelConfig, Network};
-use clbench::optim::{GrapesMode, OptimizerConfig};
+use clbench::optim::{GrapesMode, OptimizerConfig, Pull};
 use clbench::rng::SeedRng;
 use clbench::streams::OutputLayout;
 
@@ -352,26 +352,45 @@ fn updating_inside_the_backward_pass_keeps_the_bits() {
     ];
     let heads = OutputLayout::MultiHead { sizes: vec![10, 4] };
     // (hidden, bias, rows, GRAPES, dropout, objectives: 1 = labels, 2 = + another head,
-    // 3 = + soft targets on the same head)
-    type Case = (&'static [usize], bool, usize, GrapesMode, bool, usize);
+    // 3 = + soft targets on the same head; pull: 0 none, 1 a penalty's, 2 with SI's path
+    // integral on the total gradient, 3 on the task loss's)
+    type Case = (&'static [usize], bool, usize, GrapesMode, bool, usize, u8);
     let cases: &[Case] = &[
-        (&[40, 24], true, 16, GrapesMode::Off, false, 1),
-        (&[40, 24], false, 16, GrapesMode::Propagating, false, 1),
-        (&[40, 24], true, 16, GrapesMode::Local, true, 2),
-        (&[200], true, 300, GrapesMode::Off, false, 3),
-        (&[], true, 16, GrapesMode::Off, false, 2),
+        (&[40, 24], true, 16, GrapesMode::Off, false, 1, 0),
+        (&[40, 24], false, 16, GrapesMode::Propagating, false, 1, 1),
+        (&[40, 24], true, 16, GrapesMode::Local, true, 2, 2),
+        (&[200], true, 300, GrapesMode::Off, false, 3, 0),
+        (&[200], true, 300, GrapesMode::Propagating, false, 1, 3),
+        (&[], true, 16, GrapesMode::Off, false, 2, 1),
     ];
     for yaml in rules {
         let cfg: OptimizerConfig = serde_yaml::from_str(yaml).unwrap();
-        for &(hidden, bias, rows, mode, dropout, objectives) in cases {
+        for &(hidden, bias, rows, mode, dropout, objectives, pulled) in cases {
             for threads in [1, 2, 3] {
                 let what = format!(
                     "{yaml}, {hidden:?} bias {bias}, batch {rows}, {mode:?}, dropout {dropout}, \
-                     {objectives} objectives, {threads} threads"
+                     {objectives} objectives, pull {pulled}, {threads} threads"
                 );
                 let network = net(hidden, Activation::Relu, bias, &heads);
+                // A penalty's coefficients: a ≥ 0, b anything, per parameter.
+                let sizes: Vec<usize> = FusedMlp::from_network(&network)
+                    .unwrap()
+                    .params()
+                    .iter()
+                    .map(Vec::len)
+                    .collect();
+                let coefficients = |seed: u64, scale: f32| -> Vec<Vec<f32>> {
+                    let mut rng = SeedRng::derive(seed, "pull", 0);
+                    sizes
+                        .iter()
+                        .map(|&n| (0..n).map(|_| rng.uniform_f32(0.0, scale)).collect())
+                        .collect()
+                };
+                let (a, b) = (coefficients(1, 2.0), coefficients(2, 0.1));
                 let mut params = Vec::new();
+                let mut paths = Vec::new();
                 for updating in [false, true] {
+                    let mut path: Vec<Vec<f32>> = sizes.iter().map(|&n| vec![0.0; n]).collect();
                     let mut engine = FusedMlp::from_network(&network).unwrap();
                     if dropout {
                         let rng = SeedRng::derive(9, "dropout", 1);
@@ -412,14 +431,26 @@ fn updating_inside_the_backward_pass_keeps_the_bits() {
                                     weight: 3.0,
                                 });
                             }
+                            let mut pull = (pulled > 0).then(|| Pull {
+                                s: 0.5,
+                                a: &a,
+                                b: &b,
+                                path: (pulled > 1).then(|| (&mut path[..], pulled == 2)),
+                            });
                             let l = if updating {
                                 engine
-                                    .accumulate_and_apply(&x, &parts, mode, opt.as_mut())
+                                    .accumulate_and_apply(
+                                        &x,
+                                        &parts,
+                                        mode,
+                                        opt.as_mut(),
+                                        pull.as_mut(),
+                                    )
                                     .unwrap()
                             } else {
                                 engine.zero_grad();
                                 let l = engine.accumulate_all(&x, &parts, mode).unwrap();
-                                engine.apply(opt.as_mut()).unwrap();
+                                engine.apply_pulled(opt.as_mut(), pull.as_mut()).unwrap();
                                 l
                             };
                             losses.push(l);
@@ -432,6 +463,7 @@ fn updating_inside_the_backward_pass_keeps_the_bits() {
                         );
                     }
                     params.push((engine.params().to_vec(), losses));
+                    paths.push(path);
                 }
                 let bits = |p: &Vec<Vec<f32>>| -> Vec<Vec<u32>> {
                     p.iter()
@@ -443,6 +475,13 @@ fn updating_inside_the_backward_pass_keeps_the_bits() {
                     bits(&params[0].0) == bits(&params[1].0),
                     "{what}: parameters"
                 );
+                assert!(bits(&paths[0]) == bits(&paths[1]), "{what}: path integral");
+                if pulled > 1 {
+                    assert!(
+                        paths[0].iter().flatten().any(|&w| w != 0.0),
+                        "{what}: no path integral"
+                    );
+                }
             }
         }
     }
