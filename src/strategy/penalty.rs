@@ -454,17 +454,17 @@ impl Strategy for Penalized {
         Ok(())
     }
 
-    /// The penalty in the optimizer's pass; for SI the same pass accumulates the path integral
-    /// (on the gradient with the penalty for `gradient: total`, before it for `task-loss`).
-    /// While the penalty adds nothing (SI's first task), SI keeps [`Strategy::regularize`],
-    /// which copies the gradient for [`Strategy::after_update`]'s pass.
-    // While the penalty acts, its pull is all a step needs (SI's `after_update` then only
-    // marks its path integral as accumulated by the pull); before the first anchor, SI's
-    // `regularize` copies the gradients for its path integral.
+    /// While the penalty acts, its pull is all a step needs (SI's `after_update` then only
+    /// marks its path integral as accumulated by the pull); before the first anchor, SI's
+    /// `regularize` copies the gradients for its path integral, so the step keeps two passes.
     fn leaves_gradients_alone(&self, _task: usize) -> bool {
         self.penalty.acts()
     }
 
+    /// The penalty in the optimizer's pass; for SI the same pass accumulates the path integral
+    /// (on the gradient with the penalty for `gradient: total`, before it for `task-loss`).
+    /// While the penalty adds nothing (SI's first task), SI keeps [`Strategy::regularize`],
+    /// which copies the gradient for [`Strategy::after_update`]'s pass.
     fn pull(&mut self) -> Option<Pull<'_>> {
         let mut pull = self.penalty.pull()?;
         if let Kind::Si { path, gradient, .. } = &mut self.kind {
