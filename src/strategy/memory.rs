@@ -307,4 +307,17 @@ impl Strategy for Agem {
         self.memory.observe(ctx.stream, ctx.seed, step.examples);
         Ok(())
     }
+
+    /// How often the constraint bound so far (`-v` shows it): a diagnostic only, no record
+    /// holds it.
+    fn after_task(&mut self, _ctx: &mut Context, task: usize) -> Result<()> {
+        let (projected, checked) = self.projected;
+        tracing::debug!(
+            task = task + 1,
+            projected,
+            checked,
+            "A-GEM: steps projected so far, of those with a reference gradient"
+        );
+        Ok(())
+    }
 }
