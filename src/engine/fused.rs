@@ -265,11 +265,11 @@ impl Dense {
     }
 
     /// [`Dense::backward`] with each layer's gradients going straight into `optimizer`'s
-    /// update of its parameters (with a penalty's `pull` added inside it), block by block as the weight gradient's rows are computed
-    /// ([`kernels::mm_finished`]), instead of into gradient buffers: the same bits as the
-    /// backward pass followed by the optimizer's step over those gradients, without the
-    /// gradients ever reaching memory. `optimizer` must apply in parts
-    /// ([`Optimizer::applies_in_parts`]).
+    /// update of its parameters (with a penalty's `pull` added inside it), block by block as
+    /// the weight gradient's rows are computed ([`kernels::mm_finished`]), instead of into
+    /// gradient buffers: the same bits as the backward pass followed by the optimizer's step
+    /// over those gradients, without the gradients ever reaching memory. `optimizer` must
+    /// apply in parts ([`Optimizer::applies_in_parts`]).
     pub(super) fn backward_updating(
         &mut self,
         params: &mut [Vec<f32>],
