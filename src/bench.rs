@@ -174,8 +174,9 @@ pub const WINDOW_PARTS: usize = 5;
 
 /// Trains `model` with SGD (lr 0.01, momentum 0.9), ± propagating GRAPES, on random data:
 /// `warmup` steps, then as many steps as fit in `duration`, through the engine `clbench run`
-/// uses (the fused step on CPU) and as its trainer takes a fine-tuning step, with the pool's threads polling for work on the CPU as in a
-/// task of `clbench run`; the rate is the median of [`WINDOW_PARTS`] equal parts of `duration`.
+/// uses (the fused step on CPU) and as its trainer takes a fine-tuning step, with the pool's
+/// threads polling for work on the CPU as in a task of `clbench run`; the rate is the median
+/// of [`WINDOW_PARTS`] equal parts of `duration`.
 /// Runs on the current rayon pool (see [`crate::engine::kernels::run_on`]).
 pub fn train_throughput(
     model: &BenchModel,

@@ -21,7 +21,7 @@ use super::kernels::{self, mm, threads};
 use super::{Dropout, Engine, Fused, FusedPasses, Objective};
 use crate::models::loss::{output_error, Targets};
 use crate::models::{Activation, Layer, Network};
-use crate::optim::{grapes, GrapesMode, Optimizer, Pull};
+use crate::optim::{grapes, GrapesMode, Optimizer, PartialUpdate, Pull};
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct LayerRef {
@@ -233,6 +233,15 @@ impl Dense {
             }
         }
         losses
+    }
+
+    /// With GRAPES on, every hidden layer's factors from its weights into `factors`.
+    fn grapes_factors(&self, params: &[Vec<f32>], mode: GrapesMode, factors: &mut [Vec<f32>]) {
+        if mode.is_on() {
+            for (f, layer) in factors.iter_mut().zip(&self.hidden) {
+                grapes::modulation_factors_into(&params[layer.weight], layer.out, f);
+            }
+        }
     }
 
     /// Whether the last [`Dense::objectives_error`] left any error to propagate.
@@ -465,6 +474,24 @@ impl SharedValues {
     }
 }
 
+/// `optimizer`'s update of parameter `i` (of `count`, `len` values) for this step, with its
+/// share of the penalty's `pull` when there is one.
+fn begin_update<'a>(
+    optimizer: &'a mut (dyn Optimizer + Send),
+    pull: Option<&'a mut Pull<'_>>,
+    count: usize,
+    i: usize,
+    len: usize,
+) -> PartialUpdate<'a> {
+    let update = optimizer
+        .begin_partial(count, i, len)
+        .expect("an optimizer that applies in parts");
+    match pull {
+        Some(pull) => update.pulled(pull, i),
+        None => update,
+    }
+}
+
 impl LayerSink for IntoUpdate<'_, '_> {
     fn params(&self) -> &[Vec<f32>] {
         self.params
@@ -475,14 +502,13 @@ impl LayerSink for IntoUpdate<'_, '_> {
         let weight = &mut self.params[layer.weight];
         let len = weight.len();
         let values = SharedValues(weight.as_mut_ptr());
-        let update = self
-            .optimizer
-            .begin_partial(count, layer.weight, len)
-            .expect("an optimizer that applies in parts");
-        let update = match self.pull.as_deref_mut() {
-            Some(pull) => update.pulled(pull, layer.weight),
-            None => update,
-        };
+        let update = begin_update(
+            self.optimizer,
+            self.pull.as_deref_mut(),
+            count,
+            layer.weight,
+            len,
+        );
         let width = layer.inp;
         // gW [out, in] = dᵀ [out, batch] · input [batch, in], each finished run of a row
         // updated as it is handed over.
@@ -511,14 +537,7 @@ impl LayerSink for IntoUpdate<'_, '_> {
             self.bias.resize(layer.out, 0.0);
             bias_grads(self.bias, true, d, layer.out);
             let p = &mut self.params[b];
-            let update = self
-                .optimizer
-                .begin_partial(count, b, p.len())
-                .expect("an optimizer that applies in parts");
-            let update = match self.pull.as_deref_mut() {
-                Some(pull) => update.pulled(pull, b),
-                None => update,
-            };
+            let update = begin_update(self.optimizer, self.pull.as_deref_mut(), count, b, p.len());
             // SAFETY: the whole parameter, once, from this thread alone.
             unsafe { update.apply(0, p, self.bias) };
         }
@@ -631,11 +650,7 @@ impl FusedPasses for MlpPasses {
         if !self.dense.has_error() {
             return losses;
         }
-        if mode.is_on() {
-            for (f, layer) in factors.iter_mut().zip(&self.dense.hidden) {
-                grapes::modulation_factors_into(&params[layer.weight], layer.out, f);
-            }
-        }
+        self.dense.grapes_factors(params, mode, factors);
         self.dense
             .backward(params, grads, touched, x, mode, factors, None);
         losses
@@ -652,15 +667,12 @@ impl FusedPasses for MlpPasses {
         mode: GrapesMode,
     ) -> Option<Vec<f32>> {
         let losses = self.dense.objectives_error(params, x, objectives);
-        // A step whose data loss is not finite updates nothing (see `Engine::accumulate_and_apply`).
+        // A step whose data loss is not finite updates nothing (see
+        // `Engine::accumulate_and_apply`).
         if !self.dense.has_error() || !losses.first().is_some_and(|l| l.is_finite()) {
             return Some(losses);
         }
-        if mode.is_on() {
-            for (f, layer) in factors.iter_mut().zip(&self.dense.hidden) {
-                grapes::modulation_factors_into(&params[layer.weight], layer.out, f);
-            }
-        }
+        self.dense.grapes_factors(params, mode, factors);
         self.dense
             .backward_updating(params, optimizer, pull, x, mode, factors);
         Some(losses)
