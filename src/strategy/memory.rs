@@ -252,11 +252,7 @@ pub fn project(
     r: &[Vec<f32>],
     r_touched: &[bool],
 ) -> bool {
-    // Two independent chains, one per thread where the pool has two.
-    let (dot, norm) = rayon::join(
-        || serial_dot(g, r, |i| r_touched[i] && g_touched[i]),
-        || serial_dot(r, r, |i| r_touched[i]),
-    );
+    let (dot, norm) = dot_and_norm(g, g_touched, r, r_touched);
     if dot >= 0.0 || norm == 0.0 {
         return false;
     }
@@ -271,9 +267,41 @@ pub fn project(
     true
 }
 
+/// `(g·r, r·r)` in f64, parameters without a gradient counting as zero: two serial chains,
+/// element after element in parameter order, whose order fixes the bits of every projected step
+/// (so neither is split into partial sums). They are independent, so they run side by side: on
+/// two threads where the pool has them, otherwise interleaved in one loop, where each chain's
+/// additions fill the other's latency (the same sums, in the same order, as two loops).
+pub fn dot_and_norm(
+    g: &[Vec<f32>],
+    g_touched: &[bool],
+    r: &[Vec<f32>],
+    r_touched: &[bool],
+) -> (f64, f64) {
+    if rayon::current_num_threads() > 1 {
+        return rayon::join(
+            || serial_dot(g, r, |i| r_touched[i] && g_touched[i]),
+            || serial_dot(r, r, |i| r_touched[i]),
+        );
+    }
+    let (mut dot, mut norm) = (0.0f64, 0.0f64);
+    for i in (0..r.len()).filter(|&i| r_touched[i]) {
+        if g_touched[i] {
+            for (&x, &y) in g[i].iter().zip(&r[i]) {
+                dot += x as f64 * y as f64;
+                norm += y as f64 * y as f64;
+            }
+        } else {
+            for &y in &r[i] {
+                norm += y as f64 * y as f64;
+            }
+        }
+    }
+    (dot, norm)
+}
+
 /// `Σ a·b` in f64 over the parameters `i` with `which(i)`, element after element in parameter
-/// order: one serial chain, whose order fixes the bits of every projected step (so it is not
-/// split into partial sums; A-GEM's two chains run side by side instead).
+/// order: one serial chain.
 fn serial_dot(a: &[Vec<f32>], b: &[Vec<f32>], which: impl Fn(usize) -> bool) -> f64 {
     let mut sum = 0.0f64;
     for i in (0..a.len()).filter(|&i| which(i)) {

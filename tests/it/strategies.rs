@@ -11,7 +11,7 @@ use clbench::models::{ModelConfig, ModelKind, ModelSpec, Network};
 use clbench::optim::GrapesMode;
 use clbench::rng::SeedRng;
 use clbench::strategy::lwf::{distillation_terms, DistillationTerm};
-use clbench::strategy::memory::{project, Memory};
+use clbench::strategy::memory::{dot_and_norm, project, Memory};
 use clbench::strategy::penalty::{estimate, Importance, Penalized};
 use clbench::strategy::{BudgetUnit, Context, FisherKind, LossWeight, Strategy};
 use clbench::streams::{StreamSpec, TaskStream};
@@ -308,6 +308,47 @@ fn agem_projection_never_points_against_the_reference_gradient() {
         projected > 20,
         "both cases exercised ({projected} projections)"
     );
+}
+
+#[test]
+fn agem_sums_have_the_same_bits_on_one_thread_and_on_two() {
+    // The two chains interleaved in one loop (one thread) or on two threads: either way each is
+    // the serial sum, element after element in parameter order, that fixes A-GEM's bits.
+    let mut rng = SeedRng::derive(11, "agem-sums", 0);
+    let shapes = [7usize, 1000, 3, 513];
+    let draw = |rng: &mut SeedRng| -> Vec<Vec<f32>> {
+        shapes
+            .iter()
+            .map(|&n| (0..n).map(|_| rng.uniform_f32(-3.0, 3.0)).collect())
+            .collect()
+    };
+    for trial in 0..12 {
+        let (g, r) = (draw(&mut rng), draw(&mut rng));
+        let g_touched: Vec<bool> = (0..4).map(|i| (trial >> i) & 1 == 0 || i == 1).collect();
+        let r_touched: Vec<bool> = (0..4).map(|i| i != trial % 5).collect();
+        let (mut dot, mut norm) = (0.0f64, 0.0f64);
+        for i in 0..4 {
+            if r_touched[i] && g_touched[i] {
+                for (&x, &y) in g[i].iter().zip(&r[i]) {
+                    dot += x as f64 * y as f64;
+                }
+            }
+        }
+        for i in (0..4).filter(|&i| r_touched[i]) {
+            for &y in &r[i] {
+                norm += y as f64 * y as f64;
+            }
+        }
+        for threads in [1, 2] {
+            let pool = clbench::engine::kernels::thread_pool(threads).unwrap();
+            let (d, n) = pool.install(|| dot_and_norm(&g, &g_touched, &r, &r_touched));
+            assert_eq!(
+                (d.to_bits(), n.to_bits()),
+                (dot.to_bits(), norm.to_bits()),
+                "trial {trial}, {threads} thread(s)"
+            );
+        }
+    }
 }
 
 #[test]
