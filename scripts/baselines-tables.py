@@ -8,6 +8,7 @@ the committed tables' numbers. Standard library only.
     python3 scripts/baselines-tables.py grapes     # GRAPES on every baseline (ACC, forgetting)
     python3 scripts/baselines-tables.py grapes-permuted  # the same for permuted MNIST, 4 metrics
     python3 scripts/baselines-tables.py padding    # permuted MNIST padded against unpadded
+    python3 scripts/baselines-tables.py seeds [DIR] [METRIC]  # one value per seed (permuted)
 
 `grapes` reads results/grapes-on-baselines/tables/grapes_effect.csv, the merged report of the
 four split-MNIST directories (`clbench report results/split-mnist-* --out
@@ -22,6 +23,9 @@ way; a cell reads "n < 3" until three seeds of both methods have completed.
 the seeds of each and the difference of the means (padded − unpadded). The two streams draw
 different permutations and initializations for a seed, so the seeds are not paired; the
 difference is shown with Welch's standard error (√(sd₁²/n₁ + sd₂²/n₂)).
+`seeds` lists, from DIR's tables/metrics.csv (default results/permuted-mnist-10-baselines), each
+method's METRIC (default acc) seed by seed, then with − without GRAPES seed by seed (only seeds
+where both completed), in percentage points: the numbers the prose beside the tables quotes.
 """
 import csv
 import sys
@@ -200,6 +204,29 @@ def padding_table(unpadded="permuted-mnist-10-baselines-unpadded",
             print(f"| {shown} | " + " | ".join(cells) + " |")
 
 
+def per_seed(directory="permuted-mnist-10-baselines", metric="acc"):
+    path = ROOT / directory / "tables" / "metrics.csv"
+    values = {}
+    with path.open() as f:
+        for row in csv.DictReader(f):
+            if row["status"] == "completed" and row[metric]:
+                values[(row["method"], int(row["seed"]))] = 100 * float(row[metric])
+    seeds = sorted({seed for _, seed in values})
+    head = " / ".join(str(s) for s in seeds)
+    print(f"{metric}, seed {head} (– where that seed has not completed):")
+    for method, label in METHODS:
+        for name in (method, method + "+grapes"):
+            cells = [f"{values[(name, s)]:.2f}" if (name, s) in values else "–" for s in seeds]
+            print(f"  {label.split(' (')[0]}{' + GRAPES' if name != method else ''}: "
+                  + " / ".join(cells))
+    print(f"with − without GRAPES, seed {head}:")
+    for method, label in METHODS:
+        cells = [f"{values[(method + '+grapes', s)] - values[(method, s)]:+.2f}"
+                 if (method, s) in values and (method + "+grapes", s) in values else "–"
+                 for s in seeds]
+        print(f"  {label.split(' (')[0]}: " + " / ".join(cells))
+
+
 def difference(a, b, metric):
     """`mean_b − mean_a ± √(sd_a²/n_a + sd_b²/n_b)` in percentage points, or – where either is
     missing or rests on fewer than two seeds."""
@@ -222,5 +249,7 @@ if __name__ == "__main__":
         grapes_permuted_table()
     elif sys.argv[1:2] == ["padding"]:
         padding_table(*sys.argv[2:4])
+    elif sys.argv[1:2] == ["seeds"]:
+        per_seed(*sys.argv[2:4])
     else:
         split_tables()
