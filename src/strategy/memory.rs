@@ -287,6 +287,11 @@ pub fn dot_and_norm(
     let (mut dot, mut norm) = (0.0f64, 0.0f64);
     for i in (0..r.len()).filter(|&i| r_touched[i]) {
         if g_touched[i] {
+            debug_assert_eq!(
+                g[i].len(),
+                r[i].len(),
+                "parameter {i}: gradient sizes differ"
+            );
             for (&x, &y) in g[i].iter().zip(&r[i]) {
                 dot += x as f64 * y as f64;
                 norm += y as f64 * y as f64;
