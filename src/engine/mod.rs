@@ -174,9 +174,9 @@ pub trait FusedPasses {
     /// [`FusedPasses::accumulate`] into zeroed gradients followed by `optimizer`'s step (with a
     /// penalty's `pull`, as [`Engine::apply_pulled`]), with each parameter updated as soon as
     /// the backward pass has its gradient and no gradient stored (`touched` is left alone);
-    /// nothing is updated when the first objective's loss is not finite. The same bits as the two apart. `None` (the default) where these passes
-    /// cannot; then nothing was done. Called only with an optimizer that
-    /// [`Optimizer::applies_in_parts`].
+    /// nothing is updated when the first objective's loss is not finite. The same bits as the
+    /// two apart. `None` (the default) where these passes cannot; then nothing was done.
+    /// Called only with an optimizer that [`Optimizer::applies_in_parts`].
     #[allow(clippy::too_many_arguments)]
     fn accumulate_updating(
         &mut self,
