@@ -781,7 +781,7 @@ fn slurm_script_runs_the_array_in_shards() {
 fn every_shipped_config_validates() {
     let mut n = 0;
     let mut paths = Vec::new();
-    for dir in ["configs", "configs/tuning"] {
+    for dir in ["configs", "configs/tuning", "configs/padding-arms"] {
         for entry in std::fs::read_dir(repo().join(dir)).unwrap() {
             paths.push(entry.unwrap().path());
         }
